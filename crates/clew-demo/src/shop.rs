@@ -1,0 +1,1338 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+const PRODUCER: i32 = 4;
+const CONSUMER: i32 = 5;
+const INTERNAL: i32 = 1;
+
+/// How many times a call happens per invocation of its parent.
+#[derive(Clone, Copy, Debug)]
+enum Count {
+    Once,
+    /// Uniformly between the two bounds, inclusive.
+    Between(u32, u32),
+    /// With this probability.
+    Sometimes(f64),
+}
+
+impl Count {
+    fn mean(self) -> f64 {
+        match self {
+            Count::Once => 1.0,
+            Count::Between(a, b) => (a + b) as f64 / 2.0,
+            Count::Sometimes(p) => p,
+        }
+    }
+
+    fn draw(self, rng: &mut SmallRng) -> u32 {
+        match self {
+            Count::Once => 1,
+            Count::Between(a, b) => rng.random_range(a..=b),
+            Count::Sometimes(p) => u32::from(rng.random_bool(p)),
+        }
+    }
+}
+
+/// An operation of an instrumented service, as a SERVER (or CONSUMER) span and what it does.
+#[derive(Clone, Debug)]
+struct Operation {
+    service: &'static str,
+    name: &'static str,
+    route: Option<&'static str>,
+    method: Option<&'static str>,
+    /// Own work, milliseconds: base plus an exponential tail with this mean.
+    self_ms: (f64, f64),
+    error_rate: f64,
+    calls: Vec<(Count, Call)>,
+}
+
+#[derive(Clone, Debug)]
+enum Call {
+    /// An instrumented service over HTTP: CLIENT span here, SERVER span there.
+    Http(Operation),
+    /// Like Http, but retried once when the first attempt fails.
+    HttpWithRetry(Operation),
+    /// The callee does not extract the context: its SERVER span starts a new trace.
+    HttpBroken(Operation),
+    /// A service that sends no spans: only the CLIENT span exists.
+    Uninstrumented {
+        peer_service: &'static str,
+        address: &'static str,
+        name: &'static str,
+        ms: (f64, f64),
+        error_rate: f64,
+    },
+    /// A database call (CLIENT span with db.* attributes).
+    Database {
+        system: &'static str,
+        namespace: &'static str,
+        statement: &'static str,
+        ms: (f64, f64),
+    },
+    /// Publish to a topic; each consumer gets a CONSUMER span as a child of the PRODUCER span.
+    Publish {
+        topic: &'static str,
+        consumers: Vec<Operation>,
+    },
+    /// In-process work.
+    Internal { name: &'static str, ms: (f64, f64) },
+}
+
+fn op(
+    service: &'static str,
+    name: &'static str,
+    self_ms: (f64, f64),
+    calls: Vec<(Count, Call)>,
+) -> Operation {
+    Operation {
+        service,
+        name,
+        route: None,
+        method: None,
+        self_ms,
+        error_rate: 0.004,
+        calls,
+    }
+}
+
+fn http(
+    service: &'static str,
+    method: &'static str,
+    route: &'static str,
+    self_ms: (f64, f64),
+    calls: Vec<(Count, Call)>,
+) -> Operation {
+    let name: &'static str = Box::leak(format!("{method} {route}").into_boxed_str());
+    Operation {
+        service,
+        name,
+        route: Some(route),
+        method: Some(method),
+        self_ms,
+        error_rate: 0.008,
+        calls,
+    }
+}
+
+fn failing(mut operation: Operation, error_rate: f64) -> Operation {
+    operation.error_rate = error_rate;
+    operation
+}
+
+fn db(
+    system: &'static str,
+    namespace: &'static str,
+    statement: &'static str,
+    ms: (f64, f64),
+) -> Call {
+    Call::Database {
+        system,
+        namespace,
+        statement,
+        ms,
+    }
+}
+
+/// Service → (team, versions, SDK versions).
+const SERVICES: &[(&str, &str, &[&str], &str)] = &[
+    ("web-gateway", "edge", &["3.2.0", "3.3.0"], "1.27.0"),
+    ("frontend", "storefront", &["2024.11.2"], "1.27.0"),
+    ("image-service", "storefront", &["1.0.4"], "1.24.0"),
+    ("auth-service", "identity", &["5.1.0"], "1.30.0"),
+    ("user-service", "identity", &["2.0.1", "2.1.0"], "1.30.0"),
+    ("loyalty-service", "identity", &["0.9.3"], "1.24.0"),
+    ("product-catalog", "catalog", &["4.4.0"], "1.27.0"),
+    ("pricing-service", "catalog", &["1.8.2"], "1.27.0"),
+    ("currency-service", "catalog", &["1.1.0"], "1.24.0"),
+    ("review-service", "catalog", &["0.3.1"], "1.24.0"),
+    ("search-service", "discovery", &["6.0.0"], "1.30.0"),
+    ("recommendation-service", "discovery", &["2.2.0"], "1.27.0"),
+    ("ad-service", "discovery", &["1.0.0"], "1.24.0"),
+    ("cart-service", "checkout", &["3.0.2"], "1.30.0"),
+    (
+        "checkout-service",
+        "checkout",
+        &["7.1.0", "7.2.0"],
+        "1.30.0",
+    ),
+    ("tax-service", "checkout", &["1.2.0"], "1.27.0"),
+    ("order-service", "orders", &["2.5.1"], "1.27.0"),
+    ("inventory-service", "fulfillment", &["1.9.0"], "1.24.0"),
+    ("shipping-service", "fulfillment", &["3.3.3"], "1.24.0"),
+    ("warehouse-service", "fulfillment", &["0.8.0"], "1.24.0"),
+    ("payment-service", "payments", &["4.0.0"], "1.30.0"),
+    ("fraud-detection", "payments", &["1.5.0"], "1.30.0"),
+    ("notification-service", "messaging", &["2.0.0"], "1.27.0"),
+    ("email-service", "messaging", &["1.3.0"], "1.27.0"),
+    ("audit-service", "platform", &["1.0.1"], "1.24.0"),
+    ("feature-flags", "platform", &["0.5.0"], "1.30.0"),
+];
+
+fn topology() -> Vec<Operation> {
+    let flags = || {
+        (
+            Count::Once,
+            Call::Http(op(
+                "feature-flags",
+                "GET /flags",
+                (0.3, 0.2),
+                vec![(Count::Once, db("redis", "flags", "GET flags:*", (0.2, 0.1)))],
+            )),
+        )
+    };
+    let session = || {
+        (
+            Count::Once,
+            Call::Http(op(
+                "auth-service",
+                "POST /session/validate",
+                (0.8, 0.5),
+                vec![(
+                    Count::Once,
+                    db("redis", "sessions", "GET session:?", (0.3, 0.2)),
+                )],
+            )),
+        )
+    };
+    let price = || {
+        Call::Http(op(
+            "pricing-service",
+            "GET /price/{sku}",
+            (1.0, 0.8),
+            vec![
+                (
+                    Count::Once,
+                    Call::Http(op("currency-service", "GET /convert", (0.5, 0.3), vec![])),
+                ),
+                (
+                    Count::Once,
+                    db(
+                        "postgresql",
+                        "pricing",
+                        "SELECT price FROM prices WHERE sku = $1",
+                        (1.2, 1.0),
+                    ),
+                ),
+            ],
+        ))
+    };
+    let product = || {
+        Call::Http(op(
+            "product-catalog",
+            "GET /products/{id}",
+            (2.0, 1.5),
+            vec![
+                (
+                    Count::Once,
+                    db(
+                        "postgresql",
+                        "catalog",
+                        "SELECT * FROM products WHERE id = $1",
+                        (2.0, 2.0),
+                    ),
+                ),
+                (Count::Once, price()),
+            ],
+        ))
+    };
+    let recommendations = || {
+        // The slow dependency: a heavy tail.
+        (
+            Count::Once,
+            Call::Http(op(
+                "recommendation-service",
+                "GET /recommendations",
+                (35.0, 60.0),
+                vec![(Count::Between(2, 4), product())],
+            )),
+        )
+    };
+    let inventory = || {
+        failing(
+            op(
+                "inventory-service",
+                "GET /stock/{sku}",
+                (1.0, 1.0),
+                vec![(
+                    Count::Once,
+                    Call::Uninstrumented {
+                        peer_service: "legacy-inventory",
+                        address: "inventory.legacy.internal",
+                        name: "GET /stock",
+                        ms: (8.0, 6.0),
+                        error_rate: 0.01,
+                    },
+                )],
+            ),
+            0.05,
+        )
+    };
+    vec![
+        http(
+            "web-gateway",
+            "GET",
+            "/",
+            (1.0, 0.5),
+            vec![(
+                Count::Once,
+                Call::Http(op(
+                    "frontend",
+                    "GET /",
+                    (4.0, 2.0),
+                    vec![
+                        flags(),
+                        recommendations(),
+                        (
+                            Count::Once,
+                            Call::Http(op("ad-service", "GET /ads", (3.0, 2.0), vec![])),
+                        ),
+                        (
+                            Count::Between(4, 8),
+                            Call::Http(op("image-service", "GET /images/{id}", (0.8, 0.6), vec![])),
+                        ),
+                    ],
+                )),
+            )],
+        ),
+        http(
+            "web-gateway",
+            "GET",
+            "/product/{id}",
+            (1.0, 0.5),
+            vec![(
+                Count::Once,
+                Call::Http(op(
+                    "frontend",
+                    "GET /product/{id}",
+                    (3.0, 2.0),
+                    vec![
+                        flags(),
+                        (Count::Once, product()),
+                        (
+                            Count::Sometimes(0.7),
+                            Call::Http(op(
+                                "review-service",
+                                "GET /reviews/{id}",
+                                (2.0, 2.0),
+                                vec![(
+                                    Count::Once,
+                                    db("mongodb", "reviews", "find reviews", (2.0, 1.5)),
+                                )],
+                            )),
+                        ),
+                        recommendations(),
+                        (
+                            Count::Once,
+                            Call::Http(op(
+                                "inventory-service",
+                                "GET /stock/{sku}",
+                                (1.0, 1.0),
+                                vec![(
+                                    Count::Once,
+                                    Call::Uninstrumented {
+                                        peer_service: "legacy-inventory",
+                                        address: "inventory.legacy.internal",
+                                        name: "GET /stock",
+                                        ms: (8.0, 6.0),
+                                        error_rate: 0.01,
+                                    },
+                                )],
+                            )),
+                        ),
+                    ],
+                )),
+            )],
+        ),
+        http(
+            "web-gateway",
+            "POST",
+            "/cart",
+            (1.0, 0.5),
+            vec![
+                session(),
+                (
+                    Count::Once,
+                    Call::Http(op(
+                        "cart-service",
+                        "POST /cart/items",
+                        (2.0, 1.0),
+                        vec![
+                            (Count::Once, Call::HttpWithRetry(inventory())),
+                            (
+                                Count::Once,
+                                Call::Http(op(
+                                    "pricing-service",
+                                    "GET /price/{sku}",
+                                    (1.0, 0.8),
+                                    vec![
+                                        (
+                                            Count::Once,
+                                            Call::Http(op(
+                                                "currency-service",
+                                                "GET /convert",
+                                                (0.5, 0.3),
+                                                vec![],
+                                            )),
+                                        ),
+                                        (
+                                            Count::Once,
+                                            db(
+                                                "postgresql",
+                                                "pricing",
+                                                "SELECT price FROM prices WHERE sku = $1",
+                                                (1.2, 1.0),
+                                            ),
+                                        ),
+                                    ],
+                                )),
+                            ),
+                            (Count::Once, db("redis", "carts", "HSET cart:?", (0.4, 0.2))),
+                        ],
+                    )),
+                ),
+            ],
+        ),
+        http(
+            "web-gateway",
+            "POST",
+            "/checkout",
+            (1.5, 0.5),
+            vec![
+                session(),
+                (
+                    Count::Once,
+                    Call::Http(op(
+                        "checkout-service",
+                        "POST /checkout",
+                        (5.0, 3.0),
+                        vec![
+                            (
+                                Count::Once,
+                                Call::Http(op(
+                                    "cart-service",
+                                    "GET /cart",
+                                    (1.0, 0.5),
+                                    vec![(
+                                        Count::Once,
+                                        db("redis", "carts", "HGETALL cart:?", (0.4, 0.2)),
+                                    )],
+                                )),
+                            ),
+                            (
+                                Count::Once,
+                                Call::Http(op(
+                                    "tax-service",
+                                    "POST /tax/quote",
+                                    (3.0, 2.0),
+                                    vec![],
+                                )),
+                            ),
+                            (
+                                Count::Once,
+                                Call::Http(failing(
+                                    op(
+                                        "payment-service",
+                                        "POST /payments",
+                                        (4.0, 3.0),
+                                        vec![
+                                            (
+                                                Count::Once,
+                                                Call::Http(op(
+                                                    "fraud-detection",
+                                                    "POST /score",
+                                                    (12.0, 8.0),
+                                                    vec![(
+                                                        Count::Once,
+                                                        Call::Internal {
+                                                            name: "model.evaluate",
+                                                            ms: (6.0, 4.0),
+                                                        },
+                                                    )],
+                                                )),
+                                            ),
+                                            (
+                                                Count::Once,
+                                                Call::Uninstrumented {
+                                                    peer_service: "payment-provider",
+                                                    address: "api.payments.example.com",
+                                                    name: "POST /v2/charges",
+                                                    ms: (120.0, 80.0),
+                                                    error_rate: 0.02,
+                                                },
+                                            ),
+                                        ],
+                                    ),
+                                    0.01,
+                                )),
+                            ),
+                            (
+                                Count::Once,
+                                Call::Http(op(
+                                    "order-service",
+                                    "POST /orders",
+                                    (3.0, 2.0),
+                                    vec![
+                                        (
+                                            Count::Once,
+                                            db(
+                                                "postgresql",
+                                                "orders",
+                                                "INSERT INTO orders VALUES ($1, $2, $3)",
+                                                (3.0, 2.0),
+                                            ),
+                                        ),
+                                        (
+                                            Count::Once,
+                                            Call::Publish {
+                                                topic: "order-events",
+                                                consumers: vec![
+                                                    op(
+                                                        "notification-service",
+                                                        "order-events process",
+                                                        (2.0, 1.0),
+                                                        vec![(
+                                                            Count::Once,
+                                                            Call::Http(op(
+                                                                "email-service",
+                                                                "POST /emails",
+                                                                (5.0, 4.0),
+                                                                vec![],
+                                                            )),
+                                                        )],
+                                                    ),
+                                                    op(
+                                                        "audit-service",
+                                                        "order-events process",
+                                                        (1.0, 0.5),
+                                                        vec![(
+                                                            Count::Once,
+                                                            db(
+                                                                "postgresql",
+                                                                "audit",
+                                                                "INSERT INTO audit_log VALUES ($1)",
+                                                                (1.0, 0.5),
+                                                            ),
+                                                        )],
+                                                    ),
+                                                ],
+                                            },
+                                        ),
+                                    ],
+                                )),
+                            ),
+                            // Context propagation breaks here: shipping-service ignores the incoming traceparent.
+                            (
+                                Count::Once,
+                                Call::HttpBroken(op(
+                                    "shipping-service",
+                                    "POST /shipments/quote",
+                                    (4.0, 2.0),
+                                    vec![(
+                                        Count::Once,
+                                        Call::Http(op(
+                                            "warehouse-service",
+                                            "GET /warehouses/nearest",
+                                            (2.0, 1.0),
+                                            vec![],
+                                        )),
+                                    )],
+                                )),
+                            ),
+                            (
+                                Count::Sometimes(0.5),
+                                Call::Http(op(
+                                    "loyalty-service",
+                                    "POST /points",
+                                    (2.0, 1.0),
+                                    vec![],
+                                )),
+                            ),
+                        ],
+                    )),
+                ),
+            ],
+        ),
+        http(
+            "web-gateway",
+            "POST",
+            "/login",
+            (1.0, 0.5),
+            vec![(
+                Count::Once,
+                Call::Http(failing(
+                    op(
+                        "auth-service",
+                        "POST /login",
+                        (6.0, 3.0),
+                        vec![
+                            (
+                                Count::Once,
+                                Call::Http(op(
+                                    "user-service",
+                                    "GET /users/by-email",
+                                    (2.0, 1.0),
+                                    vec![(
+                                        Count::Once,
+                                        db(
+                                            "postgresql",
+                                            "users",
+                                            "SELECT * FROM users WHERE email = $1",
+                                            (1.5, 1.0),
+                                        ),
+                                    )],
+                                )),
+                            ),
+                            (
+                                Count::Once,
+                                Call::Internal {
+                                    name: "bcrypt.verify",
+                                    ms: (25.0, 5.0),
+                                },
+                            ),
+                            (
+                                Count::Once,
+                                db("redis", "sessions", "SET session:?", (0.3, 0.2)),
+                            ),
+                        ],
+                    ),
+                    0.04,
+                )),
+            )],
+        ),
+        http(
+            "web-gateway",
+            "GET",
+            "/search",
+            (1.0, 0.5),
+            vec![(
+                Count::Once,
+                Call::Http(op(
+                    "search-service",
+                    "GET /search",
+                    (4.0, 3.0),
+                    vec![
+                        (
+                            Count::Once,
+                            db(
+                                "elasticsearch",
+                                "products",
+                                "POST /products/_search",
+                                (15.0, 10.0),
+                            ),
+                        ),
+                        // N+1: every hit is priced one call at a time.
+                        (Count::Between(3, 7), price()),
+                        (
+                            Count::Sometimes(0.3),
+                            Call::Http(op("ad-service", "GET /ads", (3.0, 2.0), vec![])),
+                        ),
+                    ],
+                )),
+            )],
+        ),
+    ]
+}
+
+/// What the simulated shop is, for tests to compare analyses with.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroundTruth {
+    /// Instrumented services with their team and versions.
+    pub services: BTreeMap<String, ServiceTruth>,
+    /// Called but not instrumented: name → kind (`http`, `database`).
+    pub uninstrumented: BTreeMap<String, String>,
+    /// Distinct caller → callee edges, callee named as Clew names virtual peers.
+    pub edges: BTreeSet<(String, String)>,
+    /// Entry operations (root service + operation).
+    pub entry_operations: Vec<String>,
+    /// Mean calls per request of each `service operation` (SERVER/CONSUMER spans), per entry operation.
+    pub fan_out: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Calls where context propagation breaks: (caller, callee, reason).
+    pub propagation_breaks: Vec<(String, String, String)>,
+    pub message_topics: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceTruth {
+    pub team: String,
+    pub versions: Vec<String>,
+    pub sdk_version: String,
+}
+
+/// The simulator. Deterministic for a given seed.
+pub struct Shop {
+    entries: Vec<Operation>,
+    rng: SmallRng,
+    /// Relative traffic per entry operation (same order as the entries).
+    weights: Vec<f64>,
+    id_counter: u64,
+}
+
+struct Builder<'a> {
+    spans: BTreeMap<&'static str, Vec<Span>>,
+    rng: &'a mut SmallRng,
+    id_counter: &'a mut u64,
+}
+
+impl Shop {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            entries: topology(),
+            rng: SmallRng::seed_from_u64(seed),
+            weights: vec![30.0, 30.0, 12.0, 6.0, 7.0, 15.0],
+            id_counter: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        }
+    }
+
+    /// One export request per service that took part, for `traces` traces starting around `now_unix_nano`.
+    pub fn generate(&mut self, traces: usize, now_unix_nano: u64) -> ExportTraceServiceRequest {
+        let total: f64 = self.weights.iter().sum();
+        let mut builder = Builder {
+            spans: BTreeMap::new(),
+            rng: &mut self.rng,
+            id_counter: &mut self.id_counter,
+        };
+        for _ in 0..traces {
+            let mut pick = builder.rng.random_range(0.0..total);
+            let mut index = 0;
+            while pick >= self.weights[index] && index + 1 < self.weights.len() {
+                pick -= self.weights[index];
+                index += 1;
+            }
+            let entry = &self.entries[index];
+            let trace_id = builder.trace_id();
+            let offset = builder.rng.random_range(0..50_000_000u64);
+            builder.server(
+                entry,
+                trace_id,
+                None,
+                now_unix_nano.saturating_sub(offset),
+                SERVER,
+            );
+        }
+        let spans = builder.spans;
+        let resource_spans = spans
+            .into_iter()
+            .map(|(service, spans)| {
+                let (_, team, versions, sdk) = SERVICES
+                    .iter()
+                    .find(|s| s.0 == service)
+                    .expect("every service is listed");
+                let version =
+                    versions[(spans.len() + spans[0].span_id[0] as usize) % versions.len()];
+                ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![
+                            kv("service.name", service),
+                            kv("service.namespace", team),
+                            kv("service.version", version),
+                            kv("deployment.environment.name", "production"),
+                            kv("telemetry.sdk.name", "opentelemetry"),
+                            kv(
+                                "telemetry.sdk.language",
+                                if service.contains("service") {
+                                    "java"
+                                } else {
+                                    "go"
+                                },
+                            ),
+                            kv("telemetry.sdk.version", sdk),
+                            kv(
+                                "host.name",
+                                &format!("{service}-{}", spans[0].span_id[1] % 3),
+                            ),
+                        ],
+                        dropped_attributes_count: 0,
+                        entity_refs: vec![],
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(InstrumentationScope {
+                            name: "io.opentelemetry.http".into(),
+                            version: sdk.to_string(),
+                            attributes: vec![],
+                            dropped_attributes_count: 0,
+                        }),
+                        spans,
+                        schema_url: String::new(),
+                    }],
+                    schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
+                }
+            })
+            .collect();
+        ExportTraceServiceRequest { resource_spans }
+    }
+
+    /// The shop's ground truth, computed from the same topology that generates traffic.
+    pub fn ground_truth(&self) -> GroundTruth {
+        let mut truth = GroundTruth {
+            services: SERVICES
+                .iter()
+                .map(|(name, team, versions, sdk)| {
+                    (
+                        name.to_string(),
+                        ServiceTruth {
+                            team: team.to_string(),
+                            versions: versions.iter().map(|v| v.to_string()).collect(),
+                            sdk_version: sdk.to_string(),
+                        },
+                    )
+                })
+                .collect(),
+            uninstrumented: BTreeMap::new(),
+            edges: BTreeSet::new(),
+            entry_operations: Vec::new(),
+            fan_out: BTreeMap::new(),
+            propagation_breaks: Vec::new(),
+            message_topics: Vec::new(),
+        };
+        for entry in &self.entries {
+            let key = format!("{} {}", entry.service, entry.name);
+            truth.entry_operations.push(key.clone());
+            truth.edges.insert(("user".into(), entry.service.into()));
+            let mut fan_out = BTreeMap::new();
+            walk_truth(entry, 1.0, &mut fan_out, &mut truth);
+            truth.fan_out.insert(key, fan_out);
+        }
+        truth.propagation_breaks.dedup();
+        truth.message_topics.sort();
+        truth.message_topics.dedup();
+        truth
+    }
+}
+
+fn walk_truth(
+    operation: &Operation,
+    multiplier: f64,
+    fan_out: &mut BTreeMap<String, f64>,
+    truth: &mut GroundTruth,
+) {
+    *fan_out
+        .entry(format!("{} {}", operation.service, operation.name))
+        .or_insert(0.0) += multiplier;
+    for (count, call) in &operation.calls {
+        let calls = multiplier * count.mean();
+        match call {
+            Call::Http(callee) => {
+                truth
+                    .edges
+                    .insert((operation.service.into(), callee.service.into()));
+                walk_truth(callee, calls, fan_out, truth);
+            }
+            Call::HttpWithRetry(callee) => {
+                truth
+                    .edges
+                    .insert((operation.service.into(), callee.service.into()));
+                walk_truth(callee, calls * (1.0 + callee.error_rate), fan_out, truth);
+            }
+            Call::HttpBroken(callee) => {
+                truth
+                    .edges
+                    .insert((operation.service.into(), callee.service.into()));
+                truth.propagation_breaks.push((
+                    operation.service.into(),
+                    callee.service.into(),
+                    "callee does not extract the propagated context".into(),
+                ));
+                // The callee's spans land in separate traces: not part of this entry's fan-out.
+                let mut elsewhere = BTreeMap::new();
+                walk_truth(callee, calls, &mut elsewhere, truth);
+            }
+            Call::Uninstrumented { peer_service, .. } => {
+                truth
+                    .uninstrumented
+                    .insert(peer_service.to_string(), "http".into());
+                truth
+                    .edges
+                    .insert((operation.service.into(), peer_service.to_string()));
+            }
+            Call::Database { system, .. } => {
+                truth
+                    .uninstrumented
+                    .insert(system.to_string(), "database".into());
+                truth
+                    .edges
+                    .insert((operation.service.into(), system.to_string()));
+            }
+            Call::Publish { topic, consumers } => {
+                truth.message_topics.push(topic.to_string());
+                for consumer in consumers {
+                    truth
+                        .edges
+                        .insert((operation.service.into(), consumer.service.into()));
+                    walk_truth(consumer, calls, fan_out, truth);
+                }
+            }
+            Call::Internal { .. } => {}
+        }
+    }
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+    }
+}
+
+fn kv_int(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+    }
+}
+
+impl Builder<'_> {
+    fn next_id(&mut self) -> u64 {
+        // splitmix64: distinct, well-spread IDs without a global RNG lock.
+        *self.id_counter = self.id_counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *self.id_counter;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) | 1
+    }
+
+    fn trace_id(&mut self) -> Vec<u8> {
+        let mut id = self.next_id().to_be_bytes().to_vec();
+        id.extend(self.next_id().to_be_bytes());
+        id
+    }
+
+    fn span_id(&mut self) -> Vec<u8> {
+        self.next_id().to_be_bytes().to_vec()
+    }
+
+    fn duration(&mut self, (base, tail): (f64, f64)) -> u64 {
+        let exponential: f64 = -tail * (1.0 - self.rng.random::<f64>()).ln();
+        ((base + exponential) * 1e6) as u64
+    }
+
+    /// Emits a SERVER/CONSUMER span for `operation` and everything below it; returns its end time.
+    fn server(
+        &mut self,
+        operation: &Operation,
+        trace_id: Vec<u8>,
+        parent: Option<Vec<u8>>,
+        start: u64,
+        kind: i32,
+    ) -> (u64, bool) {
+        let span_id = self.span_id();
+        let self_time = self.duration(operation.self_ms);
+        let mut cursor = start + self_time / 2;
+        let mut child_failed = false;
+        for (count, call) in &operation.calls {
+            for _ in 0..count.draw(self.rng) {
+                let (end, failed) = self.call(operation, call, &trace_id, &span_id, cursor);
+                cursor = end;
+                child_failed |= failed;
+            }
+        }
+        let end = cursor + self_time / 2;
+        let failed = self.rng.random_bool(operation.error_rate)
+            || (child_failed && self.rng.random_bool(0.7));
+        let mut attributes = Vec::new();
+        if let (Some(route), Some(method)) = (operation.route, operation.method) {
+            attributes.push(kv("http.request.method", method));
+            attributes.push(kv("http.route", route));
+            attributes.push(kv(
+                "url.path",
+                &route.replace("{id}", &format!("{}", span_id[2])),
+            ));
+            attributes.push(kv_int(
+                "http.response.status_code",
+                if failed { 500 } else { 200 },
+            ));
+        } else if kind == SERVER {
+            let (method, route) = operation
+                .name
+                .split_once(' ')
+                .unwrap_or(("GET", operation.name));
+            attributes.push(kv("http.request.method", method));
+            attributes.push(kv("http.route", route));
+            attributes.push(kv_int(
+                "http.response.status_code",
+                if failed { 500 } else { 200 },
+            ));
+        } else {
+            attributes.push(kv("messaging.system", "kafka"));
+            attributes.push(kv("messaging.operation.type", "process"));
+            attributes.push(kv("messaging.destination.name", "order-events"));
+        }
+        let region = ["eu-central-1", "eu-west-1", "us-east-1"][span_id[3] as usize % 3];
+        attributes.push(kv("cloud.region", region));
+        let events = if failed {
+            vec![exception(end, operation.service)]
+        } else {
+            vec![]
+        };
+        self.push(
+            operation.service,
+            Span {
+                trace_id,
+                span_id,
+                parent_span_id: parent.unwrap_or_default(),
+                name: operation.name.into(),
+                kind,
+                start_time_unix_nano: start,
+                end_time_unix_nano: end,
+                attributes,
+                events,
+                status: failed.then(|| Status {
+                    code: 2,
+                    message: "internal error".into(),
+                }),
+                ..Default::default()
+            },
+        );
+        (end, failed)
+    }
+
+    fn call(
+        &mut self,
+        caller: &Operation,
+        call: &Call,
+        trace_id: &[u8],
+        parent: &[u8],
+        start: u64,
+    ) -> (u64, bool) {
+        let network = 300_000;
+        match call {
+            Call::Http(callee) | Call::HttpBroken(callee) => {
+                let client_id = self.span_id();
+                let broken = matches!(call, Call::HttpBroken(_));
+                let (callee_trace, callee_parent) = if broken {
+                    (self.trace_id(), None)
+                } else {
+                    (trace_id.to_vec(), Some(client_id.clone()))
+                };
+                let (end, failed) =
+                    self.server(callee, callee_trace, callee_parent, start + network, SERVER);
+                self.client(
+                    caller.service,
+                    callee,
+                    trace_id,
+                    parent,
+                    client_id,
+                    start,
+                    end + network,
+                    failed,
+                );
+                (end + network, failed)
+            }
+            Call::HttpWithRetry(callee) => {
+                let client_id = self.span_id();
+                let (end, failed) = self.server(
+                    callee,
+                    trace_id.to_vec(),
+                    Some(client_id.clone()),
+                    start + network,
+                    SERVER,
+                );
+                self.client(
+                    caller.service,
+                    callee,
+                    trace_id,
+                    parent,
+                    client_id,
+                    start,
+                    end + network,
+                    failed,
+                );
+                if !failed {
+                    return (end + network, false);
+                }
+                let retry_start = end + network + 5_000_000;
+                let retry_id = self.span_id();
+                let (end, failed) = self.server(
+                    callee,
+                    trace_id.to_vec(),
+                    Some(retry_id.clone()),
+                    retry_start + network,
+                    SERVER,
+                );
+                self.client(
+                    caller.service,
+                    callee,
+                    trace_id,
+                    parent,
+                    retry_id,
+                    retry_start,
+                    end + network,
+                    failed,
+                );
+                (end + network, failed)
+            }
+            Call::Uninstrumented {
+                peer_service,
+                address,
+                name,
+                ms,
+                error_rate,
+            } => {
+                let end = start + self.duration(*ms);
+                let failed = self.rng.random_bool(*error_rate);
+                let span_id = self.span_id();
+                let mut attributes = vec![
+                    kv("peer.service", peer_service),
+                    kv("server.address", address),
+                    kv_int("server.port", 443),
+                    kv(
+                        "http.request.method",
+                        name.split(' ').next().unwrap_or("GET"),
+                    ),
+                    kv(
+                        "url.full",
+                        &format!("https://{address}{}", name.split(' ').nth(1).unwrap_or("/")),
+                    ),
+                    kv_int("http.response.status_code", if failed { 503 } else { 200 }),
+                ];
+                if *peer_service == "payment-provider" {
+                    attributes.push(kv("payment.provider.region", "eu"));
+                }
+                self.push(
+                    caller.service,
+                    Span {
+                        trace_id: trace_id.to_vec(),
+                        span_id,
+                        parent_span_id: parent.to_vec(),
+                        name: name.to_string(),
+                        kind: CLIENT,
+                        start_time_unix_nano: start,
+                        end_time_unix_nano: end,
+                        attributes,
+                        events: if failed {
+                            vec![exception(end, peer_service)]
+                        } else {
+                            vec![]
+                        },
+                        status: failed.then(|| Status {
+                            code: 2,
+                            message: format!("{peer_service} unavailable"),
+                        }),
+                        ..Default::default()
+                    },
+                );
+                (end, failed)
+            }
+            Call::Database {
+                system,
+                namespace,
+                statement,
+                ms,
+            } => {
+                let end = start + self.duration(*ms);
+                let span_id = self.span_id();
+                let operation = statement.split_whitespace().next().unwrap_or("QUERY");
+                self.push(
+                    caller.service,
+                    Span {
+                        trace_id: trace_id.to_vec(),
+                        span_id,
+                        parent_span_id: parent.to_vec(),
+                        name: format!("{operation} {namespace}"),
+                        kind: CLIENT,
+                        start_time_unix_nano: start,
+                        end_time_unix_nano: end,
+                        attributes: vec![
+                            kv("db.system", system),
+                            kv("db.namespace", namespace),
+                            kv("db.query.text", statement),
+                            kv("db.operation.name", operation),
+                        ],
+                        ..Default::default()
+                    },
+                );
+                (end, false)
+            }
+            Call::Publish { topic, consumers } => {
+                let end = start + self.duration((0.5, 0.3));
+                let producer_id = self.span_id();
+                self.push(
+                    caller.service,
+                    Span {
+                        trace_id: trace_id.to_vec(),
+                        span_id: producer_id.clone(),
+                        parent_span_id: parent.to_vec(),
+                        name: format!("{topic} publish"),
+                        kind: PRODUCER,
+                        start_time_unix_nano: start,
+                        end_time_unix_nano: end,
+                        attributes: vec![
+                            kv("messaging.system", "kafka"),
+                            kv("messaging.destination.name", topic),
+                            kv("messaging.operation.type", "publish"),
+                        ],
+                        ..Default::default()
+                    },
+                );
+                for consumer in consumers {
+                    let delay = self.duration((2.0, 3.0));
+                    self.server(
+                        consumer,
+                        trace_id.to_vec(),
+                        Some(producer_id.clone()),
+                        end + delay,
+                        CONSUMER,
+                    );
+                }
+                (end, false)
+            }
+            Call::Internal { name, ms } => {
+                let end = start + self.duration(*ms);
+                let span_id = self.span_id();
+                self.push(
+                    caller.service,
+                    Span {
+                        trace_id: trace_id.to_vec(),
+                        span_id,
+                        parent_span_id: parent.to_vec(),
+                        name: name.to_string(),
+                        kind: INTERNAL,
+                        start_time_unix_nano: start,
+                        end_time_unix_nano: end,
+                        ..Default::default()
+                    },
+                );
+                (end, false)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn client(
+        &mut self,
+        service: &'static str,
+        callee: &Operation,
+        trace_id: &[u8],
+        parent: &[u8],
+        span_id: Vec<u8>,
+        start: u64,
+        end: u64,
+        failed: bool,
+    ) {
+        let (method, route) = callee.name.split_once(' ').unwrap_or(("GET", callee.name));
+        self.push(
+            service,
+            Span {
+                trace_id: trace_id.to_vec(),
+                span_id,
+                parent_span_id: parent.to_vec(),
+                name: format!("{method} {}", callee.service),
+                kind: CLIENT,
+                start_time_unix_nano: start,
+                end_time_unix_nano: end,
+                attributes: vec![
+                    kv("http.request.method", method),
+                    kv("server.address", callee.service),
+                    kv_int("server.port", 8080),
+                    kv("url.template", route),
+                    kv_int("http.response.status_code", if failed { 500 } else { 200 }),
+                ],
+                status: failed.then(|| Status {
+                    code: 2,
+                    message: String::new(),
+                }),
+                ..Default::default()
+            },
+        );
+    }
+
+    fn push(&mut self, service: &'static str, span: Span) {
+        self.spans.entry(service).or_default().push(span);
+    }
+}
+
+fn exception(time: u64, service: &str) -> span::Event {
+    span::Event {
+        time_unix_nano: time,
+        name: "exception".into(),
+        attributes: vec![
+            kv("exception.type", "java.lang.IllegalStateException"),
+            kv("exception.message", &format!("{service}: request failed")),
+            kv(
+                "exception.stacktrace",
+                &format!(
+                    "java.lang.IllegalStateException: {service}: request failed\n\tat com.shop.Handler.handle(Handler.java:42)"
+                ),
+            ),
+        ],
+        dropped_attributes_count: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_every_service_and_a_sane_error_rate() {
+        let mut shop = Shop::new(7);
+        let request = shop.generate(2000, 1_700_000_000_000_000_000);
+        let services: BTreeSet<String> = request
+            .resource_spans
+            .iter()
+            .map(|r| {
+                match &r.resource.as_ref().unwrap().attributes[0]
+                    .value
+                    .as_ref()
+                    .unwrap()
+                    .value
+                {
+                    Some(any_value::Value::StringValue(s)) => s.clone(),
+                    _ => unreachable!(),
+                }
+            })
+            .collect();
+        assert!(services.len() >= 25, "{services:?}");
+        let spans: Vec<&Span> = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .collect();
+        let errors = spans
+            .iter()
+            .filter(|s| s.status.as_ref().is_some_and(|st| st.code == 2))
+            .count() as f64;
+        let roots = spans.iter().filter(|s| s.parent_span_id.is_empty()).count() as f64;
+        assert!(roots > 2000.0, "broken propagation adds roots");
+        let ratio = errors / spans.len() as f64;
+        let gateway_roots: Vec<&&Span> = spans
+            .iter()
+            .filter(|s| s.parent_span_id.is_empty() && s.name != "POST /shipments/quote")
+            .collect();
+        let failed_roots = gateway_roots
+            .iter()
+            .filter(|s| s.status.as_ref().is_some_and(|st| st.code == 2))
+            .count() as f64;
+        let request_ratio = failed_roots / gateway_roots.len() as f64;
+        assert!(
+            (0.01..0.04).contains(&request_ratio),
+            "request error ratio {request_ratio} (span ratio {ratio})"
+        );
+    }
+
+    #[test]
+    fn ground_truth_names_the_planted_facts() {
+        let truth = Shop::new(1).ground_truth();
+        assert_eq!(truth.entry_operations.len(), 6);
+        assert!(truth.uninstrumented.contains_key("payment-provider"));
+        assert!(truth.uninstrumented.contains_key("legacy-inventory"));
+        assert_eq!(truth.propagation_breaks[0].0, "checkout-service");
+        assert_eq!(truth.propagation_breaks[0].1, "shipping-service");
+        let search = &truth.fan_out["web-gateway GET /search"];
+        assert!((search["pricing-service GET /price/{sku}"] - 5.0).abs() < 1e-9);
+        assert_eq!(truth.message_topics, vec!["order-events"]);
+    }
+}

@@ -1,0 +1,18 @@
+//! The span model of Clew and the pure per-trace algorithms.
+//!
+//! This crate knows nothing about wire formats, storage or servers. Every receiver converts
+//! what it accepts into [`Span`]; the store keeps spans; queries return them. The per-trace
+//! algorithms ([`assemble`], [`critical_path`]) live here so that both trace assembly at
+//! ingest time and queries can call them.
+
+mod assemble;
+mod critical_path;
+mod ids;
+mod span;
+
+pub use assemble::{AssembledTrace, SpanFacts, TraceFacts, assemble, span_flags, trace_flags};
+pub use critical_path::{CriticalSegment, critical_path};
+pub use ids::{IdError, SpanId, TraceId};
+pub use span::{
+    Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanKind, StatusCode, Value,
+};

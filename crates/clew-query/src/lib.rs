@@ -1,0 +1,116 @@
+//! Questions asked of stored spans: one trace, a search, the lists behind the pickers, and
+//! read-only SQL. Everything runs on DataFusion over the store's `spans` table, so a span
+//! answers the same wherever it lives (pending, freshly assembled, or in a block).
+
+mod search;
+mod trace;
+
+use std::sync::Arc;
+
+use clew_store::{Storage, StoreError};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+pub use search::{
+    AttributeFilter, AttributeScope, CompareOp, SearchRequest, SortOrder, TraceSummary,
+};
+pub use trace::{TraceView, TraceWarning};
+
+/// Why a query failed. `Invalid` is the caller's fault (HTTP 400); the rest are Clew's.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("query failed: {0}")]
+    Engine(#[from] datafusion::error::DataFusionError),
+    #[error("query failed: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("could not encode the result: {0}")]
+    Encode(String),
+}
+
+/// The query side of Clew. Cheap to clone.
+#[derive(Clone)]
+pub struct QueryEngine {
+    storage: Arc<dyn Storage>,
+    context: SessionContext,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine")
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryEngine {
+    pub fn new(storage: Arc<dyn Storage>) -> Result<Self, QueryError> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true);
+        let context = SessionContext::new_with_config(config);
+        context.register_table("spans", storage.spans_table())?;
+        Ok(Self { storage, context })
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.context
+    }
+
+    /// Runs read-only SQL over the `spans` table (DDL, DML and `SET` are refused).
+    pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>, QueryError> {
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = self
+            .context
+            .sql_with_options(query, options)
+            .await
+            .map_err(|error| match error {
+                datafusion::error::DataFusionError::SQL(..)
+                | datafusion::error::DataFusionError::Plan(..)
+                | datafusion::error::DataFusionError::SchemaError(..) => {
+                    QueryError::Invalid(error.to_string())
+                }
+                other => QueryError::Engine(other),
+            })?;
+        Ok(frame.collect().await?)
+    }
+
+    /// Runs SQL that Clew itself built (the inputs are quoted by [`quote`]).
+    pub(crate) async fn internal_sql(&self, query: &str) -> Result<Vec<RecordBatch>, QueryError> {
+        Ok(self.context.sql(query).await?.collect().await?)
+    }
+}
+
+/// Batches as a JSON array of row objects (binary columns as hex).
+pub fn batches_to_json(batches: &[RecordBatch]) -> Result<serde_json::Value, QueryError> {
+    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    writer
+        .write_batches(&refs)
+        .map_err(|e| QueryError::Encode(e.to_string()))?;
+    writer
+        .finish()
+        .map_err(|e| QueryError::Encode(e.to_string()))?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Ok(serde_json::Value::Array(vec![]));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| QueryError::Encode(e.to_string()))
+}
+
+/// A SQL string literal.
+pub(crate) fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}

@@ -1,0 +1,423 @@
+//! Trace search, and the lists behind the search pickers.
+
+use clew_model::{SpanKind, StatusCode};
+use clew_store::block::DEDICATED;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::Int64Type;
+use serde::Serialize;
+
+use crate::{QueryEngine, QueryError, quote};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Regex,
+}
+
+impl CompareOp {
+    fn sql(self) -> &'static str {
+        match self {
+            Self::Eq => "=",
+            Self::Ne => "<>",
+            Self::Gt => ">",
+            Self::Ge => ">=",
+            Self::Lt => "<",
+            Self::Le => "<=",
+            Self::Regex => "~",
+        }
+    }
+}
+
+/// Where an attribute is looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttributeScope {
+    Span,
+    Resource,
+    /// The span's attributes, else its resource's.
+    Any,
+}
+
+/// `key op value`, e.g. `http.response.status_code>=500`, `resource.service.version=1.2`,
+/// `http.route=~/api/.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeFilter {
+    pub scope: AttributeScope,
+    pub key: String,
+    pub op: CompareOp,
+    pub value: String,
+}
+
+impl AttributeFilter {
+    /// Parses `key op value`; a `span.` or `resource.` prefix picks the scope.
+    pub fn parse(text: &str) -> Result<Self, QueryError> {
+        let operators = [
+            ("=~", CompareOp::Regex),
+            ("!=", CompareOp::Ne),
+            (">=", CompareOp::Ge),
+            ("<=", CompareOp::Le),
+            ("=", CompareOp::Eq),
+            (">", CompareOp::Gt),
+            ("<", CompareOp::Lt),
+        ];
+        // The first operator character in the text splits key from value.
+        let position = text.find(['=', '!', '>', '<']).ok_or_else(|| {
+            QueryError::Invalid(format!("attribute filter {text:?} has no operator: use key=value, key!=value, key>N, key>=N, key<N, key<=N or key=~regex"))
+        })?;
+        let (key, rest) = text.split_at(position);
+        let (symbol, op) = operators
+            .iter()
+            .find(|(symbol, _)| rest.starts_with(symbol))
+            .ok_or_else(|| {
+                QueryError::Invalid(format!("attribute filter {text:?}: unknown operator"))
+            })?;
+        let key = key.trim();
+        let value = rest[symbol.len()..].trim().trim_matches('"').to_string();
+        if key.is_empty() {
+            return Err(QueryError::Invalid(format!(
+                "attribute filter {text:?} has no key"
+            )));
+        }
+        let (scope, key) = if let Some(stripped) = key.strip_prefix("resource.") {
+            (AttributeScope::Resource, stripped)
+        } else if let Some(stripped) = key.strip_prefix("span.") {
+            (AttributeScope::Span, stripped)
+        } else {
+            (AttributeScope::Any, key)
+        };
+        if matches!(
+            op,
+            CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le
+        ) && value.parse::<f64>().is_err()
+        {
+            return Err(QueryError::Invalid(format!(
+                "attribute filter {text:?}: {symbol} needs a number"
+            )));
+        }
+        if *op == CompareOp::Regex {
+            regex_check(&value)?;
+        }
+        Ok(Self {
+            scope,
+            key: key.to_string(),
+            op: *op,
+            value,
+        })
+    }
+
+    fn sql(&self) -> String {
+        let key = quote(&self.key);
+        let dedicated = DEDICATED
+            .iter()
+            .find(|(name, _)| *name == self.key)
+            .map(|(_, column)| column.to_string());
+        let accessor = match (self.scope, dedicated) {
+            (AttributeScope::Span, Some(column)) => column,
+            (AttributeScope::Span, None) => format!("attributes[{key}]"),
+            (AttributeScope::Resource, _) => format!("resource_attributes[{key}]"),
+            (AttributeScope::Any, Some(column)) => {
+                format!("coalesce({column}, resource_attributes[{key}])")
+            }
+            (AttributeScope::Any, None) => {
+                format!("coalesce(attributes[{key}], resource_attributes[{key}])")
+            }
+        };
+        let numeric = self.value.parse::<f64>().is_ok();
+        match self.op {
+            CompareOp::Regex => format!(
+                "regexp_like({accessor}, {})",
+                quote(&format!("^(?:{})$", self.value))
+            ),
+            op if numeric => format!(
+                "try_cast({accessor} AS DOUBLE) {} {}",
+                op.sql(),
+                self.value.parse::<f64>().expect("checked")
+            ),
+            CompareOp::Ne => format!(
+                "({accessor} IS NULL OR {accessor} <> {})",
+                quote(&self.value)
+            ),
+            op => format!("{accessor} {} {}", op.sql(), quote(&self.value)),
+        }
+    }
+}
+
+fn regex_check(pattern: &str) -> Result<(), QueryError> {
+    if pattern.len() > 1024 {
+        return Err(QueryError::Invalid(
+            "regular expression longer than 1024 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    #[default]
+    Newest,
+    Longest,
+}
+
+/// A trace search. Span conditions must all hold on one span of the trace.
+#[derive(Debug, Clone, Default)]
+pub struct SearchRequest {
+    pub service: Option<String>,
+    pub operation: Option<String>,
+    pub kind: Option<SpanKind>,
+    pub status: Option<StatusCode>,
+    pub attributes: Vec<AttributeFilter>,
+    /// Bounds on the matching span's duration.
+    pub min_duration_nanos: Option<u64>,
+    pub max_duration_nanos: Option<u64>,
+    /// Bounds on the whole trace's duration.
+    pub min_trace_duration_nanos: Option<u64>,
+    pub max_trace_duration_nanos: Option<u64>,
+    /// The matching span starts within [start, end].
+    pub start_unix_nano: Option<u64>,
+    pub end_unix_nano: Option<u64>,
+    pub limit: usize,
+    pub sort: SortOrder,
+}
+
+/// One row of search results.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    pub root_service: String,
+    pub root_name: String,
+    pub start_unix_nano: i64,
+    pub duration_nanos: i64,
+    pub span_count: i64,
+    pub error_count: i64,
+    pub services: Vec<String>,
+    /// Spans in the trace that matched the conditions.
+    pub matched_spans: i64,
+}
+
+impl SearchRequest {
+    fn where_clause(&self) -> String {
+        let mut conditions = Vec::new();
+        if let Some(service) = &self.service {
+            conditions.push(format!("service_name = {}", quote(service)));
+        }
+        if let Some(operation) = &self.operation {
+            conditions.push(format!("name = {}", quote(operation)));
+        }
+        if let Some(kind) = self.kind {
+            conditions.push(format!("kind = {}", quote(kind.as_str())));
+        }
+        if let Some(status) = self.status {
+            conditions.push(format!("status_code = {}", quote(status.as_str())));
+        }
+        for filter in &self.attributes {
+            conditions.push(filter.sql());
+        }
+        if let Some(min) = self.min_duration_nanos {
+            conditions.push(format!("duration_nanos >= {min}"));
+        }
+        if let Some(max) = self.max_duration_nanos {
+            conditions.push(format!("duration_nanos <= {max}"));
+        }
+        if let Some(min) = self.min_trace_duration_nanos {
+            conditions.push(format!("trace_duration_nanos >= {min}"));
+        }
+        if let Some(max) = self.max_trace_duration_nanos {
+            conditions.push(format!("trace_duration_nanos <= {max}"));
+        }
+        if let Some(start) = self.start_unix_nano {
+            conditions.push(format!("start_time_unix_nano >= {start}"));
+        }
+        if let Some(end) = self.end_unix_nano {
+            conditions.push(format!("start_time_unix_nano <= {end}"));
+        }
+        if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        }
+    }
+}
+
+impl QueryEngine {
+    pub async fn search(&self, request: &SearchRequest) -> Result<Vec<TraceSummary>, QueryError> {
+        let limit = request.limit.clamp(1, 10_000);
+        let order = match request.sort {
+            SortOrder::Newest => "start_unix_nano DESC",
+            SortOrder::Longest => "duration_nanos DESC",
+        };
+        let query = format!(
+            "SELECT encode(trace_id, 'hex') AS trace_id, max(trace_root_service) AS root_service, max(trace_root_name) AS root_name, \
+             min(trace_start_unix_nano) AS start_unix_nano, max(trace_duration_nanos) AS duration_nanos, \
+             max(trace_span_count) AS span_count, max(trace_error_count) AS error_count, max(trace_services) AS services, \
+             count(*) AS matched_spans FROM spans {} GROUP BY trace_id ORDER BY {order}, trace_id LIMIT {limit}",
+            request.where_clause()
+        );
+        let batches = self.internal_sql(&query).await?;
+        let mut out = Vec::new();
+        for batch in &batches {
+            let strings = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .expect("selected")
+                    .as_string::<i32>()
+                    .clone()
+            };
+            let numbers = |name: &str| {
+                datafusion::arrow::compute::cast(
+                    batch.column_by_name(name).expect("selected"),
+                    &datafusion::arrow::datatypes::DataType::Int64,
+                )
+                .map(|a| a.as_primitive::<Int64Type>().clone())
+            };
+            let trace_id = strings("trace_id");
+            let root_service = strings("root_service");
+            let root_name = strings("root_name");
+            let services = strings("services");
+            let start = numbers("start_unix_nano")?;
+            let duration = numbers("duration_nanos")?;
+            let span_count = numbers("span_count")?;
+            let error_count = numbers("error_count")?;
+            let matched = numbers("matched_spans")?;
+            for row in 0..batch.num_rows() {
+                out.push(TraceSummary {
+                    trace_id: trace_id.value(row).to_string(),
+                    root_service: root_service.value(row).to_string(),
+                    root_name: root_name.value(row).to_string(),
+                    start_unix_nano: start.value(row),
+                    duration_nanos: duration.value(row),
+                    span_count: span_count.value(row),
+                    error_count: error_count.value(row),
+                    services: services
+                        .value(row)
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    matched_spans: matched.value(row),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Service names with their span counts.
+    pub async fn services(&self) -> Result<Vec<(String, i64)>, QueryError> {
+        let batches = self.internal_sql("SELECT service_name, count(*) AS spans FROM spans GROUP BY service_name ORDER BY service_name").await?;
+        pairs(&batches)
+    }
+
+    /// Operations (span names) of a service, with span kind and count.
+    pub async fn operations(
+        &self,
+        service: &str,
+    ) -> Result<Vec<(String, String, i64)>, QueryError> {
+        let query = format!(
+            "SELECT name, kind, count(*) AS spans FROM spans WHERE service_name = {} GROUP BY name, kind ORDER BY name, kind",
+            quote(service)
+        );
+        let batches = self.internal_sql(&query).await?;
+        let mut out = Vec::new();
+        for batch in &batches {
+            let name = batch.column(0).as_string::<i32>();
+            let kind = batch.column(1).as_string::<i32>();
+            let count = batch.column(2).as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                out.push((
+                    name.value(row).to_string(),
+                    kind.value(row).to_string(),
+                    count.value(row),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Attribute keys (span or resource) with the number of spans carrying each.
+    pub async fn attribute_keys(
+        &self,
+        scope: AttributeScope,
+    ) -> Result<Vec<(String, i64)>, QueryError> {
+        let column = if scope == AttributeScope::Resource {
+            "resource_attributes"
+        } else {
+            "attributes"
+        };
+        let query = format!(
+            "SELECT key, count(*) AS spans FROM (SELECT unnest(map_keys({column})) AS key FROM spans) GROUP BY key ORDER BY spans DESC, key LIMIT 1000"
+        );
+        pairs(&self.internal_sql(&query).await?)
+    }
+
+    /// The most common values of an attribute, with counts.
+    pub async fn attribute_values(
+        &self,
+        scope: AttributeScope,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, QueryError> {
+        let column = if scope == AttributeScope::Resource {
+            "resource_attributes"
+        } else {
+            "attributes"
+        };
+        let query = format!(
+            "SELECT value, count(*) AS spans FROM (SELECT {column}[{}] AS value FROM spans) WHERE value IS NOT NULL \
+             GROUP BY value ORDER BY spans DESC, value LIMIT {}",
+            quote(key),
+            limit.clamp(1, 10_000)
+        );
+        pairs(&self.internal_sql(&query).await?)
+    }
+}
+
+fn pairs(batches: &[RecordBatch]) -> Result<Vec<(String, i64)>, QueryError> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let text = datafusion::arrow::compute::cast(
+            batch.column(0),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )?;
+        let text = text.as_string::<i32>();
+        let count = batch.column(1).as_primitive::<Int64Type>();
+        for row in 0..batch.num_rows() {
+            if !text.is_null(row) {
+                out.push((text.value(row).to_string(), count.value(row)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_filters() {
+        let f = AttributeFilter::parse("http.response.status_code>=500").unwrap();
+        assert_eq!(
+            (f.key.as_str(), f.op, f.value.as_str(), f.scope),
+            (
+                "http.response.status_code",
+                CompareOp::Ge,
+                "500",
+                AttributeScope::Any
+            )
+        );
+        let f = AttributeFilter::parse("resource.service.version=1.2.0").unwrap();
+        assert_eq!(
+            (f.key.as_str(), f.op, f.scope),
+            ("service.version", CompareOp::Eq, AttributeScope::Resource)
+        );
+        let f = AttributeFilter::parse("http.route=~/api/.*").unwrap();
+        assert_eq!(f.op, CompareOp::Regex);
+        assert!(AttributeFilter::parse("novalue").is_err());
+        assert!(AttributeFilter::parse("a>abc").is_err());
+        let f = AttributeFilter::parse("user.name!=o'brien").unwrap();
+        assert!(f.sql().contains("'o''brien'"), "{}", f.sql());
+    }
+}

@@ -1,0 +1,499 @@
+//! The native query API on the query port (JSON; documented in docs/openapi.yaml), and the
+//! pages served beside it.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use clew_model::{
+    Attribute, SpanKind, StatusCode as SpanStatus, TraceId, Value, span_flags, trace_flags,
+};
+use clew_query::{
+    AttributeFilter, AttributeScope, QueryEngine, QueryError, SearchRequest, SortOrder, TraceView,
+};
+use clew_store::{EmbeddedStore, Storage};
+use serde_json::{Value as Json, json};
+
+use crate::receiver::Receiver;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub query: QueryEngine,
+    pub receiver: Arc<Receiver>,
+    pub store: Arc<EmbeddedStore>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/services/{service}/operations", get(operations))
+        .route("/api/v1/traces/{trace_id}", get(trace))
+        .route("/api/v1/traces/{trace_id}/otlp", get(trace_otlp))
+        .route("/api/v1/search", get(search))
+        .route("/api/v1/attributes", get(attribute_keys))
+        .route("/api/v1/attributes/{key}/values", get(attribute_values))
+        .route("/api/v1/sql", get(sql_get).post(sql_post))
+        .route("/api/v1/openapi.yaml", get(openapi))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .with_state(state)
+}
+
+/// An API error: a status and `{"error": {"code", "message"}}`.
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, "bad_request", message.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            axum::Json(json!({ "error": { "code": self.1, "message": self.2 } })),
+        )
+            .into_response()
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> Self {
+        match error {
+            QueryError::Invalid(message) => Self::bad_request(message),
+            other => {
+                tracing::error!(message = "query failed", error = %other);
+                Self(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    other.to_string(),
+                )
+            }
+        }
+    }
+}
+
+type ApiResult = Result<axum::Json<Json>, ApiError>;
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("../assets/index.html"))
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/yaml")],
+        include_str!("../../../docs/openapi.yaml"),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /api/v1/openapi.yaml".into(),
+    )
+}
+
+async fn status(State(state): State<ApiState>) -> ApiResult {
+    let storage: &dyn Storage = &state.store;
+    Ok(axum::Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "store": storage.stats(),
+        "receiver": state.receiver.stats(),
+    })))
+}
+
+async fn services(State(state): State<ApiState>) -> ApiResult {
+    let services = state.query.services().await?;
+    Ok(axum::Json(json!({
+        "services": services.into_iter().map(|(name, spans)| json!({ "name": name, "spans": spans })).collect::<Vec<_>>()
+    })))
+}
+
+async fn operations(State(state): State<ApiState>, Path(service): Path<String>) -> ApiResult {
+    let operations = state.query.operations(&service).await?;
+    Ok(axum::Json(json!({
+        "service": service,
+        "operations": operations.into_iter().map(|(name, kind, spans)| json!({ "name": name, "kind": kind, "spans": spans })).collect::<Vec<_>>()
+    })))
+}
+
+fn parse_trace_id(text: &str) -> Result<TraceId, ApiError> {
+    TraceId::from_hex(text).map_err(|e| ApiError::bad_request(format!("invalid trace ID: {e}")))
+}
+
+async fn load_trace(state: &ApiState, trace_id: &str) -> Result<TraceView, ApiError> {
+    let id = parse_trace_id(trace_id)?;
+    state.query.trace(id).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "trace_not_found",
+            format!("trace {id} not found"),
+        )
+    })
+}
+
+async fn trace(State(state): State<ApiState>, Path(trace_id): Path<String>) -> ApiResult {
+    let view = load_trace(&state, &trace_id).await?;
+    Ok(axum::Json(trace_json(&view)))
+}
+
+async fn trace_otlp(
+    State(state): State<ApiState>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = load_trace(&state, &trace_id).await?;
+    let request = clew_ingest::to_otlp(&view.trace.spans);
+    let body = serde_json::to_vec(&request)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"trace-{}.json\"",
+                    view.trace.spans[0].trace_id
+                ),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Query-string pairs, keys repeated as often as given.
+fn pairs(raw: Option<String>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(raw.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("query string: {e}")))
+}
+
+/// `250ms`, `1.5s`, `2m`, `100us`, `3h`, or a bare number of nanoseconds.
+pub fn parse_duration_nanos(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if let Ok(nanos) = text.parse::<u64>() {
+        return Ok(nanos);
+    }
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("invalid duration {text:?}"))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}"))?;
+    let scale = match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        _ => {
+            return Err(format!(
+                "invalid duration {text:?}: units are ns, us, ms, s, m, h"
+            ));
+        }
+    };
+    Ok((number * scale) as u64)
+}
+
+pub fn search_request(pairs: &[(String, String)]) -> Result<SearchRequest, ApiError> {
+    let mut request = SearchRequest {
+        limit: 20,
+        ..SearchRequest::default()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let duration = |value: &str| parse_duration_nanos(value).map_err(ApiError::bad_request);
+    for (key, value) in pairs {
+        if value.is_empty() {
+            continue;
+        }
+        match key.as_str() {
+            "service" => request.service = Some(value.clone()),
+            "operation" | "name" => request.operation = Some(value.clone()),
+            "kind" => {
+                request.kind =
+                    Some(SpanKind::parse(value).ok_or_else(|| {
+                        ApiError::bad_request(format!("unknown span kind {value:?}"))
+                    })?)
+            }
+            "status" => {
+                request.status =
+                    Some(SpanStatus::parse(value).ok_or_else(|| {
+                        ApiError::bad_request(format!("unknown status {value:?}"))
+                    })?)
+            }
+            "attr" | "attribute" => request.attributes.push(AttributeFilter::parse(value)?),
+            "minDuration" => request.min_duration_nanos = Some(duration(value)?),
+            "maxDuration" => request.max_duration_nanos = Some(duration(value)?),
+            "minTraceDuration" => request.min_trace_duration_nanos = Some(duration(value)?),
+            "maxTraceDuration" => request.max_trace_duration_nanos = Some(duration(value)?),
+            "start" => {
+                request.start_unix_nano = Some(
+                    value
+                        .parse()
+                        .map_err(|_| ApiError::bad_request("start is Unix time in nanoseconds"))?,
+                )
+            }
+            "end" => {
+                request.end_unix_nano = Some(
+                    value
+                        .parse()
+                        .map_err(|_| ApiError::bad_request("end is Unix time in nanoseconds"))?,
+                )
+            }
+            "lookback" => request.start_unix_nano = Some(now.saturating_sub(duration(value)?)),
+            "limit" => {
+                request.limit = value
+                    .parse()
+                    .map_err(|_| ApiError::bad_request("limit is a number"))?
+            }
+            "sort" => {
+                request.sort = match value.as_str() {
+                    "newest" => SortOrder::Newest,
+                    "longest" => SortOrder::Longest,
+                    _ => return Err(ApiError::bad_request("sort is newest or longest")),
+                }
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown search parameter {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(request)
+}
+
+async fn search(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> ApiResult {
+    let request = search_request(&pairs(raw)?)?;
+    let traces = state.query.search(&request).await?;
+    Ok(axum::Json(json!({ "traces": traces })))
+}
+
+fn scope_param(pairs: &[(String, String)]) -> Result<AttributeScope, ApiError> {
+    match pairs
+        .iter()
+        .find(|(k, _)| k == "scope")
+        .map(|(_, v)| v.as_str())
+    {
+        None | Some("span") => Ok(AttributeScope::Span),
+        Some("resource") => Ok(AttributeScope::Resource),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "scope is span or resource, not {other:?}"
+        ))),
+    }
+}
+
+async fn attribute_keys(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> ApiResult {
+    let scope = scope_param(&pairs(raw)?)?;
+    let keys = state.query.attribute_keys(scope).await?;
+    Ok(axum::Json(
+        json!({ "keys": keys.into_iter().map(|(key, spans)| json!({ "key": key, "spans": spans })).collect::<Vec<_>>() }),
+    ))
+}
+
+async fn attribute_values(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let pairs = pairs(raw)?;
+    let scope = scope_param(&pairs)?;
+    let limit = pairs
+        .iter()
+        .find(|(k, _)| k == "limit")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(100);
+    let values = state.query.attribute_values(scope, &key, limit).await?;
+    Ok(axum::Json(
+        json!({ "key": key, "values": values.into_iter().map(|(value, spans)| json!({ "value": value, "spans": spans })).collect::<Vec<_>>() }),
+    ))
+}
+
+async fn run_sql(state: &ApiState, query: &str) -> ApiResult {
+    if query.trim().is_empty() {
+        return Err(ApiError::bad_request("empty query"));
+    }
+    let batches = state.query.sql(query).await?;
+    let rows = clew_query::batches_to_json(&batches)?;
+    Ok(axum::Json(json!({ "rows": rows })))
+}
+
+async fn sql_get(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> ApiResult {
+    let pairs = pairs(raw)?;
+    let query = pairs
+        .iter()
+        .find(|(k, _)| k == "q")
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| ApiError::bad_request("missing q"))?;
+    run_sql(&state, &query).await
+}
+
+async fn sql_post(State(state): State<ApiState>, body: String) -> ApiResult {
+    let query = match serde_json::from_str::<Json>(&body) {
+        Ok(Json::Object(object)) => object
+            .get("query")
+            .and_then(Json::as_str)
+            .map(str::to_string)
+            .unwrap_or_default(),
+        _ => body,
+    };
+    run_sql(&state, &query).await
+}
+
+// ---- JSON shapes ----
+
+fn nanos(value: u64) -> Json {
+    Json::String(value.to_string())
+}
+
+/// An attribute value in OTLP/JSON form (`{"intValue": "42"}`, …).
+pub fn value_json(value: &Value) -> Json {
+    match value {
+        Value::Empty => json!({}),
+        Value::Str(s) => json!({ "stringValue": s }),
+        Value::Bool(b) => json!({ "boolValue": b }),
+        Value::Int(i) => json!({ "intValue": i.to_string() }),
+        Value::Double(d) => json!({ "doubleValue": d }),
+        Value::Bytes(b) => {
+            json!({ "bytesValue": base64::engine::general_purpose::STANDARD.encode(b) })
+        }
+        Value::Array(items) => {
+            json!({ "arrayValue": { "values": items.iter().map(value_json).collect::<Vec<_>>() } })
+        }
+        Value::Map(entries) => json!({ "kvlistValue": { "values": attributes_json(entries) } }),
+    }
+}
+
+fn attributes_json(attributes: &[Attribute]) -> Vec<Json> {
+    attributes
+        .iter()
+        .map(|a| json!({ "key": a.key, "value": value_json(&a.value) }))
+        .collect()
+}
+
+fn flag_names(flags: u32, names: &[(u32, &'static str)]) -> Vec<&'static str> {
+    names
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+pub fn trace_json(view: &TraceView) -> Json {
+    let trace = &view.trace;
+    let facts = &trace.facts;
+    let spans: Vec<Json> = trace
+        .spans
+        .iter()
+        .zip(&trace.span_facts)
+        .map(|(span, span_facts)| {
+            let mut object = json!({
+                "traceId": span.trace_id.to_hex(),
+                "spanId": span.span_id.to_hex(),
+                "traceState": span.trace_state,
+                "flags": span.flags,
+                "name": span.name,
+                "kind": span.kind.as_str(),
+                "startTimeUnixNano": nanos(span.start_time_unix_nano),
+                "endTimeUnixNano": nanos(span.end_time_unix_nano),
+                "durationNanos": span.duration_nanos(),
+                "status": { "code": span.status_code.as_str(), "message": span.status_message },
+                "attributes": attributes_json(&span.attributes),
+                "droppedAttributesCount": span.dropped_attributes_count,
+                "events": span.events.iter().map(|e| json!({
+                    "timeUnixNano": nanos(e.time_unix_nano),
+                    "name": e.name,
+                    "attributes": attributes_json(&e.attributes),
+                    "droppedAttributesCount": e.dropped_attributes_count,
+                })).collect::<Vec<_>>(),
+                "droppedEventsCount": span.dropped_events_count,
+                "links": span.links.iter().map(|l| json!({
+                    "traceId": l.trace_id.to_hex(),
+                    "spanId": l.span_id.to_hex(),
+                    "traceState": l.trace_state,
+                    "attributes": attributes_json(&l.attributes),
+                    "droppedAttributesCount": l.dropped_attributes_count,
+                    "flags": l.flags,
+                })).collect::<Vec<_>>(),
+                "droppedLinksCount": span.dropped_links_count,
+                "service": span.service_name(),
+                "resource": {
+                    "attributes": attributes_json(&span.resource.attributes),
+                    "droppedAttributesCount": span.resource.dropped_attributes_count,
+                    "schemaUrl": span.resource.schema_url,
+                },
+                "scope": {
+                    "name": span.scope.name,
+                    "version": span.scope.version,
+                    "attributes": attributes_json(&span.scope.attributes),
+                    "droppedAttributesCount": span.scope.dropped_attributes_count,
+                    "schemaUrl": span.scope.schema_url,
+                },
+                "depth": span_facts.depth,
+                "selfNanos": span_facts.self_nanos,
+                "criticalPathNanos": span_facts.critical_path_nanos,
+                "problems": flag_names(span_facts.flags, &[(span_flags::ORPHAN, "orphan"), (span_flags::UNMATCHED_CLIENT, "unmatched_client")]),
+            });
+            if let Some(parent) = span.parent_span_id {
+                object["parentSpanId"] = Json::String(parent.to_hex());
+            }
+            if let Some(service) = &span_facts.parent_service {
+                object["parentService"] = Json::String(service.clone());
+            }
+            if let Some(name) = &span_facts.parent_name {
+                object["parentName"] = Json::String(name.clone());
+            }
+            object
+        })
+        .collect();
+    json!({
+        "traceId": trace.spans.first().map(|s| s.trace_id.to_hex()).unwrap_or_default(),
+        "rootService": facts.root_service,
+        "rootName": facts.root_name,
+        "startTimeUnixNano": nanos(facts.start_unix_nano),
+        "endTimeUnixNano": nanos(facts.end_unix_nano),
+        "durationNanos": facts.duration_nanos(),
+        "spanCount": facts.span_count,
+        "errorCount": facts.error_count,
+        "services": facts.services,
+        "problems": flag_names(facts.flags, &[
+            (trace_flags::MULTIPLE_ROOTS, "multiple_roots"),
+            (trace_flags::HAS_ORPHANS, "orphans"),
+            (trace_flags::HAS_UNMATCHED_CLIENT, "unmatched_client"),
+            (trace_flags::NO_ROOT, "no_root"),
+        ]),
+        "warnings": view.warnings,
+        "criticalPath": trace.critical_path.iter().map(|segment| json!({
+            "spanId": trace.spans[segment.span_index].span_id.to_hex(),
+            "startTimeUnixNano": nanos(segment.start),
+            "endTimeUnixNano": nanos(segment.end),
+        })).collect::<Vec<_>>(),
+        "spans": spans,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_nanos;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_nanos("250ms"), Ok(250_000_000));
+        assert_eq!(parse_duration_nanos("1.5s"), Ok(1_500_000_000));
+        assert_eq!(parse_duration_nanos("100us"), Ok(100_000));
+        assert_eq!(parse_duration_nanos("42"), Ok(42));
+        assert!(parse_duration_nanos("3 parsecs").is_err());
+    }
+}

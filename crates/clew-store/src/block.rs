@@ -1,0 +1,523 @@
+//! The columnar form of assembled traces: one row per span, the schema shared by the in-memory
+//! head and the Parquet blocks, and the way back from rows to spans.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use clew_model::{
+    AssembledTrace, Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanFacts,
+    SpanId, SpanKind, StatusCode, TraceId, Value,
+};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, FixedSizeBinaryBuilder, Int32Builder, Int64Builder,
+    MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
+use opentelemetry_proto::tonic::common::v1 as common;
+use opentelemetry_proto::tonic::resource::v1 as resource_proto;
+use opentelemetry_proto::tonic::trace::v1 as trace_proto;
+use prost::Message;
+
+use crate::StoreError;
+
+/// Attributes with a column of their own: the ones searches and analyses read most. They are
+/// also kept in the generic `attributes` map so that one filter syntax finds them.
+pub const DEDICATED: &[(&str, &str)] = &[
+    ("http.route", "http_route"),
+    ("http.request.method", "http_method"),
+    ("db.system", "db_system"),
+    ("server.address", "server_address"),
+    ("peer.service", "peer_service"),
+];
+
+fn map_type() -> DataType {
+    let entries = Field::new(
+        "entries",
+        DataType::Struct(
+            vec![
+                Field::new("keys", DataType::Utf8, false),
+                Field::new("values", DataType::Utf8, true),
+            ]
+            .into(),
+        ),
+        false,
+    );
+    DataType::Map(Arc::new(entries), false)
+}
+
+/// The span table's schema, in the order of the columns.
+pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = vec![
+        Field::new("trace_id", DataType::FixedSizeBinary(16), false),
+        Field::new("span_id", DataType::FixedSizeBinary(8), false),
+        Field::new("parent_span_id", DataType::FixedSizeBinary(8), true),
+        Field::new("service_name", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("start_time_unix_nano", DataType::Int64, false),
+        Field::new("end_time_unix_nano", DataType::Int64, false),
+        Field::new("duration_nanos", DataType::Int64, false),
+        Field::new("status_code", DataType::Utf8, false),
+        Field::new("status_message", DataType::Utf8, false),
+        Field::new("scope_name", DataType::Utf8, false),
+        Field::new("scope_version", DataType::Utf8, false),
+    ];
+    for (_, column) in DEDICATED {
+        fields.push(Field::new(*column, DataType::Utf8, true));
+    }
+    fields.extend([
+        Field::new("http_status_code", DataType::Int64, true),
+        Field::new("attributes", map_type(), true),
+        Field::new("resource_attributes", map_type(), true),
+        Field::new("parent_service", DataType::Utf8, true),
+        Field::new("parent_name", DataType::Utf8, true),
+        Field::new("depth", DataType::Int32, false),
+        Field::new("self_nanos", DataType::Int64, false),
+        Field::new("critical_path_nanos", DataType::Int64, false),
+        Field::new("span_flags", DataType::Int32, false),
+        Field::new("trace_root_service", DataType::Utf8, false),
+        Field::new("trace_root_name", DataType::Utf8, false),
+        Field::new("trace_start_unix_nano", DataType::Int64, false),
+        Field::new("trace_duration_nanos", DataType::Int64, false),
+        Field::new("trace_span_count", DataType::Int32, false),
+        Field::new("trace_error_count", DataType::Int32, false),
+        Field::new("trace_flags", DataType::Int32, false),
+        Field::new("trace_services", DataType::Utf8, false),
+        Field::new("detail", DataType::Binary, false),
+        Field::new("resource", DataType::Binary, false),
+    ]);
+    Arc::new(Schema::new(fields))
+});
+
+/// Builds record batches from assembled traces.
+pub struct BatchBuilder {
+    trace_id: FixedSizeBinaryBuilder,
+    span_id: FixedSizeBinaryBuilder,
+    parent_span_id: FixedSizeBinaryBuilder,
+    service_name: StringBuilder,
+    name: StringBuilder,
+    kind: StringBuilder,
+    start: Int64Builder,
+    end: Int64Builder,
+    duration: Int64Builder,
+    status_code: StringBuilder,
+    status_message: StringBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    dedicated: Vec<StringBuilder>,
+    http_status_code: Int64Builder,
+    attributes: MapBuilder<StringBuilder, StringBuilder>,
+    resource_attributes: MapBuilder<StringBuilder, StringBuilder>,
+    parent_service: StringBuilder,
+    parent_name: StringBuilder,
+    depth: Int32Builder,
+    self_nanos: Int64Builder,
+    critical_path_nanos: Int64Builder,
+    span_flags: Int32Builder,
+    root_service: StringBuilder,
+    root_name: StringBuilder,
+    trace_start: Int64Builder,
+    trace_duration: Int64Builder,
+    trace_span_count: Int32Builder,
+    trace_error_count: Int32Builder,
+    trace_flags: Int32Builder,
+    trace_services: StringBuilder,
+    detail: BinaryBuilder,
+    resource: BinaryBuilder,
+    /// Encoded resource+scope per shared (resource, scope) pair, so each is encoded once.
+    resource_cache: HashMap<(usize, usize), Vec<u8>>,
+    rows: usize,
+}
+
+fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::new(
+        Some(MapFieldNames {
+            entry: "entries".into(),
+            key: "keys".into(),
+            value: "values".into(),
+        }),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    )
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self {
+            trace_id: FixedSizeBinaryBuilder::new(16),
+            span_id: FixedSizeBinaryBuilder::new(8),
+            parent_span_id: FixedSizeBinaryBuilder::new(8),
+            service_name: StringBuilder::new(),
+            name: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            start: Int64Builder::new(),
+            end: Int64Builder::new(),
+            duration: Int64Builder::new(),
+            status_code: StringBuilder::new(),
+            status_message: StringBuilder::new(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            dedicated: DEDICATED.iter().map(|_| StringBuilder::new()).collect(),
+            http_status_code: Int64Builder::new(),
+            attributes: map_builder(),
+            resource_attributes: map_builder(),
+            parent_service: StringBuilder::new(),
+            parent_name: StringBuilder::new(),
+            depth: Int32Builder::new(),
+            self_nanos: Int64Builder::new(),
+            critical_path_nanos: Int64Builder::new(),
+            span_flags: Int32Builder::new(),
+            root_service: StringBuilder::new(),
+            root_name: StringBuilder::new(),
+            trace_start: Int64Builder::new(),
+            trace_duration: Int64Builder::new(),
+            trace_span_count: Int32Builder::new(),
+            trace_error_count: Int32Builder::new(),
+            trace_flags: Int32Builder::new(),
+            trace_services: StringBuilder::new(),
+            detail: BinaryBuilder::new(),
+            resource: BinaryBuilder::new(),
+            resource_cache: HashMap::new(),
+            rows: 0,
+        }
+    }
+}
+
+impl BatchBuilder {
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends every span of a trace; `extra_trace_flags` are or-ed in (e.g. FRAGMENT).
+    pub fn push_trace(&mut self, trace: &AssembledTrace, extra_trace_flags: u32) {
+        let services = trace.facts.services.join(",");
+        for (span, facts) in trace.spans.iter().zip(&trace.span_facts) {
+            self.push_span(span, facts);
+            self.root_service.append_value(&trace.facts.root_service);
+            self.root_name.append_value(&trace.facts.root_name);
+            self.trace_start
+                .append_value(trace.facts.start_unix_nano as i64);
+            self.trace_duration
+                .append_value(trace.facts.duration_nanos() as i64);
+            self.trace_span_count
+                .append_value(trace.facts.span_count as i32);
+            self.trace_error_count
+                .append_value(trace.facts.error_count as i32);
+            self.trace_flags
+                .append_value((trace.facts.flags | extra_trace_flags) as i32);
+            self.trace_services.append_value(&services);
+        }
+    }
+
+    fn push_span(&mut self, span: &Span, facts: &SpanFacts) {
+        self.rows += 1;
+        self.trace_id
+            .append_value(span.trace_id.0)
+            .expect("16 bytes");
+        self.span_id.append_value(span.span_id.0).expect("8 bytes");
+        match span.parent_span_id {
+            Some(parent) => self.parent_span_id.append_value(parent.0).expect("8 bytes"),
+            None => self.parent_span_id.append_null(),
+        }
+        self.service_name.append_value(span.service_name());
+        self.name.append_value(&span.name);
+        self.kind.append_value(span.kind.as_str());
+        self.start.append_value(span.start_time_unix_nano as i64);
+        self.end.append_value(span.end_time_unix_nano as i64);
+        self.duration.append_value(span.duration_nanos() as i64);
+        self.status_code.append_value(span.status_code.as_str());
+        self.status_message.append_value(&span.status_message);
+        self.scope_name.append_value(&span.scope.name);
+        self.scope_version.append_value(&span.scope.version);
+        for ((key, _), builder) in DEDICATED.iter().zip(self.dedicated.iter_mut()) {
+            builder.append_option(span.attribute(key).map(Value::render));
+        }
+        let status = span
+            .attribute("http.response.status_code")
+            .or_else(|| span.attribute("http.status_code"));
+        self.http_status_code
+            .append_option(status.and_then(Value::as_int));
+        append_map(&mut self.attributes, &span.attributes);
+        append_map(&mut self.resource_attributes, &span.resource.attributes);
+        self.parent_service
+            .append_option(facts.parent_service.as_deref());
+        self.parent_name.append_option(facts.parent_name.as_deref());
+        self.depth.append_value(facts.depth as i32);
+        self.self_nanos.append_value(facts.self_nanos as i64);
+        self.critical_path_nanos
+            .append_value(facts.critical_path_nanos as i64);
+        self.span_flags.append_value(facts.flags as i32);
+        self.detail.append_value(encode_detail(span));
+        let key = (
+            Arc::as_ptr(&span.resource) as usize,
+            Arc::as_ptr(&span.scope) as usize,
+        );
+        let encoded = self
+            .resource_cache
+            .entry(key)
+            .or_insert_with(|| encode_resource(span));
+        self.resource.append_value(encoded);
+    }
+
+    pub fn finish(mut self) -> RecordBatch {
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent_span_id.finish()),
+            Arc::new(self.service_name.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.start.finish()),
+            Arc::new(self.end.finish()),
+            Arc::new(self.duration.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.status_message.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+        ];
+        for mut builder in self.dedicated.drain(..) {
+            columns.push(Arc::new(builder.finish()));
+        }
+        columns.extend::<Vec<ArrayRef>>(vec![
+            Arc::new(self.http_status_code.finish()),
+            Arc::new(self.attributes.finish()),
+            Arc::new(self.resource_attributes.finish()),
+            Arc::new(self.parent_service.finish()),
+            Arc::new(self.parent_name.finish()),
+            Arc::new(self.depth.finish()),
+            Arc::new(self.self_nanos.finish()),
+            Arc::new(self.critical_path_nanos.finish()),
+            Arc::new(self.span_flags.finish()),
+            Arc::new(self.root_service.finish()),
+            Arc::new(self.root_name.finish()),
+            Arc::new(self.trace_start.finish()),
+            Arc::new(self.trace_duration.finish()),
+            Arc::new(self.trace_span_count.finish()),
+            Arc::new(self.trace_error_count.finish()),
+            Arc::new(self.trace_flags.finish()),
+            Arc::new(self.trace_services.finish()),
+            Arc::new(self.detail.finish()),
+            Arc::new(self.resource.finish()),
+        ]);
+        RecordBatch::try_new(Arc::clone(&SCHEMA), columns)
+            .expect("builder columns match the schema")
+    }
+}
+
+fn append_map(builder: &mut MapBuilder<StringBuilder, StringBuilder>, attributes: &[Attribute]) {
+    for attribute in attributes {
+        builder.keys().append_value(&attribute.key);
+        builder.values().append_value(attribute.value.render());
+    }
+    builder
+        .append(true)
+        .expect("keys and values appended together");
+}
+
+/// What the columns do not hold with full fidelity: typed attributes, events, links.
+fn encode_detail(span: &Span) -> Vec<u8> {
+    let full = clew_ingest::otlp::span_to_otlp(span);
+    trace_proto::Span {
+        trace_state: full.trace_state,
+        flags: full.flags,
+        attributes: full.attributes,
+        dropped_attributes_count: full.dropped_attributes_count,
+        events: full.events,
+        dropped_events_count: full.dropped_events_count,
+        links: full.links,
+        dropped_links_count: full.dropped_links_count,
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn encode_resource(span: &Span) -> Vec<u8> {
+    trace_proto::ResourceSpans {
+        resource: Some(resource_proto::Resource {
+            attributes: clew_ingest::otlp::attributes_to_otlp(&span.resource.attributes),
+            dropped_attributes_count: span.resource.dropped_attributes_count,
+            entity_refs: Vec::new(),
+        }),
+        scope_spans: vec![trace_proto::ScopeSpans {
+            scope: Some(common::InstrumentationScope {
+                name: span.scope.name.clone(),
+                version: span.scope.version.clone(),
+                attributes: clew_ingest::otlp::attributes_to_otlp(&span.scope.attributes),
+                dropped_attributes_count: span.scope.dropped_attributes_count,
+            }),
+            spans: Vec::new(),
+            schema_url: span.scope.schema_url.clone(),
+        }],
+        schema_url: span.resource.schema_url.clone(),
+    }
+    .encode_to_vec()
+}
+
+/// A span read back from a row, with its facts.
+#[derive(Debug, Clone)]
+pub struct StoredSpan {
+    pub span: Span,
+    pub facts: SpanFacts,
+    pub trace_flags: u32,
+}
+
+/// Reads spans back from batches of the span schema (any subset of rows, all columns).
+pub fn spans_from_batches(batches: &[RecordBatch]) -> Result<Vec<StoredSpan>, StoreError> {
+    let mut resources: HashMap<Vec<u8>, (Arc<Resource>, Arc<InstrumentationScope>)> =
+        HashMap::new();
+    let mut out = Vec::new();
+    for batch in batches {
+        let column = |name: &str| -> Result<&ArrayRef, StoreError> {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| StoreError::Corrupt(format!("column {name} missing")))
+        };
+        let trace_id = column("trace_id")?.as_fixed_size_binary();
+        let span_id = column("span_id")?.as_fixed_size_binary();
+        let parent = column("parent_span_id")?.as_fixed_size_binary();
+        let name = column("name")?.as_string::<i32>();
+        let kind = column("kind")?.as_string::<i32>();
+        let start = column("start_time_unix_nano")?.as_primitive::<Int64Type>();
+        let end = column("end_time_unix_nano")?.as_primitive::<Int64Type>();
+        let status_code = column("status_code")?.as_string::<i32>();
+        let status_message = column("status_message")?.as_string::<i32>();
+        let parent_service = column("parent_service")?.as_string::<i32>();
+        let parent_name = column("parent_name")?.as_string::<i32>();
+        let depth = column("depth")?.as_primitive::<Int32Type>();
+        let self_nanos = column("self_nanos")?.as_primitive::<Int64Type>();
+        let critical = column("critical_path_nanos")?.as_primitive::<Int64Type>();
+        let span_flags = column("span_flags")?.as_primitive::<Int32Type>();
+        let trace_flags = column("trace_flags")?.as_primitive::<Int32Type>();
+        let detail = column("detail")?.as_binary::<i32>();
+        let resource = column("resource")?.as_binary::<i32>();
+        for row in 0..batch.num_rows() {
+            let resource_bytes = resource.value(row);
+            let (resource, scope) = match resources.get(resource_bytes) {
+                Some(found) => found.clone(),
+                None => {
+                    let decoded = decode_resource(resource_bytes)?;
+                    resources.insert(resource_bytes.to_vec(), decoded.clone());
+                    decoded
+                }
+            };
+            let detail = trace_proto::Span::decode(detail.value(row))
+                .map_err(|e| StoreError::Corrupt(format!("span detail: {e}")))?;
+            let span = Span {
+                trace_id: TraceId::from_slice(trace_id.value(row))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                span_id: SpanId::from_slice(span_id.value(row))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                parent_span_id: if parent.is_null(row) {
+                    None
+                } else {
+                    SpanId::from_slice(parent.value(row)).ok()
+                },
+                trace_state: detail.trace_state,
+                flags: detail.flags,
+                name: name.value(row).to_string(),
+                kind: SpanKind::parse(kind.value(row)).unwrap_or_default(),
+                start_time_unix_nano: start.value(row) as u64,
+                end_time_unix_nano: end.value(row) as u64,
+                attributes: attributes_from_otlp(detail.attributes),
+                dropped_attributes_count: detail.dropped_attributes_count,
+                events: detail
+                    .events
+                    .into_iter()
+                    .map(|event| Event {
+                        time_unix_nano: event.time_unix_nano,
+                        name: event.name,
+                        attributes: attributes_from_otlp(event.attributes),
+                        dropped_attributes_count: event.dropped_attributes_count,
+                    })
+                    .collect(),
+                dropped_events_count: detail.dropped_events_count,
+                links: detail
+                    .links
+                    .into_iter()
+                    .filter_map(|link| {
+                        Some(Link {
+                            trace_id: TraceId::from_slice(&link.trace_id).ok()?,
+                            span_id: SpanId::from_slice(&link.span_id).ok()?,
+                            trace_state: link.trace_state,
+                            attributes: attributes_from_otlp(link.attributes),
+                            dropped_attributes_count: link.dropped_attributes_count,
+                            flags: link.flags,
+                        })
+                    })
+                    .collect(),
+                dropped_links_count: detail.dropped_links_count,
+                status_code: StatusCode::parse(status_code.value(row)).unwrap_or_default(),
+                status_message: status_message.value(row).to_string(),
+                resource,
+                scope,
+            };
+            let facts = SpanFacts {
+                parent_service: (!parent_service.is_null(row))
+                    .then(|| parent_service.value(row).to_string()),
+                parent_name: (!parent_name.is_null(row))
+                    .then(|| parent_name.value(row).to_string()),
+                depth: depth.value(row) as u32,
+                self_nanos: self_nanos.value(row) as u64,
+                critical_path_nanos: critical.value(row) as u64,
+                flags: span_flags.value(row) as u32,
+            };
+            out.push(StoredSpan {
+                span,
+                facts,
+                trace_flags: trace_flags.value(row) as u32,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn decode_resource(bytes: &[u8]) -> Result<(Arc<Resource>, Arc<InstrumentationScope>), StoreError> {
+    let decoded = trace_proto::ResourceSpans::decode(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("resource: {e}")))?;
+    let resource = decoded.resource.unwrap_or_default();
+    let scope_spans = decoded.scope_spans.into_iter().next().unwrap_or_default();
+    let scope = scope_spans.scope.unwrap_or_default();
+    Ok((
+        Arc::new(Resource {
+            attributes: attributes_from_otlp(resource.attributes),
+            dropped_attributes_count: resource.dropped_attributes_count,
+            schema_url: decoded.schema_url,
+        }),
+        Arc::new(InstrumentationScope {
+            name: scope.name,
+            version: scope.version,
+            attributes: attributes_from_otlp(scope.attributes),
+            dropped_attributes_count: scope.dropped_attributes_count,
+            schema_url: scope_spans.schema_url,
+        }),
+    ))
+}
+
+fn attributes_from_otlp(attributes: Vec<common::KeyValue>) -> Vec<Attribute> {
+    attributes
+        .into_iter()
+        .map(|kv| Attribute {
+            key: kv.key,
+            value: value_from_otlp(kv.value),
+        })
+        .collect()
+}
+
+fn value_from_otlp(value: Option<common::AnyValue>) -> Value {
+    use common::any_value::Value as V;
+    match value.and_then(|v| v.value) {
+        None => Value::Empty,
+        Some(V::StringValue(s)) => Value::Str(s),
+        Some(V::BoolValue(b)) => Value::Bool(b),
+        Some(V::IntValue(i)) => Value::Int(i),
+        Some(V::DoubleValue(d)) => Value::Double(d),
+        Some(V::BytesValue(b)) => Value::Bytes(b),
+        Some(V::ArrayValue(a)) => Value::Array(
+            a.values
+                .into_iter()
+                .map(|v| value_from_otlp(Some(v)))
+                .collect(),
+        ),
+        Some(V::KvlistValue(l)) => Value::Map(attributes_from_otlp(l.values)),
+    }
+}

@@ -1,0 +1,825 @@
+//! The embedded storage engine: a local data directory with `wal/` and `blocks/`.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clew_ingest::Limits;
+use clew_model::{Span, TraceId, assemble, trace_flags};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::metadata::SortingColumn;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
+use datafusion::prelude::{SessionContext, col, lit};
+use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::block::{BatchBuilder, SCHEMA, StoredSpan, spans_from_batches};
+use crate::head::Head;
+use crate::table::SpansTable;
+use crate::wal::{SegmentId, Wal};
+use crate::{Appended, Storage, StoreConfig, StoreError, StoreStats};
+
+/// What is known of a block without opening it; stored beside it as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockMeta {
+    pub id: String,
+    pub span_count: u64,
+    pub trace_count: u64,
+    pub file_bytes: u64,
+    pub min_start_unix_nano: i64,
+    pub max_end_unix_nano: i64,
+    pub services: Vec<String>,
+    pub compaction_level: u32,
+    pub created_unix_seconds: u64,
+    /// Blocks this one was compacted from: if they are still on disk after a crash, they are
+    /// deleted at start-up instead of being read twice.
+    #[serde(default)]
+    pub replaces: Vec<String>,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Default)]
+struct AssembledBuffer {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    segments: HashMap<SegmentId, u64>,
+    oldest: Option<Instant>,
+}
+
+/// Trace IDs assembled lately, in two generations, so that a late span is recognised as a
+/// fragment without remembering every trace forever.
+#[derive(Default)]
+struct Recent {
+    current: HashSet<TraceId>,
+    previous: HashSet<TraceId>,
+    rotated: Option<Instant>,
+}
+
+impl Recent {
+    const PERIOD: Duration = Duration::from_secs(600);
+    const MAX: usize = 2_000_000;
+
+    fn contains(&self, id: &TraceId) -> bool {
+        self.current.contains(id) || self.previous.contains(id)
+    }
+
+    fn insert(&mut self, id: TraceId, now: Instant) {
+        let rotated = *self.rotated.get_or_insert(now);
+        if now.duration_since(rotated) > Self::PERIOD || self.current.len() >= Self::MAX {
+            self.previous = std::mem::take(&mut self.current);
+            self.rotated = Some(now);
+        }
+        self.current.insert(id);
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    appended: AtomicU64,
+    duplicates: AtomicU64,
+    traces_assembled: AtomicU64,
+    fragments: AtomicU64,
+}
+
+/// The embedded store. Create with [`EmbeddedStore::open`], then [`EmbeddedStore::start`].
+pub struct EmbeddedStore {
+    config: StoreConfig,
+    wal: Wal,
+    head: Head,
+    /// Traces taken from the head and being assembled: still visible to queries.
+    in_flight: Mutex<Vec<Arc<Vec<Span>>>>,
+    assembled: Mutex<AssembledBuffer>,
+    blocks: RwLock<Vec<Arc<BlockMeta>>>,
+    /// Held for writing while data moves from one stage to the next, so that a snapshot sees
+    /// every span exactly once.
+    stages: RwLock<()>,
+    /// One maintenance pass at a time.
+    maintenance: Mutex<()>,
+    recent: Mutex<Recent>,
+    pending_cache: Mutex<Option<(u64, Vec<RecordBatch>)>>,
+    /// Replaced blocks, deleted a while later so that running queries can finish reading them.
+    graveyard: Mutex<Vec<(PathBuf, Instant)>>,
+    counters: Counters,
+    blocks_dir: PathBuf,
+    last_compaction: Mutex<Instant>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("data_dir", &self.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What queries see at one moment.
+pub(crate) struct Snapshot {
+    pub memory: Vec<RecordBatch>,
+    pub block_paths: Vec<PathBuf>,
+}
+
+fn now_unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the data directory and replays the log: every span acknowledged
+    /// before a crash is pending again.
+    pub fn open(config: StoreConfig) -> Result<Arc<Self>, StoreError> {
+        let started = Instant::now();
+        let blocks_dir = config.data_dir.join("blocks");
+        fs::create_dir_all(&blocks_dir)?;
+        let (wal, replayed) = Wal::open(
+            &config.data_dir.join("wal"),
+            config.wal_segment_bytes,
+            config.wal_sync,
+        )?;
+        let blocks = load_blocks(&blocks_dir)?;
+        let store = Arc::new(Self {
+            config,
+            wal,
+            head: Head::default(),
+            in_flight: Mutex::new(Vec::new()),
+            assembled: Mutex::new(AssembledBuffer::default()),
+            blocks: RwLock::new(blocks),
+            stages: RwLock::new(()),
+            maintenance: Mutex::new(()),
+            recent: Mutex::new(Recent::default()),
+            pending_cache: Mutex::new(None),
+            graveyard: Mutex::new(Vec::new()),
+            counters: Counters::default(),
+            blocks_dir,
+            last_compaction: Mutex::new(Instant::now()),
+        });
+        // Replayed spans were checked when they were first accepted.
+        let lenient = Limits {
+            min_start_unix_seconds: 0,
+            max_future_seconds: u64::MAX / 2_000_000_000,
+            ..Limits::default()
+        };
+        let mut records = Vec::with_capacity(replayed.len());
+        for record in replayed {
+            let request = clew_ingest::collector::ExportTraceServiceRequest::decode(
+                record.payload.as_slice(),
+            )
+            .map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "WAL record with a valid checksum did not decode: {e}"
+                ))
+            })?;
+            let spans = clew_ingest::from_otlp(request, &lenient, u64::MAX / 2).spans;
+            store.wal.register(record.segment, spans.len() as u64);
+            records.push((record.segment, spans));
+        }
+        // A segment outlives the blocks that took some of its spans (it is deleted only when
+        // all of them are written), so spans already in a block are skipped, not stored twice.
+        let earliest = records
+            .iter()
+            .flat_map(|(_, spans)| spans.iter())
+            .map(|s| s.start_time_unix_nano as i64)
+            .min();
+        let in_blocks = match earliest {
+            Some(earliest) => store.block_span_ids_since(earliest)?,
+            None => HashSet::new(),
+        };
+        let mut replayed_spans = 0u64;
+        let now = Instant::now();
+        for (segment, spans) in records {
+            let before = spans.len() as u64;
+            let fresh: Vec<Span> = spans
+                .into_iter()
+                .filter(|s| !in_blocks.contains(&(s.trace_id, s.span_id)))
+                .collect();
+            let skipped = before - fresh.len() as u64;
+            let inserted = store.head.insert(fresh, segment, now);
+            store.wal.release(segment, inserted.duplicates + skipped);
+            replayed_spans += inserted.added;
+        }
+        tracing::info!(
+            message = "store opened",
+            data_dir = %store.config.data_dir.display(),
+            replayed_spans,
+            blocks = store.blocks.read().len(),
+            elapsed_ms = started.elapsed().as_millis() as u64
+        );
+        Ok(store)
+    }
+
+    /// Runs assembly, block cutting, compaction and retention in the background.
+    pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let store = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(250));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let worker = Arc::clone(&store);
+                match tokio::task::spawn_blocking(move || worker.maintain(false)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::error!(message = "store maintenance failed", %error),
+                    Err(error) => tracing::error!(message = "store maintenance panicked", %error),
+                }
+            }
+        })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// One maintenance pass: assemble quiet traces, cut a block when due, compact, expire.
+    /// With `flush_all`, everything pending is assembled and written now.
+    pub fn maintain(&self, flush_all: bool) -> Result<(), StoreError> {
+        let _one_at_a_time = self.maintenance.lock();
+        self.assemble_ready(flush_all);
+        let due = {
+            let buffer = self.assembled.lock();
+            buffer.rows > 0
+                && (flush_all
+                    || buffer.rows >= self.config.block_max_spans
+                    || buffer.oldest.is_some_and(|t| {
+                        t.elapsed().as_secs_f64() >= self.config.block_max_age_seconds
+                    }))
+        };
+        if due {
+            self.cut_block()?;
+        }
+        let compaction_due = self.last_compaction.lock().elapsed() >= Duration::from_secs(10);
+        if compaction_due || flush_all {
+            *self.last_compaction.lock() = Instant::now();
+            self.compact()?;
+            self.expire()?;
+            self.bury();
+        }
+        Ok(())
+    }
+
+    fn assemble_ready(&self, flush_all: bool) {
+        let now = Instant::now();
+        let idle = Duration::from_secs_f64(self.config.trace_idle_seconds.max(0.0));
+        let max_age = Duration::from_secs_f64(self.config.trace_max_age_seconds.max(0.0));
+        let ready = {
+            let _moving = self.stages.write();
+            let ready = self.head.take_ready(now, idle, max_age, flush_all);
+            let mut in_flight = self.in_flight.lock();
+            let mut out = Vec::with_capacity(ready.len());
+            for trace in ready {
+                let spans = Arc::new(trace.spans);
+                in_flight.push(Arc::clone(&spans));
+                out.push((trace.trace_id, spans, trace.segments));
+            }
+            out
+        };
+        if ready.is_empty() {
+            return;
+        }
+        let mut builder = BatchBuilder::default();
+        let mut segments: HashMap<SegmentId, u64> = HashMap::new();
+        {
+            let mut recent = self.recent.lock();
+            for (trace_id, spans, trace_segments) in &ready {
+                let fragment = if recent.contains(trace_id) {
+                    trace_flags::FRAGMENT
+                } else {
+                    0
+                };
+                if fragment != 0 {
+                    self.counters.fragments.fetch_add(1, Ordering::Relaxed);
+                }
+                recent.insert(*trace_id, now);
+                let assembled = assemble(spans.as_ref().clone());
+                builder.push_trace(&assembled, fragment);
+                for (segment, count) in trace_segments {
+                    *segments.entry(*segment).or_insert(0) += count;
+                }
+            }
+        }
+        self.counters
+            .traces_assembled
+            .fetch_add(ready.len() as u64, Ordering::Relaxed);
+        let batch = builder.finish();
+        let _moving = self.stages.write();
+        let mut buffer = self.assembled.lock();
+        buffer.rows += batch.num_rows();
+        buffer.batches.push(batch);
+        buffer.oldest.get_or_insert(now);
+        for (segment, count) in segments {
+            *buffer.segments.entry(segment).or_insert(0) += count;
+        }
+        self.in_flight.lock().clear();
+    }
+
+    /// Writes the assembled buffer as one block, then lets the log forget those spans.
+    fn cut_block(&self) -> Result<(), StoreError> {
+        let (batches, segments) = {
+            let buffer = self.assembled.lock();
+            (buffer.batches.clone(), buffer.segments.clone())
+        };
+        let taken = batches.len();
+        let meta = self.write_block(&batches, 0, Vec::new())?;
+        {
+            let _moving = self.stages.write();
+            let mut buffer = self.assembled.lock();
+            buffer.batches.drain(..taken);
+            buffer.rows = buffer.batches.iter().map(RecordBatch::num_rows).sum();
+            buffer.segments.clear();
+            buffer.oldest = if buffer.rows > 0 {
+                Some(Instant::now())
+            } else {
+                None
+            };
+            self.blocks.write().push(Arc::new(meta));
+        }
+        // Only the segments counted at the time of the copy were written.
+        for (segment, count) in segments {
+            self.wal.release(segment, count);
+        }
+        Ok(())
+    }
+
+    /// Sorts rows by (trace ID, span ID), drops duplicate spans, writes a Parquet block.
+    fn write_block(
+        &self,
+        batches: &[RecordBatch],
+        level: u32,
+        replaces: Vec<String>,
+    ) -> Result<BlockMeta, StoreError> {
+        let batch = concat_batches(&SCHEMA, batches)?;
+        let batch = sort_and_dedupe(&batch)?;
+        let created = now_unix_seconds();
+        let id = format!(
+            "{:020}-{:08x}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+            rand_u32()
+        );
+        let path = self.blocks_dir.join(format!("{id}.parquet"));
+        let temporary = self.blocks_dir.join(format!("{id}.parquet.tmp"));
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_max_row_group_row_count(Some(64 * 1024))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
+            .set_column_dictionary_enabled(ColumnPath::from("trace_id"), false)
+            .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
+            .set_column_dictionary_enabled(ColumnPath::from("parent_span_id"), false)
+            .set_sorting_columns(Some(vec![SortingColumn {
+                column_idx: 0,
+                descending: false,
+                nulls_first: false,
+            }]))
+            .build();
+        {
+            let file = fs::File::create(&temporary)?;
+            let mut writer = ArrowWriter::try_new(file, Arc::clone(&SCHEMA), Some(properties))?;
+            writer.write(&batch)?;
+            let file = writer.into_inner()?;
+            file.sync_all()?;
+        }
+        fs::rename(&temporary, &path)?;
+        let (min_start, max_end, services, traces) = describe(&batch);
+        let meta = BlockMeta {
+            id: id.clone(),
+            span_count: batch.num_rows() as u64,
+            trace_count: traces,
+            file_bytes: fs::metadata(&path)?.len(),
+            min_start_unix_nano: min_start,
+            max_end_unix_nano: max_end,
+            services,
+            compaction_level: level,
+            created_unix_seconds: created,
+            replaces,
+            path: path.clone(),
+        };
+        fs::write(
+            self.blocks_dir.join(format!("{id}.json")),
+            serde_json::to_vec_pretty(&meta).expect("serialisable"),
+        )?;
+        if let Ok(dir) = fs::File::open(&self.blocks_dir) {
+            let _ = dir.sync_all();
+        }
+        tracing::debug!(
+            message = "block written",
+            id,
+            spans = meta.span_count,
+            bytes = meta.file_bytes
+        );
+        Ok(meta)
+    }
+
+    /// Merges small blocks, oldest first, into blocks of about the target size.
+    fn compact(&self) -> Result<(), StoreError> {
+        let target = self.config.compaction_target_spans as u64;
+        let small: Vec<Arc<BlockMeta>> = {
+            let blocks = self.blocks.read();
+            let mut small: Vec<_> = blocks
+                .iter()
+                .filter(|b| b.span_count < target / 2)
+                .cloned()
+                .collect();
+            small.sort_by_key(|b| b.min_start_unix_nano);
+            small
+        };
+        if small.len() < 4 {
+            return Ok(());
+        }
+        let mut chosen = Vec::new();
+        let mut spans = 0;
+        for block in small {
+            if spans + block.span_count > target && chosen.len() >= 2 {
+                break;
+            }
+            spans += block.span_count;
+            chosen.push(block);
+        }
+        let mut batches = Vec::new();
+        for block in &chosen {
+            let file = fs::File::open(&block.path)?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
+                .with_batch_size(64 * 1024)
+                .build()?;
+            for batch in reader {
+                batches.push(batch?);
+            }
+        }
+        let level = chosen.iter().map(|b| b.compaction_level).max().unwrap_or(0) + 1;
+        let merged = self.write_block(
+            &batches,
+            level,
+            chosen.iter().map(|b| b.id.clone()).collect(),
+        )?;
+        tracing::info!(
+            message = "blocks compacted",
+            merged = chosen.len(),
+            spans = merged.span_count,
+            bytes = merged.file_bytes
+        );
+        let chosen_ids: HashSet<&str> = chosen.iter().map(|b| b.id.as_str()).collect();
+        {
+            let _moving = self.stages.write();
+            let mut blocks = self.blocks.write();
+            blocks.retain(|b| !chosen_ids.contains(b.id.as_str()));
+            blocks.push(Arc::new(merged));
+        }
+        self.retire(&chosen);
+        Ok(())
+    }
+
+    /// Deletes blocks past the retention age, then the oldest beyond the size limit.
+    fn expire(&self) -> Result<(), StoreError> {
+        let mut expired = Vec::new();
+        {
+            let _moving = self.stages.write();
+            let mut blocks = self.blocks.write();
+            if self.config.retention_hours > 0.0 {
+                let horizon = SystemTime::now()
+                    .checked_sub(Duration::from_secs_f64(
+                        self.config.retention_hours * 3600.0,
+                    ))
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos() as i64)
+                    .unwrap_or(0);
+                blocks.retain(|b| {
+                    let keep = b.max_end_unix_nano >= horizon;
+                    if !keep {
+                        expired.push(Arc::clone(b));
+                    }
+                    keep
+                });
+            }
+            if self.config.retention_max_bytes > 0 {
+                blocks.sort_by_key(|b| b.max_end_unix_nano);
+                let mut total: u64 = blocks.iter().map(|b| b.file_bytes).sum();
+                while total > self.config.retention_max_bytes && !blocks.is_empty() {
+                    let oldest = blocks.remove(0);
+                    total -= oldest.file_bytes;
+                    expired.push(oldest);
+                }
+            }
+        }
+        if !expired.is_empty() {
+            tracing::info!(
+                message = "blocks expired by retention",
+                blocks = expired.len()
+            );
+            self.retire(&expired);
+        }
+        Ok(())
+    }
+
+    fn retire(&self, blocks: &[Arc<BlockMeta>]) {
+        let mut graveyard = self.graveyard.lock();
+        for block in blocks {
+            let _ = fs::remove_file(self.blocks_dir.join(format!("{}.json", block.id)));
+            graveyard.push((block.path.clone(), Instant::now()));
+        }
+    }
+
+    fn bury(&self) {
+        self.graveyard.lock().retain(|(path, since)| {
+            if since.elapsed() < Duration::from_secs(60) {
+                return true;
+            }
+            let _ = fs::remove_file(path);
+            false
+        });
+    }
+
+    /// Everything a query must see, each span once.
+    pub(crate) fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let _steady = self.stages.read();
+        let mut memory = self.assembled.lock().batches.clone();
+        memory.extend(self.pending_batches());
+        let block_paths = self.blocks.read().iter().map(|b| b.path.clone()).collect();
+        Ok(Snapshot {
+            memory,
+            block_paths,
+        })
+    }
+
+    /// Pending and in-flight traces, provisionally assembled so that they have every column.
+    fn pending_batches(&self) -> Vec<RecordBatch> {
+        let generation = self.head.generation();
+        let in_flight: Vec<Arc<Vec<Span>>> = self.in_flight.lock().clone();
+        if in_flight.is_empty() {
+            if let Some((cached_generation, batches)) = self.pending_cache.lock().as_ref() {
+                if *cached_generation == generation {
+                    return batches.clone();
+                }
+            }
+        }
+        let mut builder = BatchBuilder::default();
+        for spans in self.head.snapshot() {
+            builder.push_trace(&assemble(spans), 0);
+        }
+        let head_rows = builder.rows();
+        for spans in &in_flight {
+            builder.push_trace(&assemble(spans.as_ref().clone()), 0);
+        }
+        if builder.rows() == 0 {
+            return Vec::new();
+        }
+        let batches = vec![builder.finish()];
+        if in_flight.is_empty() && head_rows > 0 {
+            *self.pending_cache.lock() = Some((generation, batches.clone()));
+        }
+        batches
+    }
+
+    /// (trace, span) IDs of every block holding spans that ended at or after `since`.
+    fn block_span_ids_since(
+        &self,
+        since: i64,
+    ) -> Result<HashSet<(TraceId, clew_model::SpanId)>, StoreError> {
+        let mut ids = HashSet::new();
+        for block in self
+            .blocks
+            .read()
+            .iter()
+            .filter(|b| b.max_end_unix_nano >= since)
+        {
+            let builder = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&block.path)?)?;
+            let mask =
+                datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [0, 1]);
+            for batch in builder.with_projection(mask).build()? {
+                let batch = batch?;
+                let trace_ids = batch.column(0).as_fixed_size_binary();
+                let span_ids = batch.column(1).as_fixed_size_binary();
+                for row in 0..batch.num_rows() {
+                    if let (Ok(trace), Ok(span)) = (
+                        TraceId::from_slice(trace_ids.value(row)),
+                        clew_model::SpanId::from_slice(span_ids.value(row)),
+                    ) {
+                        ids.insert((trace, span));
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn blocks(&self) -> Vec<Arc<BlockMeta>> {
+        self.blocks.read().clone()
+    }
+
+    async fn append_inner(&self, spans: Vec<Span>) -> Result<Appended, StoreError> {
+        if spans.is_empty() {
+            return Ok(Appended::default());
+        }
+        if self.head.span_count() > self.config.max_pending_spans {
+            return Err(StoreError::Unavailable(format!(
+                "{} spans are waiting for assembly (limit {}); retry later",
+                self.head.span_count(),
+                self.config.max_pending_spans
+            )));
+        }
+        let count = spans.len() as u64;
+        let payload = clew_ingest::to_otlp(&spans).encode_to_vec();
+        let segment = self.wal.append(payload, count).await?;
+        let inserted = {
+            let _moving = self.stages.read();
+            self.head.insert(spans, segment, Instant::now())
+        };
+        if inserted.duplicates > 0 {
+            self.wal.release(segment, inserted.duplicates);
+        }
+        self.counters
+            .appended
+            .fetch_add(inserted.added, Ordering::Relaxed);
+        self.counters
+            .duplicates
+            .fetch_add(inserted.duplicates, Ordering::Relaxed);
+        Ok(Appended {
+            accepted: inserted.added,
+            duplicates: inserted.duplicates,
+        })
+    }
+
+    async fn trace_inner(
+        self: Arc<Self>,
+        trace_id: TraceId,
+    ) -> Result<Vec<StoredSpan>, StoreError> {
+        let context = SessionContext::new();
+        let table: Arc<dyn TableProvider> = Arc::new(SpansTable::new(Arc::clone(&self)));
+        let frame = context.read_table(table)?.filter(col("trace_id").eq(lit(
+            ScalarValue::FixedSizeBinary(16, Some(trace_id.0.to_vec())),
+        )))?;
+        let batches = frame.collect().await?;
+        let mut spans = spans_from_batches(&batches)?;
+        let mut seen = HashSet::new();
+        spans.retain(|s| seen.insert(s.span.span_id));
+        Ok(spans)
+    }
+}
+
+impl Storage for Arc<EmbeddedStore> {
+    fn append(&self, spans: Vec<Span>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        Box::pin(self.append_inner(spans))
+    }
+
+    fn spans_table(&self) -> Arc<dyn TableProvider> {
+        Arc::new(SpansTable::new(Arc::clone(self)))
+    }
+
+    fn trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Vec<StoredSpan>, StoreError>> {
+        Box::pin(Arc::clone(self).trace_inner(trace_id))
+    }
+
+    fn stats(&self) -> StoreStats {
+        let blocks = self.blocks.read();
+        StoreStats {
+            pending_spans: self.head.span_count(),
+            assembled_unflushed_spans: self.assembled.lock().rows as u64,
+            blocks: blocks.len(),
+            block_spans: blocks.iter().map(|b| b.span_count).sum(),
+            block_bytes: blocks.iter().map(|b| b.file_bytes).sum(),
+            wal_bytes: self.wal.disk_bytes(),
+            wal_syncs: self.wal.stats().syncs.load(Ordering::Relaxed),
+            spans_appended: self.counters.appended.load(Ordering::Relaxed),
+            duplicate_spans: self.counters.duplicates.load(Ordering::Relaxed),
+            traces_assembled: self.counters.traces_assembled.load(Ordering::Relaxed),
+            fragments: self.counters.fragments.load(Ordering::Relaxed),
+        }
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        let store = Arc::clone(self);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.maintain(true))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("flush task failed: {e}")))?
+        })
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.finish() as u32
+}
+
+fn load_blocks(dir: &Path) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
+    let mut blocks = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
+        if name.ends_with(".tmp") {
+            let _ = fs::remove_file(&path); // a block that was never finished
+            continue;
+        }
+        let Some(id) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let parquet = dir.join(format!("{id}.parquet"));
+        if !parquet.exists() {
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        let mut meta: BlockMeta = serde_json::from_slice(&fs::read(&path)?)
+            .map_err(|e| StoreError::Corrupt(format!("block metadata {}: {e}", path.display())))?;
+        meta.path = parquet;
+        blocks.push(Arc::new(meta));
+    }
+    let replaced: HashSet<String> = blocks
+        .iter()
+        .flat_map(|b| b.replaces.iter().cloned())
+        .collect();
+    blocks.retain(|b| {
+        if replaced.contains(&b.id) {
+            let _ = fs::remove_file(dir.join(format!("{}.json", b.id)));
+            return false;
+        }
+        true
+    });
+    // A Parquet file without metadata was replaced by compaction before a crash: its spans
+    // live in the compacted block, so it is deleted.
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "parquet")
+            && !blocks.iter().any(|b| b.path == path)
+        {
+            let _ = fs::remove_file(&path);
+        }
+    }
+    blocks.sort_by_key(|b| b.min_start_unix_nano);
+    Ok(blocks)
+}
+
+/// Orders rows by (trace ID, span ID) and keeps the first of equal pairs.
+fn sort_and_dedupe(batch: &RecordBatch) -> Result<RecordBatch, StoreError> {
+    let trace_ids = batch.column(0).as_fixed_size_binary();
+    let span_ids = batch.column(1).as_fixed_size_binary();
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    order.sort_by(|&a, &b| {
+        trace_ids
+            .value(a as usize)
+            .cmp(trace_ids.value(b as usize))
+            .then_with(|| span_ids.value(a as usize).cmp(span_ids.value(b as usize)))
+    });
+    order.dedup_by(|a, b| {
+        trace_ids.value(*a as usize) == trace_ids.value(*b as usize)
+            && span_ids.value(*a as usize) == span_ids.value(*b as usize)
+    });
+    Ok(take_record_batch(batch, &UInt32Array::from(order))?)
+}
+
+fn describe(batch: &RecordBatch) -> (i64, i64, Vec<String>, u64) {
+    let start = batch
+        .column_by_name("start_time_unix_nano")
+        .expect("schema")
+        .as_primitive::<Int64Type>();
+    let end = batch
+        .column_by_name("end_time_unix_nano")
+        .expect("schema")
+        .as_primitive::<Int64Type>();
+    let service = batch
+        .column_by_name("service_name")
+        .expect("schema")
+        .as_string::<i32>();
+    let trace_ids = batch.column(0).as_fixed_size_binary();
+    let min_start = start.values().iter().copied().min().unwrap_or(0);
+    let max_end = end.values().iter().copied().max().unwrap_or(0);
+    let services: std::collections::BTreeSet<&str> =
+        (0..service.len()).map(|i| service.value(i)).collect();
+    let mut traces = 0;
+    for row in 0..trace_ids.len() {
+        if row == 0 || trace_ids.value(row) != trace_ids.value(row - 1) {
+            traces += 1;
+        }
+    }
+    (
+        min_start,
+        max_end,
+        services.into_iter().map(str::to_string).collect(),
+        traces,
+    )
+}

@@ -1,0 +1,133 @@
+//! Durable storage of spans: the write-ahead log, the head of pending and freshly assembled
+//! traces, and immutable Parquet blocks.
+//!
+//! The life of a span here: [`EmbeddedStore::append`] writes it to the [`wal`] and waits for
+//! the sync, then puts it in the [`head`], where it waits with the rest of its trace. When the
+//! trace has been quiet for `trace_idle_seconds` it is assembled once
+//! ([`clew_model::assemble`]) into rows of the span table ([`block`]). Rows collect in memory
+//! until a block is cut (by size or age): the block is written and synced, and only then are
+//! the spans released from the log. Small blocks are compacted into larger ones; retention
+//! deletes the oldest. Queries see all of it through one DataFusion table ([`table`]).
+//!
+//! Another engine can take this one's place behind the [`Storage`] trait.
+
+pub mod block;
+mod engine;
+pub mod head;
+mod table;
+pub mod wal;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clew_model::{Span, TraceId};
+use datafusion::catalog::TableProvider;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+pub use block::{SCHEMA, StoredSpan};
+pub use engine::EmbeddedStore;
+pub use table::SpansTable;
+
+/// Why the store refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot take writes now; the client should retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("query engine: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+/// What an append did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub accepted: u64,
+    /// Spans already stored with the same trace and span ID (a retried delivery).
+    pub duplicates: u64,
+}
+
+/// A storage engine. The contract of `append`: when it returns `Ok`, the spans are durable and
+/// visible to every later scan of `spans_table`.
+pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
+    fn append(&self, spans: Vec<Span>) -> BoxFuture<'_, Result<Appended, StoreError>>;
+    /// The span table over everything stored.
+    fn spans_table(&self) -> Arc<dyn TableProvider>;
+    /// The spans of one trace wherever they are, duplicates removed, or empty.
+    fn trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Vec<StoredSpan>, StoreError>>;
+    fn stats(&self) -> StoreStats;
+    /// Assembles everything pending and writes it to blocks (for shutdown and tests).
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// Numbers for `/api/v1/status`, metrics and benchmarks.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreStats {
+    pub pending_spans: u64,
+    pub assembled_unflushed_spans: u64,
+    pub blocks: usize,
+    pub block_spans: u64,
+    pub block_bytes: u64,
+    pub wal_bytes: u64,
+    pub wal_syncs: u64,
+    pub spans_appended: u64,
+    pub duplicate_spans: u64,
+    pub traces_assembled: u64,
+    pub fragments: u64,
+}
+
+/// Settings of the embedded store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Where the log and the blocks live.
+    pub data_dir: PathBuf,
+    /// A trace is assembled after this long without a new span.
+    pub trace_idle_seconds: f64,
+    /// A trace is assembled at this age even if spans keep coming.
+    pub trace_max_age_seconds: f64,
+    /// `fdatasync` before acknowledging (turn off only for throwaway data).
+    pub wal_sync: bool,
+    /// A new log segment is started past this size.
+    pub wal_segment_bytes: u64,
+    /// A block is cut when this many assembled spans wait in memory...
+    pub block_max_spans: usize,
+    /// ...or when the oldest has waited this long.
+    pub block_max_age_seconds: f64,
+    /// Blocks smaller than this many spans are merged together.
+    pub compaction_target_spans: usize,
+    /// Blocks whose newest span is older than this are deleted (0 keeps everything).
+    pub retention_hours: f64,
+    /// The oldest blocks are deleted while the blocks take more than this (0: no limit).
+    pub retention_max_bytes: u64,
+    /// Beyond this many spans waiting in memory, writes are refused with "retry later".
+    pub max_pending_spans: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./clew-data"),
+            trace_idle_seconds: 10.0,
+            trace_max_age_seconds: 300.0,
+            wal_sync: true,
+            wal_segment_bytes: 64 << 20,
+            block_max_spans: 1_000_000,
+            block_max_age_seconds: 60.0,
+            compaction_target_spans: 4_000_000,
+            retention_hours: 7.0 * 24.0,
+            retention_max_bytes: 0,
+            max_pending_spans: 3_000_000,
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The `spans` table that DataFusion queries: the in-memory head and every block, as one.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{MemTable, Session, TableProvider};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::Result;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::union::UnionExec;
+
+use crate::EmbeddedStore;
+use crate::block::SCHEMA;
+
+/// Every scan takes a fresh snapshot: spans acknowledged before the query started are in it,
+/// wherever they are at that moment.
+#[derive(Debug)]
+pub struct SpansTable {
+    store: Arc<EmbeddedStore>,
+}
+
+impl SpansTable {
+    pub fn new(store: Arc<EmbeddedStore>) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl TableProvider for SpansTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&SCHEMA)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Both parts prune with the filters (row groups, pages, bloom filters) and DataFusion
+        // applies them again on top.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let snapshot = self
+            .store
+            .snapshot()
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        let memory = MemTable::try_new(Arc::clone(&SCHEMA), vec![snapshot.memory])?;
+        plans.push(memory.scan(state, projection, filters, limit).await?);
+        if !snapshot.block_paths.is_empty() {
+            let urls = snapshot
+                .block_paths
+                .iter()
+                .map(|path| ListingTableUrl::parse(path.to_string_lossy()))
+                .collect::<Result<Vec<_>>>()?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(Arc::clone(&SCHEMA));
+            let blocks = ListingTable::try_new(config)?;
+            plans.push(blocks.scan(state, projection, filters, limit).await?);
+        }
+        UnionExec::try_new(plans)
+    }
+}

@@ -1,0 +1,248 @@
+//! Commands and flags.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use clew_server::Config;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "clew",
+    version,
+    about = "Clew: a distributed-tracing backend that follows every request through your services"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// Flags shared by the commands that start a server.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// A TOML configuration file (see `clew config --print-default`).
+    #[arg(long, env = "CLEW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides store.data_dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address (overrides server.otlp_grpc_address).
+    #[arg(long)]
+    pub otlp_grpc: Option<String>,
+    /// OTLP/HTTP listen address (overrides server.otlp_http_address).
+    #[arg(long)]
+    pub otlp_http: Option<String>,
+    /// Query API and UI listen address (overrides server.query_address).
+    #[arg(long)]
+    pub query: Option<String>,
+    /// Seconds a trace must be quiet before it is assembled (overrides store.trace_idle_seconds).
+    #[arg(long)]
+    pub trace_idle_seconds: Option<f64>,
+}
+
+/// Where the CLI finds a running Clew.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The query API of a running Clew.
+    #[arg(long, env = "CLEW_SERVER", default_value = "http://127.0.0.1:16686")]
+    pub server: String,
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start Clew: OTLP receivers, the embedded store and the query API.
+    Serve(ServeArgs),
+    /// Start Clew with a simulated online shop sending traces to it.
+    Demo {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Traces per second the shop sends.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Seed of the simulation.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Print the shop's ground truth as JSON and exit.
+        #[arg(long)]
+        print_truth: bool,
+    },
+    /// Show configuration.
+    Config {
+        /// Print the default configuration as TOML.
+        #[arg(long)]
+        print_default: bool,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Show one trace as a tree.
+    Trace {
+        trace_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Search traces.
+    Search {
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        operation: Option<String>,
+        /// span kind: server, client, producer, consumer, internal
+        #[arg(long)]
+        kind: Option<String>,
+        /// unset, ok or error
+        #[arg(long)]
+        status: Option<String>,
+        /// Attribute filter `key op value` (op: = != > >= < <= =~); repeatable.
+        #[arg(long = "attr")]
+        attributes: Vec<String>,
+        /// e.g. 100ms
+        #[arg(long)]
+        min_duration: Option<String>,
+        #[arg(long)]
+        max_duration: Option<String>,
+        /// Only spans started within this long before now, e.g. 1h.
+        #[arg(long)]
+        lookback: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// newest or longest
+        #[arg(long, default_value = "newest")]
+        sort: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run read-only SQL over the `spans` table.
+    Sql {
+        query: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send a file of OTLP/JSON export requests (one per line) to a running Clew.
+    Import {
+        file: PathBuf,
+        /// OTLP/HTTP traces endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:4318/v1/traces")]
+        endpoint: String,
+    },
+}
+
+pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let text = match &args.config {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut config = Config::load(text.as_deref(), std::env::vars())?;
+    if let Some(dir) = &args.data_dir {
+        config.store.data_dir = dir.clone();
+    }
+    if let Some(address) = &args.otlp_grpc {
+        config.server.otlp_grpc_address = address.clone();
+    }
+    if let Some(address) = &args.otlp_http {
+        config.server.otlp_http_address = address.clone();
+    }
+    if let Some(address) = &args.query {
+        config.server.query_address = address.clone();
+    }
+    if let Some(seconds) = args.trace_idle_seconds {
+        config.store.trace_idle_seconds = seconds;
+    }
+    Ok(config)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = load_config(&args)?;
+            let running = clew_server::start(config).await?;
+            serve_until_signal(running).await
+        }
+        Command::Demo {
+            serve,
+            rate,
+            seed,
+            print_truth,
+        } => {
+            if print_truth {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&clew_demo::Shop::new(seed).ground_truth())?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let config = load_config(&serve)?;
+            let running = clew_server::start(config).await?;
+            let endpoint = format!("http://{}/v1/traces", running.addresses.otlp_http);
+            println!(
+                "Clew demo: a simulated shop sends {rate} traces/s. Open http://{}/",
+                running.addresses.query
+            );
+            tokio::spawn(crate::demo::run(endpoint, rate, seed));
+            serve_until_signal(running).await
+        }
+        Command::Config {
+            print_default,
+            serve,
+        } => {
+            let config = if print_default {
+                Config::default()
+            } else {
+                load_config(&serve)?
+            };
+            print!("{}", config.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Trace { trace_id, client } => crate::client::trace(&client, &trace_id).await,
+        Command::Search {
+            service,
+            operation,
+            kind,
+            status,
+            attributes,
+            min_duration,
+            max_duration,
+            lookback,
+            limit,
+            sort,
+            client,
+        } => {
+            let mut pairs: Vec<(&str, String)> = vec![("limit", limit.to_string()), ("sort", sort)];
+            let optional = [
+                ("service", service),
+                ("operation", operation),
+                ("kind", kind),
+                ("status", status),
+                ("minDuration", min_duration),
+                ("maxDuration", max_duration),
+                ("lookback", lookback),
+            ];
+            pairs.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+            pairs.extend(attributes.into_iter().map(|a| ("attr", a)));
+            crate::client::search(&client, &pairs).await
+        }
+        Command::Sql { query, client } => crate::client::sql(&client, &query).await,
+        Command::Import { file, endpoint } => crate::client::import(&file, &endpoint).await,
+    }
+}
+
+async fn serve_until_signal(running: clew_server::Running) -> anyhow::Result<ExitCode> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!(message = "stopping: writing pending traces");
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,219 @@
+//! CLI commands that talk to a running Clew over its APIs. Exit codes: 0 success, 1 error,
+//! 3 not found, 4 server unreachable.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::cli::{ClientArgs, Output};
+
+const NOT_FOUND: u8 = 3;
+const UNREACHABLE: u8 = 4;
+
+async fn get(client: &ClientArgs, path: &str, query: &[(&str, String)]) -> Result<Value, ExitCode> {
+    let url = format!("{}{path}", client.server.trim_end_matches('/'));
+    let response = match reqwest::Client::new().get(&url).query(query).send().await {
+        Ok(response) => response,
+        Err(error) => {
+            eprintln!("error: cannot reach Clew at {}: {error}", client.server);
+            return Err(ExitCode::from(UNREACHABLE));
+        }
+    };
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(body);
+    }
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or("request failed")
+        .to_string();
+    eprintln!("error: {message}");
+    Err(ExitCode::from(if status.as_u16() == 404 {
+        NOT_FOUND
+    } else {
+        1
+    }))
+}
+
+pub async fn trace(client: &ClientArgs, trace_id: &str) -> anyhow::Result<ExitCode> {
+    let trace = match get(client, &format!("/api/v1/traces/{trace_id}"), &[]).await {
+        Ok(trace) => trace,
+        Err(code) => return Ok(code),
+    };
+    if client.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&trace)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "trace {}  {}: {}  {} spans, {} errors, {:.2} ms",
+        trace["traceId"].as_str().unwrap_or(""),
+        trace["rootService"].as_str().unwrap_or(""),
+        trace["rootName"].as_str().unwrap_or(""),
+        trace["spanCount"],
+        trace["errorCount"],
+        trace["durationNanos"].as_f64().unwrap_or(0.0) / 1e6
+    );
+    for warning in trace["warnings"].as_array().into_iter().flatten() {
+        println!("  ! {}", warning["message"].as_str().unwrap_or(""));
+    }
+    let spans = trace["spans"].as_array().cloned().unwrap_or_default();
+    let ids: std::collections::HashSet<&str> =
+        spans.iter().filter_map(|s| s["spanId"].as_str()).collect();
+    let mut children: std::collections::HashMap<&str, Vec<&Value>> =
+        std::collections::HashMap::new();
+    for span in &spans {
+        let parent = span["parentSpanId"]
+            .as_str()
+            .filter(|p| ids.contains(p))
+            .unwrap_or("");
+        children.entry(parent).or_default().push(span);
+    }
+    fn print(children: &std::collections::HashMap<&str, Vec<&Value>>, parent: &str, prefix: &str) {
+        let list = children.get(parent).cloned().unwrap_or_default();
+        for (index, span) in list.iter().enumerate() {
+            let last = index + 1 == list.len();
+            let error = if span["status"]["code"] == "error" {
+                "  ✗ error"
+            } else {
+                ""
+            };
+            let critical = span["criticalPathNanos"].as_f64().unwrap_or(0.0) / 1e6;
+            println!(
+                "{prefix}{} {} {} [{}] {:.2} ms (critical path {:.2} ms){error}",
+                if last { "└─" } else { "├─" },
+                span["service"].as_str().unwrap_or(""),
+                span["name"].as_str().unwrap_or(""),
+                span["kind"].as_str().unwrap_or(""),
+                span["durationNanos"].as_f64().unwrap_or(0.0) / 1e6,
+                critical
+            );
+            let next = format!("{prefix}{}", if last { "   " } else { "│  " });
+            print(children, span["spanId"].as_str().unwrap_or(""), &next);
+        }
+    }
+    print(&children, "", "");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn search(client: &ClientArgs, query: &[(&str, String)]) -> anyhow::Result<ExitCode> {
+    let result = match get(client, "/api/v1/search", query).await {
+        Ok(result) => result,
+        Err(code) => return Ok(code),
+    };
+    if client.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<32}  {:>6}  {:>6}  {:>11}  root",
+        "trace", "spans", "errors", "duration"
+    );
+    for trace in result["traces"].as_array().into_iter().flatten() {
+        println!(
+            "{:<32}  {:>6}  {:>6}  {:>8.2} ms  {}: {}",
+            trace["trace_id"].as_str().unwrap_or(""),
+            trace["span_count"],
+            trace["error_count"],
+            trace["duration_nanos"].as_f64().unwrap_or(0.0) / 1e6,
+            trace["root_service"].as_str().unwrap_or(""),
+            trace["root_name"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn sql(client: &ClientArgs, query: &str) -> anyhow::Result<ExitCode> {
+    let result = match get(client, "/api/v1/sql", &[("q", query.to_string())]).await {
+        Ok(result) => result,
+        Err(code) => return Ok(code),
+    };
+    let rows = result["rows"].as_array().cloned().unwrap_or_default();
+    if client.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let columns: Vec<String> = rows
+        .first()
+        .and_then(Value::as_object)
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    println!("{}", columns.join("\t"));
+    for row in &rows {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match &row[c] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        println!("{}", cells.join("\t"));
+    }
+    eprintln!("{} row(s)", rows.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn import(file: &Path, endpoint: &str) -> anyhow::Result<ExitCode> {
+    let size = std::fs::metadata(file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+        .len();
+    let reader = BufReader::new(std::fs::File::open(file)?);
+    let progress = indicatif::ProgressBar::new(size);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
+            .expect("template"),
+    );
+    let client = reqwest::Client::new();
+    let (mut requests, mut failures, mut rejected) = (0u64, 0u64, 0i64);
+    for (number, line) in reader.lines().enumerate() {
+        let line = line?;
+        progress.inc(line.len() as u64 + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        requests += 1;
+        let response = client
+            .post(endpoint)
+            .header("content-type", "application/json")
+            .body(line)
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status().is_success() => {
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                if let Some(count) =
+                    body["partialSuccess"]["rejectedSpans"]
+                        .as_i64()
+                        .or_else(|| {
+                            body["partialSuccess"]["rejectedSpans"]
+                                .as_str()
+                                .and_then(|s| s.parse().ok())
+                        })
+                {
+                    rejected += count;
+                }
+            }
+            Ok(response) => {
+                failures += 1;
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                progress.println(format!("line {}: {status}: {text}", number + 1));
+            }
+            Err(error) => {
+                progress.finish_and_clear();
+                eprintln!("error: cannot reach {endpoint}: {error}");
+                return Ok(ExitCode::from(UNREACHABLE));
+            }
+        }
+        progress.set_message(format!("{requests} requests"));
+    }
+    progress.finish_and_clear();
+    println!("{requests} request(s) sent, {failures} refused, {rejected} span(s) rejected");
+    Ok(if failures > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,119 @@
+"""Starts the real `clew` binary for end-to-end tests."""
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+
+CLEW_BIN = os.environ.get("CLEW_BIN", "clew")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Clew:
+    """One clew process on free ports with its own data directory; restartable."""
+
+    def __init__(self, data_dir, idle_seconds=0.5, extra_env=None):
+        self.data_dir = data_dir
+        self.grpc_port, self.http_port, self.query_port = free_port(), free_port(), free_port()
+        self.idle_seconds = idle_seconds
+        self.extra_env = extra_env or {}
+        self.process = None
+        self.log_path = os.path.join(data_dir, "clew.log")
+
+    @property
+    def query(self):
+        return f"http://127.0.0.1:{self.query_port}"
+
+    @property
+    def otlp_http(self):
+        return f"http://127.0.0.1:{self.http_port}/v1/traces"
+
+    @property
+    def otlp_grpc(self):
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, timeout=60):
+        env = dict(os.environ, CLEW_LOG="info", **self.extra_env)
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [CLEW_BIN, "serve", "--data-dir", os.path.join(self.data_dir, "data"),
+             "--otlp-grpc", self.otlp_grpc, "--otlp-http", f"127.0.0.1:{self.http_port}",
+             "--query", f"127.0.0.1:{self.query_port}", "--trace-idle-seconds", str(self.idle_seconds)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"clew exited with {self.process.returncode}: {self.read_log()[-3000:]}")
+            try:
+                if requests.get(self.query + "/api/v1/status", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("clew did not start: " + self.read_log()[-3000:])
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def kill(self):
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def get(self, path, **params):
+        return requests.get(self.query + path, params=params, timeout=30)
+
+
+@pytest.fixture
+def clew():
+    with tempfile.TemporaryDirectory(prefix="clew-test-") as directory:
+        server = Clew(directory).start()
+        yield server
+        server.stop()
+
+
+@pytest.fixture
+def clew_factory():
+    made = []
+    with tempfile.TemporaryDirectory(prefix="clew-test-") as directory:
+        def make(**kwargs):
+            server = Clew(directory, **kwargs)
+            made.append(server)
+            return server
+        yield make
+        for server in made:
+            server.stop()
+
+
+def wait_for_trace(server, trace_id, spans, timeout=20):
+    """Polls until the trace has `spans` spans; returns it."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        response = server.get(f"/api/v1/traces/{trace_id}")
+        if response.status_code == 200:
+            last = response.json()
+            if last["spanCount"] >= spans:
+                return last
+        time.sleep(0.1)
+    raise AssertionError(f"trace {trace_id} did not reach {spans} spans: {last}")

@@ -1,0 +1,159 @@
+"""The real OpenTelemetry Python SDK sends spans over OTLP gRPC and HTTP; every field comes back."""
+import base64
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from conftest import wait_for_trace
+
+
+def exporter_for(kind, clew):
+    if kind == "grpc":
+        return GrpcExporter(endpoint=clew.otlp_grpc, insecure=True)
+    return HttpExporter(endpoint=clew.otlp_http)
+
+
+def otlp_value(value):
+    """Expected OTLP/JSON AnyValue for a Python attribute value."""
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, bytes):
+        return {"bytesValue": base64.b64encode(value).decode()}
+    if isinstance(value, (list, tuple)):
+        return {"arrayValue": {"values": [otlp_value(v) for v in value]}}
+    return {"stringValue": value}
+
+
+ATTRIBUTES = {
+    "str": "hello",
+    "bool": True,
+    "int": 1234567890123,
+    "negative": -7,
+    "double": 3.25,
+    "strings": ["a", "b"],
+    "ints": [1, 2, 3],
+    "doubles": [0.5, 1.5],
+    "bools": [True, False],
+}
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_every_field_round_trips(clew, transport):
+    provider = TracerProvider(resource=Resource.create({"service.name": f"checkout-{transport}", "service.version": "1.2.3", "team": "payments"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter_for(transport, clew)))
+    tracer = provider.get_tracer("test-scope", "0.9.1")
+
+    with tracer.start_as_current_span("linked-target") as other:
+        pass
+    other_context = other.get_span_context()
+
+    with tracer.start_as_current_span("POST /checkout", kind=SpanKind.SERVER, attributes=ATTRIBUTES) as root:
+        root.add_event("cart.loaded", {"items": 3, "vip": False})
+        with tracer.start_as_current_span("charge", kind=SpanKind.CLIENT, links=[Link(other_context, {"reason": "retry-of"})]) as child:
+            child.set_status(Status(StatusCode.ERROR, "card declined"))
+            child.record_exception(ValueError("declined"))
+    provider.force_flush()
+
+    root_context = root.get_span_context()
+    trace_id = format(root_context.trace_id, "032x")
+    trace = wait_for_trace(clew, trace_id, 2)
+
+    assert trace["traceId"] == trace_id
+    assert trace["spanCount"] == 2
+    assert trace["rootService"] == f"checkout-{transport}"
+    assert trace["rootName"] == "POST /checkout"
+    assert trace["errorCount"] == 1
+    spans = {s["name"]: s for s in trace["spans"]}
+
+    stored_root = spans["POST /checkout"]
+    assert stored_root["spanId"] == format(root_context.span_id, "016x")
+    assert "parentSpanId" not in stored_root
+    assert stored_root["kind"] == "server"
+    assert int(stored_root["startTimeUnixNano"]) == root.start_time
+    assert int(stored_root["endTimeUnixNano"]) == root.end_time
+    assert stored_root["durationNanos"] == root.end_time - root.start_time
+    got = {a["key"]: a["value"] for a in stored_root["attributes"]}
+    assert got == {k: otlp_value(v) for k, v in ATTRIBUTES.items()}
+    assert stored_root["events"][0]["name"] == "cart.loaded"
+    assert int(stored_root["events"][0]["timeUnixNano"]) == root.events[0].timestamp
+    assert {a["key"]: a["value"] for a in stored_root["events"][0]["attributes"]} == {"items": {"intValue": "3"}, "vip": {"boolValue": False}}
+    assert stored_root["status"]["code"] == "unset"
+    resource = {a["key"]: a["value"] for a in stored_root["resource"]["attributes"]}
+    assert resource["service.name"] == {"stringValue": f"checkout-{transport}"}
+    assert resource["service.version"] == {"stringValue": "1.2.3"}
+    assert resource["telemetry.sdk.language"] == {"stringValue": "python"}
+    assert stored_root["scope"]["name"] == "test-scope"
+    assert stored_root["scope"]["version"] == "0.9.1"
+    assert stored_root["droppedAttributesCount"] == 0
+
+    stored_child = spans["charge"]
+    assert stored_child["parentSpanId"] == stored_root["spanId"]
+    assert stored_child["kind"] == "client"
+    assert stored_child["status"] == {"code": "error", "message": "card declined"}
+    assert stored_child["parentService"] == f"checkout-{transport}"
+    assert stored_child["depth"] == 1
+    exception = stored_child["events"][0]
+    assert exception["name"] == "exception"
+    assert {a["key"]: a["value"] for a in exception["attributes"]}["exception.type"] == {"stringValue": "ValueError"}
+    link = stored_child["links"][0]
+    assert link["traceId"] == format(other_context.trace_id, "032x")
+    assert link["spanId"] == format(other_context.span_id, "016x")
+    assert link["attributes"] == [{"key": "reason", "value": {"stringValue": "retry-of"}}]
+    # The client span has no server child: flagged, and the critical path covers the root.
+    assert "unmatched_client" in stored_child["problems"]
+    assert sum(s["criticalPathNanos"] for s in trace["spans"]) == trace["durationNanos"]
+
+
+def test_dropped_counts_and_bytes(clew):
+    provider = TracerProvider(resource=Resource.create({"service.name": "limits"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter_for("http", clew)))
+    tracer = provider.get_tracer("t")
+    # The SDK keeps 128 attributes and counts the rest as dropped.
+    with tracer.start_as_current_span("many", attributes={f"k{i}": i for i in range(200)}) as span:
+        span.set_attribute("blob", "x" * 10)
+    provider.force_flush()
+    trace = wait_for_trace(clew, format(span.get_span_context().trace_id, "032x"), 1)
+    stored = trace["spans"][0]
+    assert len(stored["attributes"]) == 128
+    assert stored["droppedAttributesCount"] == span.dropped_attributes
+
+
+def test_search_and_pickers_find_sdk_spans(clew):
+    provider = TracerProvider(resource=Resource.create({"service.name": "searchable"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter_for("grpc", clew)))
+    tracer = provider.get_tracer("t")
+    ids = []
+    for status_code in (200, 503):
+        with tracer.start_as_current_span("GET /items", kind=SpanKind.SERVER, attributes={"http.response.status_code": status_code, "http.route": "/items"}) as span:
+            pass
+        ids.append(format(span.get_span_context().trace_id, "032x"))
+    provider.force_flush()
+    for trace_id in ids:
+        wait_for_trace(clew, trace_id, 1)
+    found = clew.get("/api/v1/search", service="searchable", attr="http.response.status_code>=500").json()["traces"]
+    assert [t["trace_id"] for t in found] == [ids[1]]
+    found = clew.get("/api/v1/search", service="searchable", attr="http.route=~/it.*", sort="longest").json()["traces"]
+    assert sorted(t["trace_id"] for t in found) == sorted(ids)
+    assert clew.get("/api/v1/search", service="searchable", attr="http.route=/nope").json()["traces"] == []
+    services = {s["name"]: s["spans"] for s in clew.get("/api/v1/services").json()["services"]}
+    assert services["searchable"] == 2
+    operations = clew.get("/api/v1/services/searchable/operations").json()["operations"]
+    assert operations == [{"name": "GET /items", "kind": "server", "spans": 2}]
+    values = clew.get("/api/v1/attributes/http.response.status_code/values").json()["values"]
+    assert {v["value"]: v["spans"] for v in values} == {"200": 1, "503": 1}
+    rows = clew.get("/api/v1/sql", q="SELECT count(*) AS n FROM spans WHERE service_name = 'searchable'").json()["rows"]
+    assert rows == [{"n": 2}]
+    bad = clew.get("/api/v1/sql", q="DROP TABLE spans")
+    assert bad.status_code == 400
+    assert clew.get("/api/v1/search", attr="nooperator").status_code == 400
+    assert clew.get("/api/v1/traces/not-hex").status_code == 400
+    assert clew.get("/api/v1/traces/" + "ab" * 16).status_code == 404
