@@ -58,25 +58,29 @@ pub(crate) fn critical_path_over(
     let mut segments = Vec::new();
     let mut current = root;
     let mut spawn_time: Option<u64> = None;
-    // Each step either descends into a child or climbs to the parent with an earlier spawn
-    // time, so the walk ends; the guard only protects against malformed input.
-    let mut guard = 4 * windows.len() + 8;
+    // When climbing back from a child, only siblings after it in the end-time order are
+    // candidates: each child is walked at most once, so the walk ends.
+    let mut resume_from = 0usize;
     loop {
-        guard -= 1;
-        if guard == 0 {
-            break;
-        }
         let window = clipped[current].expect("walk stays on clipped spans");
         let section_end = spawn_time.unwrap_or(window.end);
-        let last_finishing = kept_children[current].iter().copied().find(|&child| {
-            let child_end = clipped[child].expect("kept").end;
-            match spawn_time {
-                None => true,
-                Some(spawn) => child_end < spawn,
-            }
-        });
+        let candidates = &kept_children[current];
+        let last_finishing =
+            candidates
+                .iter()
+                .enumerate()
+                .skip(resume_from)
+                .find(|&(_, &child)| {
+                    let child_end = clipped[child].expect("kept").end;
+                    match spawn_time {
+                        None => true,
+                        // Jaeger and CRISP use `<`; a child that ends exactly when the next one starts
+                        // (sequential calls with no gap) also happened before it, so `<=` here.
+                        Some(spawn) => child_end <= spawn,
+                    }
+                });
         match last_finishing {
-            Some(child) => {
+            Some((_, &child)) => {
                 let child_end = clipped[child].expect("kept").end;
                 if child_end != section_end {
                     segments.push(CriticalSegment {
@@ -87,6 +91,7 @@ pub(crate) fn critical_path_over(
                 }
                 current = child;
                 spawn_time = None;
+                resume_from = 0;
             }
             None => {
                 if window.start != section_end {
@@ -98,6 +103,11 @@ pub(crate) fn critical_path_over(
                 }
                 match parent_of[current] {
                     Some(parent) => {
+                        resume_from = kept_children[parent]
+                            .iter()
+                            .position(|&c| c == current)
+                            .expect("child of its parent")
+                            + 1;
                         spawn_time = Some(window.start);
                         current = parent;
                     }
@@ -212,6 +222,31 @@ mod tests {
         // A producer-style child that starts after its parent ended is wholly outside: dropped.
         let spans = [(1, None, 0, 50), (2, Some(1), 60, 90)];
         assert_eq!(critical_path(&spans, 0), vec![50, 0]);
+    }
+
+    #[test]
+    fn back_to_back_children_are_all_on_the_path() {
+        // root 0..100; a 10..40; b 40..70; c 70..90: each ends exactly when the next starts.
+        let spans = [
+            (1, None, 0, 100),
+            (2, Some(1), 10, 40),
+            (3, Some(1), 40, 70),
+            (4, Some(1), 70, 90),
+        ];
+        assert_eq!(critical_path(&spans, 0), vec![20, 30, 30, 20]);
+    }
+
+    #[test]
+    fn zero_length_children_do_not_loop() {
+        let spans = [
+            (1, None, 0, 100),
+            (2, Some(1), 50, 50),
+            (3, Some(1), 50, 50),
+            (4, Some(1), 10, 50),
+        ];
+        let per_span = critical_path(&spans, 0);
+        assert_eq!(per_span.iter().sum::<u64>(), 100);
+        assert_eq!(per_span[3], 40);
     }
 
     #[test]
