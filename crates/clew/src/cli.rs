@@ -125,6 +125,23 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Measure ingest, storage and query performance on the demo dataset (not part of the tests).
+    Bench {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Spans to send.
+        #[arg(long, default_value_t = 1_000_000)]
+        spans: u64,
+        /// Concurrent OTLP/HTTP connections.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Traces per export request.
+        #[arg(long, default_value_t = 20)]
+        traces_per_request: usize,
+        /// Trace-by-ID lookups and searches to time.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
     /// Send a file of OTLP/JSON export requests (one per line) to a running Clew.
     Import {
         file: PathBuf,
@@ -232,6 +249,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::client::search(&client, &pairs).await
         }
         Command::Sql { query, client } => crate::client::sql(&client, &query).await,
+        Command::Bench {
+            serve,
+            spans,
+            connections,
+            traces_per_request,
+            queries,
+        } => {
+            crate::bench::run(
+                &serve,
+                crate::bench::BenchOptions {
+                    spans,
+                    connections,
+                    traces_per_request,
+                    queries,
+                },
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Import { file, endpoint } => crate::client::import(&file, &endpoint).await,
     }
 }

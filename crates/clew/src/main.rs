@@ -1,5 +1,6 @@
 //! The `clew` binary: command-line parsing and glue. Everything else lives in the library crates.
 
+mod bench;
 mod cli;
 mod client;
 mod demo;
