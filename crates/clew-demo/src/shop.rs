@@ -64,63 +64,22 @@ enum Call {
     /// The callee does not extract the context: its SERVER span starts a new trace.
     HttpBroken(Operation),
     /// A service that sends no spans: only the CLIENT span exists.
-    Uninstrumented {
-        peer_service: &'static str,
-        address: &'static str,
-        name: &'static str,
-        ms: (f64, f64),
-        error_rate: f64,
-    },
+    Uninstrumented { peer_service: &'static str, address: &'static str, name: &'static str, ms: (f64, f64), error_rate: f64 },
     /// A database call (CLIENT span with db.* attributes).
-    Database {
-        system: &'static str,
-        namespace: &'static str,
-        statement: &'static str,
-        ms: (f64, f64),
-    },
+    Database { system: &'static str, namespace: &'static str, statement: &'static str, ms: (f64, f64) },
     /// Publish to a topic; each consumer gets a CONSUMER span as a child of the PRODUCER span.
-    Publish {
-        topic: &'static str,
-        consumers: Vec<Operation>,
-    },
+    Publish { topic: &'static str, consumers: Vec<Operation> },
     /// In-process work.
     Internal { name: &'static str, ms: (f64, f64) },
 }
 
-fn op(
-    service: &'static str,
-    name: &'static str,
-    self_ms: (f64, f64),
-    calls: Vec<(Count, Call)>,
-) -> Operation {
-    Operation {
-        service,
-        name,
-        route: None,
-        method: None,
-        self_ms,
-        error_rate: 0.004,
-        calls,
-    }
+fn op(service: &'static str, name: &'static str, self_ms: (f64, f64), calls: Vec<(Count, Call)>) -> Operation {
+    Operation { service, name, route: None, method: None, self_ms, error_rate: 0.004, calls }
 }
 
-fn http(
-    service: &'static str,
-    method: &'static str,
-    route: &'static str,
-    self_ms: (f64, f64),
-    calls: Vec<(Count, Call)>,
-) -> Operation {
+fn http(service: &'static str, method: &'static str, route: &'static str, self_ms: (f64, f64), calls: Vec<(Count, Call)>) -> Operation {
     let name: &'static str = Box::leak(format!("{method} {route}").into_boxed_str());
-    Operation {
-        service,
-        name,
-        route: Some(route),
-        method: Some(method),
-        self_ms,
-        error_rate: 0.008,
-        calls,
-    }
+    Operation { service, name, route: Some(route), method: Some(method), self_ms, error_rate: 0.008, calls }
 }
 
 fn failing(mut operation: Operation, error_rate: f64) -> Operation {
@@ -128,18 +87,8 @@ fn failing(mut operation: Operation, error_rate: f64) -> Operation {
     operation
 }
 
-fn db(
-    system: &'static str,
-    namespace: &'static str,
-    statement: &'static str,
-    ms: (f64, f64),
-) -> Call {
-    Call::Database {
-        system,
-        namespace,
-        statement,
-        ms,
-    }
+fn db(system: &'static str, namespace: &'static str, statement: &'static str, ms: (f64, f64)) -> Call {
+    Call::Database { system, namespace, statement, ms }
 }
 
 /// Service → (team, versions, SDK versions).
@@ -158,12 +107,7 @@ const SERVICES: &[(&str, &str, &[&str], &str)] = &[
     ("recommendation-service", "discovery", &["2.2.0"], "1.27.0"),
     ("ad-service", "discovery", &["1.0.0"], "1.24.0"),
     ("cart-service", "checkout", &["3.0.2"], "1.30.0"),
-    (
-        "checkout-service",
-        "checkout",
-        &["7.1.0", "7.2.0"],
-        "1.30.0",
-    ),
+    ("checkout-service", "checkout", &["7.1.0", "7.2.0"], "1.30.0"),
     ("tax-service", "checkout", &["1.2.0"], "1.27.0"),
     ("order-service", "orders", &["2.5.1"], "1.27.0"),
     ("inventory-service", "fulfillment", &["1.9.0"], "1.24.0"),
@@ -181,12 +125,7 @@ fn topology() -> Vec<Operation> {
     let flags = || {
         (
             Count::Once,
-            Call::Http(op(
-                "feature-flags",
-                "GET /flags",
-                (0.3, 0.2),
-                vec![(Count::Once, db("redis", "flags", "GET flags:*", (0.2, 0.1)))],
-            )),
+            Call::Http(op("feature-flags", "GET /flags", (0.3, 0.2), vec![(Count::Once, db("redis", "flags", "GET flags:*", (0.2, 0.1)))])),
         )
     };
     let session = || {
@@ -196,10 +135,7 @@ fn topology() -> Vec<Operation> {
                 "auth-service",
                 "POST /session/validate",
                 (0.8, 0.5),
-                vec![(
-                    Count::Once,
-                    db("redis", "sessions", "GET session:?", (0.3, 0.2)),
-                )],
+                vec![(Count::Once, db("redis", "sessions", "GET session:?", (0.3, 0.2)))],
             )),
         )
     };
@@ -209,19 +145,8 @@ fn topology() -> Vec<Operation> {
             "GET /price/{sku}",
             (1.0, 0.8),
             vec![
-                (
-                    Count::Once,
-                    Call::Http(op("currency-service", "GET /convert", (0.5, 0.3), vec![])),
-                ),
-                (
-                    Count::Once,
-                    db(
-                        "postgresql",
-                        "pricing",
-                        "SELECT price FROM prices WHERE sku = $1",
-                        (1.2, 1.0),
-                    ),
-                ),
+                (Count::Once, Call::Http(op("currency-service", "GET /convert", (0.5, 0.3), vec![]))),
+                (Count::Once, db("postgresql", "pricing", "SELECT price FROM prices WHERE sku = $1", (1.2, 1.0))),
             ],
         ))
     };
@@ -230,30 +155,14 @@ fn topology() -> Vec<Operation> {
             "product-catalog",
             "GET /products/{id}",
             (2.0, 1.5),
-            vec![
-                (
-                    Count::Once,
-                    db(
-                        "postgresql",
-                        "catalog",
-                        "SELECT * FROM products WHERE id = $1",
-                        (2.0, 2.0),
-                    ),
-                ),
-                (Count::Once, price()),
-            ],
+            vec![(Count::Once, db("postgresql", "catalog", "SELECT * FROM products WHERE id = $1", (2.0, 2.0))), (Count::Once, price())],
         ))
     };
     let recommendations = || {
         // The slow dependency: a heavy tail.
         (
             Count::Once,
-            Call::Http(op(
-                "recommendation-service",
-                "GET /recommendations",
-                (35.0, 60.0),
-                vec![(Count::Between(2, 4), product())],
-            )),
+            Call::Http(op("recommendation-service", "GET /recommendations", (35.0, 60.0), vec![(Count::Between(2, 4), product())])),
         )
     };
     let inventory = || {
@@ -291,14 +200,8 @@ fn topology() -> Vec<Operation> {
                     vec![
                         flags(),
                         recommendations(),
-                        (
-                            Count::Once,
-                            Call::Http(op("ad-service", "GET /ads", (3.0, 2.0), vec![])),
-                        ),
-                        (
-                            Count::Between(4, 8),
-                            Call::Http(op("image-service", "GET /images/{id}", (0.8, 0.6), vec![])),
-                        ),
+                        (Count::Once, Call::Http(op("ad-service", "GET /ads", (3.0, 2.0), vec![]))),
+                        (Count::Between(4, 8), Call::Http(op("image-service", "GET /images/{id}", (0.8, 0.6), vec![]))),
                     ],
                 )),
             )],
@@ -323,10 +226,7 @@ fn topology() -> Vec<Operation> {
                                 "review-service",
                                 "GET /reviews/{id}",
                                 (2.0, 2.0),
-                                vec![(
-                                    Count::Once,
-                                    db("mongodb", "reviews", "find reviews", (2.0, 1.5)),
-                                )],
+                                vec![(Count::Once, db("mongodb", "reviews", "find reviews", (2.0, 1.5)))],
                             )),
                         ),
                         recommendations(),
@@ -374,24 +274,8 @@ fn topology() -> Vec<Operation> {
                                     "GET /price/{sku}",
                                     (1.0, 0.8),
                                     vec![
-                                        (
-                                            Count::Once,
-                                            Call::Http(op(
-                                                "currency-service",
-                                                "GET /convert",
-                                                (0.5, 0.3),
-                                                vec![],
-                                            )),
-                                        ),
-                                        (
-                                            Count::Once,
-                                            db(
-                                                "postgresql",
-                                                "pricing",
-                                                "SELECT price FROM prices WHERE sku = $1",
-                                                (1.2, 1.0),
-                                            ),
-                                        ),
+                                        (Count::Once, Call::Http(op("currency-service", "GET /convert", (0.5, 0.3), vec![]))),
+                                        (Count::Once, db("postgresql", "pricing", "SELECT price FROM prices WHERE sku = $1", (1.2, 1.0))),
                                     ],
                                 )),
                             ),
@@ -421,21 +305,10 @@ fn topology() -> Vec<Operation> {
                                     "cart-service",
                                     "GET /cart",
                                     (1.0, 0.5),
-                                    vec![(
-                                        Count::Once,
-                                        db("redis", "carts", "HGETALL cart:?", (0.4, 0.2)),
-                                    )],
+                                    vec![(Count::Once, db("redis", "carts", "HGETALL cart:?", (0.4, 0.2)))],
                                 )),
                             ),
-                            (
-                                Count::Once,
-                                Call::Http(op(
-                                    "tax-service",
-                                    "POST /tax/quote",
-                                    (3.0, 2.0),
-                                    vec![],
-                                )),
-                            ),
+                            (Count::Once, Call::Http(op("tax-service", "POST /tax/quote", (3.0, 2.0), vec![]))),
                             (
                                 Count::Once,
                                 Call::Http(failing(
@@ -450,13 +323,7 @@ fn topology() -> Vec<Operation> {
                                                     "fraud-detection",
                                                     "POST /score",
                                                     (12.0, 8.0),
-                                                    vec![(
-                                                        Count::Once,
-                                                        Call::Internal {
-                                                            name: "model.evaluate",
-                                                            ms: (6.0, 4.0),
-                                                        },
-                                                    )],
+                                                    vec![(Count::Once, Call::Internal { name: "model.evaluate", ms: (6.0, 4.0) })],
                                                 )),
                                             ),
                                             (
@@ -481,15 +348,7 @@ fn topology() -> Vec<Operation> {
                                     "POST /orders",
                                     (3.0, 2.0),
                                     vec![
-                                        (
-                                            Count::Once,
-                                            db(
-                                                "postgresql",
-                                                "orders",
-                                                "INSERT INTO orders VALUES ($1, $2, $3)",
-                                                (3.0, 2.0),
-                                            ),
-                                        ),
+                                        (Count::Once, db("postgresql", "orders", "INSERT INTO orders VALUES ($1, $2, $3)", (3.0, 2.0))),
                                         (
                                             Count::Once,
                                             Call::Publish {
@@ -501,12 +360,7 @@ fn topology() -> Vec<Operation> {
                                                         (2.0, 1.0),
                                                         vec![(
                                                             Count::Once,
-                                                            Call::Http(op(
-                                                                "email-service",
-                                                                "POST /emails",
-                                                                (5.0, 4.0),
-                                                                vec![],
-                                                            )),
+                                                            Call::Http(op("email-service", "POST /emails", (5.0, 4.0), vec![])),
                                                         )],
                                                     ),
                                                     op(
@@ -515,12 +369,7 @@ fn topology() -> Vec<Operation> {
                                                         (1.0, 0.5),
                                                         vec![(
                                                             Count::Once,
-                                                            db(
-                                                                "postgresql",
-                                                                "audit",
-                                                                "INSERT INTO audit_log VALUES ($1)",
-                                                                (1.0, 0.5),
-                                                            ),
+                                                            db("postgresql", "audit", "INSERT INTO audit_log VALUES ($1)", (1.0, 0.5)),
                                                         )],
                                                     ),
                                                 ],
@@ -536,26 +385,10 @@ fn topology() -> Vec<Operation> {
                                     "shipping-service",
                                     "POST /shipments/quote",
                                     (4.0, 2.0),
-                                    vec![(
-                                        Count::Once,
-                                        Call::Http(op(
-                                            "warehouse-service",
-                                            "GET /warehouses/nearest",
-                                            (2.0, 1.0),
-                                            vec![],
-                                        )),
-                                    )],
+                                    vec![(Count::Once, Call::Http(op("warehouse-service", "GET /warehouses/nearest", (2.0, 1.0), vec![])))],
                                 )),
                             ),
-                            (
-                                Count::Sometimes(0.5),
-                                Call::Http(op(
-                                    "loyalty-service",
-                                    "POST /points",
-                                    (2.0, 1.0),
-                                    vec![],
-                                )),
-                            ),
+                            (Count::Sometimes(0.5), Call::Http(op("loyalty-service", "POST /points", (2.0, 1.0), vec![]))),
                         ],
                     )),
                 ),
@@ -580,28 +413,11 @@ fn topology() -> Vec<Operation> {
                                     "user-service",
                                     "GET /users/by-email",
                                     (2.0, 1.0),
-                                    vec![(
-                                        Count::Once,
-                                        db(
-                                            "postgresql",
-                                            "users",
-                                            "SELECT * FROM users WHERE email = $1",
-                                            (1.5, 1.0),
-                                        ),
-                                    )],
+                                    vec![(Count::Once, db("postgresql", "users", "SELECT * FROM users WHERE email = $1", (1.5, 1.0)))],
                                 )),
                             ),
-                            (
-                                Count::Once,
-                                Call::Internal {
-                                    name: "bcrypt.verify",
-                                    ms: (25.0, 5.0),
-                                },
-                            ),
-                            (
-                                Count::Once,
-                                db("redis", "sessions", "SET session:?", (0.3, 0.2)),
-                            ),
+                            (Count::Once, Call::Internal { name: "bcrypt.verify", ms: (25.0, 5.0) }),
+                            (Count::Once, db("redis", "sessions", "SET session:?", (0.3, 0.2))),
                         ],
                     ),
                     0.04,
@@ -620,21 +436,10 @@ fn topology() -> Vec<Operation> {
                     "GET /search",
                     (4.0, 3.0),
                     vec![
-                        (
-                            Count::Once,
-                            db(
-                                "elasticsearch",
-                                "products",
-                                "POST /products/_search",
-                                (15.0, 10.0),
-                            ),
-                        ),
+                        (Count::Once, db("elasticsearch", "products", "POST /products/_search", (15.0, 10.0))),
                         // N+1: every hit is priced one call at a time.
                         (Count::Between(3, 7), price()),
-                        (
-                            Count::Sometimes(0.3),
-                            Call::Http(op("ad-service", "GET /ads", (3.0, 2.0), vec![])),
-                        ),
+                        (Count::Sometimes(0.3), Call::Http(op("ad-service", "GET /ads", (3.0, 2.0), vec![]))),
                     ],
                 )),
             )],
@@ -695,11 +500,7 @@ impl Shop {
     /// One export request per service that took part, for `traces` traces starting around `now_unix_nano`.
     pub fn generate(&mut self, traces: usize, now_unix_nano: u64) -> ExportTraceServiceRequest {
         let total: f64 = self.weights.iter().sum();
-        let mut builder = Builder {
-            spans: BTreeMap::new(),
-            rng: &mut self.rng,
-            id_counter: &mut self.id_counter,
-        };
+        let mut builder = Builder { spans: BTreeMap::new(), rng: &mut self.rng, id_counter: &mut self.id_counter };
         for _ in 0..traces {
             let mut pick = builder.rng.random_range(0.0..total);
             let mut index = 0;
@@ -710,24 +511,14 @@ impl Shop {
             let entry = &self.entries[index];
             let trace_id = builder.trace_id();
             let offset = builder.rng.random_range(0..50_000_000u64);
-            builder.server(
-                entry,
-                trace_id,
-                None,
-                now_unix_nano.saturating_sub(offset),
-                SERVER,
-            );
+            builder.server(entry, trace_id, None, now_unix_nano.saturating_sub(offset), SERVER);
         }
         let spans = builder.spans;
         let resource_spans = spans
             .into_iter()
             .map(|(service, spans)| {
-                let (_, team, versions, sdk) = SERVICES
-                    .iter()
-                    .find(|s| s.0 == service)
-                    .expect("every service is listed");
-                let version =
-                    versions[(spans.len() + spans[0].span_id[0] as usize) % versions.len()];
+                let (_, team, versions, sdk) = SERVICES.iter().find(|s| s.0 == service).expect("every service is listed");
+                let version = versions[(spans.len() + spans[0].span_id[0] as usize) % versions.len()];
                 ResourceSpans {
                     resource: Some(Resource {
                         attributes: vec![
@@ -736,19 +527,9 @@ impl Shop {
                             kv("service.version", version),
                             kv("deployment.environment.name", "production"),
                             kv("telemetry.sdk.name", "opentelemetry"),
-                            kv(
-                                "telemetry.sdk.language",
-                                if service.contains("service") {
-                                    "java"
-                                } else {
-                                    "go"
-                                },
-                            ),
+                            kv("telemetry.sdk.language", if service.contains("service") { "java" } else { "go" }),
                             kv("telemetry.sdk.version", sdk),
-                            kv(
-                                "host.name",
-                                &format!("{service}-{}", spans[0].span_id[1] % 3),
-                            ),
+                            kv("host.name", &format!("{service}-{}", spans[0].span_id[1] % 3)),
                         ],
                         dropped_attributes_count: 0,
                         entity_refs: vec![],
@@ -808,34 +589,21 @@ impl Shop {
     }
 }
 
-fn walk_truth(
-    operation: &Operation,
-    multiplier: f64,
-    fan_out: &mut BTreeMap<String, f64>,
-    truth: &mut GroundTruth,
-) {
-    *fan_out
-        .entry(format!("{} {}", operation.service, operation.name))
-        .or_insert(0.0) += multiplier;
+fn walk_truth(operation: &Operation, multiplier: f64, fan_out: &mut BTreeMap<String, f64>, truth: &mut GroundTruth) {
+    *fan_out.entry(format!("{} {}", operation.service, operation.name)).or_insert(0.0) += multiplier;
     for (count, call) in &operation.calls {
         let calls = multiplier * count.mean();
         match call {
             Call::Http(callee) => {
-                truth
-                    .edges
-                    .insert((operation.service.into(), callee.service.into()));
+                truth.edges.insert((operation.service.into(), callee.service.into()));
                 walk_truth(callee, calls, fan_out, truth);
             }
             Call::HttpWithRetry(callee) => {
-                truth
-                    .edges
-                    .insert((operation.service.into(), callee.service.into()));
+                truth.edges.insert((operation.service.into(), callee.service.into()));
                 walk_truth(callee, calls * (1.0 + callee.error_rate), fan_out, truth);
             }
             Call::HttpBroken(callee) => {
-                truth
-                    .edges
-                    .insert((operation.service.into(), callee.service.into()));
+                truth.edges.insert((operation.service.into(), callee.service.into()));
                 truth.propagation_breaks.push((
                     operation.service.into(),
                     callee.service.into(),
@@ -846,27 +614,17 @@ fn walk_truth(
                 walk_truth(callee, calls, &mut elsewhere, truth);
             }
             Call::Uninstrumented { peer_service, .. } => {
-                truth
-                    .uninstrumented
-                    .insert(peer_service.to_string(), "http".into());
-                truth
-                    .edges
-                    .insert((operation.service.into(), peer_service.to_string()));
+                truth.uninstrumented.insert(peer_service.to_string(), "http".into());
+                truth.edges.insert((operation.service.into(), peer_service.to_string()));
             }
             Call::Database { system, .. } => {
-                truth
-                    .uninstrumented
-                    .insert(system.to_string(), "database".into());
-                truth
-                    .edges
-                    .insert((operation.service.into(), system.to_string()));
+                truth.uninstrumented.insert(system.to_string(), "database".into());
+                truth.edges.insert((operation.service.into(), system.to_string()));
             }
             Call::Publish { topic, consumers } => {
                 truth.message_topics.push(topic.to_string());
                 for consumer in consumers {
-                    truth
-                        .edges
-                        .insert((operation.service.into(), consumer.service.into()));
+                    truth.edges.insert((operation.service.into(), consumer.service.into()));
                     walk_truth(consumer, calls, fan_out, truth);
                 }
             }
@@ -876,21 +634,11 @@ fn walk_truth(
 }
 
 fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-    }
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }) }
 }
 
 fn kv_int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-    }
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }) }
 }
 
 impl Builder<'_> {
@@ -919,14 +667,7 @@ impl Builder<'_> {
     }
 
     /// Emits a SERVER/CONSUMER span for `operation` and everything below it; returns its end time.
-    fn server(
-        &mut self,
-        operation: &Operation,
-        trace_id: Vec<u8>,
-        parent: Option<Vec<u8>>,
-        start: u64,
-        kind: i32,
-    ) -> (u64, bool) {
+    fn server(&mut self, operation: &Operation, trace_id: Vec<u8>, parent: Option<Vec<u8>>, start: u64, kind: i32) -> (u64, bool) {
         let span_id = self.span_id();
         let self_time = self.duration(operation.self_ms);
         let mut cursor = start + self_time / 2;
@@ -939,31 +680,18 @@ impl Builder<'_> {
             }
         }
         let end = cursor + self_time / 2;
-        let failed = self.rng.random_bool(operation.error_rate)
-            || (child_failed && self.rng.random_bool(0.7));
+        let failed = self.rng.random_bool(operation.error_rate) || (child_failed && self.rng.random_bool(0.7));
         let mut attributes = Vec::new();
         if let (Some(route), Some(method)) = (operation.route, operation.method) {
             attributes.push(kv("http.request.method", method));
             attributes.push(kv("http.route", route));
-            attributes.push(kv(
-                "url.path",
-                &route.replace("{id}", &format!("{}", span_id[2])),
-            ));
-            attributes.push(kv_int(
-                "http.response.status_code",
-                if failed { 500 } else { 200 },
-            ));
+            attributes.push(kv("url.path", &route.replace("{id}", &format!("{}", span_id[2]))));
+            attributes.push(kv_int("http.response.status_code", if failed { 500 } else { 200 }));
         } else if kind == SERVER {
-            let (method, route) = operation
-                .name
-                .split_once(' ')
-                .unwrap_or(("GET", operation.name));
+            let (method, route) = operation.name.split_once(' ').unwrap_or(("GET", operation.name));
             attributes.push(kv("http.request.method", method));
             attributes.push(kv("http.route", route));
-            attributes.push(kv_int(
-                "http.response.status_code",
-                if failed { 500 } else { 200 },
-            ));
+            attributes.push(kv_int("http.response.status_code", if failed { 500 } else { 200 }));
         } else {
             attributes.push(kv("messaging.system", "kafka"));
             attributes.push(kv("messaging.operation.type", "process"));
@@ -971,11 +699,7 @@ impl Builder<'_> {
         }
         let region = ["eu-central-1", "eu-west-1", "us-east-1"][span_id[3] as usize % 3];
         attributes.push(kv("cloud.region", region));
-        let events = if failed {
-            vec![exception(end, operation.service)]
-        } else {
-            vec![]
-        };
+        let events = if failed { vec![exception(end, operation.service)] } else { vec![] };
         self.push(
             operation.service,
             Span {
@@ -988,98 +712,39 @@ impl Builder<'_> {
                 end_time_unix_nano: end,
                 attributes,
                 events,
-                status: failed.then(|| Status {
-                    code: 2,
-                    message: "internal error".into(),
-                }),
+                status: failed.then(|| Status { code: 2, message: "internal error".into() }),
                 ..Default::default()
             },
         );
         (end, failed)
     }
 
-    fn call(
-        &mut self,
-        caller: &Operation,
-        call: &Call,
-        trace_id: &[u8],
-        parent: &[u8],
-        start: u64,
-    ) -> (u64, bool) {
+    fn call(&mut self, caller: &Operation, call: &Call, trace_id: &[u8], parent: &[u8], start: u64) -> (u64, bool) {
         let network = 300_000;
         match call {
             Call::Http(callee) | Call::HttpBroken(callee) => {
                 let client_id = self.span_id();
                 let broken = matches!(call, Call::HttpBroken(_));
-                let (callee_trace, callee_parent) = if broken {
-                    (self.trace_id(), None)
-                } else {
-                    (trace_id.to_vec(), Some(client_id.clone()))
-                };
-                let (end, failed) =
-                    self.server(callee, callee_trace, callee_parent, start + network, SERVER);
-                self.client(
-                    caller.service,
-                    callee,
-                    trace_id,
-                    parent,
-                    client_id,
-                    start,
-                    end + network,
-                    failed,
-                );
+                let (callee_trace, callee_parent) =
+                    if broken { (self.trace_id(), None) } else { (trace_id.to_vec(), Some(client_id.clone())) };
+                let (end, failed) = self.server(callee, callee_trace, callee_parent, start + network, SERVER);
+                self.client(caller.service, callee, trace_id, parent, client_id, start, end + network, failed);
                 (end + network, failed)
             }
             Call::HttpWithRetry(callee) => {
                 let client_id = self.span_id();
-                let (end, failed) = self.server(
-                    callee,
-                    trace_id.to_vec(),
-                    Some(client_id.clone()),
-                    start + network,
-                    SERVER,
-                );
-                self.client(
-                    caller.service,
-                    callee,
-                    trace_id,
-                    parent,
-                    client_id,
-                    start,
-                    end + network,
-                    failed,
-                );
+                let (end, failed) = self.server(callee, trace_id.to_vec(), Some(client_id.clone()), start + network, SERVER);
+                self.client(caller.service, callee, trace_id, parent, client_id, start, end + network, failed);
                 if !failed {
                     return (end + network, false);
                 }
                 let retry_start = end + network + 5_000_000;
                 let retry_id = self.span_id();
-                let (end, failed) = self.server(
-                    callee,
-                    trace_id.to_vec(),
-                    Some(retry_id.clone()),
-                    retry_start + network,
-                    SERVER,
-                );
-                self.client(
-                    caller.service,
-                    callee,
-                    trace_id,
-                    parent,
-                    retry_id,
-                    retry_start,
-                    end + network,
-                    failed,
-                );
+                let (end, failed) = self.server(callee, trace_id.to_vec(), Some(retry_id.clone()), retry_start + network, SERVER);
+                self.client(caller.service, callee, trace_id, parent, retry_id, retry_start, end + network, failed);
                 (end + network, failed)
             }
-            Call::Uninstrumented {
-                peer_service,
-                address,
-                name,
-                ms,
-                error_rate,
-            } => {
+            Call::Uninstrumented { peer_service, address, name, ms, error_rate } => {
                 let end = start + self.duration(*ms);
                 let failed = self.rng.random_bool(*error_rate);
                 let span_id = self.span_id();
@@ -1087,14 +752,8 @@ impl Builder<'_> {
                     kv("peer.service", peer_service),
                     kv("server.address", address),
                     kv_int("server.port", 443),
-                    kv(
-                        "http.request.method",
-                        name.split(' ').next().unwrap_or("GET"),
-                    ),
-                    kv(
-                        "url.full",
-                        &format!("https://{address}{}", name.split(' ').nth(1).unwrap_or("/")),
-                    ),
+                    kv("http.request.method", name.split(' ').next().unwrap_or("GET")),
+                    kv("url.full", &format!("https://{address}{}", name.split(' ').nth(1).unwrap_or("/"))),
                     kv_int("http.response.status_code", if failed { 503 } else { 200 }),
                 ];
                 if *peer_service == "payment-provider" {
@@ -1111,26 +770,14 @@ impl Builder<'_> {
                         start_time_unix_nano: start,
                         end_time_unix_nano: end,
                         attributes,
-                        events: if failed {
-                            vec![exception(end, peer_service)]
-                        } else {
-                            vec![]
-                        },
-                        status: failed.then(|| Status {
-                            code: 2,
-                            message: format!("{peer_service} unavailable"),
-                        }),
+                        events: if failed { vec![exception(end, peer_service)] } else { vec![] },
+                        status: failed.then(|| Status { code: 2, message: format!("{peer_service} unavailable") }),
                         ..Default::default()
                     },
                 );
                 (end, failed)
             }
-            Call::Database {
-                system,
-                namespace,
-                statement,
-                ms,
-            } => {
+            Call::Database { system, namespace, statement, ms } => {
                 let end = start + self.duration(*ms);
                 let span_id = self.span_id();
                 let operation = statement.split_whitespace().next().unwrap_or("QUERY");
@@ -1178,13 +825,7 @@ impl Builder<'_> {
                 );
                 for consumer in consumers {
                     let delay = self.duration((2.0, 3.0));
-                    self.server(
-                        consumer,
-                        trace_id.to_vec(),
-                        Some(producer_id.clone()),
-                        end + delay,
-                        CONSUMER,
-                    );
+                    self.server(consumer, trace_id.to_vec(), Some(producer_id.clone()), end + delay, CONSUMER);
                 }
                 (end, false)
             }
@@ -1239,10 +880,7 @@ impl Builder<'_> {
                     kv("url.template", route),
                     kv_int("http.response.status_code", if failed { 500 } else { 200 }),
                 ],
-                status: failed.then(|| Status {
-                    code: 2,
-                    message: String::new(),
-                }),
+                status: failed.then(|| Status { code: 2, message: String::new() }),
                 ..Default::default()
             },
         );
@@ -1262,9 +900,7 @@ fn exception(time: u64, service: &str) -> span::Event {
             kv("exception.message", &format!("{service}: request failed")),
             kv(
                 "exception.stacktrace",
-                &format!(
-                    "java.lang.IllegalStateException: {service}: request failed\n\tat com.shop.Handler.handle(Handler.java:42)"
-                ),
+                &format!("java.lang.IllegalStateException: {service}: request failed\n\tat com.shop.Handler.handle(Handler.java:42)"),
             ),
         ],
         dropped_attributes_count: 0,
@@ -1282,45 +918,22 @@ mod tests {
         let services: BTreeSet<String> = request
             .resource_spans
             .iter()
-            .map(|r| {
-                match &r.resource.as_ref().unwrap().attributes[0]
-                    .value
-                    .as_ref()
-                    .unwrap()
-                    .value
-                {
-                    Some(any_value::Value::StringValue(s)) => s.clone(),
-                    _ => unreachable!(),
-                }
+            .map(|r| match &r.resource.as_ref().unwrap().attributes[0].value.as_ref().unwrap().value {
+                Some(any_value::Value::StringValue(s)) => s.clone(),
+                _ => unreachable!(),
             })
             .collect();
         assert!(services.len() >= 25, "{services:?}");
-        let spans: Vec<&Span> = request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .flat_map(|s| &s.spans)
-            .collect();
-        let errors = spans
-            .iter()
-            .filter(|s| s.status.as_ref().is_some_and(|st| st.code == 2))
-            .count() as f64;
+        let spans: Vec<&Span> = request.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).collect();
+        let errors = spans.iter().filter(|s| s.status.as_ref().is_some_and(|st| st.code == 2)).count() as f64;
         let roots = spans.iter().filter(|s| s.parent_span_id.is_empty()).count() as f64;
         assert!(roots > 2000.0, "broken propagation adds roots");
         let ratio = errors / spans.len() as f64;
-        let gateway_roots: Vec<&&Span> = spans
-            .iter()
-            .filter(|s| s.parent_span_id.is_empty() && s.name != "POST /shipments/quote")
-            .collect();
-        let failed_roots = gateway_roots
-            .iter()
-            .filter(|s| s.status.as_ref().is_some_and(|st| st.code == 2))
-            .count() as f64;
+        let gateway_roots: Vec<&&Span> =
+            spans.iter().filter(|s| s.parent_span_id.is_empty() && s.name != "POST /shipments/quote").collect();
+        let failed_roots = gateway_roots.iter().filter(|s| s.status.as_ref().is_some_and(|st| st.code == 2)).count() as f64;
         let request_ratio = failed_roots / gateway_roots.len() as f64;
-        assert!(
-            (0.01..0.04).contains(&request_ratio),
-            "request error ratio {request_ratio} (span ratio {ratio})"
-        );
+        assert!((0.01..0.04).contains(&request_ratio), "request error ratio {request_ratio} (span ratio {ratio})");
     }
 
     #[test]

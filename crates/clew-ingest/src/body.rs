@@ -33,12 +33,7 @@ impl Encoding {
     /// From a Content-Type header value; parameters such as `charset` are ignored.
     pub fn from_content_type(content_type: Option<&str>) -> Result<Self, BodyError> {
         let raw = content_type.unwrap_or("");
-        let essence = raw
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match essence.as_str() {
             "application/x-protobuf" | "application/protobuf" => Ok(Self::Protobuf),
             "application/json" => Ok(Self::Json),
@@ -56,15 +51,8 @@ impl Encoding {
 
 /// Undoes `Content-Encoding`, refusing to produce more than `limit` bytes (a gzip bomb stops
 /// at the limit, it is never inflated in full).
-pub fn decompress(
-    content_encoding: Option<&str>,
-    body: &[u8],
-    limit: usize,
-) -> Result<Vec<u8>, BodyError> {
-    let encoding = content_encoding
-        .unwrap_or("identity")
-        .trim()
-        .to_ascii_lowercase();
+pub fn decompress(content_encoding: Option<&str>, body: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
+    let encoding = content_encoding.unwrap_or("identity").trim().to_ascii_lowercase();
     match encoding.as_str() {
         "" | "identity" => {
             if body.len() > limit {
@@ -75,9 +63,7 @@ pub fn decompress(
         "gzip" | "x-gzip" => {
             let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
             let mut decoder = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
-            decoder.read_to_end(&mut out).map_err(|error| {
-                BodyError::Malformed(format!("gzip body could not be decompressed: {error}"))
-            })?;
+            decoder.read_to_end(&mut out).map_err(|error| BodyError::Malformed(format!("gzip body could not be decompressed: {error}")))?;
             if out.len() > limit {
                 return Err(BodyError::TooLarge { limit });
             }
@@ -88,16 +74,10 @@ pub fn decompress(
 }
 
 /// Decodes an OTLP trace export request.
-pub fn decode_request(
-    encoding: Encoding,
-    bytes: &[u8],
-) -> Result<ExportTraceServiceRequest, BodyError> {
+pub fn decode_request(encoding: Encoding, bytes: &[u8]) -> Result<ExportTraceServiceRequest, BodyError> {
     match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes).map_err(|error| {
-            BodyError::Malformed(format!(
-                "body is not a valid OTLP protobuf ExportTraceServiceRequest: {error}"
-            ))
-        }),
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes)
+            .map_err(|error| BodyError::Malformed(format!("body is not a valid OTLP protobuf ExportTraceServiceRequest: {error}"))),
         Encoding::Json => decode_json(bytes),
     }
 }
@@ -106,19 +86,14 @@ pub fn decode_request(
 /// so the document is normalised first: 64-bit integers may come as numbers or strings, enums
 /// as integers or (wrongly, but commonly) names, and an empty AnyValue `{}` is allowed.
 pub fn decode_json(bytes: &[u8]) -> Result<ExportTraceServiceRequest, BodyError> {
-    let mut document: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|error| BodyError::Malformed(format!("body is not valid JSON: {error}")))?;
+    let mut document: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|error| BodyError::Malformed(format!("body is not valid JSON: {error}")))?;
     if !document.is_object() {
-        return Err(BodyError::Malformed(
-            "OTLP/JSON body must be a JSON object".into(),
-        ));
+        return Err(BodyError::Malformed("OTLP/JSON body must be a JSON object".into()));
     }
     normalise_json(&mut document, None);
-    serde_json::from_value(document).map_err(|error| {
-        BodyError::Malformed(format!(
-            "body is not a valid OTLP/JSON ExportTraceServiceRequest: {error}"
-        ))
-    })
+    serde_json::from_value(document)
+        .map_err(|error| BodyError::Malformed(format!("body is not a valid OTLP/JSON ExportTraceServiceRequest: {error}")))
 }
 
 fn normalise_json(value: &mut serde_json::Value, key: Option<&str>) {
@@ -139,9 +114,7 @@ fn normalise_json(value: &mut serde_json::Value, key: Option<&str>) {
                 normalise_json(child, Some(child_key.as_str()));
             }
             // An attribute whose value is `{}` or missing becomes an empty string-less value.
-            if map.contains_key("key")
-                && matches!(map.get("value"), Some(J::Object(o)) if o.is_empty())
-            {
+            if map.contains_key("key") && matches!(map.get("value"), Some(J::Object(o)) if o.is_empty()) {
                 map.remove("value");
             }
         }
@@ -151,10 +124,7 @@ fn normalise_json(value: &mut serde_json::Value, key: Option<&str>) {
             }
         }
         J::Number(number) => {
-            if matches!(
-                key,
-                Some("startTimeUnixNano" | "endTimeUnixNano" | "timeUnixNano")
-            ) {
+            if matches!(key, Some("startTimeUnixNano" | "endTimeUnixNano" | "timeUnixNano")) {
                 *value = J::String(number.to_string());
             }
         }
@@ -169,9 +139,7 @@ fn normalise_json(value: &mut serde_json::Value, key: Option<&str>) {
                     *value = J::from(code as u8);
                 }
             }
-            Some(
-                "flags" | "droppedAttributesCount" | "droppedEventsCount" | "droppedLinksCount",
-            ) => {
+            Some("flags" | "droppedAttributesCount" | "droppedEventsCount" | "droppedLinksCount") => {
                 if let Ok(number) = text.parse::<u64>() {
                     *value = J::from(number);
                 }
@@ -217,10 +185,7 @@ mod tests {
         encoder.write_all(&vec![0u8; 50 << 20]).unwrap();
         let bomb = encoder.finish().unwrap();
         assert!(bomb.len() < 200_000);
-        assert!(matches!(
-            decompress(Some("gzip"), &bomb, 4 << 20),
-            Err(BodyError::TooLarge { .. })
-        ));
+        assert!(matches!(decompress(Some("gzip"), &bomb, 4 << 20), Err(BodyError::TooLarge { .. })));
     }
 
     #[test]
@@ -244,10 +209,7 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(
-            Encoding::from_content_type(Some("application/json; charset=utf-8")).unwrap(),
-            Encoding::Json
-        );
+        assert_eq!(Encoding::from_content_type(Some("application/json; charset=utf-8")).unwrap(), Encoding::Json);
         assert!(Encoding::from_content_type(Some("text/plain")).is_err());
         assert!(Encoding::from_content_type(None).is_err());
     }

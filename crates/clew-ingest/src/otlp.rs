@@ -3,10 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use clew_model::{
-    Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanId, SpanKind, StatusCode,
-    TraceId, Value,
-};
+use clew_model::{Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1 as common;
 use opentelemetry_proto::tonic::resource::v1 as resource;
@@ -46,10 +43,7 @@ impl Accepted {
             parts.push(format!("{} span(s) rejected", self.rejected));
         }
         if self.truncated > 0 {
-            parts.push(format!(
-                "{} span(s) truncated to the configured limits",
-                self.truncated
-            ));
+            parts.push(format!("{} span(s) truncated to the configured limits", self.truncated));
         }
         let mut message = parts.join(", ");
         if !self.reasons.is_empty() {
@@ -61,37 +55,21 @@ impl Accepted {
 }
 
 /// Converts and checks a request. `now_unix_nano` bounds timestamps from above.
-pub fn from_otlp(
-    request: ExportTraceServiceRequest,
-    limits: &Limits,
-    now_unix_nano: u64,
-) -> Accepted {
+pub fn from_otlp(request: ExportTraceServiceRequest, limits: &Limits, now_unix_nano: u64) -> Accepted {
     let mut accepted = Accepted::default();
     let min_start = limits.min_start_unix_seconds.saturating_mul(1_000_000_000);
-    let max_start =
-        now_unix_nano.saturating_add(limits.max_future_seconds.saturating_mul(1_000_000_000));
+    let max_start = now_unix_nano.saturating_add(limits.max_future_seconds.saturating_mul(1_000_000_000));
     for resource_spans in request.resource_spans {
-        let resource = Arc::new(convert_resource(
-            resource_spans.resource,
-            resource_spans.schema_url,
-            limits,
-        ));
+        let resource = Arc::new(convert_resource(resource_spans.resource, resource_spans.schema_url, limits));
         for scope_spans in resource_spans.scope_spans {
-            let scope = Arc::new(convert_scope(
-                scope_spans.scope,
-                scope_spans.schema_url,
-                limits,
-            ));
+            let scope = Arc::new(convert_scope(scope_spans.scope, scope_spans.schema_url, limits));
             for span in scope_spans.spans {
                 match convert_span(span, &resource, &scope, limits, min_start, max_start) {
                     Ok((span, truncated)) => {
                         if truncated {
                             accepted.truncated += 1;
                             if accepted.reasons.len() < Accepted::MAX_REASONS {
-                                accepted.reasons.push(format!(
-                                    "span {} exceeded a size or count limit",
-                                    span.span_id
-                                ));
+                                accepted.reasons.push(format!("span {} exceeded a size or count limit", span.span_id));
                             }
                         }
                         accepted.spans.push(span);
@@ -112,19 +90,13 @@ fn convert_span(
     min_start: u64,
     max_start: u64,
 ) -> Result<(Span, bool), String> {
-    let trace_id = TraceId::from_slice(&span.trace_id)
-        .map_err(|error| format!("span {:?}: {error}", span.name))?;
-    let span_id = SpanId::from_slice(&span.span_id)
-        .map_err(|error| format!("span {:?}: {error}", span.name))?;
-    let parent_span_id =
-        if span.parent_span_id.is_empty() || span.parent_span_id.iter().all(|b| *b == 0) {
-            None
-        } else {
-            Some(
-                SpanId::from_slice(&span.parent_span_id)
-                    .map_err(|error| format!("span {span_id}: parent {error}"))?,
-            )
-        };
+    let trace_id = TraceId::from_slice(&span.trace_id).map_err(|error| format!("span {:?}: {error}", span.name))?;
+    let span_id = SpanId::from_slice(&span.span_id).map_err(|error| format!("span {:?}: {error}", span.name))?;
+    let parent_span_id = if span.parent_span_id.is_empty() || span.parent_span_id.iter().all(|b| *b == 0) {
+        None
+    } else {
+        Some(SpanId::from_slice(&span.parent_span_id).map_err(|error| format!("span {span_id}: parent {error}"))?)
+    };
     if span.start_time_unix_nano < min_start || span.start_time_unix_nano > max_start {
         return Err(format!(
             "span {span_id}: start time {} ns is outside the accepted range (after {} s since the Unix epoch, at most {} s in the future)",
@@ -146,8 +118,7 @@ fn convert_span(
             truncated = true;
             continue;
         }
-        let (event_attributes, event_dropped) =
-            convert_attributes(event.attributes, limits, &mut truncated);
+        let (event_attributes, event_dropped) = convert_attributes(event.attributes, limits, &mut truncated);
         events.push(Event {
             time_unix_nano: event.time_unix_nano,
             name: cut(event.name, limits.max_name_bytes, &mut truncated),
@@ -158,10 +129,7 @@ fn convert_span(
     let mut links = Vec::with_capacity(span.links.len().min(limits.max_links));
     let mut dropped_links = span.dropped_links_count;
     for link in span.links {
-        let (Ok(link_trace), Ok(link_span)) = (
-            TraceId::from_slice(&link.trace_id),
-            SpanId::from_slice(&link.span_id),
-        ) else {
+        let (Ok(link_trace), Ok(link_span)) = (TraceId::from_slice(&link.trace_id), SpanId::from_slice(&link.span_id)) else {
             dropped_links += 1;
             truncated = true;
             continue;
@@ -171,8 +139,7 @@ fn convert_span(
             truncated = true;
             continue;
         }
-        let (link_attributes, link_dropped) =
-            convert_attributes(link.attributes, limits, &mut truncated);
+        let (link_attributes, link_dropped) = convert_attributes(link.attributes, limits, &mut truncated);
         links.push(Link {
             trace_id: link_trace,
             span_id: link_span,
@@ -183,14 +150,7 @@ fn convert_span(
         });
     }
     let (status_code, status_message) = match span.status {
-        Some(status) => (
-            StatusCode::from_i32(status.code),
-            cut(
-                status.message,
-                limits.max_attribute_value_bytes,
-                &mut truncated,
-            ),
-        ),
+        Some(status) => (StatusCode::from_i32(status.code), cut(status.message, limits.max_attribute_value_bytes, &mut truncated)),
         None => (StatusCode::Unset, String::new()),
     };
     let span = Span {
@@ -217,26 +177,14 @@ fn convert_span(
     Ok((span, truncated))
 }
 
-fn convert_resource(
-    resource: Option<resource::Resource>,
-    schema_url: String,
-    limits: &Limits,
-) -> Resource {
+fn convert_resource(resource: Option<resource::Resource>, schema_url: String, limits: &Limits) -> Resource {
     let mut ignored = false;
     let resource = resource.unwrap_or_default();
     let (attributes, dropped) = convert_attributes(resource.attributes, limits, &mut ignored);
-    Resource {
-        attributes,
-        dropped_attributes_count: resource.dropped_attributes_count.saturating_add(dropped),
-        schema_url,
-    }
+    Resource { attributes, dropped_attributes_count: resource.dropped_attributes_count.saturating_add(dropped), schema_url }
 }
 
-fn convert_scope(
-    scope: Option<common::InstrumentationScope>,
-    schema_url: String,
-    limits: &Limits,
-) -> InstrumentationScope {
+fn convert_scope(scope: Option<common::InstrumentationScope>, schema_url: String, limits: &Limits) -> InstrumentationScope {
     let mut ignored = false;
     let scope = scope.unwrap_or_default();
     let (attributes, dropped) = convert_attributes(scope.attributes, limits, &mut ignored);
@@ -250,11 +198,7 @@ fn convert_scope(
 }
 
 /// Keeps at most `max_attributes`, the first of any repeated key, values cut to size.
-fn convert_attributes(
-    attributes: Vec<common::KeyValue>,
-    limits: &Limits,
-    truncated: &mut bool,
-) -> (Vec<Attribute>, u32) {
+fn convert_attributes(attributes: Vec<common::KeyValue>, limits: &Limits, truncated: &mut bool) -> (Vec<Attribute>, u32) {
     let mut out: Vec<Attribute> = Vec::with_capacity(attributes.len().min(limits.max_attributes));
     let mut dropped = 0u32;
     let check_duplicates = attributes.len() > 1;
@@ -275,12 +219,7 @@ fn convert_attributes(
     (out, dropped)
 }
 
-fn convert_value(
-    value: Option<common::AnyValue>,
-    limits: &Limits,
-    truncated: &mut bool,
-    depth: usize,
-) -> Value {
+fn convert_value(value: Option<common::AnyValue>, limits: &Limits, truncated: &mut bool, depth: usize) -> Value {
     use common::any_value::Value as V;
     let Some(value) = value.and_then(|v| v.value) else {
         return Value::Empty;
@@ -307,12 +246,7 @@ fn convert_value(
                 items.truncate(limits.max_attributes);
                 *truncated = true;
             }
-            Value::Array(
-                items
-                    .into_iter()
-                    .map(|item| convert_value(Some(item), limits, truncated, depth + 1))
-                    .collect(),
-            )
+            Value::Array(items.into_iter().map(|item| convert_value(Some(item), limits, truncated, depth + 1)).collect())
         }
         V::KvlistValue(list) => {
             let mut entries = list.values;
@@ -382,12 +316,7 @@ pub fn to_otlp<'a>(spans: impl IntoIterator<Item = &'a Span>) -> ExportTraceServ
             });
             last_scope = Some(scope_ptr);
         }
-        current
-            .scope_spans
-            .last_mut()
-            .expect("pushed above")
-            .spans
-            .push(span_to_otlp(span));
+        current.scope_spans.last_mut().expect("pushed above").spans.push(span_to_otlp(span));
     }
     ExportTraceServiceRequest { resource_spans }
 }
@@ -398,10 +327,7 @@ pub fn span_to_otlp(span: &Span) -> trace::Span {
         trace_id: span.trace_id.0.to_vec(),
         span_id: span.span_id.0.to_vec(),
         trace_state: span.trace_state.clone(),
-        parent_span_id: span
-            .parent_span_id
-            .map(|p| p.0.to_vec())
-            .unwrap_or_default(),
+        parent_span_id: span.parent_span_id.map(|p| p.0.to_vec()).unwrap_or_default(),
         flags: span.flags,
         name: span.name.clone(),
         kind: span.kind as i32,
@@ -433,23 +359,13 @@ pub fn span_to_otlp(span: &Span) -> trace::Span {
             })
             .collect(),
         dropped_links_count: span.dropped_links_count,
-        status: (span.status_code != StatusCode::Unset || !span.status_message.is_empty()).then(
-            || trace::Status {
-                message: span.status_message.clone(),
-                code: span.status_code as i32,
-            },
-        ),
+        status: (span.status_code != StatusCode::Unset || !span.status_message.is_empty())
+            .then(|| trace::Status { message: span.status_message.clone(), code: span.status_code as i32 }),
     }
 }
 
 pub fn attributes_to_otlp(attributes: &[Attribute]) -> Vec<common::KeyValue> {
-    attributes
-        .iter()
-        .map(|a| common::KeyValue {
-            key: a.key.clone(),
-            value: value_to_otlp(&a.value),
-        })
-        .collect()
+    attributes.iter().map(|a| common::KeyValue { key: a.key.clone(), value: value_to_otlp(&a.value) }).collect()
 }
 
 fn value_to_otlp(value: &Value) -> Option<common::AnyValue> {
@@ -461,12 +377,8 @@ fn value_to_otlp(value: &Value) -> Option<common::AnyValue> {
         Value::Int(i) => V::IntValue(*i),
         Value::Double(d) => V::DoubleValue(*d),
         Value::Bytes(bytes) => V::BytesValue(bytes.clone()),
-        Value::Array(items) => V::ArrayValue(common::ArrayValue {
-            values: items.iter().filter_map(value_to_otlp).collect(),
-        }),
-        Value::Map(entries) => V::KvlistValue(common::KeyValueList {
-            values: attributes_to_otlp(entries),
-        }),
+        Value::Array(items) => V::ArrayValue(common::ArrayValue { values: items.iter().filter_map(value_to_otlp).collect() }),
+        Value::Map(entries) => V::KvlistValue(common::KeyValueList { values: attributes_to_otlp(entries) }),
     };
     Some(common::AnyValue { value: Some(inner) })
 }
@@ -481,18 +393,12 @@ mod tests {
                 resource: Some(resource::Resource {
                     attributes: vec![common::KeyValue {
                         key: "service.name".into(),
-                        value: Some(common::AnyValue {
-                            value: Some(common::any_value::Value::StringValue("svc".into())),
-                        }),
+                        value: Some(common::AnyValue { value: Some(common::any_value::Value::StringValue("svc".into())) }),
                     }],
                     dropped_attributes_count: 0,
                     entity_refs: vec![],
                 }),
-                scope_spans: vec![trace::ScopeSpans {
-                    scope: None,
-                    spans,
-                    schema_url: String::new(),
-                }],
+                scope_spans: vec![trace::ScopeSpans { scope: None, spans, schema_url: String::new() }],
                 schema_url: String::new(),
             }],
         }
@@ -520,11 +426,7 @@ mod tests {
         ancient.start_time_unix_nano = 5;
         let mut backwards = good(5);
         backwards.end_time_unix_nano = 1;
-        let accepted = from_otlp(
-            request(vec![good(1), zero_trace, short_span, ancient, backwards]),
-            &Limits::default(),
-            now,
-        );
+        let accepted = from_otlp(request(vec![good(1), zero_trace, short_span, ancient, backwards]), &Limits::default(), now);
         assert_eq!(accepted.spans.len(), 1);
         assert_eq!(accepted.rejected, 4);
         let message = accepted.message().unwrap();
@@ -538,16 +440,10 @@ mod tests {
         span.attributes = (0..10_000)
             .map(|i| common::KeyValue {
                 key: format!("k{i}"),
-                value: Some(common::AnyValue {
-                    value: Some(common::any_value::Value::IntValue(i)),
-                }),
+                value: Some(common::AnyValue { value: Some(common::any_value::Value::IntValue(i)) }),
             })
             .collect();
-        let accepted = from_otlp(
-            request(vec![span]),
-            &Limits::default(),
-            1_700_000_001_000_000_000,
-        );
+        let accepted = from_otlp(request(vec![span]), &Limits::default(), 1_700_000_001_000_000_000);
         assert_eq!(accepted.spans[0].attributes.len(), 128);
         assert_eq!(accepted.spans[0].dropped_attributes_count, 10_000 - 128);
         assert_eq!(accepted.truncated, 1);
@@ -555,19 +451,12 @@ mod tests {
 
     #[test]
     fn round_trip_through_otlp() {
-        let accepted = from_otlp(
-            request(vec![good(1), good(2)]),
-            &Limits::default(),
-            1_700_000_001_000_000_000,
-        );
+        let accepted = from_otlp(request(vec![good(1), good(2)]), &Limits::default(), 1_700_000_001_000_000_000);
         let back = to_otlp(&accepted.spans);
         assert_eq!(back.resource_spans.len(), 1);
         assert_eq!(back.resource_spans[0].scope_spans[0].spans.len(), 2);
         let again = from_otlp(back, &Limits::default(), 1_700_000_001_000_000_000);
         assert_eq!(again.spans[0].trace_id, accepted.spans[0].trace_id);
-        assert_eq!(
-            again.spans[1].end_time_unix_nano,
-            accepted.spans[1].end_time_unix_nano
-        );
+        assert_eq!(again.spans[1].end_time_unix_nano, accepted.spans[1].end_time_unix_nano);
     }
 }

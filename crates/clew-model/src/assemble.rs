@@ -91,11 +91,7 @@ pub fn assemble(mut spans: Vec<Span>) -> AssembledTrace {
     spans.retain(|span| seen.insert(span.span_id));
 
     let count = spans.len();
-    let index: HashMap<SpanId, usize> = spans
-        .iter()
-        .enumerate()
-        .map(|(i, span)| (span.span_id, i))
-        .collect();
+    let index: HashMap<SpanId, usize> = spans.iter().enumerate().map(|(i, span)| (span.span_id, i)).collect();
     let mut parent_of: Vec<Option<usize>> = vec![None; count];
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); count];
     let mut span_facts: Vec<SpanFacts> = vec![SpanFacts::default(); count];
@@ -120,10 +116,7 @@ pub fn assemble(mut spans: Vec<Span>) -> AssembledTrace {
         }
     }
 
-    let mut facts = TraceFacts {
-        span_count: count as u32,
-        ..TraceFacts::default()
-    };
+    let mut facts = TraceFacts { span_count: count as u32, ..TraceFacts::default() };
     if roots.len() > 1 {
         facts.flags |= trace_flags::MULTIPLE_ROOTS;
     }
@@ -175,11 +168,7 @@ pub fn assemble(mut spans: Vec<Span>) -> AssembledTrace {
     facts.services = services.into_iter().map(str::to_string).collect();
 
     // Depth, top-down from every subtree top (roots and orphans).
-    let mut stack: Vec<(usize, u32)> = roots
-        .iter()
-        .chain(orphans.iter())
-        .map(|&i| (i, 0))
-        .collect();
+    let mut stack: Vec<(usize, u32)> = roots.iter().chain(orphans.iter()).map(|&i| (i, 0)).collect();
     while let Some((i, depth)) = stack.pop() {
         span_facts[i].depth = depth;
         stack.extend(children[i].iter().map(|&child| (child, depth + 1)));
@@ -189,10 +178,7 @@ pub fn assemble(mut spans: Vec<Span>) -> AssembledTrace {
     if let Some(root) = root {
         let windows: Vec<Interval> = spans
             .iter()
-            .map(|span| Interval {
-                start: span.start_time_unix_nano,
-                end: span.end_time_unix_nano.max(span.start_time_unix_nano),
-            })
+            .map(|span| Interval { start: span.start_time_unix_nano, end: span.end_time_unix_nano.max(span.start_time_unix_nano) })
             .collect();
         critical_path = critical_path_over(root, &windows, &children);
         for segment in &critical_path {
@@ -202,28 +188,17 @@ pub fn assemble(mut spans: Vec<Span>) -> AssembledTrace {
         }
     }
 
-    AssembledTrace {
-        spans,
-        span_facts,
-        facts,
-        critical_path,
-    }
+    AssembledTrace { spans, span_facts, facts, critical_path }
 }
 
 /// Time of `span` not covered by the union of its children, each clipped to the span.
 fn self_time(span: &Span, children: &[usize], spans: &[Span]) -> u64 {
-    let (start, end) = (
-        span.start_time_unix_nano,
-        span.end_time_unix_nano.max(span.start_time_unix_nano),
-    );
+    let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano.max(span.start_time_unix_nano));
     let mut windows: Vec<(u64, u64)> = children
         .iter()
         .map(|&child| {
             let child = &spans[child];
-            (
-                child.start_time_unix_nano.max(start),
-                child.end_time_unix_nano.min(end),
-            )
+            (child.start_time_unix_nano.max(start), child.end_time_unix_nano.min(end))
         })
         .filter(|(s, e)| s < e)
         .collect();
@@ -248,14 +223,7 @@ mod tests {
     use crate::span::{Attribute, Resource, StatusCode, Value};
     use crate::{InstrumentationScope, TraceId};
 
-    fn span(
-        id: u8,
-        parent: Option<u8>,
-        service: &str,
-        kind: SpanKind,
-        start: u64,
-        end: u64,
-    ) -> Span {
+    fn span(id: u8, parent: Option<u8>, service: &str, kind: SpanKind, start: u64, end: u64) -> Span {
         Span {
             trace_id: TraceId([7; 16]),
             span_id: SpanId([id; 8]),
@@ -301,31 +269,16 @@ mod tests {
         assert_eq!(facts.duration_nanos(), 210);
         assert_eq!(facts.error_count, 1);
         assert_eq!(facts.services, vec!["db-proxy", "frontend", "mailer"]);
-        assert_eq!(
-            facts.flags,
-            trace_flags::HAS_ORPHANS | trace_flags::HAS_UNMATCHED_CLIENT
-        );
+        assert_eq!(facts.flags, trace_flags::HAS_ORPHANS | trace_flags::HAS_UNMATCHED_CLIENT);
 
-        let by_id = |id: u8| {
-            trace
-                .spans
-                .iter()
-                .position(|s| s.span_id == SpanId([id; 8]))
-                .unwrap()
-        };
+        let by_id = |id: u8| trace.spans.iter().position(|s| s.span_id == SpanId([id; 8])).unwrap();
         let db = &trace.span_facts[by_id(3)];
         assert_eq!(db.parent_service.as_deref(), Some("frontend"));
         assert_eq!(db.parent_name.as_deref(), Some("op2"));
         assert_eq!(db.depth, 2);
         // Client 2 has a server child; client 4 does not.
-        assert_eq!(
-            trace.span_facts[by_id(2)].flags & span_flags::UNMATCHED_CLIENT,
-            0
-        );
-        assert_ne!(
-            trace.span_facts[by_id(4)].flags & span_flags::UNMATCHED_CLIENT,
-            0
-        );
+        assert_eq!(trace.span_facts[by_id(2)].flags & span_flags::UNMATCHED_CLIENT, 0);
+        assert_ne!(trace.span_facts[by_id(4)].flags & span_flags::UNMATCHED_CLIENT, 0);
         assert_ne!(trace.span_facts[by_id(9)].flags & span_flags::ORPHAN, 0);
         // Self time of the root: 100 minus children 10..70 and 75..90.
         assert_eq!(trace.span_facts[by_id(1)].self_nanos, 25);
@@ -339,10 +292,7 @@ mod tests {
 
     #[test]
     fn missing_root_uses_earliest_orphan() {
-        let trace = assemble(vec![
-            span(5, Some(1), "b", SpanKind::Server, 50, 60),
-            span(4, Some(1), "a", SpanKind::Server, 10, 40),
-        ]);
+        let trace = assemble(vec![span(5, Some(1), "b", SpanKind::Server, 50, 60), span(4, Some(1), "a", SpanKind::Server, 10, 40)]);
         assert_eq!(trace.facts.root_service, "a");
         assert_ne!(trace.facts.flags & trace_flags::NO_ROOT, 0);
         assert_eq!(trace.span_facts[0].critical_path_nanos, 30);
@@ -350,10 +300,7 @@ mod tests {
 
     #[test]
     fn several_roots_are_flagged() {
-        let trace = assemble(vec![
-            span(1, None, "a", SpanKind::Server, 0, 10),
-            span(2, None, "b", SpanKind::Server, 5, 10),
-        ]);
+        let trace = assemble(vec![span(1, None, "a", SpanKind::Server, 0, 10), span(2, None, "b", SpanKind::Server, 5, 10)]);
         assert_ne!(trace.facts.flags & trace_flags::MULTIPLE_ROOTS, 0);
         assert_eq!(trace.facts.root_service, "a");
     }

@@ -5,11 +5,7 @@ use std::str::FromStr;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
     #[error("{what} must be {expected} bytes, got {got}")]
-    WrongLength {
-        what: &'static str,
-        expected: usize,
-        got: usize,
-    },
+    WrongLength { what: &'static str, expected: usize, got: usize },
     #[error("{what} must not be all zeros")]
     AllZero { what: &'static str },
     #[error("{what} is not valid hex: {text:?}")]
@@ -27,11 +23,8 @@ macro_rules! define_id {
 
             /// Accepts exactly the right number of bytes, not all zero.
             pub fn from_slice(bytes: &[u8]) -> Result<Self, IdError> {
-                let array: [u8; $len] = bytes.try_into().map_err(|_| IdError::WrongLength {
-                    what: $what,
-                    expected: $len,
-                    got: bytes.len(),
-                })?;
+                let array: [u8; $len] =
+                    bytes.try_into().map_err(|_| IdError::WrongLength { what: $what, expected: $len, got: bytes.len() })?;
                 if array == [0u8; $len] {
                     return Err(IdError::AllZero { what: $what });
                 }
@@ -104,18 +97,9 @@ mod tests {
 
     #[test]
     fn refuses_zero_wrong_length_and_garbage() {
-        assert_eq!(
-            SpanId::from_slice(&[0; 8]),
-            Err(IdError::AllZero { what: "span ID" })
-        );
-        assert!(matches!(
-            SpanId::from_slice(&[1; 7]),
-            Err(IdError::WrongLength { got: 7, .. })
-        ));
-        assert!(matches!(
-            TraceId::from_hex("zz"),
-            Err(IdError::NotHex { .. })
-        ));
+        assert_eq!(SpanId::from_slice(&[0; 8]), Err(IdError::AllZero { what: "span ID" }));
+        assert!(matches!(SpanId::from_slice(&[1; 7]), Err(IdError::WrongLength { got: 7, .. })));
+        assert!(matches!(TraceId::from_hex("zz"), Err(IdError::NotHex { .. })));
         assert!(TraceId::from_hex(&"a".repeat(33)).is_err());
     }
 }

@@ -13,6 +13,4 @@ mod span;
 pub use assemble::{AssembledTrace, SpanFacts, TraceFacts, assemble, span_flags, trace_flags};
 pub use critical_path::{CriticalSegment, critical_path};
 pub use ids::{IdError, SpanId, TraceId};
-pub use span::{
-    Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanKind, StatusCode, Value,
-};
+pub use span::{Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanKind, StatusCode, Value};

@@ -39,17 +39,10 @@ impl Value {
             Value::Str(text) => J::String(text.clone()),
             Value::Bool(value) => J::Bool(*value),
             Value::Int(value) => J::from(*value),
-            Value::Double(value) => serde_json::Number::from_f64(*value)
-                .map(J::Number)
-                .unwrap_or(J::Null),
+            Value::Double(value) => serde_json::Number::from_f64(*value).map(J::Number).unwrap_or(J::Null),
             Value::Bytes(bytes) => J::String(hex::encode(bytes)),
             Value::Array(items) => J::Array(items.iter().map(Value::to_json).collect()),
-            Value::Map(entries) => J::Object(
-                entries
-                    .iter()
-                    .map(|entry| (entry.key.clone(), entry.value.to_json()))
-                    .collect(),
-            ),
+            Value::Map(entries) => J::Object(entries.iter().map(|entry| (entry.key.clone(), entry.value.to_json())).collect()),
         }
     }
 
@@ -78,19 +71,13 @@ pub struct Attribute {
 
 impl Attribute {
     pub fn new(key: impl Into<String>, value: Value) -> Self {
-        Self {
-            key: key.into(),
-            value,
-        }
+        Self { key: key.into(), value }
     }
 }
 
 /// Finds an attribute by key in a list.
 pub fn find<'a>(attributes: &'a [Attribute], key: &str) -> Option<&'a Value> {
-    attributes
-        .iter()
-        .find(|attribute| attribute.key == key)
-        .map(|attribute| &attribute.value)
+    attributes.iter().find(|attribute| attribute.key == key).map(|attribute| &attribute.value)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
@@ -210,9 +197,7 @@ pub struct Resource {
 impl Resource {
     /// `service.name`, or `unknown_service` as the OpenTelemetry specification says.
     pub fn service_name(&self) -> &str {
-        find(&self.attributes, "service.name")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown_service")
+        find(&self.attributes, "service.name").and_then(Value::as_str).unwrap_or("unknown_service")
     }
 }
 
@@ -256,8 +241,7 @@ impl Span {
     }
 
     pub fn duration_nanos(&self) -> u64 {
-        self.end_time_unix_nano
-            .saturating_sub(self.start_time_unix_nano)
+        self.end_time_unix_nano.saturating_sub(self.start_time_unix_nano)
     }
 
     pub fn attribute(&self, key: &str) -> Option<&Value> {

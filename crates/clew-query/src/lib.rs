@@ -12,9 +12,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-pub use search::{
-    AttributeFilter, AttributeScope, CompareOp, SearchRequest, SortOrder, TraceSummary,
-};
+pub use search::{AttributeFilter, AttributeScope, CompareOp, SearchRequest, SortOrder, TraceSummary};
 pub use trace::{TraceView, TraceWarning};
 
 /// Why a query failed. `Invalid` is the caller's fault (HTTP 400); the rest are Clew's.
@@ -41,9 +39,7 @@ pub struct QueryEngine {
 
 impl std::fmt::Debug for QueryEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryEngine")
-            .field("storage", &self.storage)
-            .finish_non_exhaustive()
+        f.debug_struct("QueryEngine").field("storage", &self.storage).finish_non_exhaustive()
     }
 }
 
@@ -68,22 +64,13 @@ impl QueryEngine {
 
     /// Runs read-only SQL over the `spans` table (DDL, DML and `SET` are refused).
     pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>, QueryError> {
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let frame = self
-            .context
-            .sql_with_options(query, options)
-            .await
-            .map_err(|error| match error {
-                datafusion::error::DataFusionError::SQL(..)
-                | datafusion::error::DataFusionError::Plan(..)
-                | datafusion::error::DataFusionError::SchemaError(..) => {
-                    QueryError::Invalid(error.to_string())
-                }
-                other => QueryError::Engine(other),
-            })?;
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let frame = self.context.sql_with_options(query, options).await.map_err(|error| match error {
+            datafusion::error::DataFusionError::SQL(..)
+            | datafusion::error::DataFusionError::Plan(..)
+            | datafusion::error::DataFusionError::SchemaError(..) => QueryError::Invalid(error.to_string()),
+            other => QueryError::Engine(other),
+        })?;
         Ok(frame.collect().await?)
     }
 
@@ -97,12 +84,8 @@ impl QueryEngine {
 pub fn batches_to_json(batches: &[RecordBatch]) -> Result<serde_json::Value, QueryError> {
     let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
     let refs: Vec<&RecordBatch> = batches.iter().collect();
-    writer
-        .write_batches(&refs)
-        .map_err(|e| QueryError::Encode(e.to_string()))?;
-    writer
-        .finish()
-        .map_err(|e| QueryError::Encode(e.to_string()))?;
+    writer.write_batches(&refs).map_err(|e| QueryError::Encode(e.to_string()))?;
+    writer.finish().map_err(|e| QueryError::Encode(e.to_string()))?;
     let bytes = writer.into_inner();
     if bytes.is_empty() {
         return Ok(serde_json::Value::Array(vec![]));

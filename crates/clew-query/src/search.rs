@@ -66,21 +66,19 @@ impl AttributeFilter {
         ];
         // The first operator character in the text splits key from value.
         let position = text.find(['=', '!', '>', '<']).ok_or_else(|| {
-            QueryError::Invalid(format!("attribute filter {text:?} has no operator: use key=value, key!=value, key>N, key>=N, key<N, key<=N or key=~regex"))
+            QueryError::Invalid(format!(
+                "attribute filter {text:?} has no operator: use key=value, key!=value, key>N, key>=N, key<N, key<=N or key=~regex"
+            ))
         })?;
         let (key, rest) = text.split_at(position);
         let (symbol, op) = operators
             .iter()
             .find(|(symbol, _)| rest.starts_with(symbol))
-            .ok_or_else(|| {
-                QueryError::Invalid(format!("attribute filter {text:?}: unknown operator"))
-            })?;
+            .ok_or_else(|| QueryError::Invalid(format!("attribute filter {text:?}: unknown operator")))?;
         let key = key.trim();
         let value = rest[symbol.len()..].trim().trim_matches('"').to_string();
         if key.is_empty() {
-            return Err(QueryError::Invalid(format!(
-                "attribute filter {text:?} has no key"
-            )));
+            return Err(QueryError::Invalid(format!("attribute filter {text:?} has no key")));
         }
         let (scope, key) = if let Some(stripped) = key.strip_prefix("resource.") {
             (AttributeScope::Resource, stripped)
@@ -89,32 +87,18 @@ impl AttributeFilter {
         } else {
             (AttributeScope::Any, key)
         };
-        if matches!(
-            op,
-            CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le
-        ) && value.parse::<f64>().is_err()
-        {
-            return Err(QueryError::Invalid(format!(
-                "attribute filter {text:?}: {symbol} needs a number"
-            )));
+        if matches!(op, CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le) && value.parse::<f64>().is_err() {
+            return Err(QueryError::Invalid(format!("attribute filter {text:?}: {symbol} needs a number")));
         }
         if *op == CompareOp::Regex {
             regex_check(&value)?;
         }
-        Ok(Self {
-            scope,
-            key: key.to_string(),
-            op: *op,
-            value,
-        })
+        Ok(Self { scope, key: key.to_string(), op: *op, value })
     }
 
     fn sql(&self) -> String {
         let key = quote(&self.key);
-        let dedicated = DEDICATED
-            .iter()
-            .find(|(name, _)| *name == self.key)
-            .map(|(_, column)| column.to_string());
+        let dedicated = DEDICATED.iter().find(|(name, _)| *name == self.key).map(|(_, column)| column.to_string());
         let accessor = match (self.scope, dedicated) {
             (AttributeScope::Span, Some(column)) => column,
             (AttributeScope::Span, None) => format!("attributes[{key}]"),
@@ -128,19 +112,9 @@ impl AttributeFilter {
         };
         let numeric = self.value.parse::<f64>().is_ok();
         match self.op {
-            CompareOp::Regex => format!(
-                "regexp_like({accessor}, {})",
-                quote(&format!("^(?:{})$", self.value))
-            ),
-            op if numeric => format!(
-                "try_cast({accessor} AS DOUBLE) {} {}",
-                op.sql(),
-                self.value.parse::<f64>().expect("checked")
-            ),
-            CompareOp::Ne => format!(
-                "({accessor} IS NULL OR {accessor} <> {})",
-                quote(&self.value)
-            ),
+            CompareOp::Regex => format!("regexp_like({accessor}, {})", quote(&format!("^(?:{})$", self.value))),
+            op if numeric => format!("try_cast({accessor} AS DOUBLE) {} {}", op.sql(), self.value.parse::<f64>().expect("checked")),
+            CompareOp::Ne => format!("({accessor} IS NULL OR {accessor} <> {})", quote(&self.value)),
             op => format!("{accessor} {} {}", op.sql(), quote(&self.value)),
         }
     }
@@ -148,9 +122,7 @@ impl AttributeFilter {
 
 fn regex_check(pattern: &str) -> Result<(), QueryError> {
     if pattern.len() > 1024 {
-        return Err(QueryError::Invalid(
-            "regular expression longer than 1024 bytes".into(),
-        ));
+        return Err(QueryError::Invalid("regular expression longer than 1024 bytes".into()));
     }
     Ok(())
 }
@@ -234,11 +206,7 @@ impl SearchRequest {
         if let Some(end) = self.end_unix_nano {
             conditions.push(format!("start_time_unix_nano <= {end}"));
         }
-        if conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conditions.join(" AND "))
-        }
+        if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) }
     }
 }
 
@@ -259,13 +227,7 @@ impl QueryEngine {
         let batches = self.internal_sql(&query).await?;
         let mut out = Vec::new();
         for batch in &batches {
-            let strings = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .expect("selected")
-                    .as_string::<i32>()
-                    .clone()
-            };
+            let strings = |name: &str| batch.column_by_name(name).expect("selected").as_string::<i32>().clone();
             let numbers = |name: &str| {
                 datafusion::arrow::compute::cast(
                     batch.column_by_name(name).expect("selected"),
@@ -291,12 +253,7 @@ impl QueryEngine {
                     duration_nanos: duration.value(row),
                     span_count: span_count.value(row),
                     error_count: error_count.value(row),
-                    services: services
-                        .value(row)
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect(),
+                    services: services.value(row).split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
                     matched_spans: matched.value(row),
                 });
             }
@@ -306,15 +263,13 @@ impl QueryEngine {
 
     /// Service names with their span counts.
     pub async fn services(&self) -> Result<Vec<(String, i64)>, QueryError> {
-        let batches = self.internal_sql("SELECT service_name, count(*) AS spans FROM spans GROUP BY service_name ORDER BY service_name").await?;
+        let batches =
+            self.internal_sql("SELECT service_name, count(*) AS spans FROM spans GROUP BY service_name ORDER BY service_name").await?;
         pairs(&batches)
     }
 
     /// Operations (span names) of a service, with span kind and count.
-    pub async fn operations(
-        &self,
-        service: &str,
-    ) -> Result<Vec<(String, String, i64)>, QueryError> {
+    pub async fn operations(&self, service: &str) -> Result<Vec<(String, String, i64)>, QueryError> {
         let query = format!(
             "SELECT name, kind, count(*) AS spans FROM spans WHERE service_name = {} GROUP BY name, kind ORDER BY name, kind",
             quote(service)
@@ -326,26 +281,15 @@ impl QueryEngine {
             let kind = batch.column(1).as_string::<i32>();
             let count = batch.column(2).as_primitive::<Int64Type>();
             for row in 0..batch.num_rows() {
-                out.push((
-                    name.value(row).to_string(),
-                    kind.value(row).to_string(),
-                    count.value(row),
-                ));
+                out.push((name.value(row).to_string(), kind.value(row).to_string(), count.value(row)));
             }
         }
         Ok(out)
     }
 
     /// Attribute keys (span or resource) with the number of spans carrying each.
-    pub async fn attribute_keys(
-        &self,
-        scope: AttributeScope,
-    ) -> Result<Vec<(String, i64)>, QueryError> {
-        let column = if scope == AttributeScope::Resource {
-            "resource_attributes"
-        } else {
-            "attributes"
-        };
+    pub async fn attribute_keys(&self, scope: AttributeScope) -> Result<Vec<(String, i64)>, QueryError> {
+        let column = if scope == AttributeScope::Resource { "resource_attributes" } else { "attributes" };
         let query = format!(
             "SELECT key, count(*) AS spans FROM (SELECT unnest(map_keys({column})) AS key FROM spans) GROUP BY key ORDER BY spans DESC, key LIMIT 1000"
         );
@@ -353,17 +297,8 @@ impl QueryEngine {
     }
 
     /// The most common values of an attribute, with counts.
-    pub async fn attribute_values(
-        &self,
-        scope: AttributeScope,
-        key: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, i64)>, QueryError> {
-        let column = if scope == AttributeScope::Resource {
-            "resource_attributes"
-        } else {
-            "attributes"
-        };
+    pub async fn attribute_values(&self, scope: AttributeScope, key: &str, limit: usize) -> Result<Vec<(String, i64)>, QueryError> {
+        let column = if scope == AttributeScope::Resource { "resource_attributes" } else { "attributes" };
         let query = format!(
             "SELECT value, count(*) AS spans FROM (SELECT {column}[{}] AS value FROM spans) WHERE value IS NOT NULL \
              GROUP BY value ORDER BY spans DESC, value LIMIT {}",
@@ -377,10 +312,7 @@ impl QueryEngine {
 fn pairs(batches: &[RecordBatch]) -> Result<Vec<(String, i64)>, QueryError> {
     let mut out = Vec::new();
     for batch in batches {
-        let text = datafusion::arrow::compute::cast(
-            batch.column(0),
-            &datafusion::arrow::datatypes::DataType::Utf8,
-        )?;
+        let text = datafusion::arrow::compute::cast(batch.column(0), &datafusion::arrow::datatypes::DataType::Utf8)?;
         let text = text.as_string::<i32>();
         let count = batch.column(1).as_primitive::<Int64Type>();
         for row in 0..batch.num_rows() {
@@ -401,18 +333,10 @@ mod tests {
         let f = AttributeFilter::parse("http.response.status_code>=500").unwrap();
         assert_eq!(
             (f.key.as_str(), f.op, f.value.as_str(), f.scope),
-            (
-                "http.response.status_code",
-                CompareOp::Ge,
-                "500",
-                AttributeScope::Any
-            )
+            ("http.response.status_code", CompareOp::Ge, "500", AttributeScope::Any)
         );
         let f = AttributeFilter::parse("resource.service.version=1.2.0").unwrap();
-        assert_eq!(
-            (f.key.as_str(), f.op, f.scope),
-            ("service.version", CompareOp::Eq, AttributeScope::Resource)
-        );
+        assert_eq!((f.key.as_str(), f.op, f.scope), ("service.version", CompareOp::Eq, AttributeScope::Resource));
         let f = AttributeFilter::parse("http.route=~/api/.*").unwrap();
         assert_eq!(f.op, CompareOp::Regex);
         assert!(AttributeFilter::parse("novalue").is_err());

@@ -27,38 +27,24 @@ impl QueryEngine {
         if stored.is_empty() {
             return Ok(None);
         }
-        let fragments_merged = stored
-            .iter()
-            .any(|s| s.trace_flags & trace_flags::FRAGMENT != 0);
+        let fragments_merged = stored.iter().any(|s| s.trace_flags & trace_flags::FRAGMENT != 0);
         let spans: Vec<Span> = stored.into_iter().map(|s| s.span).collect();
         let trace = assemble(spans);
         let warnings = warnings(&trace, fragments_merged);
-        Ok(Some(TraceView {
-            trace,
-            warnings,
-            fragments_merged,
-        }))
+        Ok(Some(TraceView { trace, warnings, fragments_merged }))
     }
 }
 
 fn warnings(trace: &AssembledTrace, fragments_merged: bool) -> Vec<TraceWarning> {
     let mut out = Vec::new();
     let ids = |flag: u32| -> Vec<String> {
-        trace
-            .spans
-            .iter()
-            .zip(&trace.span_facts)
-            .filter(|(_, f)| f.flags & flag != 0)
-            .map(|(s, _)| s.span_id.to_hex())
-            .collect()
+        trace.spans.iter().zip(&trace.span_facts).filter(|(_, f)| f.flags & flag != 0).map(|(s, _)| s.span_id.to_hex()).collect()
     };
     let flags = trace.facts.flags;
     if flags & trace_flags::NO_ROOT != 0 {
         out.push(TraceWarning {
             kind: "no_root",
-            message:
-                "no span without a parent: the root span is missing; the earliest orphan stands in"
-                    .into(),
+            message: "no span without a parent: the root span is missing; the earliest orphan stands in".into(),
             span_ids: vec![],
         });
     }
@@ -73,10 +59,7 @@ fn warnings(trace: &AssembledTrace, fragments_merged: bool) -> Vec<TraceWarning>
         let orphans = ids(span_flags::ORPHAN);
         out.push(TraceWarning {
             kind: "orphans",
-            message: format!(
-                "{} span(s) name a parent that is not in the trace",
-                orphans.len()
-            ),
+            message: format!("{} span(s) name a parent that is not in the trace", orphans.len()),
             span_ids: orphans,
         });
     }
@@ -94,8 +77,7 @@ fn warnings(trace: &AssembledTrace, fragments_merged: bool) -> Vec<TraceWarning>
     if fragments_merged {
         out.push(TraceWarning {
             kind: "late_spans",
-            message: "some spans arrived after the trace was first assembled; they are merged here"
-                .into(),
+            message: "some spans arrived after the trace was first assembled; they are merged here".into(),
             span_ids: vec![],
         });
     }

@@ -9,12 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
-use clew_model::{
-    Attribute, SpanKind, StatusCode as SpanStatus, TraceId, Value, span_flags, trace_flags,
-};
-use clew_query::{
-    AttributeFilter, AttributeScope, QueryEngine, QueryError, SearchRequest, SortOrder, TraceView,
-};
+use clew_model::{Attribute, SpanKind, StatusCode as SpanStatus, TraceId, Value, span_flags, trace_flags};
+use clew_query::{AttributeFilter, AttributeScope, QueryEngine, QueryError, SearchRequest, SortOrder, TraceView};
 use clew_store::{EmbeddedStore, Storage};
 use serde_json::{Value as Json, json};
 
@@ -56,11 +52,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.0,
-            axum::Json(json!({ "error": { "code": self.1, "message": self.2 } })),
-        )
-            .into_response()
+        (self.0, axum::Json(json!({ "error": { "code": self.1, "message": self.2 } }))).into_response()
     }
 }
 
@@ -70,11 +62,7 @@ impl From<QueryError> for ApiError {
             QueryError::Invalid(message) => Self::bad_request(message),
             other => {
                 tracing::error!(message = "query failed", error = %other);
-                Self(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    other.to_string(),
-                )
+                Self(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string())
             }
         }
     }
@@ -87,18 +75,11 @@ async fn index() -> Html<&'static str> {
 }
 
 async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/yaml")],
-        include_str!("../../../docs/openapi.yaml"),
-    )
+    ([(header::CONTENT_TYPE, "application/yaml")], include_str!("../../../docs/openapi.yaml"))
 }
 
 async fn not_found() -> ApiError {
-    ApiError(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint; see /api/v1/openapi.yaml".into(),
-    )
+    ApiError(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /api/v1/openapi.yaml".into())
 }
 
 async fn status(State(state): State<ApiState>) -> ApiResult {
@@ -131,13 +112,7 @@ fn parse_trace_id(text: &str) -> Result<TraceId, ApiError> {
 
 async fn load_trace(state: &ApiState, trace_id: &str) -> Result<TraceView, ApiError> {
     let id = parse_trace_id(trace_id)?;
-    state.query.trace(id).await?.ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            "trace_not_found",
-            format!("trace {id} not found"),
-        )
-    })
+    state.query.trace(id).await?.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "trace_not_found", format!("trace {id} not found")))
 }
 
 async fn trace(State(state): State<ApiState>, Path(trace_id): Path<String>) -> ApiResult {
@@ -145,24 +120,14 @@ async fn trace(State(state): State<ApiState>, Path(trace_id): Path<String>) -> A
     Ok(axum::Json(trace_json(&view)))
 }
 
-async fn trace_otlp(
-    State(state): State<ApiState>,
-    Path(trace_id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn trace_otlp(State(state): State<ApiState>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
     let view = load_trace(&state, &trace_id).await?;
     let request = clew_ingest::to_otlp(&view.trace.spans);
-    let body = serde_json::to_vec(&request)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let body = serde_json::to_vec(&request).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/json".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!(
-                    "attachment; filename=\"trace-{}.json\"",
-                    view.trace.spans[0].trace_id
-                ),
-            ),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"trace-{}.json\"", view.trace.spans[0].trace_id)),
         ],
         body,
     )
@@ -181,13 +146,9 @@ pub fn parse_duration_nanos(text: &str) -> Result<u64, String> {
     if let Ok(nanos) = text.parse::<u64>() {
         return Ok(nanos);
     }
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("invalid duration {text:?}"))?;
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| format!("invalid duration {text:?}"))?;
     let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}"))?;
+    let number: f64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
     let scale = match unit {
         "ns" => 1.0,
         "us" | "µs" => 1e3,
@@ -196,23 +157,15 @@ pub fn parse_duration_nanos(text: &str) -> Result<u64, String> {
         "m" => 60e9,
         "h" => 3600e9,
         _ => {
-            return Err(format!(
-                "invalid duration {text:?}: units are ns, us, ms, s, m, h"
-            ));
+            return Err(format!("invalid duration {text:?}: units are ns, us, ms, s, m, h"));
         }
     };
     Ok((number * scale) as u64)
 }
 
 pub fn search_request(pairs: &[(String, String)]) -> Result<SearchRequest, ApiError> {
-    let mut request = SearchRequest {
-        limit: 20,
-        ..SearchRequest::default()
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let mut request = SearchRequest { limit: 20, ..SearchRequest::default() };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let duration = |value: &str| parse_duration_nanos(value).map_err(ApiError::bad_request);
     for (key, value) in pairs {
         if value.is_empty() {
@@ -222,16 +175,10 @@ pub fn search_request(pairs: &[(String, String)]) -> Result<SearchRequest, ApiEr
             "service" => request.service = Some(value.clone()),
             "operation" | "name" => request.operation = Some(value.clone()),
             "kind" => {
-                request.kind =
-                    Some(SpanKind::parse(value).ok_or_else(|| {
-                        ApiError::bad_request(format!("unknown span kind {value:?}"))
-                    })?)
+                request.kind = Some(SpanKind::parse(value).ok_or_else(|| ApiError::bad_request(format!("unknown span kind {value:?}")))?)
             }
             "status" => {
-                request.status =
-                    Some(SpanStatus::parse(value).ok_or_else(|| {
-                        ApiError::bad_request(format!("unknown status {value:?}"))
-                    })?)
+                request.status = Some(SpanStatus::parse(value).ok_or_else(|| ApiError::bad_request(format!("unknown status {value:?}")))?)
             }
             "attr" | "attribute" => request.attributes.push(AttributeFilter::parse(value)?),
             "minDuration" => request.min_duration_nanos = Some(duration(value)?),
@@ -239,25 +186,11 @@ pub fn search_request(pairs: &[(String, String)]) -> Result<SearchRequest, ApiEr
             "minTraceDuration" => request.min_trace_duration_nanos = Some(duration(value)?),
             "maxTraceDuration" => request.max_trace_duration_nanos = Some(duration(value)?),
             "start" => {
-                request.start_unix_nano = Some(
-                    value
-                        .parse()
-                        .map_err(|_| ApiError::bad_request("start is Unix time in nanoseconds"))?,
-                )
+                request.start_unix_nano = Some(value.parse().map_err(|_| ApiError::bad_request("start is Unix time in nanoseconds"))?)
             }
-            "end" => {
-                request.end_unix_nano = Some(
-                    value
-                        .parse()
-                        .map_err(|_| ApiError::bad_request("end is Unix time in nanoseconds"))?,
-                )
-            }
+            "end" => request.end_unix_nano = Some(value.parse().map_err(|_| ApiError::bad_request("end is Unix time in nanoseconds"))?),
             "lookback" => request.start_unix_nano = Some(now.saturating_sub(duration(value)?)),
-            "limit" => {
-                request.limit = value
-                    .parse()
-                    .map_err(|_| ApiError::bad_request("limit is a number"))?
-            }
+            "limit" => request.limit = value.parse().map_err(|_| ApiError::bad_request("limit is a number"))?,
             "sort" => {
                 request.sort = match value.as_str() {
                     "newest" => SortOrder::Newest,
@@ -266,9 +199,7 @@ pub fn search_request(pairs: &[(String, String)]) -> Result<SearchRequest, ApiEr
                 }
             }
             other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown search parameter {other:?}"
-                )));
+                return Err(ApiError::bad_request(format!("unknown search parameter {other:?}")));
             }
         }
     }
@@ -282,39 +213,23 @@ async fn search(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> ApiRe
 }
 
 fn scope_param(pairs: &[(String, String)]) -> Result<AttributeScope, ApiError> {
-    match pairs
-        .iter()
-        .find(|(k, _)| k == "scope")
-        .map(|(_, v)| v.as_str())
-    {
+    match pairs.iter().find(|(k, _)| k == "scope").map(|(_, v)| v.as_str()) {
         None | Some("span") => Ok(AttributeScope::Span),
         Some("resource") => Ok(AttributeScope::Resource),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "scope is span or resource, not {other:?}"
-        ))),
+        Some(other) => Err(ApiError::bad_request(format!("scope is span or resource, not {other:?}"))),
     }
 }
 
 async fn attribute_keys(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> ApiResult {
     let scope = scope_param(&pairs(raw)?)?;
     let keys = state.query.attribute_keys(scope).await?;
-    Ok(axum::Json(
-        json!({ "keys": keys.into_iter().map(|(key, spans)| json!({ "key": key, "spans": spans })).collect::<Vec<_>>() }),
-    ))
+    Ok(axum::Json(json!({ "keys": keys.into_iter().map(|(key, spans)| json!({ "key": key, "spans": spans })).collect::<Vec<_>>() })))
 }
 
-async fn attribute_values(
-    State(state): State<ApiState>,
-    Path(key): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
+async fn attribute_values(State(state): State<ApiState>, Path(key): Path<String>, RawQuery(raw): RawQuery) -> ApiResult {
     let pairs = pairs(raw)?;
     let scope = scope_param(&pairs)?;
-    let limit = pairs
-        .iter()
-        .find(|(k, _)| k == "limit")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(100);
+    let limit = pairs.iter().find(|(k, _)| k == "limit").and_then(|(_, v)| v.parse().ok()).unwrap_or(100);
     let values = state.query.attribute_values(scope, &key, limit).await?;
     Ok(axum::Json(
         json!({ "key": key, "values": values.into_iter().map(|(value, spans)| json!({ "value": value, "spans": spans })).collect::<Vec<_>>() }),
@@ -332,21 +247,13 @@ async fn run_sql(state: &ApiState, query: &str) -> ApiResult {
 
 async fn sql_get(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> ApiResult {
     let pairs = pairs(raw)?;
-    let query = pairs
-        .iter()
-        .find(|(k, _)| k == "q")
-        .map(|(_, v)| v.clone())
-        .ok_or_else(|| ApiError::bad_request("missing q"))?;
+    let query = pairs.iter().find(|(k, _)| k == "q").map(|(_, v)| v.clone()).ok_or_else(|| ApiError::bad_request("missing q"))?;
     run_sql(&state, &query).await
 }
 
 async fn sql_post(State(state): State<ApiState>, body: String) -> ApiResult {
     let query = match serde_json::from_str::<Json>(&body) {
-        Ok(Json::Object(object)) => object
-            .get("query")
-            .and_then(Json::as_str)
-            .map(str::to_string)
-            .unwrap_or_default(),
+        Ok(Json::Object(object)) => object.get("query").and_then(Json::as_str).map(str::to_string).unwrap_or_default(),
         _ => body,
     };
     run_sql(&state, &query).await
@@ -377,18 +284,11 @@ pub fn value_json(value: &Value) -> Json {
 }
 
 fn attributes_json(attributes: &[Attribute]) -> Vec<Json> {
-    attributes
-        .iter()
-        .map(|a| json!({ "key": a.key, "value": value_json(&a.value) }))
-        .collect()
+    attributes.iter().map(|a| json!({ "key": a.key, "value": value_json(&a.value) })).collect()
 }
 
 fn flag_names(flags: u32, names: &[(u32, &'static str)]) -> Vec<&'static str> {
-    names
-        .iter()
-        .filter(|(bit, _)| flags & bit != 0)
-        .map(|(_, name)| *name)
-        .collect()
+    names.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, name)| *name).collect()
 }
 
 pub fn trace_json(view: &TraceView) -> Json {

@@ -44,14 +44,10 @@ impl Default for ServerConfig {
 impl Config {
     /// Layers a TOML document (partial is fine) and `CLEW_*` variables over the defaults.
     /// Environment keys name the path with `__`: `CLEW_STORE__DATA_DIR=/var/lib/clew`.
-    pub fn load(
-        toml_text: Option<&str>,
-        environment: impl IntoIterator<Item = (String, String)>,
-    ) -> anyhow::Result<Self> {
+    pub fn load(toml_text: Option<&str>, environment: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
         let mut tree = toml::Value::try_from(Config::default())?;
         if let Some(text) = toml_text {
-            let file: toml::Value =
-                toml::from_str(text).map_err(|e| anyhow::anyhow!("configuration file: {e}"))?;
+            let file: toml::Value = toml::from_str(text).map_err(|e| anyhow::anyhow!("configuration file: {e}"))?;
             merge(&mut tree, file);
         }
         for (name, value) in environment {
@@ -66,20 +62,13 @@ impl Config {
                 anyhow::bail!("environment variable {name}: no section {:?}", keys[0]);
             };
             let Some(current) = section.get(&keys[1]) else {
-                anyhow::bail!(
-                    "environment variable {name}: no setting {:?} in [{}]",
-                    keys[1],
-                    keys[0]
-                );
+                anyhow::bail!("environment variable {name}: no setting {:?} in [{}]", keys[1], keys[0]);
             };
-            let parsed = parse_like(current, &value).ok_or_else(|| {
-                anyhow::anyhow!("environment variable {name}: {value:?} is not a valid value")
-            })?;
+            let parsed = parse_like(current, &value)
+                .ok_or_else(|| anyhow::anyhow!("environment variable {name}: {value:?} is not a valid value"))?;
             section.insert(keys[1].clone(), parsed);
         }
-        let config: Config = tree
-            .try_into()
-            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        let config: Config = tree.try_into().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         Ok(config)
     }
 
@@ -121,10 +110,7 @@ mod tests {
     fn layers_file_and_environment() {
         let config = Config::load(
             Some("[store]\ntrace_idle_seconds = 2.5\n[server]\nquery_address = \"0.0.0.0:9999\""),
-            vec![
-                ("CLEW_STORE__DATA_DIR".to_string(), "/tmp/x".to_string()),
-                ("PATH".to_string(), "/bin".to_string()),
-            ],
+            vec![("CLEW_STORE__DATA_DIR".to_string(), "/tmp/x".to_string()), ("PATH".to_string(), "/bin".to_string())],
         )
         .unwrap();
         assert_eq!(config.store.trace_idle_seconds, 2.5);
@@ -142,9 +128,6 @@ mod tests {
     #[test]
     fn default_round_trips() {
         let text = Config::default().to_toml();
-        assert_eq!(
-            Config::load(Some(&text), vec![]).unwrap(),
-            Config::default()
-        );
+        assert_eq!(Config::load(Some(&text), vec![]).unwrap(), Config::default());
     }
 }

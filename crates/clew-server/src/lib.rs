@@ -52,22 +52,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = EmbeddedStore::open(config.store.clone())?;
     let maintenance = store.start();
     let storage: Arc<dyn Storage> = Arc::new(Arc::clone(&store));
-    let receiver = Arc::new(Receiver::new(
-        Arc::clone(&storage),
-        config.limits.clone(),
-        config.server.clone(),
-    ));
+    let receiver = Arc::new(Receiver::new(Arc::clone(&storage), config.limits.clone(), config.server.clone()));
     let query = QueryEngine::new(Arc::clone(&storage))?;
 
-    let grpc_listener = TcpListener::bind(&config.server.otlp_grpc_address)
-        .await
-        .map_err(|e| bind_error(&config.server.otlp_grpc_address, e))?;
-    let http_listener = TcpListener::bind(&config.server.otlp_http_address)
-        .await
-        .map_err(|e| bind_error(&config.server.otlp_http_address, e))?;
-    let query_listener = TcpListener::bind(&config.server.query_address)
-        .await
-        .map_err(|e| bind_error(&config.server.query_address, e))?;
+    let grpc_listener =
+        TcpListener::bind(&config.server.otlp_grpc_address).await.map_err(|e| bind_error(&config.server.otlp_grpc_address, e))?;
+    let http_listener =
+        TcpListener::bind(&config.server.otlp_http_address).await.map_err(|e| bind_error(&config.server.otlp_http_address, e))?;
+    let query_listener = TcpListener::bind(&config.server.query_address).await.map_err(|e| bind_error(&config.server.query_address, e))?;
     let addresses = BoundAddresses {
         otlp_grpc: grpc_listener.local_addr()?,
         otlp_http: http_listener.local_addr()?,
@@ -75,22 +67,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
 
     let mut tasks = vec![maintenance];
-    tasks.push(tokio::spawn(otlp_grpc::serve(
-        grpc_listener,
-        Arc::clone(&receiver),
-        config.server.clone(),
-    )));
+    tasks.push(tokio::spawn(otlp_grpc::serve(grpc_listener, Arc::clone(&receiver), config.server.clone())));
     let http_app = otlp_http::router(Arc::clone(&receiver));
     tasks.push(tokio::spawn(async move {
         if let Err(error) = axum::serve(http_listener, http_app).await {
             tracing::error!(message = "OTLP/HTTP server stopped", %error);
         }
     }));
-    let api_app = api::router(api::ApiState {
-        query,
-        receiver,
-        store: Arc::clone(&store),
-    });
+    let api_app = api::router(api::ApiState { query, receiver, store: Arc::clone(&store) });
     tasks.push(tokio::spawn(async move {
         if let Err(error) = axum::serve(query_listener, api_app).await {
             tracing::error!(message = "query server stopped", %error);
@@ -102,11 +86,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         otlp_http = %addresses.otlp_http,
         query = %addresses.query
     );
-    Ok(Running {
-        addresses,
-        store,
-        tasks,
-    })
+    Ok(Running { addresses, store, tasks })
 }
 
 fn bind_error(address: &str, error: std::io::Error) -> anyhow::Error {

@@ -4,9 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clew_ingest::collector::trace_service_server::{TraceService, TraceServiceServer};
-use clew_ingest::collector::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use clew_ingest::collector::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::{Code, Request, Response, Status};
@@ -21,16 +19,12 @@ struct Service {
 
 #[tonic::async_trait]
 impl TraceService for Service {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
         match self.receiver.export(request.into_inner()).await {
             Ok(outcome) => Ok(Response::new(ExportTraceServiceResponse {
-                partial_success: outcome.message.map(|message| ExportTracePartialSuccess {
-                    rejected_spans: outcome.rejected as i64,
-                    error_message: message,
-                }),
+                partial_success: outcome
+                    .message
+                    .map(|message| ExportTracePartialSuccess { rejected_spans: outcome.rejected as i64, error_message: message }),
             })),
             Err(Refusal::Unavailable(message)) => {
                 let delay = Duration::from_secs(self.receiver.server.retry_after_seconds);
@@ -40,11 +34,9 @@ impl TraceService for Service {
                     ErrorDetails::with_retry_info(Some(delay)),
                 ))
             }
-            Err(
-                Refusal::Malformed(message)
-                | Refusal::Unsupported(message)
-                | Refusal::TooLarge(message),
-            ) => Err(Status::invalid_argument(message)),
+            Err(Refusal::Malformed(message) | Refusal::Unsupported(message) | Refusal::TooLarge(message)) => {
+                Err(Status::invalid_argument(message))
+            }
         }
     }
 }
@@ -56,11 +48,7 @@ pub async fn serve(listener: TcpListener, receiver: Arc<Receiver>, config: Serve
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    if let Err(error) = tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming(incoming)
-        .await
-    {
+    if let Err(error) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await {
         tracing::error!(message = "OTLP/gRPC server stopped", %error);
     }
 }

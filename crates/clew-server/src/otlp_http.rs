@@ -24,56 +24,29 @@ pub fn router(receiver: Arc<Receiver>) -> Router {
         .with_state(receiver)
 }
 
-async fn export(
-    State(receiver): State<Arc<Receiver>>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
+async fn export(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, request: Request) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let encoding = match Encoding::from_content_type(content_type) {
         Ok(encoding) => encoding,
         Err(error) => {
-            return status_response(
-                Encoding::Protobuf,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                3,
-                &error.to_string(),
-                None,
-            );
+            return status_response(Encoding::Protobuf, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, &error.to_string(), None);
         }
     };
     let limit = receiver.server.max_request_bytes;
-    let raw = match http_body_util::Limited::new(request.into_body(), limit)
-        .collect()
-        .await
-    {
+    let raw = match http_body_util::Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
-            let (status, message) = if error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
+            let (status, message) = if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 receiver.refuse(Refusal::TooLarge(String::new()));
-                (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body exceeds the limit of {limit} bytes"),
-                )
+                (StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {limit} bytes"))
             } else {
-                (
-                    StatusCode::BAD_REQUEST,
-                    format!("could not read the request body: {error}"),
-                )
+                (StatusCode::BAD_REQUEST, format!("could not read the request body: {error}"))
             };
             return status_response(encoding, status, 3, &message, None);
         }
     };
-    let content_encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok());
-    let decoded = body::decompress(content_encoding, &raw, limit)
-        .and_then(|bytes| body::decode_request(encoding, &bytes));
+    let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    let decoded = body::decompress(content_encoding, &raw, limit).and_then(|bytes| body::decode_request(encoding, &bytes));
     let request = match decoded {
         Ok(request) => request,
         Err(error) => {
@@ -96,10 +69,9 @@ async fn export(
     };
     match receiver.export(request).await {
         Ok(outcome) => {
-            let partial_success = outcome.message.map(|message| ExportTracePartialSuccess {
-                rejected_spans: outcome.rejected as i64,
-                error_message: message,
-            });
+            let partial_success = outcome
+                .message
+                .map(|message| ExportTracePartialSuccess { rejected_spans: outcome.rejected as i64, error_message: message });
             let response = ExportTraceServiceResponse { partial_success };
             let bytes = body::encode(encoding, &response);
             ([(header::CONTENT_TYPE, encoding.content_type())], bytes).into_response()
@@ -111,68 +83,33 @@ async fn export(
             &format!("{message}; retry later"),
             Some(receiver.server.retry_after_seconds),
         ),
-        Err(
-            Refusal::Malformed(message)
-            | Refusal::Unsupported(message)
-            | Refusal::TooLarge(message),
-        ) => status_response(encoding, StatusCode::BAD_REQUEST, 3, &message, None),
+        Err(Refusal::Malformed(message) | Refusal::Unsupported(message) | Refusal::TooLarge(message)) => {
+            status_response(encoding, StatusCode::BAD_REQUEST, 3, &message, None)
+        }
     }
 }
 
 /// Every error answer carries a `google.rpc.Status` in the request's encoding.
-fn status_response(
-    encoding: Encoding,
-    status: StatusCode,
-    code: i32,
-    message: &str,
-    retry_after: Option<u64>,
-) -> Response {
+fn status_response(encoding: Encoding, status: StatusCode, code: i32, message: &str, retry_after: Option<u64>) -> Response {
     let bytes = match encoding {
-        Encoding::Protobuf => tonic_types::Status {
-            code,
-            message: message.to_string(),
-            details: vec![],
-        }
-        .encode_to_vec(),
-        Encoding::Json => serde_json::to_vec(
-            &serde_json::json!({ "code": code, "message": message, "details": [] }),
-        )
-        .expect("json"),
+        Encoding::Protobuf => tonic_types::Status { code, message: message.to_string(), details: vec![] }.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(&serde_json::json!({ "code": code, "message": message, "details": [] })).expect("json"),
     };
     let mut response = Response::new(Body::from(Bytes::from(bytes)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(encoding.content_type()),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
     if let Some(seconds) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }
 
 async fn method_not_allowed() -> Response {
-    let mut response = status_response(
-        Encoding::Protobuf,
-        StatusCode::METHOD_NOT_ALLOWED,
-        12,
-        "use POST /v1/traces",
-        None,
-    );
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    let mut response = status_response(Encoding::Protobuf, StatusCode::METHOD_NOT_ALLOWED, 12, "use POST /v1/traces", None);
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
     response
 }
 
 async fn not_found() -> Response {
-    status_response(
-        Encoding::Protobuf,
-        StatusCode::NOT_FOUND,
-        5,
-        "Clew receives traces at POST /v1/traces",
-        None,
-    )
+    status_response(Encoding::Protobuf, StatusCode::NOT_FOUND, 5, "Clew receives traces at POST /v1/traces", None)
 }

@@ -57,24 +57,13 @@ pub enum Refusal {
 
 impl Receiver {
     pub fn new(storage: Arc<dyn Storage>, limits: Limits, server: ServerConfig) -> Self {
-        Self {
-            storage,
-            limits,
-            server,
-            counters: Counters::default(),
-        }
+        Self { storage, limits, server, counters: Counters::default() }
     }
 
     /// Accepts a decoded request. Returns once the accepted spans are durable.
-    pub async fn export(
-        &self,
-        request: ExportTraceServiceRequest,
-    ) -> Result<ExportOutcome, Refusal> {
+    pub async fn export(&self, request: ExportTraceServiceRequest) -> Result<ExportOutcome, Refusal> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let accepted = clew_ingest::from_otlp(request, &self.limits, now);
         let message = accepted.message();
         let rejected = accepted.rejected;
@@ -82,14 +71,8 @@ impl Receiver {
         match self.storage.append(accepted.spans).await {
             Ok(_) => {
                 self.counters.accepted.fetch_add(count, Ordering::Relaxed);
-                self.counters
-                    .rejected
-                    .fetch_add(rejected, Ordering::Relaxed);
-                Ok(ExportOutcome {
-                    accepted: count,
-                    rejected,
-                    message,
-                })
+                self.counters.rejected.fetch_add(rejected, Ordering::Relaxed);
+                Ok(ExportOutcome { accepted: count, rejected, message })
             }
             Err(StoreError::Invalid(reason)) => Err(self.refuse(Refusal::Malformed(reason))),
             Err(error) => {

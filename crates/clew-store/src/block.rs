@@ -5,12 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use clew_model::{
-    AssembledTrace, Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanFacts,
-    SpanId, SpanKind, StatusCode, TraceId, Value,
+    AssembledTrace, Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanFacts, SpanId, SpanKind, StatusCode, TraceId, Value,
 };
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, FixedSizeBinaryBuilder, Int32Builder, Int64Builder,
-    MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
+    Array, ArrayRef, AsArray, BinaryBuilder, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames, RecordBatch,
+    StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use opentelemetry_proto::tonic::common::v1 as common;
@@ -33,13 +32,7 @@ pub const DEDICATED: &[(&str, &str)] = &[
 fn map_type() -> DataType {
     let entries = Field::new(
         "entries",
-        DataType::Struct(
-            vec![
-                Field::new("keys", DataType::Utf8, false),
-                Field::new("values", DataType::Utf8, true),
-            ]
-            .into(),
-        ),
+        DataType::Struct(vec![Field::new("keys", DataType::Utf8, false), Field::new("values", DataType::Utf8, true)].into()),
         false,
     );
     DataType::Map(Arc::new(entries), false)
@@ -131,11 +124,7 @@ pub struct BatchBuilder {
 
 fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
     MapBuilder::new(
-        Some(MapFieldNames {
-            entry: "entries".into(),
-            key: "keys".into(),
-            value: "values".into(),
-        }),
+        Some(MapFieldNames { entry: "entries".into(), key: "keys".into(), value: "values".into() }),
         StringBuilder::new(),
         StringBuilder::new(),
     )
@@ -195,25 +184,18 @@ impl BatchBuilder {
             self.push_span(span, facts);
             self.root_service.append_value(&trace.facts.root_service);
             self.root_name.append_value(&trace.facts.root_name);
-            self.trace_start
-                .append_value(trace.facts.start_unix_nano as i64);
-            self.trace_duration
-                .append_value(trace.facts.duration_nanos() as i64);
-            self.trace_span_count
-                .append_value(trace.facts.span_count as i32);
-            self.trace_error_count
-                .append_value(trace.facts.error_count as i32);
-            self.trace_flags
-                .append_value((trace.facts.flags | extra_trace_flags) as i32);
+            self.trace_start.append_value(trace.facts.start_unix_nano as i64);
+            self.trace_duration.append_value(trace.facts.duration_nanos() as i64);
+            self.trace_span_count.append_value(trace.facts.span_count as i32);
+            self.trace_error_count.append_value(trace.facts.error_count as i32);
+            self.trace_flags.append_value((trace.facts.flags | extra_trace_flags) as i32);
             self.trace_services.append_value(&services);
         }
     }
 
     fn push_span(&mut self, span: &Span, facts: &SpanFacts) {
         self.rows += 1;
-        self.trace_id
-            .append_value(span.trace_id.0)
-            .expect("16 bytes");
+        self.trace_id.append_value(span.trace_id.0).expect("16 bytes");
         self.span_id.append_value(span.span_id.0).expect("8 bytes");
         match span.parent_span_id {
             Some(parent) => self.parent_span_id.append_value(parent.0).expect("8 bytes"),
@@ -232,30 +214,19 @@ impl BatchBuilder {
         for ((key, _), builder) in DEDICATED.iter().zip(self.dedicated.iter_mut()) {
             builder.append_option(span.attribute(key).map(Value::render));
         }
-        let status = span
-            .attribute("http.response.status_code")
-            .or_else(|| span.attribute("http.status_code"));
-        self.http_status_code
-            .append_option(status.and_then(Value::as_int));
+        let status = span.attribute("http.response.status_code").or_else(|| span.attribute("http.status_code"));
+        self.http_status_code.append_option(status.and_then(Value::as_int));
         append_map(&mut self.attributes, &span.attributes);
         append_map(&mut self.resource_attributes, &span.resource.attributes);
-        self.parent_service
-            .append_option(facts.parent_service.as_deref());
+        self.parent_service.append_option(facts.parent_service.as_deref());
         self.parent_name.append_option(facts.parent_name.as_deref());
         self.depth.append_value(facts.depth as i32);
         self.self_nanos.append_value(facts.self_nanos as i64);
-        self.critical_path_nanos
-            .append_value(facts.critical_path_nanos as i64);
+        self.critical_path_nanos.append_value(facts.critical_path_nanos as i64);
         self.span_flags.append_value(facts.flags as i32);
         self.detail.append_value(encode_detail(span));
-        let key = (
-            Arc::as_ptr(&span.resource) as usize,
-            Arc::as_ptr(&span.scope) as usize,
-        );
-        let encoded = self
-            .resource_cache
-            .entry(key)
-            .or_insert_with(|| encode_resource(span));
+        let key = (Arc::as_ptr(&span.resource) as usize, Arc::as_ptr(&span.scope) as usize);
+        let encoded = self.resource_cache.entry(key).or_insert_with(|| encode_resource(span));
         self.resource.append_value(encoded);
     }
 
@@ -299,8 +270,7 @@ impl BatchBuilder {
             Arc::new(self.detail.finish()),
             Arc::new(self.resource.finish()),
         ]);
-        RecordBatch::try_new(Arc::clone(&SCHEMA), columns)
-            .expect("builder columns match the schema")
+        RecordBatch::try_new(Arc::clone(&SCHEMA), columns).expect("builder columns match the schema")
     }
 }
 
@@ -309,9 +279,7 @@ fn append_map(builder: &mut MapBuilder<StringBuilder, StringBuilder>, attributes
         builder.keys().append_value(&attribute.key);
         builder.values().append_value(attribute.value.render());
     }
-    builder
-        .append(true)
-        .expect("keys and values appended together");
+    builder.append(true).expect("keys and values appended together");
 }
 
 /// What the columns do not hold with full fidelity: typed attributes, events, links.
@@ -363,14 +331,11 @@ pub struct StoredSpan {
 
 /// Reads spans back from batches of the span schema (any subset of rows, all columns).
 pub fn spans_from_batches(batches: &[RecordBatch]) -> Result<Vec<StoredSpan>, StoreError> {
-    let mut resources: HashMap<Vec<u8>, (Arc<Resource>, Arc<InstrumentationScope>)> =
-        HashMap::new();
+    let mut resources: HashMap<Vec<u8>, (Arc<Resource>, Arc<InstrumentationScope>)> = HashMap::new();
     let mut out = Vec::new();
     for batch in batches {
         let column = |name: &str| -> Result<&ArrayRef, StoreError> {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| StoreError::Corrupt(format!("column {name} missing")))
+            batch.column_by_name(name).ok_or_else(|| StoreError::Corrupt(format!("column {name} missing")))
         };
         let trace_id = column("trace_id")?.as_fixed_size_binary();
         let span_id = column("span_id")?.as_fixed_size_binary();
@@ -400,18 +365,11 @@ pub fn spans_from_batches(batches: &[RecordBatch]) -> Result<Vec<StoredSpan>, St
                     decoded
                 }
             };
-            let detail = trace_proto::Span::decode(detail.value(row))
-                .map_err(|e| StoreError::Corrupt(format!("span detail: {e}")))?;
+            let detail = trace_proto::Span::decode(detail.value(row)).map_err(|e| StoreError::Corrupt(format!("span detail: {e}")))?;
             let span = Span {
-                trace_id: TraceId::from_slice(trace_id.value(row))
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                span_id: SpanId::from_slice(span_id.value(row))
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                parent_span_id: if parent.is_null(row) {
-                    None
-                } else {
-                    SpanId::from_slice(parent.value(row)).ok()
-                },
+                trace_id: TraceId::from_slice(trace_id.value(row)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                span_id: SpanId::from_slice(span_id.value(row)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                parent_span_id: if parent.is_null(row) { None } else { SpanId::from_slice(parent.value(row)).ok() },
                 trace_state: detail.trace_state,
                 flags: detail.flags,
                 name: name.value(row).to_string(),
@@ -452,28 +410,21 @@ pub fn spans_from_batches(batches: &[RecordBatch]) -> Result<Vec<StoredSpan>, St
                 scope,
             };
             let facts = SpanFacts {
-                parent_service: (!parent_service.is_null(row))
-                    .then(|| parent_service.value(row).to_string()),
-                parent_name: (!parent_name.is_null(row))
-                    .then(|| parent_name.value(row).to_string()),
+                parent_service: (!parent_service.is_null(row)).then(|| parent_service.value(row).to_string()),
+                parent_name: (!parent_name.is_null(row)).then(|| parent_name.value(row).to_string()),
                 depth: depth.value(row) as u32,
                 self_nanos: self_nanos.value(row) as u64,
                 critical_path_nanos: critical.value(row) as u64,
                 flags: span_flags.value(row) as u32,
             };
-            out.push(StoredSpan {
-                span,
-                facts,
-                trace_flags: trace_flags.value(row) as u32,
-            });
+            out.push(StoredSpan { span, facts, trace_flags: trace_flags.value(row) as u32 });
         }
     }
     Ok(out)
 }
 
 fn decode_resource(bytes: &[u8]) -> Result<(Arc<Resource>, Arc<InstrumentationScope>), StoreError> {
-    let decoded = trace_proto::ResourceSpans::decode(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("resource: {e}")))?;
+    let decoded = trace_proto::ResourceSpans::decode(bytes).map_err(|e| StoreError::Corrupt(format!("resource: {e}")))?;
     let resource = decoded.resource.unwrap_or_default();
     let scope_spans = decoded.scope_spans.into_iter().next().unwrap_or_default();
     let scope = scope_spans.scope.unwrap_or_default();
@@ -494,13 +445,7 @@ fn decode_resource(bytes: &[u8]) -> Result<(Arc<Resource>, Arc<InstrumentationSc
 }
 
 fn attributes_from_otlp(attributes: Vec<common::KeyValue>) -> Vec<Attribute> {
-    attributes
-        .into_iter()
-        .map(|kv| Attribute {
-            key: kv.key,
-            value: value_from_otlp(kv.value),
-        })
-        .collect()
+    attributes.into_iter().map(|kv| Attribute { key: kv.key, value: value_from_otlp(kv.value) }).collect()
 }
 
 fn value_from_otlp(value: Option<common::AnyValue>) -> Value {
@@ -512,12 +457,7 @@ fn value_from_otlp(value: Option<common::AnyValue>) -> Value {
         Some(V::IntValue(i)) => Value::Int(i),
         Some(V::DoubleValue(d)) => Value::Double(d),
         Some(V::BytesValue(b)) => Value::Bytes(b),
-        Some(V::ArrayValue(a)) => Value::Array(
-            a.values
-                .into_iter()
-                .map(|v| value_from_otlp(Some(v)))
-                .collect(),
-        ),
+        Some(V::ArrayValue(a)) => Value::Array(a.values.into_iter().map(|v| value_from_otlp(Some(v))).collect()),
         Some(V::KvlistValue(l)) => Value::Map(attributes_from_otlp(l.values)),
     }
 }

@@ -9,18 +9,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clew_ingest::Limits;
 use clew_model::{Span, TraceId, assemble, trace_flags};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch, Scalar, UInt32Array};
+use datafusion::arrow::compute::kernels::cmp::eq;
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::catalog::TableProvider;
-use datafusion::common::ScalarValue;
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter,
+};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::bloom_filter::Sbbf;
 use datafusion::parquet::file::metadata::SortingColumn;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::file::metadata::PageIndexPolicy;
+use datafusion::parquet::file::statistics::Statistics;
 use datafusion::parquet::schema::types::ColumnPath;
-use datafusion::prelude::{SessionContext, col, lit};
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
@@ -116,13 +121,20 @@ pub struct EmbeddedStore {
     counters: Counters,
     blocks_dir: PathBuf,
     last_compaction: Mutex<Instant>,
+    /// Footer, page index and bloom filters of each block, read once.
+    readers: Mutex<HashMap<String, Arc<BlockReader>>>,
+}
+
+/// What a trace-by-ID lookup needs of a block, kept in memory.
+struct BlockReader {
+    metadata: ArrowReaderMetadata,
+    /// Per row group: (min trace ID, max trace ID, bloom filter).
+    row_groups: Vec<(Vec<u8>, Vec<u8>, Option<Sbbf>)>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore")
-            .field("data_dir", &self.config.data_dir)
-            .finish_non_exhaustive()
+        f.debug_struct("EmbeddedStore").field("data_dir", &self.config.data_dir).finish_non_exhaustive()
     }
 }
 
@@ -132,11 +144,10 @@ pub(crate) struct Snapshot {
     pub block_paths: Vec<PathBuf>,
 }
 
+const ROW_GROUP_ROWS: usize = 32 * 1024;
+
 fn now_unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl EmbeddedStore {
@@ -146,11 +157,7 @@ impl EmbeddedStore {
         let started = Instant::now();
         let blocks_dir = config.data_dir.join("blocks");
         fs::create_dir_all(&blocks_dir)?;
-        let (wal, replayed) = Wal::open(
-            &config.data_dir.join("wal"),
-            config.wal_segment_bytes,
-            config.wal_sync,
-        )?;
+        let (wal, replayed) = Wal::open(&config.data_dir.join("wal"), config.wal_segment_bytes, config.wal_sync)?;
         let blocks = load_blocks(&blocks_dir)?;
         let store = Arc::new(Self {
             config,
@@ -167,34 +174,21 @@ impl EmbeddedStore {
             counters: Counters::default(),
             blocks_dir,
             last_compaction: Mutex::new(Instant::now()),
+            readers: Mutex::new(HashMap::new()),
         });
         // Replayed spans were checked when they were first accepted.
-        let lenient = Limits {
-            min_start_unix_seconds: 0,
-            max_future_seconds: u64::MAX / 2_000_000_000,
-            ..Limits::default()
-        };
+        let lenient = Limits { min_start_unix_seconds: 0, max_future_seconds: u64::MAX / 2_000_000_000, ..Limits::default() };
         let mut records = Vec::with_capacity(replayed.len());
         for record in replayed {
-            let request = clew_ingest::collector::ExportTraceServiceRequest::decode(
-                record.payload.as_slice(),
-            )
-            .map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "WAL record with a valid checksum did not decode: {e}"
-                ))
-            })?;
+            let request = clew_ingest::collector::ExportTraceServiceRequest::decode(record.payload.as_slice())
+                .map_err(|e| StoreError::Corrupt(format!("WAL record with a valid checksum did not decode: {e}")))?;
             let spans = clew_ingest::from_otlp(request, &lenient, u64::MAX / 2).spans;
             store.wal.register(record.segment, spans.len() as u64);
             records.push((record.segment, spans));
         }
         // A segment outlives the blocks that took some of its spans (it is deleted only when
         // all of them are written), so spans already in a block are skipped, not stored twice.
-        let earliest = records
-            .iter()
-            .flat_map(|(_, spans)| spans.iter())
-            .map(|s| s.start_time_unix_nano as i64)
-            .min();
+        let earliest = records.iter().flat_map(|(_, spans)| spans.iter()).map(|s| s.start_time_unix_nano as i64).min();
         let in_blocks = match earliest {
             Some(earliest) => store.block_span_ids_since(earliest)?,
             None => HashSet::new(),
@@ -203,10 +197,7 @@ impl EmbeddedStore {
         let now = Instant::now();
         for (segment, spans) in records {
             let before = spans.len() as u64;
-            let fresh: Vec<Span> = spans
-                .into_iter()
-                .filter(|s| !in_blocks.contains(&(s.trace_id, s.span_id)))
-                .collect();
+            let fresh: Vec<Span> = spans.into_iter().filter(|s| !in_blocks.contains(&(s.trace_id, s.span_id))).collect();
             let skipped = before - fresh.len() as u64;
             let inserted = store.head.insert(fresh, segment, now);
             store.wal.release(segment, inserted.duplicates + skipped);
@@ -254,9 +245,7 @@ impl EmbeddedStore {
             buffer.rows > 0
                 && (flush_all
                     || buffer.rows >= self.config.block_max_spans
-                    || buffer.oldest.is_some_and(|t| {
-                        t.elapsed().as_secs_f64() >= self.config.block_max_age_seconds
-                    }))
+                    || buffer.oldest.is_some_and(|t| t.elapsed().as_secs_f64() >= self.config.block_max_age_seconds))
         };
         if due {
             self.cut_block()?;
@@ -295,11 +284,7 @@ impl EmbeddedStore {
         {
             let mut recent = self.recent.lock();
             for (trace_id, spans, trace_segments) in &ready {
-                let fragment = if recent.contains(trace_id) {
-                    trace_flags::FRAGMENT
-                } else {
-                    0
-                };
+                let fragment = if recent.contains(trace_id) { trace_flags::FRAGMENT } else { 0 };
                 if fragment != 0 {
                     self.counters.fragments.fetch_add(1, Ordering::Relaxed);
                 }
@@ -311,9 +296,7 @@ impl EmbeddedStore {
                 }
             }
         }
-        self.counters
-            .traces_assembled
-            .fetch_add(ready.len() as u64, Ordering::Relaxed);
+        self.counters.traces_assembled.fetch_add(ready.len() as u64, Ordering::Relaxed);
         let batch = builder.finish();
         let _moving = self.stages.write();
         let mut buffer = self.assembled.lock();
@@ -340,11 +323,7 @@ impl EmbeddedStore {
             buffer.batches.drain(..taken);
             buffer.rows = buffer.batches.iter().map(RecordBatch::num_rows).sum();
             buffer.segments.clear();
-            buffer.oldest = if buffer.rows > 0 {
-                Some(Instant::now())
-            } else {
-                None
-            };
+            buffer.oldest = if buffer.rows > 0 { Some(Instant::now()) } else { None };
             self.blocks.write().push(Arc::new(meta));
         }
         // Only the segments counted at the time of the copy were written.
@@ -355,38 +334,24 @@ impl EmbeddedStore {
     }
 
     /// Sorts rows by (trace ID, span ID), drops duplicate spans, writes a Parquet block.
-    fn write_block(
-        &self,
-        batches: &[RecordBatch],
-        level: u32,
-        replaces: Vec<String>,
-    ) -> Result<BlockMeta, StoreError> {
+    fn write_block(&self, batches: &[RecordBatch], level: u32, replaces: Vec<String>) -> Result<BlockMeta, StoreError> {
         let batch = concat_batches(&SCHEMA, batches)?;
         let batch = sort_and_dedupe(&batch)?;
         let created = now_unix_seconds();
-        let id = format!(
-            "{:020}-{:08x}",
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-            rand_u32()
-        );
+        let id = format!("{:020}-{:08x}", SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0), rand_u32());
         let path = self.blocks_dir.join(format!("{id}.parquet"));
         let temporary = self.blocks_dir.join(format!("{id}.parquet.tmp"));
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-            .set_max_row_group_row_count(Some(64 * 1024))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_data_page_row_count_limit(8 * 1024)
+            .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), (ROW_GROUP_ROWS / 4) as u64)
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
             .set_column_dictionary_enabled(ColumnPath::from("trace_id"), false)
             .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
             .set_column_dictionary_enabled(ColumnPath::from("parent_span_id"), false)
-            .set_sorting_columns(Some(vec![SortingColumn {
-                column_idx: 0,
-                descending: false,
-                nulls_first: false,
-            }]))
+            .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
             .build();
         {
             let file = fs::File::create(&temporary)?;
@@ -410,19 +375,11 @@ impl EmbeddedStore {
             replaces,
             path: path.clone(),
         };
-        fs::write(
-            self.blocks_dir.join(format!("{id}.json")),
-            serde_json::to_vec_pretty(&meta).expect("serialisable"),
-        )?;
+        fs::write(self.blocks_dir.join(format!("{id}.json")), serde_json::to_vec_pretty(&meta).expect("serialisable"))?;
         if let Ok(dir) = fs::File::open(&self.blocks_dir) {
             let _ = dir.sync_all();
         }
-        tracing::debug!(
-            message = "block written",
-            id,
-            spans = meta.span_count,
-            bytes = meta.file_bytes
-        );
+        tracing::debug!(message = "block written", id, spans = meta.span_count, bytes = meta.file_bytes);
         Ok(meta)
     }
 
@@ -431,11 +388,7 @@ impl EmbeddedStore {
         let target = self.config.compaction_target_spans as u64;
         let small: Vec<Arc<BlockMeta>> = {
             let blocks = self.blocks.read();
-            let mut small: Vec<_> = blocks
-                .iter()
-                .filter(|b| b.span_count < target / 2)
-                .cloned()
-                .collect();
+            let mut small: Vec<_> = blocks.iter().filter(|b| b.span_count < target / 2).cloned().collect();
             small.sort_by_key(|b| b.min_start_unix_nano);
             small
         };
@@ -454,25 +407,14 @@ impl EmbeddedStore {
         let mut batches = Vec::new();
         for block in &chosen {
             let file = fs::File::open(&block.path)?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
-                .with_batch_size(64 * 1024)
-                .build()?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(64 * 1024).build()?;
             for batch in reader {
                 batches.push(batch?);
             }
         }
         let level = chosen.iter().map(|b| b.compaction_level).max().unwrap_or(0) + 1;
-        let merged = self.write_block(
-            &batches,
-            level,
-            chosen.iter().map(|b| b.id.clone()).collect(),
-        )?;
-        tracing::info!(
-            message = "blocks compacted",
-            merged = chosen.len(),
-            spans = merged.span_count,
-            bytes = merged.file_bytes
-        );
+        let merged = self.write_block(&batches, level, chosen.iter().map(|b| b.id.clone()).collect())?;
+        tracing::info!(message = "blocks compacted", merged = chosen.len(), spans = merged.span_count, bytes = merged.file_bytes);
         let chosen_ids: HashSet<&str> = chosen.iter().map(|b| b.id.as_str()).collect();
         {
             let _moving = self.stages.write();
@@ -492,9 +434,7 @@ impl EmbeddedStore {
             let mut blocks = self.blocks.write();
             if self.config.retention_hours > 0.0 {
                 let horizon = SystemTime::now()
-                    .checked_sub(Duration::from_secs_f64(
-                        self.config.retention_hours * 3600.0,
-                    ))
+                    .checked_sub(Duration::from_secs_f64(self.config.retention_hours * 3600.0))
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map(|d| d.as_nanos() as i64)
                     .unwrap_or(0);
@@ -517,10 +457,7 @@ impl EmbeddedStore {
             }
         }
         if !expired.is_empty() {
-            tracing::info!(
-                message = "blocks expired by retention",
-                blocks = expired.len()
-            );
+            tracing::info!(message = "blocks expired by retention", blocks = expired.len());
             self.retire(&expired);
         }
         Ok(())
@@ -528,7 +465,9 @@ impl EmbeddedStore {
 
     fn retire(&self, blocks: &[Arc<BlockMeta>]) {
         let mut graveyard = self.graveyard.lock();
+        let mut readers = self.readers.lock();
         for block in blocks {
+            readers.remove(&block.id);
             let _ = fs::remove_file(self.blocks_dir.join(format!("{}.json", block.id)));
             graveyard.push((block.path.clone(), Instant::now()));
         }
@@ -550,10 +489,7 @@ impl EmbeddedStore {
         let mut memory = self.assembled.lock().batches.clone();
         memory.extend(self.pending_batches());
         let block_paths = self.blocks.read().iter().map(|b| b.path.clone()).collect();
-        Ok(Snapshot {
-            memory,
-            block_paths,
-        })
+        Ok(Snapshot { memory, block_paths })
     }
 
     /// Pending and in-flight traces, provisionally assembled so that they have every column.
@@ -586,29 +522,19 @@ impl EmbeddedStore {
     }
 
     /// (trace, span) IDs of every block holding spans that ended at or after `since`.
-    fn block_span_ids_since(
-        &self,
-        since: i64,
-    ) -> Result<HashSet<(TraceId, clew_model::SpanId)>, StoreError> {
+    fn block_span_ids_since(&self, since: i64) -> Result<HashSet<(TraceId, clew_model::SpanId)>, StoreError> {
         let mut ids = HashSet::new();
-        for block in self
-            .blocks
-            .read()
-            .iter()
-            .filter(|b| b.max_end_unix_nano >= since)
-        {
+        for block in self.blocks.read().iter().filter(|b| b.max_end_unix_nano >= since) {
             let builder = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&block.path)?)?;
-            let mask =
-                datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [0, 1]);
+            let mask = datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [0, 1]);
             for batch in builder.with_projection(mask).build()? {
                 let batch = batch?;
                 let trace_ids = batch.column(0).as_fixed_size_binary();
                 let span_ids = batch.column(1).as_fixed_size_binary();
                 for row in 0..batch.num_rows() {
-                    if let (Ok(trace), Ok(span)) = (
-                        TraceId::from_slice(trace_ids.value(row)),
-                        clew_model::SpanId::from_slice(span_ids.value(row)),
-                    ) {
+                    if let (Ok(trace), Ok(span)) =
+                        (TraceId::from_slice(trace_ids.value(row)), clew_model::SpanId::from_slice(span_ids.value(row)))
+                    {
                         ids.insert((trace, span));
                     }
                 }
@@ -642,32 +568,84 @@ impl EmbeddedStore {
         if inserted.duplicates > 0 {
             self.wal.release(segment, inserted.duplicates);
         }
-        self.counters
-            .appended
-            .fetch_add(inserted.added, Ordering::Relaxed);
-        self.counters
-            .duplicates
-            .fetch_add(inserted.duplicates, Ordering::Relaxed);
-        Ok(Appended {
-            accepted: inserted.added,
-            duplicates: inserted.duplicates,
-        })
+        self.counters.appended.fetch_add(inserted.added, Ordering::Relaxed);
+        self.counters.duplicates.fetch_add(inserted.duplicates, Ordering::Relaxed);
+        Ok(Appended { accepted: inserted.added, duplicates: inserted.duplicates })
     }
 
-    async fn trace_inner(
-        self: Arc<Self>,
-        trace_id: TraceId,
-    ) -> Result<Vec<StoredSpan>, StoreError> {
-        let context = SessionContext::new();
-        let table: Arc<dyn TableProvider> = Arc::new(SpansTable::new(Arc::clone(&self)));
-        let frame = context.read_table(table)?.filter(col("trace_id").eq(lit(
-            ScalarValue::FixedSizeBinary(16, Some(trace_id.0.to_vec())),
-        )))?;
-        let batches = frame.collect().await?;
+    async fn trace_inner(self: Arc<Self>, trace_id: TraceId) -> Result<Vec<StoredSpan>, StoreError> {
+        tokio::task::spawn_blocking(move || self.trace_blocking(trace_id))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("trace lookup failed: {e}")))?
+    }
+
+    /// Trace by ID without a query plan: memory is filtered directly; in blocks, row groups
+    /// are skipped by their trace-ID range and bloom filter, and within a row group only the
+    /// rows of the trace are decoded (a row filter on `trace_id` with the page index).
+    fn trace_blocking(&self, trace_id: TraceId) -> Result<Vec<StoredSpan>, StoreError> {
+        let snapshot = self.snapshot()?;
+        let blocks = self.blocks.read().clone();
+        let wanted = FixedSizeBinaryArray::try_from_iter(std::iter::once(trace_id.0.as_slice()))?;
+        let mut batches = Vec::new();
+        for batch in &snapshot.memory {
+            let mask = eq(batch.column(0), &Scalar::new(&wanted))?;
+            if mask.true_count() > 0 {
+                batches.push(filter_record_batch(batch, &mask)?);
+            }
+        }
+        for block in blocks.iter().filter(|b| snapshot.block_paths.contains(&b.path)) {
+            let reader = self.block_reader(block)?;
+            let groups: Vec<usize> = reader
+                .row_groups
+                .iter()
+                .enumerate()
+                .filter(|(_, (min, max, bloom))| {
+                    min.as_slice() <= trace_id.0.as_slice()
+                        && trace_id.0.as_slice() <= max.as_slice()
+                        && bloom.as_ref().is_none_or(|b| b.check(&trace_id.0[..]))
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if groups.is_empty() {
+                continue;
+            }
+            let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(fs::File::open(&block.path)?, reader.metadata.clone());
+            let wanted = wanted.clone();
+            let predicate = ArrowPredicateFn::new(ProjectionMask::roots(builder.parquet_schema(), [0]), move |batch| {
+                eq(batch.column(0), &Scalar::new(&wanted))
+            });
+            let rows = builder.with_row_groups(groups).with_row_filter(RowFilter::new(vec![Box::new(predicate)])).build()?;
+            for batch in rows {
+                batches.push(batch?);
+            }
+        }
         let mut spans = spans_from_batches(&batches)?;
         let mut seen = HashSet::new();
         spans.retain(|s| seen.insert(s.span.span_id));
         Ok(spans)
+    }
+
+    fn block_reader(&self, block: &BlockMeta) -> Result<Arc<BlockReader>, StoreError> {
+        if let Some(reader) = self.readers.lock().get(&block.id) {
+            return Ok(Arc::clone(reader));
+        }
+        let file = fs::File::open(&block.path)?;
+        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional))?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone());
+        let mut row_groups = Vec::new();
+        for (index, group) in builder.metadata().row_groups().iter().enumerate() {
+            let (min, max) = match group.column(0).statistics() {
+                Some(Statistics::FixedLenByteArray(stats)) => (
+                    stats.min_bytes_opt().map(<[u8]>::to_vec).unwrap_or_default(),
+                    stats.max_bytes_opt().map(<[u8]>::to_vec).unwrap_or_else(|| vec![0xff; 16]),
+                ),
+                _ => (Vec::new(), vec![0xff; 16]),
+            };
+            row_groups.push((min, max, builder.get_row_group_column_bloom_filter(index, 0)?));
+        }
+        let reader = Arc::new(BlockReader { metadata, row_groups });
+        self.readers.lock().insert(block.id.clone(), Arc::clone(&reader));
+        Ok(reader)
     }
 }
 
@@ -714,12 +692,7 @@ impl Storage for Arc<EmbeddedStore> {
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
+    hasher.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
     hasher.finish() as u32
 }
 
@@ -727,11 +700,7 @@ fn load_blocks(dir: &Path) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
     let mut blocks = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("")
-            .to_string();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
         if name.ends_with(".tmp") {
             let _ = fs::remove_file(&path); // a block that was never finished
             continue;
@@ -749,10 +718,7 @@ fn load_blocks(dir: &Path) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
         meta.path = parquet;
         blocks.push(Arc::new(meta));
     }
-    let replaced: HashSet<String> = blocks
-        .iter()
-        .flat_map(|b| b.replaces.iter().cloned())
-        .collect();
+    let replaced: HashSet<String> = blocks.iter().flat_map(|b| b.replaces.iter().cloned()).collect();
     blocks.retain(|b| {
         if replaced.contains(&b.id) {
             let _ = fs::remove_file(dir.join(format!("{}.json", b.id)));
@@ -764,9 +730,7 @@ fn load_blocks(dir: &Path) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
     // live in the compacted block, so it is deleted.
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "parquet")
-            && !blocks.iter().any(|b| b.path == path)
-        {
+        if path.extension().is_some_and(|e| e == "parquet") && !blocks.iter().any(|b| b.path == path) {
             let _ = fs::remove_file(&path);
         }
     }
@@ -786,40 +750,24 @@ fn sort_and_dedupe(batch: &RecordBatch) -> Result<RecordBatch, StoreError> {
             .then_with(|| span_ids.value(a as usize).cmp(span_ids.value(b as usize)))
     });
     order.dedup_by(|a, b| {
-        trace_ids.value(*a as usize) == trace_ids.value(*b as usize)
-            && span_ids.value(*a as usize) == span_ids.value(*b as usize)
+        trace_ids.value(*a as usize) == trace_ids.value(*b as usize) && span_ids.value(*a as usize) == span_ids.value(*b as usize)
     });
     Ok(take_record_batch(batch, &UInt32Array::from(order))?)
 }
 
 fn describe(batch: &RecordBatch) -> (i64, i64, Vec<String>, u64) {
-    let start = batch
-        .column_by_name("start_time_unix_nano")
-        .expect("schema")
-        .as_primitive::<Int64Type>();
-    let end = batch
-        .column_by_name("end_time_unix_nano")
-        .expect("schema")
-        .as_primitive::<Int64Type>();
-    let service = batch
-        .column_by_name("service_name")
-        .expect("schema")
-        .as_string::<i32>();
+    let start = batch.column_by_name("start_time_unix_nano").expect("schema").as_primitive::<Int64Type>();
+    let end = batch.column_by_name("end_time_unix_nano").expect("schema").as_primitive::<Int64Type>();
+    let service = batch.column_by_name("service_name").expect("schema").as_string::<i32>();
     let trace_ids = batch.column(0).as_fixed_size_binary();
     let min_start = start.values().iter().copied().min().unwrap_or(0);
     let max_end = end.values().iter().copied().max().unwrap_or(0);
-    let services: std::collections::BTreeSet<&str> =
-        (0..service.len()).map(|i| service.value(i)).collect();
+    let services: std::collections::BTreeSet<&str> = (0..service.len()).map(|i| service.value(i)).collect();
     let mut traces = 0;
     for row in 0..trace_ids.len() {
         if row == 0 || trace_ids.value(row) != trace_ids.value(row - 1) {
             traces += 1;
         }
     }
-    (
-        min_start,
-        max_end,
-        services.into_iter().map(str::to_string).collect(),
-        traces,
-    )
+    (min_start, max_end, services.into_iter().map(str::to_string).collect(), traces)
 }

@@ -31,11 +31,7 @@ pub struct Head {
 
 impl Default for Head {
     fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            spans: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
-        }
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), spans: AtomicU64::new(0), generation: AtomicU64::new(0) }
     }
 }
 
@@ -93,23 +89,13 @@ impl Head {
     }
 
     /// Removes and returns traces quiet for `idle`, or older than `max_age`, or all with `flush_all`.
-    pub fn take_ready(
-        &self,
-        now: Instant,
-        idle: Duration,
-        max_age: Duration,
-        flush_all: bool,
-    ) -> Vec<PendingTrace> {
+    pub fn take_ready(&self, now: Instant, idle: Duration, max_age: Duration, flush_all: bool) -> Vec<PendingTrace> {
         let mut ready = Vec::new();
         for shard in &self.shards {
             let mut shard = shard.lock();
             let keys: Vec<TraceId> = shard
                 .values()
-                .filter(|t| {
-                    flush_all
-                        || now.duration_since(t.last_seen) >= idle
-                        || now.duration_since(t.first_seen) >= max_age
-                })
+                .filter(|t| flush_all || now.duration_since(t.last_seen) >= idle || now.duration_since(t.first_seen) >= max_age)
                 .map(|t| t.trace_id)
                 .collect();
             for key in keys {
@@ -138,10 +124,7 @@ impl Head {
 
     /// Spans of one pending trace, if any.
     pub fn trace(&self, trace_id: &TraceId) -> Option<Vec<Span>> {
-        self.shards[Self::shard(trace_id)]
-            .lock()
-            .get(trace_id)
-            .map(|t| t.spans.clone())
+        self.shards[Self::shard(trace_id)].lock().get(trace_id).map(|t| t.spans.clone())
     }
 
     pub fn span_count(&self) -> u64 {

@@ -6,9 +6,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{MemTable, Session, TableProvider};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
@@ -40,10 +38,7 @@ impl TableProvider for SpansTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
         // Both parts prune with the filters (row groups, pages, bloom filters) and DataFusion
         // applies them again on top.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
@@ -56,24 +51,15 @@ impl TableProvider for SpansTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let snapshot = self
-            .store
-            .snapshot()
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let snapshot = self.store.snapshot().map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let memory = MemTable::try_new(Arc::clone(&SCHEMA), vec![snapshot.memory])?;
         plans.push(memory.scan(state, projection, filters, limit).await?);
         if !snapshot.block_paths.is_empty() {
-            let urls = snapshot
-                .block_paths
-                .iter()
-                .map(|path| ListingTableUrl::parse(path.to_string_lossy()))
-                .collect::<Result<Vec<_>>>()?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet");
-            let config = ListingTableConfig::new_with_multi_paths(urls)
-                .with_listing_options(options)
-                .with_schema(Arc::clone(&SCHEMA));
+            let urls =
+                snapshot.block_paths.iter().map(|path| ListingTableUrl::parse(path.to_string_lossy())).collect::<Result<Vec<_>>>()?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+            let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(Arc::clone(&SCHEMA));
             let blocks = ListingTable::try_new(config)?;
             plans.push(blocks.scan(state, projection, filters, limit).await?);
         }

@@ -46,12 +46,8 @@ impl Segments {
     }
 
     fn delete_finished(&mut self) {
-        let finished: Vec<SegmentId> = self
-            .outstanding
-            .iter()
-            .filter(|(id, count)| **count == 0 && **id != self.active)
-            .map(|(id, _)| *id)
-            .collect();
+        let finished: Vec<SegmentId> =
+            self.outstanding.iter().filter(|(id, count)| **count == 0 && **id != self.active).map(|(id, _)| *id).collect();
         for id in finished {
             self.outstanding.remove(&id);
             if let Err(error) = fs::remove_file(self.path(id)) {
@@ -94,22 +90,11 @@ impl std::fmt::Debug for Wal {
 impl Wal {
     /// Opens the log in `dir`, returning it with every intact record of earlier runs. The
     /// caller must `register` the spans of each replayed record.
-    pub fn open(
-        dir: &Path,
-        segment_bytes: u64,
-        sync: bool,
-    ) -> Result<(Wal, Vec<Replayed>), StoreError> {
+    pub fn open(dir: &Path, segment_bytes: u64, sync: bool) -> Result<(Wal, Vec<Replayed>), StoreError> {
         fs::create_dir_all(dir)?;
         let mut ids: Vec<SegmentId> = fs::read_dir(dir)?
             .filter_map(|entry| entry.ok())
-            .filter_map(|entry| {
-                entry
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(".wal")?
-                    .parse()
-                    .ok()
-            })
+            .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(".wal")?.parse().ok())
             .collect();
         ids.sort_unstable();
         let mut replayed = Vec::new();
@@ -119,58 +104,28 @@ impl Wal {
         let active = ids.last().map(|id| id + 1).unwrap_or(1);
         let mut outstanding: BTreeMap<SegmentId, u64> = ids.iter().map(|id| (*id, 0)).collect();
         outstanding.insert(active, 0);
-        let segments = Arc::new(Mutex::new(Segments {
-            dir: dir.to_path_buf(),
-            outstanding,
-            active,
-        }));
+        let segments = Arc::new(Mutex::new(Segments { dir: dir.to_path_buf(), outstanding, active }));
         let file = create_segment(dir, active)?;
         let (sender, receiver) = mpsc::sync_channel::<Append>(4096);
         let stats = Arc::new(WalStats::default());
-        let writer = Writer {
-            file,
-            written: 0,
-            segment_bytes,
-            sync,
-            segments: Arc::clone(&segments),
-            stats: Arc::clone(&stats),
-        };
-        std::thread::Builder::new()
-            .name("clew-wal".into())
-            .spawn(move || writer.run(receiver))?;
-        Ok((
-            Wal {
-                sender,
-                segments,
-                stats,
-            },
-            replayed,
-        ))
+        let writer = Writer { file, written: 0, segment_bytes, sync, segments: Arc::clone(&segments), stats: Arc::clone(&stats) };
+        std::thread::Builder::new().name("clew-wal".into()).spawn(move || writer.run(receiver))?;
+        Ok((Wal { sender, segments, stats }, replayed))
     }
 
     /// Appends one record holding `spans` spans; returns once it is on disk.
     pub async fn append(&self, payload: Vec<u8>, spans: u64) -> Result<SegmentId, StoreError> {
         if payload.len() > MAX_RECORD {
-            return Err(StoreError::Invalid(format!(
-                "WAL record of {} bytes exceeds {MAX_RECORD}",
-                payload.len()
-            )));
+            return Err(StoreError::Invalid(format!("WAL record of {} bytes exceeds {MAX_RECORD}", payload.len())));
         }
         let (done, wait) = tokio::sync::oneshot::channel();
         let sender = self.sender.clone();
         // The channel is bounded: when the disk cannot keep up, callers wait here.
-        tokio::task::spawn_blocking(move || {
-            sender.send(Append {
-                payload,
-                spans,
-                done,
-            })
-        })
-        .await
-        .map_err(|_| StoreError::Unavailable("WAL writer is gone".into()))?
-        .map_err(|_| StoreError::Unavailable("WAL writer is gone".into()))?;
-        wait.await
-            .map_err(|_| StoreError::Unavailable("WAL writer stopped before answering".into()))?
+        tokio::task::spawn_blocking(move || sender.send(Append { payload, spans, done }))
+            .await
+            .map_err(|_| StoreError::Unavailable("WAL writer is gone".into()))?
+            .map_err(|_| StoreError::Unavailable("WAL writer is gone".into()))?;
+        wait.await.map_err(|_| StoreError::Unavailable("WAL writer stopped before answering".into()))?
     }
 
     /// Counts `spans` replayed spans as held by `segment`.
@@ -192,12 +147,7 @@ impl Wal {
     /// Total size of the segment files on disk.
     pub fn disk_bytes(&self) -> u64 {
         let segments = self.segments.lock();
-        segments
-            .outstanding
-            .keys()
-            .filter_map(|id| fs::metadata(segments.path(*id)).ok())
-            .map(|m| m.len())
-            .sum()
+        segments.outstanding.keys().filter_map(|id| fs::metadata(segments.path(*id)).ok()).map(|m| m.len()).sum()
     }
 
     pub fn stats(&self) -> &WalStats {
@@ -206,10 +156,7 @@ impl Wal {
 }
 
 fn create_segment(dir: &Path, id: SegmentId) -> Result<File, StoreError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(segment_path(dir, id))?;
+    let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, id))?;
     // Make the new file's name durable too.
     if let Ok(handle) = File::open(dir) {
         let _ = handle.sync_all();
@@ -225,10 +172,7 @@ fn read_segment(path: &Path, id: SegmentId, out: &mut Vec<Replayed>) -> Result<(
         match read_full(&mut reader, &mut header)? {
             0 => break,
             n if n < HEADER => {
-                tracing::warn!(
-                    message = "WAL segment ends in a torn header; truncating",
-                    segment = id
-                );
+                tracing::warn!(message = "WAL segment ends in a torn header; truncating", segment = id);
                 break;
             }
             _ => {}
@@ -236,26 +180,16 @@ fn read_segment(path: &Path, id: SegmentId, out: &mut Vec<Replayed>) -> Result<(
         let length = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
         let checksum = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
         if length > MAX_RECORD {
-            tracing::warn!(
-                message = "WAL record has an impossible length; truncating",
-                segment = id,
-                length
-            );
+            tracing::warn!(message = "WAL record has an impossible length; truncating", segment = id, length);
             break;
         }
         let mut payload = vec![0u8; length];
         if read_full(&mut reader, &mut payload)? < length || crc32fast::hash(&payload) != checksum {
-            tracing::warn!(
-                message = "WAL record is torn or corrupt; truncating the segment there",
-                segment = id
-            );
+            tracing::warn!(message = "WAL record is torn or corrupt; truncating the segment there", segment = id);
             break;
         }
         good_until += (HEADER + length) as u64;
-        out.push(Replayed {
-            segment: id,
-            payload,
-        });
+        out.push(Replayed { segment: id, payload });
     }
     let file_len = fs::metadata(path)?.len();
     if good_until < file_len {
@@ -305,9 +239,7 @@ impl Writer {
             }
             if let Some(reason) = &broken {
                 for append in batch.drain(..) {
-                    let _ = append
-                        .done
-                        .send(Err(StoreError::Unavailable(reason.clone())));
+                    let _ = append.done.send(Err(StoreError::Unavailable(reason.clone())));
                 }
                 continue;
             }
@@ -322,35 +254,22 @@ impl Writer {
             let segment = self.segments.lock().active;
             // Count the spans before anyone can learn the segment id, so it cannot be deleted early.
             *self.segments.lock().outstanding.entry(segment).or_insert(0) += spans;
-            let result = self.file.write_all(&buffer).and_then(|_| {
-                if self.sync {
-                    self.file.sync_data()
-                } else {
-                    Ok(())
-                }
-            });
+            let result = self.file.write_all(&buffer).and_then(|_| if self.sync { self.file.sync_data() } else { Ok(()) });
             match result {
                 Ok(()) => {
                     self.written += buffer.len() as u64;
-                    self.stats
-                        .bytes_written
-                        .fetch_add(buffer.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    self.stats
-                        .syncs
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.stats.bytes_written.fetch_add(buffer.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    self.stats.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     for append in batch.drain(..) {
                         let _ = append.done.send(Ok(segment));
                     }
                 }
                 Err(error) => {
-                    let reason =
-                        format!("write-ahead log failed ({error}); refusing writes until restart");
+                    let reason = format!("write-ahead log failed ({error}); refusing writes until restart");
                     tracing::error!(message = "write-ahead log failed", %error);
                     broken = Some(reason.clone());
                     for append in batch.drain(..) {
-                        let _ = append
-                            .done
-                            .send(Err(StoreError::Unavailable(reason.clone())));
+                        let _ = append.done.send(Err(StoreError::Unavailable(reason.clone())));
                     }
                     continue;
                 }
@@ -396,20 +315,10 @@ mod tests {
         // Tear the last record in half, as a crash mid-write would.
         let path = segment_path(&dir, 1);
         let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(len - 50)
-            .unwrap();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 50).unwrap();
         let (_wal, replayed) = Wal::open(&dir, 1 << 20, true).unwrap();
         assert_eq!(replayed.len(), 9);
-        assert!(
-            replayed
-                .iter()
-                .enumerate()
-                .all(|(i, r)| r.payload == vec![i as u8; 100])
-        );
+        assert!(replayed.iter().enumerate().all(|(i, r)| r.payload == vec![i as u8; 100]));
         assert_eq!(fs::metadata(&path).unwrap().len(), 9 * 108);
     }
 
@@ -428,11 +337,7 @@ mod tests {
     }
 
     pub(crate) fn tempdir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "clew-wal-test-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
+        let dir = std::env::temp_dir().join(format!("clew-wal-test-{}-{}", std::process::id(), rand_suffix()));
         fs::create_dir_all(&dir).unwrap();
         dir
     }
@@ -441,9 +346,6 @@ mod tests {
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         COUNTER.fetch_add(1, Ordering::Relaxed) * 1000
-            + std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
+            + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64
     }
 }

@@ -15,66 +15,99 @@ pub struct BenchOptions {
     pub queries: usize,
 }
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// Peak resident memory of a process, from /proc.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
         .map(|kib| kib * 1024)
         .unwrap_or(0)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()> {
-    let directory = std::env::temp_dir().join(format!("clew-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
-    let mut config = crate::cli::load_config(serve)?;
-    config.store.data_dir = directory.clone();
-    config.store.trace_idle_seconds = 2.0;
-    config.server.otlp_grpc_address = "127.0.0.1:0".into();
-    config.server.otlp_http_address = "127.0.0.1:0".into();
-    config.server.query_address = "127.0.0.1:0".into();
-    config.server.max_request_bytes = 64 << 20;
-    let running = clew_server::start(config.clone()).await?;
-    let endpoint = format!("http://{}/v1/traces", running.addresses.otlp_http);
-    let query = format!("http://{}", running.addresses.query);
+/// A `clew serve` child process: the server measured apart from the load generator.
+struct Server {
+    child: std::process::Child,
+    http: String,
+    query: String,
+    peak_rss: Arc<std::sync::atomic::AtomicU64>,
+}
 
-    // Pre-generate requests so the generator's cost is not measured.
-    eprintln!("generating {} spans of the demo shop…", options.spans);
-    let mut shop = clew_demo::Shop::new(7);
-    let mut bodies = Vec::new();
-    let mut generated = 0u64;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
-    while generated < options.spans {
-        let request = shop.generate(options.traces_per_request, now);
-        generated += request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len() as u64)
-            .sum::<u64>();
-        bodies.push(request.encode_to_vec());
+impl Server {
+    async fn start(data_dir: &std::path::Path, idle_seconds: f64, config: Option<&std::path::Path>) -> anyhow::Result<(Server, Duration)> {
+        let (grpc, http, query) = (free_port()?, free_port()?, free_port()?);
+        let started = Instant::now();
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command.arg("serve");
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        command
+            .args(["--data-dir", &data_dir.to_string_lossy()])
+            .args(["--otlp-grpc", &format!("127.0.0.1:{grpc}"), "--otlp-http", &format!("127.0.0.1:{http}")])
+            .args(["--query", &format!("127.0.0.1:{query}"), "--trace-idle-seconds", &idle_seconds.to_string()])
+            .env("CLEW_LOG", "warn")
+            .env("CLEW_SERVER__MAX_REQUEST_BYTES", (64u64 << 20).to_string());
+        let child = command.spawn()?;
+        let server = Server {
+            http: format!("http://127.0.0.1:{http}/v1/traces"),
+            query: format!("http://127.0.0.1:{query}"),
+            peak_rss: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            child,
+        };
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(response) = client.get(format!("{}/api/v1/status", server.query)).send().await {
+                if response.status().is_success() {
+                    break;
+                }
+            }
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(120), "server did not start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let elapsed = started.elapsed();
+        let (pid, peak) = (server.child.id(), Arc::clone(&server.peak_rss));
+        tokio::spawn(async move {
+            loop {
+                let rss = peak_rss_bytes(pid);
+                if rss == 0 {
+                    break;
+                }
+                peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Ok((server, elapsed))
     }
-    let bodies = Arc::new(bodies);
-    eprintln!(
-        "sending {} requests over {} connections…",
-        bodies.len(),
-        options.connections
-    );
+
+    fn peak_rss(&self) -> u64 {
+        self.peak_rss.load(std::sync::atomic::Ordering::Relaxed).max(peak_rss_bytes(self.child.id()))
+    }
+
+    /// SIGTERM: the server writes everything pending to blocks and exits.
+    fn stop(mut self) -> anyhow::Result<u64> {
+        let rss = self.peak_rss();
+        std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        self.child.wait()?;
+        Ok(rss)
+    }
+
+    fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+async fn send_all(endpoint: &str, bodies: &Arc<Vec<Vec<u8>>>, connections: usize) -> anyhow::Result<(f64, Vec<Duration>)> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..options.connections {
-        let (bodies, next, endpoint) = (Arc::clone(&bodies), Arc::clone(&next), endpoint.clone());
+    for _ in 0..connections {
+        let (bodies, next, endpoint) = (Arc::clone(bodies), Arc::clone(&next), endpoint.to_string());
         workers.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut latencies = Vec::new();
@@ -82,12 +115,7 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
                 let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(body) = bodies.get(index) else { break };
                 let sent = Instant::now();
-                let response = client
-                    .post(&endpoint)
-                    .header("content-type", "application/x-protobuf")
-                    .body(body.clone())
-                    .send()
-                    .await;
+                let response = client.post(&endpoint).header("content-type", "application/x-protobuf").body(body.clone()).send().await;
                 match response {
                     Ok(r) if r.status().is_success() => latencies.push(sent.elapsed()),
                     Ok(r) => anyhow::bail!("export refused: {}", r.status()),
@@ -101,47 +129,67 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     for worker in workers {
         latencies.extend(worker.await??);
     }
-    let ingest_seconds = started.elapsed().as_secs_f64();
     latencies.sort();
+    Ok((started.elapsed().as_secs_f64(), latencies))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()> {
+    let directory = std::env::temp_dir().join(format!("clew-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    std::fs::create_dir_all(&directory)?;
+    let config = serve.config.as_deref();
+
+    // Pre-generate requests so the generator's cost is not measured.
+    eprintln!("generating {} spans of the demo shop…", options.spans);
+    let mut shop = clew_demo::Shop::new(7);
+    let mut bodies = Vec::new();
+    let mut generated = 0u64;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
+    while generated < options.spans {
+        let request = shop.generate(options.traces_per_request, now);
+        generated += request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum::<u64>();
+        bodies.push(request.encode_to_vec());
+    }
+    let bodies = Arc::new(bodies);
+
+    eprintln!("ingest: {} requests over {} connections…", bodies.len(), options.connections);
+    let stored = directory.join("stored");
+    let (server, _) = Server::start(&stored, 2.0, config).await?;
+    let (ingest_seconds, latencies) = send_all(&server.http, &bodies, options.connections).await?;
     let ingest_rate = generated as f64 / ingest_seconds;
+    eprintln!("stopping (assembles and writes every trace)…");
+    let ingest_rss = server.stop()?;
 
-    eprintln!("assembling and writing blocks…");
-    running.shutdown().await;
-    let stats = clew_store::Storage::stats(&running.store);
-    let bytes_per_span = stats.block_bytes as f64 / stats.block_spans.max(1) as f64;
-
+    eprintln!("queries over the blocks…");
+    let (server, _) = Server::start(&stored, 2.0, config).await?;
     let client = reqwest::Client::new();
+    let status: serde_json::Value = client.get(format!("{}/api/v1/status", server.query)).send().await?.json().await?;
+    let block_spans = status["store"]["block_spans"].as_f64().unwrap_or(0.0);
+    let bytes_per_span = status["store"]["block_bytes"].as_f64().unwrap_or(0.0) / block_spans.max(1.0);
     let ids: serde_json::Value = client
-        .get(format!("{query}/api/v1/sql"))
+        .get(format!("{}/api/v1/sql", server.query))
         .query(&[(
             "q",
-            format!(
-                "SELECT DISTINCT encode(trace_id, 'hex') AS id FROM spans LIMIT {}",
-                options.queries
-            ),
+            format!("SELECT encode(trace_id, 'hex') AS id FROM spans WHERE depth = 0 ORDER BY span_id LIMIT {}", options.queries),
         )])
         .send()
         .await?
         .json()
         .await?;
-    let ids: Vec<String> = ids["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["id"].as_str().map(str::to_string))
-        .collect();
+    let ids: Vec<String> = ids["rows"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_str().map(str::to_string)).collect();
+    anyhow::ensure!(!ids.is_empty(), "no trace IDs to look up");
     let mut by_id = Vec::new();
     for id in &ids {
         let sent = Instant::now();
-        let response = client
-            .get(format!("{query}/api/v1/traces/{id}"))
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "trace {id}: {}",
-            response.status()
-        );
+        let response = client.get(format!("{}/api/v1/traces/{id}", server.query)).send().await?;
+        anyhow::ensure!(response.status().is_success(), "trace {id}: {}", response.status());
         response.bytes().await?;
         by_id.push(sent.elapsed());
     }
@@ -149,111 +197,47 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     let searches = [
         vec![("service", "checkout-service"), ("limit", "20")],
         vec![("attr", "http.response.status_code>=500"), ("limit", "20")],
-        vec![
-            ("service", "frontend"),
-            ("minDuration", "100ms"),
-            ("limit", "20"),
-        ],
-        vec![
-            ("operation", "GET /search"),
-            ("sort", "longest"),
-            ("limit", "20"),
-        ],
+        vec![("service", "frontend"), ("minDuration", "100ms"), ("limit", "20")],
+        vec![("operation", "GET /search"), ("sort", "longest"), ("limit", "20")],
     ];
     let mut search_times = Vec::new();
-    for round in 0..(options.queries / 4).max(1) {
+    for round in 0..options.queries.max(4) {
         let params = &searches[round % searches.len()];
         let sent = Instant::now();
-        let response = client
-            .get(format!("{query}/api/v1/search"))
-            .query(params)
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "search: {}",
-            response.status()
-        );
+        let response = client.get(format!("{}/api/v1/search", server.query)).query(params).send().await?;
+        anyhow::ensure!(response.status().is_success(), "search: {}", response.status());
         response.bytes().await?;
         search_times.push(sent.elapsed());
     }
     search_times.sort();
-    let rss = rss_bytes();
+    let query_rss = server.stop()?;
 
-    // Restart: a fresh store over a log holding every span (blocks removed, WAL kept).
-    drop(running);
-    let restart_dir = directory.join("restart");
-    let mut restart_config = config.store.clone();
-    restart_config.data_dir = restart_dir.clone();
-    restart_config.trace_idle_seconds = 3600.0;
-    {
-        let store = clew_store::EmbeddedStore::open(restart_config.clone())?;
-        let storage: &dyn clew_store::Storage = &store;
-        let lenient = clew_ingest::Limits {
-            min_start_unix_seconds: 0,
-            ..Default::default()
-        };
-        for body in bodies.iter() {
-            let request =
-                clew_ingest::collector::ExportTraceServiceRequest::decode(body.as_slice())?;
-            storage
-                .append(clew_ingest::from_otlp(request, &lenient, u64::MAX / 2).spans)
-                .await?;
-        }
-    }
-    let reopened = Instant::now();
-    let store = clew_store::EmbeddedStore::open(restart_config)?;
-    let restart_seconds = reopened.elapsed().as_secs_f64();
-    let replayed = clew_store::Storage::stats(&store).pending_spans;
+    eprintln!("restart: a log holding every span, then kill -9…");
+    let logged = directory.join("logged");
+    let (server, _) = Server::start(&logged, 3600.0, config).await?;
+    send_all(&server.http, &bodies, options.connections).await?;
+    server.kill()?;
+    let (server, restart) = Server::start(&logged, 3600.0, config).await?;
+    let status: serde_json::Value = client.get(format!("{}/api/v1/status", server.query)).send().await?.json().await?;
+    let replayed = status["store"]["pending_spans"].as_u64().unwrap_or(0);
+    server.kill()?;
 
     println!(
         "clew bench: {} spans of the demo shop, {} connections, {} traces per request",
         generated, options.connections, options.traces_per_request
     );
-    println!("{:<44} {:>14}   target", "measure", "value");
-    let row =
-        |name: &str, value: String, target: &str| println!("{name:<44} {value:>14}   {target}");
-    row(
-        "durable ingest, OTLP/HTTP (spans/s)",
-        format!("{ingest_rate:.0}"),
-        "≥ 250000",
-    );
-    row(
-        "acknowledgement latency p99 (ms)",
-        format!("{:.2}", percentile(&latencies, 0.99).as_secs_f64() * 1e3),
-        "",
-    );
-    row(
-        "bytes per span on disk (blocks)",
-        format!("{bytes_per_span:.1}"),
-        "≤ 40",
-    );
-    row(
-        &format!("trace by ID p50 (ms, {} stored spans)", stats.block_spans),
-        format!("{:.2}", percentile(&by_id, 0.5).as_secs_f64() * 1e3),
-        "≤ 2",
-    );
-    row(
-        "trace by ID p99 (ms)",
-        format!("{:.2}", percentile(&by_id, 0.99).as_secs_f64() * 1e3),
-        "≤ 10",
-    );
-    row(
-        "search p50 (ms)",
-        format!("{:.2}", percentile(&search_times, 0.5).as_secs_f64() * 1e3),
-        "≤ 50",
-    );
-    row(
-        "peak RSS (MiB)",
-        format!("{:.0}", rss as f64 / (1 << 20) as f64),
-        "≤ 1024",
-    );
-    row(
-        &format!("restart with {replayed} spans in the log (s)"),
-        format!("{restart_seconds:.2}"),
-        "≤ 5",
-    );
-    drop(store);
+    println!("{:<48} {:>12}   target", "measure", "value");
+    let row = |name: &str, value: String, target: &str| println!("{name:<48} {value:>12}   {target}");
+    row("durable ingest, OTLP/HTTP protobuf (spans/s)", format!("{ingest_rate:.0}"), "≥ 250000");
+    row("acknowledgement latency p50 (ms)", format!("{:.2}", percentile(&latencies, 0.5).as_secs_f64() * 1e3), "");
+    row("acknowledgement latency p99 (ms)", format!("{:.2}", percentile(&latencies, 0.99).as_secs_f64() * 1e3), "");
+    row("bytes per span on disk (blocks)", format!("{bytes_per_span:.1}"), "≤ 40");
+    row(&format!("trace by ID p50 (ms, {block_spans} spans stored)"), format!("{:.2}", percentile(&by_id, 0.5).as_secs_f64() * 1e3), "≤ 2");
+    row("trace by ID p99 (ms)", format!("{:.2}", percentile(&by_id, 0.99).as_secs_f64() * 1e3), "≤ 10");
+    row("search p50 (ms)", format!("{:.2}", percentile(&search_times, 0.5).as_secs_f64() * 1e3), "≤ 50");
+    row("server peak RSS during ingest (MiB)", format!("{:.0}", ingest_rss as f64 / (1 << 20) as f64), "≤ 1024");
+    row("server peak RSS during queries (MiB)", format!("{:.0}", query_rss as f64 / (1 << 20) as f64), "≤ 1024");
+    row(&format!("restart with {replayed} spans in the log (s)"), format!("{:.2}", restart.as_secs_f64()), "≤ 5");
     let _ = std::fs::remove_dir_all(&directory);
     Ok(())
 }

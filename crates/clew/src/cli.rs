@@ -7,11 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use clew_server::Config;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "clew",
-    version,
-    about = "Clew: a distributed-tracing backend that follows every request through your services"
-)]
+#[command(name = "clew", version, about = "Clew: a distributed-tracing backend that follows every request through your services")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -153,10 +149,7 @@ pub enum Command {
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let text = match &args.config {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
-        ),
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?),
         None => None,
     };
     let mut config = Config::load(text.as_deref(), std::env::vars())?;
@@ -185,55 +178,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let running = clew_server::start(config).await?;
             serve_until_signal(running).await
         }
-        Command::Demo {
-            serve,
-            rate,
-            seed,
-            print_truth,
-        } => {
+        Command::Demo { serve, rate, seed, print_truth } => {
             if print_truth {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&clew_demo::Shop::new(seed).ground_truth())?
-                );
+                println!("{}", serde_json::to_string_pretty(&clew_demo::Shop::new(seed).ground_truth())?);
                 return Ok(ExitCode::SUCCESS);
             }
             let config = load_config(&serve)?;
             let running = clew_server::start(config).await?;
             let endpoint = format!("http://{}/v1/traces", running.addresses.otlp_http);
-            println!(
-                "Clew demo: a simulated shop sends {rate} traces/s. Open http://{}/",
-                running.addresses.query
-            );
+            println!("Clew demo: a simulated shop sends {rate} traces/s. Open http://{}/", running.addresses.query);
             tokio::spawn(crate::demo::run(endpoint, rate, seed));
             serve_until_signal(running).await
         }
-        Command::Config {
-            print_default,
-            serve,
-        } => {
-            let config = if print_default {
-                Config::default()
-            } else {
-                load_config(&serve)?
-            };
+        Command::Config { print_default, serve } => {
+            let config = if print_default { Config::default() } else { load_config(&serve)? };
             print!("{}", config.to_toml());
             Ok(ExitCode::SUCCESS)
         }
         Command::Trace { trace_id, client } => crate::client::trace(&client, &trace_id).await,
-        Command::Search {
-            service,
-            operation,
-            kind,
-            status,
-            attributes,
-            min_duration,
-            max_duration,
-            lookback,
-            limit,
-            sort,
-            client,
-        } => {
+        Command::Search { service, operation, kind, status, attributes, min_duration, max_duration, lookback, limit, sort, client } => {
             let mut pairs: Vec<(&str, String)> = vec![("limit", limit.to_string()), ("sort", sort)];
             let optional = [
                 ("service", service),
@@ -249,23 +212,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::client::search(&client, &pairs).await
         }
         Command::Sql { query, client } => crate::client::sql(&client, &query).await,
-        Command::Bench {
-            serve,
-            spans,
-            connections,
-            traces_per_request,
-            queries,
-        } => {
-            crate::bench::run(
-                &serve,
-                crate::bench::BenchOptions {
-                    spans,
-                    connections,
-                    traces_per_request,
-                    queries,
-                },
-            )
-            .await?;
+        Command::Bench { serve, spans, connections, traces_per_request, queries } => {
+            crate::bench::run(&serve, crate::bench::BenchOptions { spans, connections, traces_per_request, queries }).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { file, endpoint } => crate::client::import(&file, &endpoint).await,

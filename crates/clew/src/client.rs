@@ -26,16 +26,9 @@ async fn get(client: &ClientArgs, path: &str, query: &[(&str, String)]) -> Resul
     if status.is_success() {
         return Ok(body);
     }
-    let message = body["error"]["message"]
-        .as_str()
-        .unwrap_or("request failed")
-        .to_string();
+    let message = body["error"]["message"].as_str().unwrap_or("request failed").to_string();
     eprintln!("error: {message}");
-    Err(ExitCode::from(if status.as_u16() == 404 {
-        NOT_FOUND
-    } else {
-        1
-    }))
+    Err(ExitCode::from(if status.as_u16() == 404 { NOT_FOUND } else { 1 }))
 }
 
 pub async fn trace(client: &ClientArgs, trace_id: &str) -> anyhow::Result<ExitCode> {
@@ -60,26 +53,17 @@ pub async fn trace(client: &ClientArgs, trace_id: &str) -> anyhow::Result<ExitCo
         println!("  ! {}", warning["message"].as_str().unwrap_or(""));
     }
     let spans = trace["spans"].as_array().cloned().unwrap_or_default();
-    let ids: std::collections::HashSet<&str> =
-        spans.iter().filter_map(|s| s["spanId"].as_str()).collect();
-    let mut children: std::collections::HashMap<&str, Vec<&Value>> =
-        std::collections::HashMap::new();
+    let ids: std::collections::HashSet<&str> = spans.iter().filter_map(|s| s["spanId"].as_str()).collect();
+    let mut children: std::collections::HashMap<&str, Vec<&Value>> = std::collections::HashMap::new();
     for span in &spans {
-        let parent = span["parentSpanId"]
-            .as_str()
-            .filter(|p| ids.contains(p))
-            .unwrap_or("");
+        let parent = span["parentSpanId"].as_str().filter(|p| ids.contains(p)).unwrap_or("");
         children.entry(parent).or_default().push(span);
     }
     fn print(children: &std::collections::HashMap<&str, Vec<&Value>>, parent: &str, prefix: &str) {
         let list = children.get(parent).cloned().unwrap_or_default();
         for (index, span) in list.iter().enumerate() {
             let last = index + 1 == list.len();
-            let error = if span["status"]["code"] == "error" {
-                "  ✗ error"
-            } else {
-                ""
-            };
+            let error = if span["status"]["code"] == "error" { "  ✗ error" } else { "" };
             let critical = span["criticalPathNanos"].as_f64().unwrap_or(0.0) / 1e6;
             println!(
                 "{prefix}{} {} {} [{}] {:.2} ms (critical path {:.2} ms){error}",
@@ -107,10 +91,7 @@ pub async fn search(client: &ClientArgs, query: &[(&str, String)]) -> anyhow::Re
         println!("{}", serde_json::to_string_pretty(&result)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<32}  {:>6}  {:>6}  {:>11}  root",
-        "trace", "spans", "errors", "duration"
-    );
+    println!("{:<32}  {:>6}  {:>6}  {:>11}  root", "trace", "spans", "errors", "duration");
     for trace in result["traces"].as_array().into_iter().flatten() {
         println!(
             "{:<32}  {:>6}  {:>6}  {:>8.2} ms  {}: {}",
@@ -135,11 +116,7 @@ pub async fn sql(client: &ClientArgs, query: &str) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let columns: Vec<String> = rows
-        .first()
-        .and_then(Value::as_object)
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
+    let columns: Vec<String> = rows.first().and_then(Value::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
     println!("{}", columns.join("\t"));
     for row in &rows {
         let cells: Vec<String> = columns
@@ -156,15 +133,10 @@ pub async fn sql(client: &ClientArgs, query: &str) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn import(file: &Path, endpoint: &str) -> anyhow::Result<ExitCode> {
-    let size = std::fs::metadata(file)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
-        .len();
+    let size = std::fs::metadata(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?.len();
     let reader = BufReader::new(std::fs::File::open(file)?);
     let progress = indicatif::ProgressBar::new(size);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
-            .expect("template"),
-    );
+    progress.set_style(indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}").expect("template"));
     let client = reqwest::Client::new();
     let (mut requests, mut failures, mut rejected) = (0u64, 0u64, 0i64);
     for (number, line) in reader.lines().enumerate() {
@@ -174,23 +146,13 @@ pub async fn import(file: &Path, endpoint: &str) -> anyhow::Result<ExitCode> {
             continue;
         }
         requests += 1;
-        let response = client
-            .post(endpoint)
-            .header("content-type", "application/json")
-            .body(line)
-            .send()
-            .await;
+        let response = client.post(endpoint).header("content-type", "application/json").body(line).send().await;
         match response {
             Ok(response) if response.status().is_success() => {
                 let body: Value = response.json().await.unwrap_or(Value::Null);
-                if let Some(count) =
-                    body["partialSuccess"]["rejectedSpans"]
-                        .as_i64()
-                        .or_else(|| {
-                            body["partialSuccess"]["rejectedSpans"]
-                                .as_str()
-                                .and_then(|s| s.parse().ok())
-                        })
+                if let Some(count) = body["partialSuccess"]["rejectedSpans"]
+                    .as_i64()
+                    .or_else(|| body["partialSuccess"]["rejectedSpans"].as_str().and_then(|s| s.parse().ok()))
                 {
                     rejected += count;
                 }
@@ -211,9 +173,5 @@ pub async fn import(file: &Path, endpoint: &str) -> anyhow::Result<ExitCode> {
     }
     progress.finish_and_clear();
     println!("{requests} request(s) sent, {failures} refused, {rejected} span(s) rejected");
-    Ok(if failures > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failures > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -18,17 +18,9 @@ pub async fn run(endpoint: String, traces_per_second: f64, seed: u64) {
             continue;
         }
         owed -= count as f64;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let body = shop.generate(count, now).encode_to_vec();
-        let result = client
-            .post(&endpoint)
-            .header("content-type", "application/x-protobuf")
-            .body(body)
-            .send()
-            .await;
+        let result = client.post(&endpoint).header("content-type", "application/x-protobuf").body(body).send().await;
         match result {
             Ok(response) if response.status().is_success() => {}
             Ok(response) => {
