@@ -53,7 +53,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let maintenance = store.start();
     let storage: Arc<dyn Storage> = Arc::new(Arc::clone(&store));
     let receiver = Arc::new(Receiver::new(Arc::clone(&storage), config.limits.clone(), config.server.clone()));
-    let query = QueryEngine::new(Arc::clone(&storage))?;
+    let query = QueryEngine::new(Arc::clone(&storage)).await?;
 
     let grpc_listener =
         TcpListener::bind(&config.server.otlp_grpc_address).await.map_err(|e| bind_error(&config.server.otlp_grpc_address, e))?;

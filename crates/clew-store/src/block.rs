@@ -47,8 +47,9 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("service_name", DataType::Utf8, false),
         Field::new("name", DataType::Utf8, false),
         Field::new("kind", DataType::Utf8, false),
-        Field::new("start_time_unix_nano", DataType::Int64, false),
-        Field::new("end_time_unix_nano", DataType::Int64, false),
+        // Start relative to the trace's start: far fewer bits than an absolute time. The
+        // query layer's `spans` view adds `start_time_unix_nano` and `end_time_unix_nano`.
+        Field::new("start_offset_nanos", DataType::Int64, false),
         Field::new("duration_nanos", DataType::Int64, false),
         Field::new("status_code", DataType::Utf8, false),
         Field::new("status_message", DataType::Utf8, false),
@@ -90,8 +91,7 @@ pub struct BatchBuilder {
     service_name: StringBuilder,
     name: StringBuilder,
     kind: StringBuilder,
-    start: Int64Builder,
-    end: Int64Builder,
+    start_offset: Int64Builder,
     duration: Int64Builder,
     status_code: StringBuilder,
     status_message: StringBuilder,
@@ -139,8 +139,7 @@ impl Default for BatchBuilder {
             service_name: StringBuilder::new(),
             name: StringBuilder::new(),
             kind: StringBuilder::new(),
-            start: Int64Builder::new(),
-            end: Int64Builder::new(),
+            start_offset: Int64Builder::new(),
             duration: Int64Builder::new(),
             status_code: StringBuilder::new(),
             status_message: StringBuilder::new(),
@@ -181,7 +180,7 @@ impl BatchBuilder {
     pub fn push_trace(&mut self, trace: &AssembledTrace, extra_trace_flags: u32) {
         let services = trace.facts.services.join(",");
         for (span, facts) in trace.spans.iter().zip(&trace.span_facts) {
-            self.push_span(span, facts);
+            self.push_span(span, facts, trace.facts.start_unix_nano);
             self.root_service.append_value(&trace.facts.root_service);
             self.root_name.append_value(&trace.facts.root_name);
             self.trace_start.append_value(trace.facts.start_unix_nano as i64);
@@ -193,7 +192,7 @@ impl BatchBuilder {
         }
     }
 
-    fn push_span(&mut self, span: &Span, facts: &SpanFacts) {
+    fn push_span(&mut self, span: &Span, facts: &SpanFacts, trace_start: u64) {
         self.rows += 1;
         self.trace_id.append_value(span.trace_id.0).expect("16 bytes");
         self.span_id.append_value(span.span_id.0).expect("8 bytes");
@@ -204,8 +203,7 @@ impl BatchBuilder {
         self.service_name.append_value(span.service_name());
         self.name.append_value(&span.name);
         self.kind.append_value(span.kind.as_str());
-        self.start.append_value(span.start_time_unix_nano as i64);
-        self.end.append_value(span.end_time_unix_nano as i64);
+        self.start_offset.append_value(span.start_time_unix_nano.saturating_sub(trace_start) as i64);
         self.duration.append_value(span.duration_nanos() as i64);
         self.status_code.append_value(span.status_code.as_str());
         self.status_message.append_value(&span.status_message);
@@ -238,8 +236,7 @@ impl BatchBuilder {
             Arc::new(self.service_name.finish()),
             Arc::new(self.name.finish()),
             Arc::new(self.kind.finish()),
-            Arc::new(self.start.finish()),
-            Arc::new(self.end.finish()),
+            Arc::new(self.start_offset.finish()),
             Arc::new(self.duration.finish()),
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
@@ -342,8 +339,9 @@ pub fn spans_from_batches(batches: &[RecordBatch]) -> Result<Vec<StoredSpan>, St
         let parent = column("parent_span_id")?.as_fixed_size_binary();
         let name = column("name")?.as_string::<i32>();
         let kind = column("kind")?.as_string::<i32>();
-        let start = column("start_time_unix_nano")?.as_primitive::<Int64Type>();
-        let end = column("end_time_unix_nano")?.as_primitive::<Int64Type>();
+        let start_offset = column("start_offset_nanos")?.as_primitive::<Int64Type>();
+        let duration = column("duration_nanos")?.as_primitive::<Int64Type>();
+        let trace_start = column("trace_start_unix_nano")?.as_primitive::<Int64Type>();
         let status_code = column("status_code")?.as_string::<i32>();
         let status_message = column("status_message")?.as_string::<i32>();
         let parent_service = column("parent_service")?.as_string::<i32>();
@@ -374,8 +372,8 @@ pub fn spans_from_batches(batches: &[RecordBatch]) -> Result<Vec<StoredSpan>, St
                 flags: detail.flags,
                 name: name.value(row).to_string(),
                 kind: SpanKind::parse(kind.value(row)).unwrap_or_default(),
-                start_time_unix_nano: start.value(row) as u64,
-                end_time_unix_nano: end.value(row) as u64,
+                start_time_unix_nano: (trace_start.value(row) + start_offset.value(row)) as u64,
+                end_time_unix_nano: (trace_start.value(row) + start_offset.value(row) + duration.value(row)) as u64,
                 attributes: attributes_from_otlp(detail.attributes),
                 dropped_attributes_count: detail.dropped_attributes_count,
                 events: detail

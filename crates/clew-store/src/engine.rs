@@ -144,7 +144,7 @@ pub(crate) struct Snapshot {
     pub block_paths: Vec<PathBuf>,
 }
 
-const ROW_GROUP_ROWS: usize = 32 * 1024;
+const ROW_GROUP_ROWS: usize = 8 * 1024;
 
 fn now_unix_seconds() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -756,12 +756,12 @@ fn sort_and_dedupe(batch: &RecordBatch) -> Result<RecordBatch, StoreError> {
 }
 
 fn describe(batch: &RecordBatch) -> (i64, i64, Vec<String>, u64) {
-    let start = batch.column_by_name("start_time_unix_nano").expect("schema").as_primitive::<Int64Type>();
-    let end = batch.column_by_name("end_time_unix_nano").expect("schema").as_primitive::<Int64Type>();
+    let start = batch.column_by_name("trace_start_unix_nano").expect("schema").as_primitive::<Int64Type>();
+    let duration = batch.column_by_name("trace_duration_nanos").expect("schema").as_primitive::<Int64Type>();
     let service = batch.column_by_name("service_name").expect("schema").as_string::<i32>();
     let trace_ids = batch.column(0).as_fixed_size_binary();
     let min_start = start.values().iter().copied().min().unwrap_or(0);
-    let max_end = end.values().iter().copied().max().unwrap_or(0);
+    let max_end = start.values().iter().zip(duration.values().iter()).map(|(s, d)| s + d).max().unwrap_or(0);
     let services: std::collections::BTreeSet<&str> = (0..service.len()).map(|i| service.value(i)).collect();
     let mut traces = 0;
     for row in 0..trace_ids.len() {
