@@ -19,7 +19,7 @@ use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter,
 };
-use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::bloom_filter::Sbbf;
 use datafusion::parquet::file::metadata::PageIndexPolicy;
 use datafusion::parquet::file::metadata::SortingColumn;
@@ -350,7 +350,15 @@ impl EmbeddedStore {
             .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
             .set_column_dictionary_enabled(ColumnPath::from("trace_id"), false)
             .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
-            .set_column_dictionary_enabled(ColumnPath::from("parent_span_id"), false)
+            // Random-looking integers: byte-stream split leaves their high bytes to zstd.
+            .set_column_dictionary_enabled(ColumnPath::from("start_offset_nanos"), false)
+            .set_column_encoding(ColumnPath::from("start_offset_nanos"), Encoding::BYTE_STREAM_SPLIT)
+            .set_column_dictionary_enabled(ColumnPath::from("duration_nanos"), false)
+            .set_column_encoding(ColumnPath::from("duration_nanos"), Encoding::BYTE_STREAM_SPLIT)
+            .set_column_dictionary_enabled(ColumnPath::from("self_nanos"), false)
+            .set_column_encoding(ColumnPath::from("self_nanos"), Encoding::BYTE_STREAM_SPLIT)
+            .set_column_dictionary_enabled(ColumnPath::from("critical_path_nanos"), false)
+            .set_column_encoding(ColumnPath::from("critical_path_nanos"), Encoding::BYTE_STREAM_SPLIT)
             .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
             .build();
         {
