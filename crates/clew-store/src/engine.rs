@@ -9,9 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clew_ingest::Limits;
 use clew_model::{Span, TraceId, assemble, trace_flags};
-use datafusion::arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch, Scalar, UInt32Array};
+use datafusion::arrow::array::{AsArray, FixedSizeBinaryArray, RecordBatch, Scalar};
 use datafusion::arrow::compute::kernels::cmp::eq;
-use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use datafusion::arrow::compute::{filter_record_batch, interleave_record_batch};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::catalog::TableProvider;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -239,16 +239,21 @@ impl EmbeddedStore {
     /// With `flush_all`, everything pending is assembled and written now.
     pub fn maintain(&self, flush_all: bool) -> Result<(), StoreError> {
         let _one_at_a_time = self.maintenance.lock();
-        self.assemble_ready(flush_all);
-        let due = {
-            let buffer = self.assembled.lock();
-            buffer.rows > 0
-                && (flush_all
-                    || buffer.rows >= self.config.block_max_spans
-                    || buffer.oldest.is_some_and(|t| t.elapsed().as_secs_f64() >= self.config.block_max_age_seconds))
-        };
-        if due {
-            self.cut_block()?;
+        loop {
+            let assembled_some = self.assemble_chunk(flush_all);
+            let due = {
+                let buffer = self.assembled.lock();
+                buffer.rows > 0
+                    && ((flush_all && !assembled_some)
+                        || buffer.rows >= self.config.block_max_spans
+                        || buffer.oldest.is_some_and(|t| t.elapsed().as_secs_f64() >= self.config.block_max_age_seconds))
+            };
+            if due {
+                self.cut_block()?;
+            }
+            if !assembled_some {
+                break;
+            }
         }
         let compaction_due = self.last_compaction.lock().elapsed() >= Duration::from_secs(10);
         if compaction_due || flush_all {
@@ -260,13 +265,16 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    fn assemble_ready(&self, flush_all: bool) {
+    /// Assembles a bounded chunk of ready traces (so that memory stays flat); false when
+    /// nothing was ready.
+    fn assemble_chunk(&self, flush_all: bool) -> bool {
+        const CHUNK_SPANS: usize = 50_000;
         let now = Instant::now();
         let idle = Duration::from_secs_f64(self.config.trace_idle_seconds.max(0.0));
         let max_age = Duration::from_secs_f64(self.config.trace_max_age_seconds.max(0.0));
         let ready = {
             let _moving = self.stages.write();
-            let ready = self.head.take_ready(now, idle, max_age, flush_all);
+            let ready = self.head.take_ready(now, idle, max_age, flush_all, CHUNK_SPANS);
             let mut in_flight = self.in_flight.lock();
             let mut out = Vec::with_capacity(ready.len());
             for trace in ready {
@@ -277,7 +285,7 @@ impl EmbeddedStore {
             out
         };
         if ready.is_empty() {
-            return;
+            return false;
         }
         let mut builder = BatchBuilder::default();
         let mut segments: HashMap<SegmentId, u64> = HashMap::new();
@@ -307,6 +315,7 @@ impl EmbeddedStore {
             *buffer.segments.entry(segment).or_insert(0) += count;
         }
         self.in_flight.lock().clear();
+        true
     }
 
     /// Writes the assembled buffer as one block, then lets the log forget those spans.
@@ -333,10 +342,24 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    /// Sorts rows by (trace ID, span ID), drops duplicate spans, writes a Parquet block.
+    /// Sorts rows by (trace ID, span ID), drops duplicate spans, writes a Parquet block. Rows
+    /// are gathered one row group at a time, so writing costs memory for one row group only.
     fn write_block(&self, batches: &[RecordBatch], level: u32, replaces: Vec<String>) -> Result<BlockMeta, StoreError> {
-        let batch = concat_batches(&SCHEMA, batches)?;
-        let batch = sort_and_dedupe(&batch)?;
+        let order = sorted_unique_rows(batches);
+        let sources: Vec<&RecordBatch> = batches.iter().collect();
+        let chunks = order.chunks(ROW_GROUP_ROWS).map(|chunk| Ok(interleave_record_batch(&sources, chunk)?));
+        self.write_sorted(chunks, level, replaces)
+    }
+
+    /// Writes rows already sorted by (trace ID, span ID) and free of duplicates, one chunk
+    /// (row group) at a time.
+    fn write_sorted(
+        &self,
+        chunks: impl Iterator<Item = Result<RecordBatch, StoreError>>,
+        level: u32,
+        replaces: Vec<String>,
+    ) -> Result<BlockMeta, StoreError> {
+        let mut summary = BlockSummary::default();
         let created = now_unix_seconds();
         let id = format!("{:020}-{:08x}", SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0), rand_u32());
         let path = self.blocks_dir.join(format!("{id}.parquet"));
@@ -364,20 +387,24 @@ impl EmbeddedStore {
         {
             let file = fs::File::create(&temporary)?;
             let mut writer = ArrowWriter::try_new(file, Arc::clone(&SCHEMA), Some(properties))?;
-            writer.write(&batch)?;
+            for batch in chunks {
+                let batch = batch?;
+                summary.add(&batch);
+                writer.write(&batch)?;
+            }
             let file = writer.into_inner()?;
             file.sync_all()?;
         }
         fs::rename(&temporary, &path)?;
-        let (min_start, max_end, services, traces) = describe(&batch);
+        let BlockSummary { min_start, max_end, services, traces, rows, .. } = summary;
         let meta = BlockMeta {
             id: id.clone(),
-            span_count: batch.num_rows() as u64,
+            span_count: rows,
             trace_count: traces,
             file_bytes: fs::metadata(&path)?.len(),
             min_start_unix_nano: min_start,
             max_end_unix_nano: max_end,
-            services,
+            services: services.into_iter().collect(),
             compaction_level: level,
             created_unix_seconds: created,
             replaces,
@@ -412,16 +439,14 @@ impl EmbeddedStore {
             spans += block.span_count;
             chosen.push(block);
         }
-        let mut batches = Vec::new();
+        let mut cursors = Vec::new();
         for block in &chosen {
-            let file = fs::File::open(&block.path)?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(64 * 1024).build()?;
-            for batch in reader {
-                batches.push(batch?);
-            }
+            let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&block.path)?)?.with_batch_size(8 * 1024).build()?;
+            cursors.push(Cursor::new(reader)?);
         }
         let level = chosen.iter().map(|b| b.compaction_level).max().unwrap_or(0) + 1;
-        let merged = self.write_block(&batches, level, chosen.iter().map(|b| b.id.clone()).collect())?;
+        let merge = Merge { cursors, last: None };
+        let merged = self.write_sorted(merge, level, chosen.iter().map(|b| b.id.clone()).collect())?;
         tracing::info!(message = "blocks compacted", merged = chosen.len(), spans = merged.span_count, bytes = merged.file_bytes);
         let chosen_ids: HashSet<&str> = chosen.iter().map(|b| b.id.as_str()).collect();
         {
@@ -746,38 +771,128 @@ fn load_blocks(dir: &Path) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
     Ok(blocks)
 }
 
-/// Orders rows by (trace ID, span ID) and keeps the first of equal pairs.
-fn sort_and_dedupe(batch: &RecordBatch) -> Result<RecordBatch, StoreError> {
-    let trace_ids = batch.column(0).as_fixed_size_binary();
-    let span_ids = batch.column(1).as_fixed_size_binary();
-    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
-    order.sort_by(|&a, &b| {
-        trace_ids
-            .value(a as usize)
-            .cmp(trace_ids.value(b as usize))
-            .then_with(|| span_ids.value(a as usize).cmp(span_ids.value(b as usize)))
-    });
-    order.dedup_by(|a, b| {
-        trace_ids.value(*a as usize) == trace_ids.value(*b as usize) && span_ids.value(*a as usize) == span_ids.value(*b as usize)
-    });
-    Ok(take_record_batch(batch, &UInt32Array::from(order))?)
+/// (batch, row) positions ordered by (trace ID, span ID), keeping the first of equal pairs.
+fn sorted_unique_rows(batches: &[RecordBatch]) -> Vec<(usize, usize)> {
+    let ids: Vec<_> =
+        batches.iter().map(|b| (b.column(0).as_fixed_size_binary().clone(), b.column(1).as_fixed_size_binary().clone())).collect();
+    let key = |&(batch, row): &(usize, usize)| (ids[batch].0.value(row), ids[batch].1.value(row));
+    let mut order: Vec<(usize, usize)> =
+        batches.iter().enumerate().flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r))).collect();
+    order.sort_by(|a, b| key(a).cmp(&key(b)));
+    order.dedup_by(|a, b| key(a) == key(b));
+    order
 }
 
-fn describe(batch: &RecordBatch) -> (i64, i64, Vec<String>, u64) {
-    let start = batch.column_by_name("trace_start_unix_nano").expect("schema").as_primitive::<Int64Type>();
-    let duration = batch.column_by_name("trace_duration_nanos").expect("schema").as_primitive::<Int64Type>();
-    let service = batch.column_by_name("service_name").expect("schema").as_string::<i32>();
-    let trace_ids = batch.column(0).as_fixed_size_binary();
-    let min_start = start.values().iter().copied().min().unwrap_or(0);
-    let max_end = start.values().iter().zip(duration.values().iter()).map(|(s, d)| s + d).max().unwrap_or(0);
-    let services: std::collections::BTreeSet<&str> = (0..service.len()).map(|i| service.value(i)).collect();
-    let mut traces = 0;
-    for row in 0..trace_ids.len() {
-        if row == 0 || trace_ids.value(row) != trace_ids.value(row - 1) {
-            traces += 1;
+/// A block read in order, one batch in memory at a time.
+struct Cursor {
+    reader: datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    batch: Option<RecordBatch>,
+    row: usize,
+}
+
+impl Cursor {
+    fn new(mut reader: datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader) -> Result<Self, StoreError> {
+        let batch = reader.next().transpose()?;
+        Ok(Self { reader, batch, row: 0 })
+    }
+
+    fn key(&self) -> Option<([u8; 16], [u8; 8])> {
+        let batch = self.batch.as_ref()?;
+        let trace: [u8; 16] = batch.column(0).as_fixed_size_binary().value(self.row).try_into().ok()?;
+        let span: [u8; 8] = batch.column(1).as_fixed_size_binary().value(self.row).try_into().ok()?;
+        Some((trace, span))
+    }
+
+    fn advance(&mut self) -> Result<(), StoreError> {
+        self.row += 1;
+        if self.batch.as_ref().is_some_and(|b| self.row >= b.num_rows()) {
+            self.batch = self.reader.next().transpose()?;
+            self.row = 0;
+        }
+        Ok(())
+    }
+}
+
+/// A k-way merge of sorted blocks into sorted, duplicate-free row groups: compaction holds
+/// one batch per input block and one row group of output, whatever the blocks' size.
+struct Merge {
+    cursors: Vec<Cursor>,
+    last: Option<([u8; 16], [u8; 8])>,
+}
+
+impl Merge {
+    fn next_chunk(&mut self) -> Result<Option<RecordBatch>, StoreError> {
+        let mut pool: Vec<RecordBatch> = Vec::new();
+        let mut pooled: Vec<Option<usize>> = vec![None; self.cursors.len()];
+        let mut indices: Vec<(usize, usize)> = Vec::with_capacity(ROW_GROUP_ROWS);
+        while indices.len() < ROW_GROUP_ROWS {
+            let Some((smallest, key)) =
+                self.cursors.iter().enumerate().filter_map(|(i, c)| c.key().map(|k| (i, k))).min_by(|a, b| a.1.cmp(&b.1))
+            else {
+                break;
+            };
+            if self.last != Some(key) {
+                let cursor = &self.cursors[smallest];
+                let slot = *pooled[smallest].get_or_insert_with(|| {
+                    pool.push(cursor.batch.clone().expect("a cursor with a key has a batch"));
+                    pool.len() - 1
+                });
+                indices.push((slot, cursor.row));
+                self.last = Some(key);
+            }
+            let before = self.cursors[smallest].batch.as_ref().map(RecordBatch::num_rows);
+            self.cursors[smallest].advance()?;
+            if self.cursors[smallest].row == 0 && before.is_some() {
+                pooled[smallest] = None; // moved on to the next batch
+            }
+        }
+        if indices.is_empty() {
+            return Ok(None);
+        }
+        let sources: Vec<&RecordBatch> = pool.iter().collect();
+        Ok(Some(interleave_record_batch(&sources, &indices)?))
+    }
+}
+
+impl Iterator for Merge {
+    type Item = Result<RecordBatch, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_chunk().transpose()
+    }
+}
+
+/// What a block's metadata says, gathered while its rows are written.
+#[derive(Default)]
+struct BlockSummary {
+    min_start: i64,
+    max_end: i64,
+    services: std::collections::BTreeSet<String>,
+    traces: u64,
+    rows: u64,
+    last_trace: Option<Vec<u8>>,
+}
+
+impl BlockSummary {
+    fn add(&mut self, batch: &RecordBatch) {
+        let start = batch.column_by_name("trace_start_unix_nano").expect("schema").as_primitive::<Int64Type>();
+        let duration = batch.column_by_name("trace_duration_nanos").expect("schema").as_primitive::<Int64Type>();
+        let service = batch.column_by_name("service_name").expect("schema").as_string::<i32>();
+        let trace_ids = batch.column(0).as_fixed_size_binary();
+        for row in 0..batch.num_rows() {
+            let (s, e) = (start.value(row), start.value(row) + duration.value(row));
+            self.min_start = if self.rows == 0 { s } else { self.min_start.min(s) };
+            self.max_end = self.max_end.max(e);
+            self.rows += 1;
+            if !self.services.contains(service.value(row)) {
+                self.services.insert(service.value(row).to_string());
+            }
+            if self.last_trace.as_deref() != Some(trace_ids.value(row)) {
+                self.traces += 1;
+                self.last_trace = Some(trace_ids.value(row).to_vec());
+            }
         }
     }
-    (min_start, max_end, services.into_iter().map(str::to_string).collect(), traces)
 }
 
 #[cfg(test)]
@@ -866,6 +981,37 @@ mod tests {
         let found = storage.trace(some_trace).await.unwrap();
         assert_eq!(found.len(), 10);
         assert!(found.iter().all(|s| s.span.trace_id == some_trace));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn compaction_merges_sorted_and_drops_duplicates() {
+        let config = StoreConfig { compaction_target_spans: 1_000_000, ..temp_config() };
+        let store = EmbeddedStore::open(config).unwrap();
+        let storage: &dyn Storage = &store;
+        let all = spans(3_000, 10);
+        // Four blocks; the last repeats a slice of the first (a replayed log after a crash).
+        for part in [&all[..9_000], &all[9_000..18_000], &all[18_000..], &all[..1_000]] {
+            storage.append(part.to_vec()).await.unwrap();
+            storage.flush().await.unwrap();
+            store.recent.lock().current.clear();
+        }
+        // The flush after the fourth append compacts the four small blocks into one.
+        let blocks = store.blocks();
+        assert_eq!(blocks.len(), 1, "{blocks:?}");
+        assert_eq!(blocks[0].span_count, 30_000);
+        assert_eq!(blocks[0].trace_count, 3_000);
+        assert_eq!(blocks[0].replaces.len(), 4);
+        let file = fs::File::open(&blocks[0].path).unwrap();
+        let mut previous: Option<Vec<u8>> = None;
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+            let batch = batch.unwrap();
+            let (traces, spans) = (batch.column(0).as_fixed_size_binary(), batch.column(1).as_fixed_size_binary());
+            for row in 0..batch.num_rows() {
+                let key = [traces.value(row), spans.value(row)].concat();
+                assert!(previous.as_ref().is_none_or(|p| p < &key), "rows sorted and unique");
+                previous = Some(key);
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -88,10 +88,15 @@ impl Head {
         result
     }
 
-    /// Removes and returns traces quiet for `idle`, or older than `max_age`, or all with `flush_all`.
-    pub fn take_ready(&self, now: Instant, idle: Duration, max_age: Duration, flush_all: bool) -> Vec<PendingTrace> {
+    /// Removes and returns traces quiet for `idle`, or older than `max_age`, or all with
+    /// `flush_all`; stops once about `max_spans` spans are taken (the rest wait for the next call).
+    pub fn take_ready(&self, now: Instant, idle: Duration, max_age: Duration, flush_all: bool, max_spans: usize) -> Vec<PendingTrace> {
         let mut ready = Vec::new();
+        let mut taken_spans = 0;
         for shard in &self.shards {
+            if taken_spans >= max_spans {
+                break;
+            }
             let mut shard = shard.lock();
             let keys: Vec<TraceId> = shard
                 .values()
@@ -99,7 +104,11 @@ impl Head {
                 .map(|t| t.trace_id)
                 .collect();
             for key in keys {
+                if taken_spans >= max_spans {
+                    break;
+                }
                 if let Some(trace) = shard.remove(&key) {
+                    taken_spans += trace.spans.len();
                     ready.push(trace);
                 }
             }
