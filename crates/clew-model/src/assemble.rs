@@ -78,18 +78,45 @@ pub struct AssembledTrace {
     pub critical_path: Vec<CriticalSegment>,
 }
 
+/// The facts of a trace whose spans stay where they are (see [`assemble_borrowed`]).
+#[derive(Debug, Clone)]
+pub struct BorrowedTrace<'a> {
+    pub spans: Vec<&'a Span>,
+    pub span_facts: Vec<SpanFacts>,
+    pub facts: TraceFacts,
+    pub critical_path: Vec<CriticalSegment>,
+}
+
+fn span_order(a: &Span, b: &Span) -> std::cmp::Ordering {
+    a.start_time_unix_nano
+        .cmp(&b.start_time_unix_nano)
+        .then(b.end_time_unix_nano.cmp(&a.end_time_unix_nano))
+        .then(a.span_id.cmp(&b.span_id))
+}
+
 /// Assembles one trace. Duplicate span IDs keep their first occurrence. All spans must share
 /// one trace ID; the caller guarantees it.
 pub fn assemble(mut spans: Vec<Span>) -> AssembledTrace {
-    spans.sort_by(|a, b| {
-        a.start_time_unix_nano
-            .cmp(&b.start_time_unix_nano)
-            .then(b.end_time_unix_nano.cmp(&a.end_time_unix_nano))
-            .then(a.span_id.cmp(&b.span_id))
-    });
+    spans.sort_by(span_order);
     let mut seen = std::collections::HashSet::with_capacity(spans.len());
     spans.retain(|span| seen.insert(span.span_id));
+    let refs: Vec<&Span> = spans.iter().collect();
+    let (span_facts, facts, critical_path) = analyse(&refs);
+    AssembledTrace { spans, span_facts, facts, critical_path }
+}
 
+/// [`assemble`] without moving or copying the spans: they are referred to in trace order.
+pub fn assemble_borrowed(spans: &[Span]) -> BorrowedTrace<'_> {
+    let mut refs: Vec<&Span> = spans.iter().collect();
+    refs.sort_by(|a, b| span_order(a, b));
+    let mut seen = std::collections::HashSet::with_capacity(refs.len());
+    refs.retain(|span| seen.insert(span.span_id));
+    let (span_facts, facts, critical_path) = analyse(&refs);
+    BorrowedTrace { spans: refs, span_facts, facts, critical_path }
+}
+
+/// The facts of spans already sorted by start and free of duplicate IDs.
+fn analyse(spans: &[&Span]) -> (Vec<SpanFacts>, TraceFacts, Vec<CriticalSegment>) {
     let count = spans.len();
     let index: HashMap<SpanId, usize> = spans.iter().enumerate().map(|(i, span)| (span.span_id, i)).collect();
     let mut parent_of: Vec<Option<usize>> = vec![None; count];
@@ -188,11 +215,11 @@ pub fn assemble(mut spans: Vec<Span>) -> AssembledTrace {
         }
     }
 
-    AssembledTrace { spans, span_facts, facts, critical_path }
+    (span_facts, facts, critical_path)
 }
 
 /// Time of `span` not covered by the union of its children, each clipped to the span.
-fn self_time(span: &Span, children: &[usize], spans: &[Span]) -> u64 {
+fn self_time(span: &Span, children: &[usize], spans: &[&Span]) -> u64 {
     let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano.max(span.start_time_unix_nano));
     let mut windows: Vec<(u64, u64)> = children
         .iter()

@@ -10,7 +10,7 @@ mod critical_path;
 mod ids;
 mod span;
 
-pub use assemble::{AssembledTrace, SpanFacts, TraceFacts, assemble, span_flags, trace_flags};
+pub use assemble::{AssembledTrace, BorrowedTrace, SpanFacts, TraceFacts, assemble, assemble_borrowed, span_flags, trace_flags};
 pub use critical_path::{CriticalSegment, critical_path};
 pub use ids::{IdError, SpanId, TraceId};
 pub use span::{Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanKind, StatusCode, Value};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use clew_model::{
-    AssembledTrace, Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanFacts, SpanId, SpanKind, StatusCode, TraceId, Value,
+    Attribute, BorrowedTrace, Event, InstrumentationScope, Link, Resource, Span, SpanFacts, SpanId, SpanKind, StatusCode, TraceId, Value,
 };
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames, RecordBatch,
@@ -177,17 +177,18 @@ impl BatchBuilder {
     }
 
     /// Appends every span of a trace; `extra_trace_flags` are or-ed in (e.g. FRAGMENT).
-    pub fn push_trace(&mut self, trace: &AssembledTrace, extra_trace_flags: u32) {
-        let services = trace.facts.services.join(",");
-        for (span, facts) in trace.spans.iter().zip(&trace.span_facts) {
-            self.push_span(span, facts, trace.facts.start_unix_nano);
-            self.root_service.append_value(&trace.facts.root_service);
-            self.root_name.append_value(&trace.facts.root_name);
-            self.trace_start.append_value(trace.facts.start_unix_nano as i64);
-            self.trace_duration.append_value(trace.facts.duration_nanos() as i64);
-            self.trace_span_count.append_value(trace.facts.span_count as i32);
-            self.trace_error_count.append_value(trace.facts.error_count as i32);
-            self.trace_flags.append_value((trace.facts.flags | extra_trace_flags) as i32);
+    pub fn push_trace(&mut self, trace: &BorrowedTrace<'_>, extra_trace_flags: u32) {
+        let facts = &trace.facts;
+        let services = facts.services.join(",");
+        for (span, span_facts) in trace.spans.iter().zip(&trace.span_facts) {
+            self.push_span(span, span_facts, facts.start_unix_nano);
+            self.root_service.append_value(&facts.root_service);
+            self.root_name.append_value(&facts.root_name);
+            self.trace_start.append_value(facts.start_unix_nano as i64);
+            self.trace_duration.append_value(facts.duration_nanos() as i64);
+            self.trace_span_count.append_value(facts.span_count as i32);
+            self.trace_error_count.append_value(facts.error_count as i32);
+            self.trace_flags.append_value((facts.flags | extra_trace_flags) as i32);
             self.trace_services.append_value(&services);
         }
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clew_ingest::Limits;
-use clew_model::{Span, TraceId, assemble, trace_flags};
+use clew_model::{Span, TraceId, assemble_borrowed, trace_flags};
 use datafusion::arrow::array::{AsArray, FixedSizeBinaryArray, RecordBatch, Scalar};
 use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{filter_record_batch, interleave_record_batch};
@@ -297,7 +297,7 @@ impl EmbeddedStore {
                     self.counters.fragments.fetch_add(1, Ordering::Relaxed);
                 }
                 recent.insert(*trace_id, now);
-                let assembled = assemble(spans.as_ref().clone());
+                let assembled = assemble_borrowed(spans);
                 builder.push_trace(&assembled, fragment);
                 for (segment, count) in trace_segments {
                     *segments.entry(*segment).or_insert(0) += count;
@@ -538,11 +538,11 @@ impl EmbeddedStore {
         }
         let mut builder = BatchBuilder::default();
         for spans in self.head.snapshot() {
-            builder.push_trace(&assemble(spans), 0);
+            builder.push_trace(&assemble_borrowed(&spans), 0);
         }
         let head_rows = builder.rows();
         for spans in &in_flight {
-            builder.push_trace(&assemble(spans.as_ref().clone()), 0);
+            builder.push_trace(&assemble_borrowed(spans), 0);
         }
         if builder.rows() == 0 {
             return Vec::new();
