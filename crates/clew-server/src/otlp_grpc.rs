@@ -20,7 +20,7 @@ struct Service {
 #[tonic::async_trait]
 impl TraceService for Service {
     async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        match self.receiver.export(request.into_inner()).await {
+        match self.receiver.export(request.into_inner(), None).await {
             Ok(outcome) => Ok(Response::new(ExportTraceServiceResponse {
                 partial_success: outcome
                     .message

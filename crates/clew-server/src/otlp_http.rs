@@ -46,9 +46,9 @@ async fn export(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, reque
         }
     };
     let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let decoded = body::decompress(content_encoding, &raw, limit).and_then(|bytes| body::decode_request(encoding, &bytes));
-    let request = match decoded {
-        Ok(request) => request,
+    let decoded = body::decompress(content_encoding, &raw, limit).and_then(|bytes| Ok((body::decode_request(encoding, &bytes)?, bytes)));
+    let (request, bytes) = match decoded {
+        Ok(decoded) => decoded,
         Err(error) => {
             let status = match &error {
                 BodyError::TooLarge { .. } => {
@@ -67,7 +67,8 @@ async fn export(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, reque
             return status_response(encoding, status, 3, &error.to_string(), None);
         }
     };
-    match receiver.export(request).await {
+    let encoded = (encoding == Encoding::Protobuf).then_some(bytes);
+    match receiver.export(request, encoded).await {
         Ok(outcome) => {
             let partial_success = outcome
                 .message

@@ -60,15 +60,18 @@ impl Receiver {
         Self { storage, limits, server, counters: Counters::default() }
     }
 
-    /// Accepts a decoded request. Returns once the accepted spans are durable.
-    pub async fn export(&self, request: ExportTraceServiceRequest) -> Result<ExportOutcome, Refusal> {
+    /// Accepts a decoded request. Returns once the accepted spans are durable. `encoded` is
+    /// the request's protobuf encoding, when the caller has it.
+    pub async fn export(&self, request: ExportTraceServiceRequest, encoded: Option<Vec<u8>>) -> Result<ExportOutcome, Refusal> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let accepted = clew_ingest::from_otlp(request, &self.limits, now);
         let message = accepted.message();
         let rejected = accepted.rejected;
         let count = accepted.spans.len() as u64;
-        match self.storage.append(accepted.spans).await {
+        // The bytes as received can stand in the log only if every span was kept as sent.
+        let encoded = encoded.filter(|_| accepted.rejected == 0 && accepted.truncated == 0);
+        match self.storage.append_encoded(accepted.spans, encoded).await {
             Ok(_) => {
                 self.counters.accepted.fetch_add(count, Ordering::Relaxed);
                 self.counters.rejected.fetch_add(rejected, Ordering::Relaxed);

@@ -580,7 +580,7 @@ impl EmbeddedStore {
         self.blocks.read().clone()
     }
 
-    async fn append_inner(&self, spans: Vec<Span>) -> Result<Appended, StoreError> {
+    async fn append_inner(&self, spans: Vec<Span>, encoded: Option<Vec<u8>>) -> Result<Appended, StoreError> {
         if spans.is_empty() {
             return Ok(Appended::default());
         }
@@ -592,7 +592,7 @@ impl EmbeddedStore {
             )));
         }
         let count = spans.len() as u64;
-        let payload = clew_ingest::to_otlp(&spans).encode_to_vec();
+        let payload = encoded.unwrap_or_else(|| clew_ingest::to_otlp(&spans).encode_to_vec());
         let segment = self.wal.append(payload, count).await?;
         let inserted = {
             let _moving = self.stages.read();
@@ -683,8 +683,8 @@ impl EmbeddedStore {
 }
 
 impl Storage for Arc<EmbeddedStore> {
-    fn append(&self, spans: Vec<Span>) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        Box::pin(self.append_inner(spans))
+    fn append_encoded(&self, spans: Vec<Span>, encoded: Option<Vec<u8>>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        Box::pin(self.append_inner(spans, encoded))
     }
 
     fn spans_table(&self) -> Arc<dyn TableProvider> {

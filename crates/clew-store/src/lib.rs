@@ -60,7 +60,13 @@ pub struct Appended {
 /// A storage engine. The contract of `append`: when it returns `Ok`, the spans are durable and
 /// visible to every later scan of `spans_table`.
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
-    fn append(&self, spans: Vec<Span>) -> BoxFuture<'_, Result<Appended, StoreError>>;
+    fn append(&self, spans: Vec<Span>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        self.append_encoded(spans, None)
+    }
+    /// Like `append`, with the spans already encoded as one OTLP `ExportTraceServiceRequest`
+    /// holding exactly these spans (the request as received, when nothing was refused or
+    /// cut): the log stores those bytes instead of encoding the spans again.
+    fn append_encoded(&self, spans: Vec<Span>, encoded: Option<Vec<u8>>) -> BoxFuture<'_, Result<Appended, StoreError>>;
     /// The span table over everything stored.
     fn spans_table(&self) -> Arc<dyn TableProvider>;
     /// The spans of one trace wherever they are, duplicates removed, or empty.
