@@ -319,6 +319,29 @@ fn encode_resource(span: &Span) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// The columns [`spans_from_batches`] reads; the rest only serve search and SQL.
+pub const SPAN_COLUMNS: &[&str] = &[
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "start_offset_nanos",
+    "duration_nanos",
+    "status_code",
+    "status_message",
+    "parent_service",
+    "parent_name",
+    "depth",
+    "self_nanos",
+    "critical_path_nanos",
+    "span_flags",
+    "trace_start_unix_nano",
+    "trace_flags",
+    "detail",
+    "resource",
+];
+
 /// A span read back from a row, with its facts.
 #[derive(Debug, Clone)]
 pub struct StoredSpan {

@@ -31,7 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::block::{BatchBuilder, SCHEMA, StoredSpan, spans_from_batches};
+use crate::block::{BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, spans_from_batches};
 use crate::head::Head;
 use crate::table::SpansTable;
 use crate::wal::{SegmentId, Wal};
@@ -643,11 +643,19 @@ impl EmbeddedStore {
                 continue;
             }
             let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(fs::File::open(&block.path)?, reader.metadata.clone());
+            // Only the columns a span is rebuilt from: not the search maps and copies.
+            let needed: Vec<usize> =
+                SCHEMA.fields().iter().enumerate().filter(|(_, f)| SPAN_COLUMNS.contains(&f.name().as_str())).map(|(i, _)| i).collect();
+            let projection = ProjectionMask::roots(builder.parquet_schema(), needed);
             let wanted = wanted.clone();
             let predicate = ArrowPredicateFn::new(ProjectionMask::roots(builder.parquet_schema(), [0]), move |batch| {
                 eq(batch.column(0), &Scalar::new(&wanted))
             });
-            let rows = builder.with_row_groups(groups).with_row_filter(RowFilter::new(vec![Box::new(predicate)])).build()?;
+            let rows = builder
+                .with_row_groups(groups)
+                .with_projection(projection)
+                .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+                .build()?;
             for batch in rows {
                 batches.push(batch?);
             }
