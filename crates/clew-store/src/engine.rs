@@ -1023,6 +1023,25 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn retention_deletes_blocks_past_their_age_and_the_oldest_past_the_size_limit() {
+        // The spans of `spans()` ended about an hour ago.
+        let config = StoreConfig { retention_hours: 0.5, ..temp_config() };
+        let store = EmbeddedStore::open(config).unwrap();
+        let storage: &dyn Storage = &store;
+        storage.append(spans(50, 4)).await.unwrap();
+        storage.flush().await.unwrap();
+        assert!(store.blocks().is_empty(), "an hour-old block is past a half-hour retention");
+
+        let config = StoreConfig { retention_hours: 2.0, retention_max_bytes: 1, compaction_target_spans: 10, ..temp_config() };
+        let store = EmbeddedStore::open(config).unwrap();
+        let storage: &dyn Storage = &store;
+        storage.append(spans(50, 4)).await.unwrap();
+        storage.flush().await.unwrap();
+        assert!(store.blocks().is_empty(), "any block is over a one-byte size limit");
+        assert_eq!(storage.stats().block_bytes, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn replay_after_a_crash_skips_what_blocks_hold() {
         let config = temp_config();
         {
