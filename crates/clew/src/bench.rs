@@ -102,24 +102,37 @@ impl Server {
     }
 }
 
-async fn send_all(endpoint: &str, bodies: &Arc<Vec<Vec<u8>>>, connections: usize) -> anyhow::Result<(f64, Vec<Duration>)> {
+/// Sends every body; returns the seconds it took, the acknowledgement latencies and how many
+/// times Clew pushed back.
+async fn send_all(endpoint: &str, bodies: &Arc<Vec<Vec<u8>>>, connections: usize) -> anyhow::Result<(f64, Vec<Duration>, u64)> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pushed_back = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..connections {
-        let (bodies, next, endpoint) = (Arc::clone(bodies), Arc::clone(&next), endpoint.to_string());
+        let (bodies, next, endpoint, pushed_back) = (Arc::clone(bodies), Arc::clone(&next), endpoint.to_string(), Arc::clone(&pushed_back));
         workers.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut latencies = Vec::new();
             loop {
                 let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(body) = bodies.get(index) else { break };
-                let sent = Instant::now();
-                let response = client.post(&endpoint).header("content-type", "application/x-protobuf").body(body.clone()).send().await;
-                match response {
-                    Ok(r) if r.status().is_success() => latencies.push(sent.elapsed()),
-                    Ok(r) => anyhow::bail!("export refused: {}", r.status()),
-                    Err(e) => anyhow::bail!("export failed: {e}"),
+                // As an OTLP client does: on 503 (Clew pushing back) wait and send again.
+                loop {
+                    let sent = Instant::now();
+                    let response = client.post(&endpoint).header("content-type", "application/x-protobuf").body(body.clone()).send().await;
+                    match response {
+                        Ok(r) if r.status().is_success() => {
+                            latencies.push(sent.elapsed());
+                            break;
+                        }
+                        Ok(r) if r.status().as_u16() == 503 || r.status().as_u16() == 429 => {
+                            pushed_back.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Ok(r) => anyhow::bail!("export refused: {}", r.status()),
+                        Err(e) => anyhow::bail!("export failed: {e}"),
+                    }
                 }
             }
             Ok(latencies)
@@ -130,7 +143,7 @@ async fn send_all(endpoint: &str, bodies: &Arc<Vec<Vec<u8>>>, connections: usize
         latencies.extend(worker.await??);
     }
     latencies.sort();
-    Ok((started.elapsed().as_secs_f64(), latencies))
+    Ok((started.elapsed().as_secs_f64(), latencies, pushed_back.load(std::sync::atomic::Ordering::Relaxed)))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -162,7 +175,7 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     eprintln!("ingest: {} requests over {} connections…", bodies.len(), options.connections);
     let stored = directory.join("stored");
     let (server, _) = Server::start(&stored, 2.0, config).await?;
-    let (ingest_seconds, latencies) = send_all(&server.http, &bodies, options.connections).await?;
+    let (ingest_seconds, latencies, pushed_back) = send_all(&server.http, &bodies, options.connections).await?;
     let ingest_rate = generated as f64 / ingest_seconds;
     eprintln!("stopping (assembles and writes every trace)…");
     let ingest_rss = server.stop()?;
@@ -229,6 +242,7 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     println!("{:<48} {:>12}   target", "measure", "value");
     let row = |name: &str, value: String, target: &str| println!("{name:<48} {value:>12}   {target}");
     row("durable ingest, OTLP/HTTP protobuf (spans/s)", format!("{ingest_rate:.0}"), "≥ 250000");
+    row("requests pushed back with 503 and resent", format!("{pushed_back}"), "");
     row("acknowledgement latency p50 (ms)", format!("{:.2}", percentile(&latencies, 0.5).as_secs_f64() * 1e3), "");
     row("acknowledgement latency p99 (ms)", format!("{:.2}", percentile(&latencies, 0.99).as_secs_f64() * 1e3), "");
     row("bytes per span on disk (blocks)", format!("{bytes_per_span:.1}"), "≤ 40");
