@@ -79,7 +79,8 @@ impl Receiver {
             }
             Err(StoreError::Invalid(reason)) => Err(self.refuse(Refusal::Malformed(reason))),
             Err(error) => {
-                tracing::warn!(message = "refusing spans: store cannot take them", %error);
+                // Counted in the status; one log line per refused request would flood the log.
+                tracing::debug!(message = "refusing spans: store cannot take them", %error);
                 Err(self.refuse(Refusal::Unavailable(error.to_string())))
             }
         }

@@ -225,6 +225,8 @@ impl EmbeddedStore {
                 match tokio::task::spawn_blocking(move || worker.maintain(false)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => tracing::error!(message = "store maintenance failed", %error),
+                    // At shutdown the runtime cancels this task; that is not a failure.
+                    Err(error) if error.is_cancelled() => break,
                     Err(error) => tracing::error!(message = "store maintenance panicked", %error),
                 }
             }

@@ -133,7 +133,7 @@ impl Default for StoreConfig {
             compaction_target_spans: 2_000_000,
             retention_hours: 7.0 * 24.0,
             retention_max_bytes: 0,
-            max_pending_spans: 3_000_000,
+            max_pending_spans: 1_000_000,
         }
     }
 }

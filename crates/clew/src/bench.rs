@@ -225,7 +225,7 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     search_times.sort();
     let query_rss = server.stop()?;
 
-    eprintln!("restart: a log holding every span, then kill -9…");
+    eprintln!("restart: up to a million spans in the log, then kill -9…");
     let logged = directory.join("logged");
     // The target speaks of a million spans in the log; more would only wait for push-back.
     let mut logged_spans = 0;
