@@ -289,29 +289,48 @@ impl EmbeddedStore {
         if ready.is_empty() {
             return false;
         }
-        let mut builder = BatchBuilder::default();
         let mut segments: HashMap<SegmentId, u64> = HashMap::new();
+        let mut fragment_flags = Vec::with_capacity(ready.len());
         {
             let mut recent = self.recent.lock();
-            for (trace_id, spans, trace_segments) in &ready {
+            for (trace_id, _, trace_segments) in &ready {
                 let fragment = if recent.contains(trace_id) { trace_flags::FRAGMENT } else { 0 };
                 if fragment != 0 {
                     self.counters.fragments.fetch_add(1, Ordering::Relaxed);
                 }
                 recent.insert(*trace_id, now);
-                let assembled = assemble_borrowed(spans);
-                builder.push_trace(&assembled, fragment);
+                fragment_flags.push(fragment);
                 for (segment, count) in trace_segments {
                     *segments.entry(*segment).or_insert(0) += count;
                 }
             }
         }
+        // Assembly is the costliest step of the write path: the chunk is split across threads.
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        let per_thread = ready.len().div_ceil(threads);
+        let batches: Vec<RecordBatch> = std::thread::scope(|scope| {
+            let workers: Vec<_> = ready
+                .chunks(per_thread.max(1))
+                .zip(fragment_flags.chunks(per_thread.max(1)))
+                .map(|(traces, flags)| {
+                    scope.spawn(move || {
+                        let mut builder = BatchBuilder::default();
+                        for ((_, spans, _), fragment) in traces.iter().zip(flags) {
+                            builder.push_trace(&assemble_borrowed(spans), *fragment);
+                        }
+                        builder.finish()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|worker| worker.join().expect("assembly does not panic")).collect()
+        });
         self.counters.traces_assembled.fetch_add(ready.len() as u64, Ordering::Relaxed);
-        let batch = builder.finish();
         let _moving = self.stages.write();
         let mut buffer = self.assembled.lock();
-        buffer.rows += batch.num_rows();
-        buffer.batches.push(batch);
+        for batch in batches {
+            buffer.rows += batch.num_rows();
+            buffer.batches.push(batch);
+        }
         buffer.oldest.get_or_insert(now);
         for (segment, count) in segments {
             *buffer.segments.entry(segment).or_insert(0) += count;
