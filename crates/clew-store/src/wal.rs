@@ -119,12 +119,19 @@ impl Wal {
             return Err(StoreError::Invalid(format!("WAL record of {} bytes exceeds {MAX_RECORD}", payload.len())));
         }
         let (done, wait) = tokio::sync::oneshot::channel();
-        let sender = self.sender.clone();
-        // The channel is bounded: when the disk cannot keep up, callers wait here.
-        tokio::task::spawn_blocking(move || sender.send(Append { payload, spans, done }))
-            .await
-            .map_err(|_| StoreError::Unavailable("WAL writer is gone".into()))?
-            .map_err(|_| StoreError::Unavailable("WAL writer is gone".into()))?;
+        match self.sender.try_send(Append { payload, spans, done }) {
+            Ok(()) => {}
+            // The channel is bounded: when the disk cannot keep up, callers wait here, off the
+            // async threads.
+            Err(mpsc::TrySendError::Full(append)) => {
+                let sender = self.sender.clone();
+                tokio::task::spawn_blocking(move || sender.send(append))
+                    .await
+                    .map_err(|_| StoreError::Unavailable("WAL writer is gone".into()))?
+                    .map_err(|_| StoreError::Unavailable("WAL writer is gone".into()))?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::Unavailable("WAL writer is gone".into())),
+        }
         wait.await.map_err(|_| StoreError::Unavailable("WAL writer stopped before answering".into()))?
     }
 
