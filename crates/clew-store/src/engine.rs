@@ -558,9 +558,7 @@ impl EmbeddedStore {
             }
         }
         let mut builder = BatchBuilder::default();
-        for spans in self.head.snapshot() {
-            builder.push_trace(&assemble_borrowed(&spans), 0);
-        }
+        self.head.visit(|spans| builder.push_trace(&assemble_borrowed(spans), 0));
         let head_rows = builder.rows();
         for spans in &in_flight {
             builder.push_trace(&assemble_borrowed(spans), 0);

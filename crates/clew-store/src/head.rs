@@ -121,19 +121,15 @@ impl Head {
         ready
     }
 
-    /// A copy of the spans of every pending trace, for queries.
-    pub fn snapshot(&self) -> Vec<Vec<Span>> {
-        let mut out = Vec::new();
+    /// Calls `visit` with the spans of every pending trace, in place (one shard locked at a
+    /// time): queries see pending spans without copying them.
+    pub fn visit(&self, mut visit: impl FnMut(&[Span])) {
         for shard in &self.shards {
             let shard = shard.lock();
-            out.extend(shard.values().map(|t| t.spans.clone()));
+            for trace in shard.values() {
+                visit(&trace.spans);
+            }
         }
-        out
-    }
-
-    /// Spans of one pending trace, if any.
-    pub fn trace(&self, trace_id: &TraceId) -> Option<Vec<Span>> {
-        self.shards[Self::shard(trace_id)].lock().get(trace_id).map(|t| t.spans.clone())
     }
 
     pub fn span_count(&self) -> u64 {
