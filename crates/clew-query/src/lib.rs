@@ -51,7 +51,7 @@ impl QueryEngine {
             .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true);
         let context = SessionContext::new_with_config(config);
         context.register_table("span_columns", storage.spans_table())?;
-        context.sql(SPANS_VIEW).await?;
+        context.sql(&spans_view()).await?;
         Ok(Self { storage, context })
     }
 
@@ -94,15 +94,24 @@ pub fn batches_to_json(batches: &[RecordBatch]) -> Result<serde_json::Value, Que
     serde_json::from_slice(&bytes).map_err(|e| QueryError::Encode(e.to_string()))
 }
 
-/// The table SQL sees: the stored columns with absolute start and end times computed, and
-/// without the encoded blobs.
-const SPANS_VIEW: &str = "CREATE VIEW spans AS SELECT trace_id, span_id, parent_span_id, service_name, name, kind, \
-    trace_start_unix_nano + start_offset_nanos AS start_time_unix_nano, \
-    trace_start_unix_nano + start_offset_nanos + duration_nanos AS end_time_unix_nano, duration_nanos, \
-    status_code, status_message, scope_name, scope_version, http_route, http_method, db_system, server_address, peer_service, \
-    http_status_code, attributes, resource_attributes, parent_service, parent_name, depth, self_nanos, critical_path_nanos, \
-    span_flags, trace_root_service, trace_root_name, trace_start_unix_nano, trace_duration_nanos, trace_span_count, \
-    trace_error_count, trace_flags, trace_services FROM span_columns";
+/// The table SQL sees, derived from the stored schema: absolute start and end times in place
+/// of the stored offset, and without the encoded blobs.
+fn spans_view() -> String {
+    let columns: Vec<String> = clew_store::SCHEMA
+        .fields()
+        .iter()
+        .filter_map(|field| match field.name().as_str() {
+            "start_offset_nanos" => Some(
+                "trace_start_unix_nano + start_offset_nanos AS start_time_unix_nano, \
+                 trace_start_unix_nano + start_offset_nanos + duration_nanos AS end_time_unix_nano"
+                    .to_string(),
+            ),
+            "detail" | "resource" => None,
+            name => Some(name.to_string()),
+        })
+        .collect();
+    format!("CREATE VIEW spans AS SELECT {} FROM span_columns", columns.join(", "))
+}
 
 /// A SQL string literal.
 pub(crate) fn quote(text: &str) -> String {

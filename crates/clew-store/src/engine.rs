@@ -141,7 +141,7 @@ impl std::fmt::Debug for EmbeddedStore {
 /// What queries see at one moment.
 pub(crate) struct Snapshot {
     pub memory: Vec<RecordBatch>,
-    pub block_paths: Vec<PathBuf>,
+    pub blocks: Vec<Arc<BlockMeta>>,
 }
 
 const ROW_GROUP_ROWS: usize = 8 * 1024;
@@ -542,8 +542,8 @@ impl EmbeddedStore {
         let _steady = self.stages.read();
         let mut memory = self.assembled.lock().batches.clone();
         memory.extend(self.pending_batches());
-        let block_paths = self.blocks.read().iter().map(|b| b.path.clone()).collect();
-        Ok(Snapshot { memory, block_paths })
+        let blocks = self.blocks.read().clone();
+        Ok(Snapshot { memory, blocks })
     }
 
     /// Pending and in-flight traces, provisionally assembled so that they have every column.
@@ -636,7 +636,9 @@ impl EmbeddedStore {
     /// rows of the trace are decoded (a row filter on `trace_id` with the page index).
     fn trace_blocking(&self, trace_id: TraceId) -> Result<Vec<StoredSpan>, StoreError> {
         let snapshot = self.snapshot()?;
-        let blocks = self.blocks.read().clone();
+        // Only the columns a span is rebuilt from: not the search maps and copies.
+        let needed: Vec<usize> =
+            SCHEMA.fields().iter().enumerate().filter(|(_, f)| SPAN_COLUMNS.contains(&f.name().as_str())).map(|(i, _)| i).collect();
         let wanted = FixedSizeBinaryArray::try_from_iter(std::iter::once(trace_id.0.as_slice()))?;
         let mut batches = Vec::new();
         for batch in &snapshot.memory {
@@ -645,7 +647,7 @@ impl EmbeddedStore {
                 batches.push(filter_record_batch(batch, &mask)?);
             }
         }
-        for block in blocks.iter().filter(|b| snapshot.block_paths.contains(&b.path)) {
+        for block in &snapshot.blocks {
             let reader = self.block_reader(block)?;
             let groups: Vec<usize> = reader
                 .row_groups
@@ -662,10 +664,7 @@ impl EmbeddedStore {
                 continue;
             }
             let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(fs::File::open(&block.path)?, reader.metadata.clone());
-            // Only the columns a span is rebuilt from: not the search maps and copies.
-            let needed: Vec<usize> =
-                SCHEMA.fields().iter().enumerate().filter(|(_, f)| SPAN_COLUMNS.contains(&f.name().as_str())).map(|(i, _)| i).collect();
-            let projection = ProjectionMask::roots(builder.parquet_schema(), needed);
+            let projection = ProjectionMask::roots(builder.parquet_schema(), needed.iter().copied());
             let wanted = wanted.clone();
             let predicate = ArrowPredicateFn::new(ProjectionMask::roots(builder.parquet_schema(), [0]), move |batch| {
                 eq(batch.column(0), &Scalar::new(&wanted))

@@ -55,9 +55,9 @@ impl TableProvider for SpansTable {
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let memory = MemTable::try_new(Arc::clone(&SCHEMA), vec![snapshot.memory])?;
         plans.push(memory.scan(state, projection, filters, limit).await?);
-        if !snapshot.block_paths.is_empty() {
+        if !snapshot.blocks.is_empty() {
             let urls =
-                snapshot.block_paths.iter().map(|path| ListingTableUrl::parse(path.to_string_lossy())).collect::<Result<Vec<_>>>()?;
+                snapshot.blocks.iter().map(|block| ListingTableUrl::parse(block.path.to_string_lossy())).collect::<Result<Vec<_>>>()?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(Arc::clone(&SCHEMA));
             let blocks = ListingTable::try_new(config)?;
