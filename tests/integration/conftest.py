@@ -24,6 +24,7 @@ class Clew:
     def __init__(self, data_dir, idle_seconds=0.5, extra_env=None):
         self.data_dir = data_dir
         self.grpc_port, self.http_port, self.query_port = free_port(), free_port(), free_port()
+        self.zipkin_port = free_port()
         self.idle_seconds = idle_seconds
         self.extra_env = extra_env or {}
         self.process = None
@@ -38,6 +39,10 @@ class Clew:
         return f"http://127.0.0.1:{self.http_port}/v1/traces"
 
     @property
+    def zipkin(self):
+        return f"http://127.0.0.1:{self.zipkin_port}"
+
+    @property
     def otlp_grpc(self):
         return f"127.0.0.1:{self.grpc_port}"
 
@@ -47,7 +52,8 @@ class Clew:
         self.process = subprocess.Popen(
             [CLEW_BIN, "serve", "--data-dir", os.path.join(self.data_dir, "data"),
              "--otlp-grpc", self.otlp_grpc, "--otlp-http", f"127.0.0.1:{self.http_port}",
-             "--query", f"127.0.0.1:{self.query_port}", "--trace-idle-seconds", str(self.idle_seconds)],
+             "--query", f"127.0.0.1:{self.query_port}", "--zipkin", f"127.0.0.1:{self.zipkin_port}",
+             "--trace-idle-seconds", str(self.idle_seconds)],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + timeout
         while time.time() < deadline:

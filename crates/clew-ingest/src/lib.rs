@@ -9,6 +9,7 @@
 pub mod body;
 mod limits;
 pub mod otlp;
+pub mod zipkin;
 
 pub use limits::Limits;
 pub use otlp::{Accepted, from_otlp, to_otlp};

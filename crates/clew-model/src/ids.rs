@@ -80,6 +80,14 @@ macro_rules! define_id {
     };
 }
 
+impl TraceId {
+    /// Hex as Jaeger and Zipkin print it: a trace ID whose high half is zero (a 64-bit ID) as
+    /// 16 characters, any other as 32.
+    pub fn to_compact_hex(&self) -> String {
+        if self.0[..8] == [0; 8] { hex::encode(&self.0[8..]) } else { self.to_hex() }
+    }
+}
+
 define_id!(TraceId, 16, "trace ID");
 define_id!(SpanId, 8, "span ID");
 

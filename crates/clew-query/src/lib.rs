@@ -2,6 +2,7 @@
 //! read-only SQL. Everything runs on DataFusion over the store's `spans` table, so a span
 //! answers the same wherever it lives (pending, freshly assembled, or in a block).
 
+mod graph;
 mod search;
 mod trace;
 
@@ -12,6 +13,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+pub use graph::Dependency;
 pub use search::{AttributeFilter, AttributeScope, CompareOp, SearchRequest, SortOrder, TraceSummary};
 pub use trace::{TraceView, TraceWarning};
 

@@ -17,6 +17,8 @@ pub enum CompareOp {
     Lt,
     Le,
     Regex,
+    /// The attribute is present, whatever its value.
+    Exists,
 }
 
 impl CompareOp {
@@ -29,6 +31,7 @@ impl CompareOp {
             Self::Lt => "<",
             Self::Le => "<=",
             Self::Regex => "~",
+            Self::Exists => "IS NOT NULL",
         }
     }
 }
@@ -96,6 +99,16 @@ impl AttributeFilter {
         Ok(Self { scope, key: key.to_string(), op: *op, value })
     }
 
+    /// `key = value` on the span's attributes, else its resource's.
+    pub fn equals(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { scope: AttributeScope::Any, key: key.into(), op: CompareOp::Eq, value: value.into() }
+    }
+
+    /// The span (or its resource) has the attribute.
+    pub fn exists(key: impl Into<String>) -> Self {
+        Self { scope: AttributeScope::Any, key: key.into(), op: CompareOp::Exists, value: String::new() }
+    }
+
     fn sql(&self) -> String {
         let key = quote(&self.key);
         let dedicated = DEDICATED.iter().find(|(name, _)| *name == self.key).map(|(_, column)| column.to_string());
@@ -112,6 +125,7 @@ impl AttributeFilter {
         };
         let numeric = self.value.parse::<f64>().is_ok();
         match self.op {
+            CompareOp::Exists => format!("{accessor} IS NOT NULL"),
             CompareOp::Regex => format!("regexp_like({accessor}, {})", quote(&format!("^(?:{})$", self.value))),
             op if numeric => format!("try_cast({accessor} AS DOUBLE) {} {}", op.sql(), self.value.parse::<f64>().expect("checked")),
             CompareOp::Ne => format!("({accessor} IS NULL OR {accessor} <> {})", quote(&self.value)),

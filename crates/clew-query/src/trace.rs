@@ -33,6 +33,23 @@ impl QueryEngine {
         let warnings = warnings(&trace, fragments_merged);
         Ok(Some(TraceView { trace, warnings, fragments_merged }))
     }
+
+    /// Several traces, looked up a few at a time, in the order asked; missing ones are left out.
+    pub async fn traces(&self, trace_ids: &[TraceId]) -> Result<Vec<TraceView>, QueryError> {
+        use futures::StreamExt;
+        let lookups = trace_ids.to_vec().into_iter().map(|id| {
+            let engine = self.clone();
+            async move { engine.trace(id).await }
+        });
+        let found: Vec<Result<Option<TraceView>, QueryError>> = futures::stream::iter(lookups).buffered(4).collect().await;
+        let mut out = Vec::with_capacity(found.len());
+        for view in found {
+            if let Some(view) = view? {
+                out.push(view);
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn warnings(trace: &AssembledTrace, fragments_merged: bool) -> Vec<TraceWarning> {

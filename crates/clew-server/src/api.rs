@@ -36,6 +36,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/attributes/{key}/values", get(attribute_values))
         .route("/api/v1/sql", get(sql_get).post(sql_post))
         .route("/api/v1/openapi.yaml", get(openapi))
+        .merge(crate::jaeger::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .with_state(state)

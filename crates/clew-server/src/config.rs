@@ -21,8 +21,10 @@ pub struct ServerConfig {
     pub otlp_grpc_address: String,
     /// OTLP/HTTP (`POST /v1/traces`).
     pub otlp_http_address: String,
-    /// The query API and the web pages.
+    /// The query API and the web pages; the Jaeger query API (`/api/*`) is served here too.
     pub query_address: String,
+    /// Zipkin: span intake (`POST /api/v2/spans`, `/api/v1/spans`) and the v2 query API.
+    pub zipkin_address: String,
     /// Largest request body accepted, after decompression (HTTP) or as a message (gRPC).
     pub max_request_bytes: usize,
     /// Seconds a client is told to wait when Clew pushes back.
@@ -35,6 +37,7 @@ impl Default for ServerConfig {
             otlp_grpc_address: "127.0.0.1:4317".into(),
             otlp_http_address: "127.0.0.1:4318".into(),
             query_address: "127.0.0.1:16686".into(),
+            zipkin_address: "127.0.0.1:9411".into(),
             max_request_bytes: 8 << 20,
             retry_after_seconds: 5,
         }

@@ -1,11 +1,14 @@
-//! Clew's network face: the OTLP receivers (gRPC and HTTP) and the query API with the pages
-//! served beside it. Only this crate knows HTTP, gRPC and the JSON shapes of the API.
+//! Clew's network face: the OTLP receivers (gRPC and HTTP), Zipkin (intake and query API),
+//! and the query port with the native API, the Jaeger query API and the pages. Only this crate
+//! knows HTTP, gRPC and the JSON shapes of the APIs.
 
 mod api;
 mod config;
+mod jaeger;
 mod otlp_grpc;
 mod otlp_http;
 mod receiver;
+mod zipkin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ pub struct BoundAddresses {
     pub otlp_grpc: SocketAddr,
     pub otlp_http: SocketAddr,
     pub query: SocketAddr,
+    pub zipkin: SocketAddr,
 }
 
 /// A running server.
@@ -60,10 +64,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http_listener =
         TcpListener::bind(&config.server.otlp_http_address).await.map_err(|e| bind_error(&config.server.otlp_http_address, e))?;
     let query_listener = TcpListener::bind(&config.server.query_address).await.map_err(|e| bind_error(&config.server.query_address, e))?;
+    let zipkin_listener =
+        TcpListener::bind(&config.server.zipkin_address).await.map_err(|e| bind_error(&config.server.zipkin_address, e))?;
     let addresses = BoundAddresses {
         otlp_grpc: grpc_listener.local_addr()?,
         otlp_http: http_listener.local_addr()?,
         query: query_listener.local_addr()?,
+        zipkin: zipkin_listener.local_addr()?,
     };
 
     let mut tasks = vec![maintenance];
@@ -72,6 +79,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tasks.push(tokio::spawn(async move {
         if let Err(error) = axum::serve(http_listener, http_app).await {
             tracing::error!(message = "OTLP/HTTP server stopped", %error);
+        }
+    }));
+    let zipkin_app = zipkin::router(zipkin::ZipkinState { receiver: Arc::clone(&receiver), query: query.clone() });
+    tasks.push(tokio::spawn(async move {
+        if let Err(error) = axum::serve(zipkin_listener, zipkin_app).await {
+            tracing::error!(message = "Zipkin server stopped", %error);
         }
     }));
     let api_app = api::router(api::ApiState { query, receiver, store: Arc::clone(&store) });
@@ -84,7 +97,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         message = "clew is serving",
         otlp_grpc = %addresses.otlp_grpc,
         otlp_http = %addresses.otlp_http,
-        query = %addresses.query
+        query = %addresses.query,
+        zipkin = %addresses.zipkin
     );
     Ok(Running { addresses, store, tasks })
 }

@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// Query API and UI listen address (overrides server.query_address).
     #[arg(long)]
     pub query: Option<String>,
+    /// Zipkin intake and API listen address (overrides server.zipkin_address).
+    #[arg(long)]
+    pub zipkin: Option<String>,
     /// Seconds a trace must be quiet before it is assembled (overrides store.trace_idle_seconds).
     #[arg(long)]
     pub trace_idle_seconds: Option<f64>,
@@ -164,6 +167,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(address) = &args.query {
         config.server.query_address = address.clone();
+    }
+    if let Some(address) = &args.zipkin {
+        config.server.zipkin_address = address.clone();
     }
     if let Some(seconds) = args.trace_idle_seconds {
         config.store.trace_idle_seconds = seconds;
