@@ -12,8 +12,8 @@ import requests
 CLEW_BIN = os.environ.get("CLEW_BIN", "clew")
 
 
-def free_port():
-    with socket.socket() as s:
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -25,6 +25,8 @@ class Clew:
         self.data_dir = data_dir
         self.grpc_port, self.http_port, self.query_port = free_port(), free_port(), free_port()
         self.zipkin_port = free_port()
+        self.jaeger_ports = {"thrift_http": free_port(), "grpc": free_port(),
+                             "agent_compact": free_port(socket.SOCK_DGRAM), "agent_binary": free_port(socket.SOCK_DGRAM)}
         self.idle_seconds = idle_seconds
         self.extra_env = extra_env or {}
         self.process = None
@@ -48,6 +50,8 @@ class Clew:
 
     def start(self, timeout=60):
         env = dict(os.environ, CLEW_LOG="info", **self.extra_env)
+        for name, port in self.jaeger_ports.items():
+            env[f"CLEW_SERVER__JAEGER_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [CLEW_BIN, "serve", "--data-dir", os.path.join(self.data_dir, "data"),

@@ -167,3 +167,44 @@ def test_jaeger_lists_and_search(clew):
         {"parent": "frontend", "child": "backend", "callCount": 1},
     ])
     assert clew.get("/api/dependencies", endTs=now_ms - 3_600_000, lookback=60_000).json() == envelope([])
+
+
+def test_clock_skew_is_adjusted_unless_raw(clew):
+    """backend's host clock runs 5 s ahead: its server span is shifted into the middle of the
+    client span that called it, with its child on the same host; raw=true shows what was sent."""
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    t0 = (int(time.time()) - 30) * 1_000_000_000
+    ahead = 5_000_000_000
+    post_otlp(clew, [
+        {"resource": {"attributes": [kv("service.name", stringValue="web"), kv("host.name", stringValue="host-a")]},
+         "scopeSpans": [{"spans": [
+             {"traceId": trace, "spanId": "a000000000000001", "name": "GET /", "kind": 2,
+              "startTimeUnixNano": str(t0), "endTimeUnixNano": str(t0 + 100_000_000)},
+             {"traceId": trace, "spanId": "a000000000000002", "parentSpanId": "a000000000000001", "name": "call api", "kind": 3,
+              "startTimeUnixNano": str(t0 + 10_000_000), "endTimeUnixNano": str(t0 + 90_000_000)}]}]},
+        {"resource": {"attributes": [kv("service.name", stringValue="api"), kv("host.name", stringValue="host-b")]},
+         "scopeSpans": [{"spans": [
+             {"traceId": trace, "spanId": "b000000000000001", "parentSpanId": "a000000000000002", "name": "handle", "kind": 2,
+              "startTimeUnixNano": str(t0 + ahead), "endTimeUnixNano": str(t0 + ahead + 60_000_000)},
+             {"traceId": trace, "spanId": "b000000000000002", "parentSpanId": "b000000000000001", "name": "work", "kind": 1,
+              "startTimeUnixNano": str(t0 + ahead + 5_000_000), "endTimeUnixNano": str(t0 + ahead + 15_000_000)}]}]},
+    ])
+    adjusted = wait_for_trace(clew, trace, 4)
+    starts = {s["spanId"]: int(s["startTimeUnixNano"]) for s in adjusted["spans"]}
+    # Centred in the client span: 10 ms + (80 ms - 60 ms) / 2 = 20 ms after the trace start.
+    assert starts["b000000000000001"] == t0 + 20_000_000
+    assert starts["b000000000000002"] == t0 + 25_000_000
+    assert starts["a000000000000002"] == t0 + 10_000_000
+    assert adjusted["durationNanos"] == 100_000_000
+    skew = [w for w in adjusted["warnings"] if w["kind"] == "clock_skew"]
+    assert len(skew) == 1 and "host-b" in skew[0]["message"] and "-4.98s" in skew[0]["message"]
+    assert sorted(skew[0]["span_ids"]) == ["b000000000000001", "b000000000000002"]
+
+    raw = clew.get(f"/api/v1/traces/{trace}", raw="true").json()
+    assert {s["spanId"]: int(s["startTimeUnixNano"]) for s in raw["spans"]}["b000000000000001"] == t0 + ahead
+    assert not [w for w in raw["warnings"] if w["kind"] == "clock_skew"]
+
+    jaeger = {s["spanID"]: s for s in clew.get(f"/api/traces/{trace}").json()["data"][0]["spans"]}
+    assert jaeger["b000000000000001"]["startTime"] == (t0 + 20_000_000) // 1000
+    jaeger_raw = {s["spanID"]: s for s in clew.get(f"/api/traces/{trace}", raw="true").json()["data"][0]["spans"]}
+    assert jaeger_raw["b000000000000001"]["startTime"] == (t0 + ahead) // 1000

@@ -1,4 +1,4 @@
-use clew_model::{AssembledTrace, Span, TraceId, assemble, span_flags, trace_flags};
+use clew_model::{AssembledTrace, Span, TraceId, adjust_clock_skew, assemble, span_flags, trace_flags};
 use serde::Serialize;
 
 use crate::{QueryEngine, QueryError};
@@ -21,25 +21,53 @@ pub struct TraceWarning {
     pub span_ids: Vec<String>,
 }
 
+/// Shifts larger than this are no clock error but a broken trace, and are not made.
+const MAX_CLOCK_SKEW_NANOS: u64 = 10 * 60 * 1_000_000_000;
+
 impl QueryEngine {
+    /// A trace with clock skew adjusted (see [`QueryEngine::trace_with`]).
     pub async fn trace(&self, trace_id: TraceId) -> Result<Option<TraceView>, QueryError> {
+        self.trace_with(trace_id, true).await
+    }
+
+    /// A trace re-assembled from every stored piece. With `adjust_skew`, spans whose host
+    /// clock is off against their parent's are shifted into it, and a warning says so; without
+    /// it, the spans are exactly as received.
+    pub async fn trace_with(&self, trace_id: TraceId, adjust_skew: bool) -> Result<Option<TraceView>, QueryError> {
         let stored = self.storage.trace(trace_id).await?;
         if stored.is_empty() {
             return Ok(None);
         }
         let fragments_merged = stored.iter().any(|s| s.trace_flags & trace_flags::FRAGMENT != 0);
-        let spans: Vec<Span> = stored.into_iter().map(|s| s.span).collect();
+        let mut spans: Vec<Span> = stored.into_iter().map(|s| s.span).collect();
+        let mut skew_warnings = Vec::new();
+        if adjust_skew {
+            for adjustment in adjust_clock_skew(&mut spans, MAX_CLOCK_SKEW_NANOS) {
+                let span_ids: Vec<String> = adjustment.spans.iter().map(|i| spans[*i].span_id.to_hex()).collect();
+                skew_warnings.push(TraceWarning {
+                    kind: "clock_skew",
+                    message: format!(
+                        "{} span(s) on host {} shifted by {} to fit inside their parent: that host's clock is off",
+                        span_ids.len(),
+                        adjustment.host,
+                        signed_duration(adjustment.delta_nanos)
+                    ),
+                    span_ids,
+                });
+            }
+        }
         let trace = assemble(spans);
-        let warnings = warnings(&trace, fragments_merged);
+        let mut warnings = warnings(&trace, fragments_merged);
+        warnings.extend(skew_warnings);
         Ok(Some(TraceView { trace, warnings, fragments_merged }))
     }
 
     /// Several traces, looked up a few at a time, in the order asked; missing ones are left out.
-    pub async fn traces(&self, trace_ids: &[TraceId]) -> Result<Vec<TraceView>, QueryError> {
+    pub async fn traces(&self, trace_ids: &[TraceId], adjust_skew: bool) -> Result<Vec<TraceView>, QueryError> {
         use futures::StreamExt;
         let lookups = trace_ids.to_vec().into_iter().map(|id| {
             let engine = self.clone();
-            async move { engine.trace(id).await }
+            async move { engine.trace_with(id, adjust_skew).await }
         });
         let found: Vec<Result<Option<TraceView>, QueryError>> = futures::stream::iter(lookups).buffered(4).collect().await;
         let mut out = Vec::with_capacity(found.len());
@@ -99,4 +127,17 @@ fn warnings(trace: &AssembledTrace, fragments_merged: bool) -> Vec<TraceWarning>
         });
     }
     out
+}
+
+/// `+1.5ms`, `-3.2s`: a shift, for people.
+fn signed_duration(nanos: i64) -> String {
+    let sign = if nanos < 0 { "-" } else { "+" };
+    let magnitude = nanos.unsigned_abs() as f64;
+    let (value, unit) = match magnitude {
+        m if m >= 1e9 => (m / 1e9, "s"),
+        m if m >= 1e6 => (m / 1e6, "ms"),
+        m if m >= 1e3 => (m / 1e3, "µs"),
+        m => (m, "ns"),
+    };
+    format!("{sign}{}{unit}", (value * 1000.0).round() / 1000.0)
 }

@@ -111,18 +111,25 @@ fn parse_trace_id(text: &str) -> Result<TraceId, ApiError> {
     TraceId::from_hex(text).map_err(|e| ApiError::bad_request(format!("invalid trace ID: {e}")))
 }
 
-async fn load_trace(state: &ApiState, trace_id: &str) -> Result<TraceView, ApiError> {
+async fn load_trace(state: &ApiState, trace_id: &str, adjust_skew: bool) -> Result<TraceView, ApiError> {
     let id = parse_trace_id(trace_id)?;
-    state.query.trace(id).await?.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "trace_not_found", format!("trace {id} not found")))
+    state
+        .query
+        .trace_with(id, adjust_skew)
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "trace_not_found", format!("trace {id} not found")))
 }
 
-async fn trace(State(state): State<ApiState>, Path(trace_id): Path<String>) -> ApiResult {
-    let view = load_trace(&state, &trace_id).await?;
+async fn trace(State(state): State<ApiState>, Path(trace_id): Path<String>, RawQuery(raw): RawQuery) -> ApiResult {
+    // `raw=true`: the spans exactly as received, without clock-skew adjustment.
+    let raw = pairs(raw)?.iter().any(|(k, v)| k == "raw" && v == "true");
+    let view = load_trace(&state, &trace_id, !raw).await?;
     Ok(axum::Json(trace_json(&view)))
 }
 
 async fn trace_otlp(State(state): State<ApiState>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
-    let view = load_trace(&state, &trace_id).await?;
+    // An export holds the spans as received.
+    let view = load_trace(&state, &trace_id, false).await?;
     let request = clew_ingest::to_otlp(&view.trace.spans);
     let body = serde_json::to_vec(&request).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok((

@@ -24,7 +24,16 @@ pub struct ServerConfig {
     /// The query API and the web pages; the Jaeger query API (`/api/*`) is served here too.
     pub query_address: String,
     /// Zipkin: span intake (`POST /api/v2/spans`, `/api/v1/spans`) and the v2 query API.
+    /// This and the other receivers below are off when set to "".
     pub zipkin_address: String,
+    /// Jaeger collector, Thrift over HTTP (`POST /api/traces`).
+    pub jaeger_thrift_http_address: String,
+    /// Jaeger collector, gRPC (`jaeger.api_v2.CollectorService/PostSpans`).
+    pub jaeger_grpc_address: String,
+    /// Jaeger agent, UDP, compact Thrift (`emitBatch`).
+    pub jaeger_agent_compact_address: String,
+    /// Jaeger agent, UDP, binary Thrift (`emitBatch`).
+    pub jaeger_agent_binary_address: String,
     /// Largest request body accepted, after decompression (HTTP) or as a message (gRPC).
     pub max_request_bytes: usize,
     /// Seconds a client is told to wait when Clew pushes back.
@@ -38,6 +47,10 @@ impl Default for ServerConfig {
             otlp_http_address: "127.0.0.1:4318".into(),
             query_address: "127.0.0.1:16686".into(),
             zipkin_address: "127.0.0.1:9411".into(),
+            jaeger_thrift_http_address: "127.0.0.1:14268".into(),
+            jaeger_grpc_address: "127.0.0.1:14250".into(),
+            jaeger_agent_compact_address: "127.0.0.1:6831".into(),
+            jaeger_agent_binary_address: "127.0.0.1:6832".into(),
             max_request_bytes: 8 << 20,
             retry_after_seconds: 5,
         }

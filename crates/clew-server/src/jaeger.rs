@@ -209,14 +209,16 @@ async fn find_traces(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> 
     }
     let summaries = state.query.search(&request).await?;
     let ids: Vec<TraceId> = summaries.iter().filter_map(|s| TraceId::from_hex(&s.trace_id).ok()).collect();
-    let traces: Vec<Json> = state.query.traces(&ids).await?.iter().map(trace_json).collect();
+    let traces: Vec<Json> = state.query.traces(&ids, true).await?.iter().map(trace_json).collect();
     let total = traces.len();
     Ok(envelope(Json::Array(traces), total))
 }
 
-async fn get_trace(State(state): State<ApiState>, Path(trace_id): Path<String>) -> JaegerResult {
+async fn get_trace(State(state): State<ApiState>, Path(trace_id): Path<String>, RawQuery(raw): RawQuery) -> JaegerResult {
     let id = TraceId::from_hex(&trace_id).map_err(|e| bad_request(format!("malformed trace ID {trace_id:?}: {e}")))?;
-    let view = state.query.trace(id).await?.ok_or_else(|| JaegerError(StatusCode::NOT_FOUND, "trace not found".into()))?;
+    // `raw=true` skips the adjusters (clock skew), as in Jaeger.
+    let adjust = !pairs(raw)?.iter().any(|(k, v)| k == "raw" && v == "true");
+    let view = state.query.trace_with(id, adjust).await?.ok_or_else(|| JaegerError(StatusCode::NOT_FOUND, "trace not found".into()))?;
     Ok(envelope(json!([trace_json(&view)]), 1))
 }
 
@@ -345,7 +347,10 @@ fn span_json(span: &Span, flags: u32, process_id: String) -> Json {
         .events
         .iter()
         .map(|event| {
-            let mut fields = vec![string_tag("event", &event.name)];
+            let mut fields = Vec::with_capacity(event.attributes.len() + 1);
+            if !event.name.is_empty() {
+                fields.push(string_tag("event", &event.name));
+            }
             fields.extend(tags(&event.attributes));
             json!({ "timestamp": event.time_unix_nano / 1000, "fields": fields })
         })

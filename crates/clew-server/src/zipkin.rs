@@ -235,7 +235,7 @@ async fn find_traces(State(state): State<ZipkinState>, RawQuery(raw): RawQuery) 
     }
     let summaries = state.query.search(&request).await?;
     let ids: Vec<TraceId> = summaries.iter().filter_map(|s| TraceId::from_hex(&s.trace_id).ok()).collect();
-    let traces: Vec<Json> = state.query.traces(&ids).await?.iter().map(trace_json).collect();
+    let traces: Vec<Json> = state.query.traces(&ids, false).await?.iter().map(trace_json).collect();
     Ok(axum::Json(Json::Array(traces)))
 }
 
@@ -248,7 +248,8 @@ fn parse_id(text: &str) -> Result<TraceId, ZipkinError> {
 
 async fn get_trace(State(state): State<ZipkinState>, Path(trace_id): Path<String>) -> Result<axum::Json<Json>, ZipkinError> {
     let id = parse_id(&trace_id)?;
-    let view = state.query.trace(id).await?.ok_or_else(|| ZipkinError(StatusCode::NOT_FOUND, format!("{trace_id} not found")))?;
+    let view =
+        state.query.trace_with(id, false).await?.ok_or_else(|| ZipkinError(StatusCode::NOT_FOUND, format!("{trace_id} not found")))?;
     Ok(axum::Json(trace_json(&view)))
 }
 
@@ -256,7 +257,7 @@ async fn trace_many(State(state): State<ZipkinState>, RawQuery(raw): RawQuery) -
     let pairs = pairs(raw)?;
     let list = param(&pairs, "traceIds").ok_or_else(|| bad_request("traceIds is required"))?;
     let ids = list.split(',').map(|id| parse_id(id.trim())).collect::<Result<Vec<_>, _>>()?;
-    let traces: Vec<Json> = state.query.traces(&ids).await?.iter().map(trace_json).collect();
+    let traces: Vec<Json> = state.query.traces(&ids, false).await?.iter().map(trace_json).collect();
     Ok(axum::Json(Json::Array(traces)))
 }
 
