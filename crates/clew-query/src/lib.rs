@@ -5,6 +5,7 @@
 mod graph;
 mod search;
 mod trace;
+pub mod traceql;
 
 use std::sync::Arc;
 

@@ -1,0 +1,375 @@
+//! TraceQL: parsing ([`parse`]), evaluation per trace ([`eval`]) and search. A search first
+//! asks DataFusion for candidate traces, newest first, using a condition every match must meet
+//! (some span satisfies one of the query's filters, as far as SQL can express it); then each
+//! candidate is re-assembled and the query is evaluated on it exactly, until enough match.
+
+mod ast;
+mod eval;
+mod parse;
+
+use clew_model::TraceId;
+use serde::Serialize;
+
+pub use ast::*;
+pub use eval::{Spanset, TraceContext, evaluate, field_values};
+pub use parse::{ParseError, field, parse};
+
+use crate::{QueryEngine, QueryError, quote};
+use clew_store::block::DEDICATED;
+
+/// A TraceQL search.
+#[derive(Debug, Clone)]
+pub struct TraceQlRequest {
+    pub query: String,
+    /// Spans starting within [start, end] (Unix ns).
+    pub start_unix_nano: Option<u64>,
+    pub end_unix_nano: Option<u64>,
+    pub limit: usize,
+    /// Spans returned per spanset.
+    pub spans_per_spanset: usize,
+}
+
+/// One matching trace.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceQlMatch {
+    pub trace_id: TraceId,
+    pub root_service: String,
+    pub root_name: String,
+    pub start_unix_nano: u64,
+    pub duration_nanos: u64,
+    pub spansets: Vec<SpansetResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SpansetResult {
+    pub matched: usize,
+    pub spans: Vec<SpanResult>,
+    /// `by()` values, as (field as written, value as text).
+    pub group: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SpanResult {
+    pub span_id: String,
+    pub name: String,
+    pub service: String,
+    pub start_unix_nano: u64,
+    pub duration_nanos: u64,
+    /// The attributes the query looked at or selected, as text.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// What a search looked at.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TraceQlMetrics {
+    pub inspected_traces: usize,
+}
+
+/// Candidate traces fetched per round, and at most this many inspected per search.
+const CANDIDATE_PAGE: usize = 200;
+const MAX_INSPECTED: usize = 5_000;
+
+impl QueryEngine {
+    pub async fn traceql(&self, request: &TraceQlRequest) -> Result<(Vec<TraceQlMatch>, TraceQlMetrics), QueryError> {
+        let query = parse(&request.query).map_err(|e| QueryError::Invalid(e.to_string()))?;
+        let limit = request.limit.clamp(1, 10_000);
+        let mut conditions = Vec::new();
+        if let Some(start) = request.start_unix_nano {
+            conditions.push(format!("start_time_unix_nano >= {start}"));
+        }
+        if let Some(end) = request.end_unix_nano {
+            conditions.push(format!("start_time_unix_nano <= {end}"));
+        }
+        if let Some(prefilter) = prefilter(&query) {
+            conditions.push(prefilter);
+        }
+        let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+        let fields = referenced_fields(&query);
+        let mut matches = Vec::new();
+        let mut metrics = TraceQlMetrics::default();
+        let mut offset = 0;
+        while matches.len() < limit && offset < MAX_INSPECTED {
+            let sql = format!(
+                "SELECT trace_id, max(trace_start_unix_nano) AS started FROM spans {filter} \
+                 GROUP BY trace_id ORDER BY started DESC, trace_id LIMIT {CANDIDATE_PAGE} OFFSET {offset}"
+            );
+            let batches = self.internal_sql(&sql).await?;
+            let mut ids = Vec::new();
+            for batch in &batches {
+                use datafusion::arrow::array::AsArray;
+                let column = batch.column(0).as_fixed_size_binary();
+                ids.extend((0..batch.num_rows()).filter_map(|row| TraceId::from_slice(column.value(row)).ok()));
+            }
+            if ids.is_empty() {
+                break;
+            }
+            offset += ids.len();
+            for view in self.traces(&ids, true).await? {
+                metrics.inspected_traces += 1;
+                let context = TraceContext::new(&view.trace);
+                let sets = evaluate(&query, &context);
+                if sets.is_empty() {
+                    continue;
+                }
+                matches.push(describe(&view.trace, &context, sets, &fields, request.spans_per_spanset));
+                if matches.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok((matches, metrics))
+    }
+}
+
+fn describe(
+    trace: &clew_model::AssembledTrace,
+    context: &TraceContext<'_>,
+    sets: Vec<Spanset>,
+    fields: &[Field],
+    per_set: usize,
+) -> TraceQlMatch {
+    let spansets = sets
+        .into_iter()
+        .map(|set| {
+            let mut shown: Vec<Field> = fields.to_vec();
+            shown.extend(set.selected.iter().cloned());
+            let spans = set
+                .spans
+                .iter()
+                .take(per_set.max(1))
+                .map(|&index| {
+                    let span = &trace.spans[index];
+                    let mut attributes = vec![("service.name".to_string(), span.service_name().to_string())];
+                    for field in &shown {
+                        if let Some(value) = field_values(field, index, context).into_iter().next() {
+                            let name = field_name(field);
+                            if !attributes.iter().any(|(n, _)| *n == name) {
+                                attributes.push((name, value_text(&value)));
+                            }
+                        }
+                    }
+                    SpanResult {
+                        span_id: span.span_id.to_hex(),
+                        name: span.name.clone(),
+                        service: span.service_name().to_string(),
+                        start_unix_nano: span.start_time_unix_nano,
+                        duration_nanos: span.duration_nanos(),
+                        attributes,
+                    }
+                })
+                .collect();
+            SpansetResult {
+                matched: set.spans.len(),
+                spans,
+                group: set.group.iter().map(|(field, value)| (field_name(field), value_text(value))).collect(),
+            }
+        })
+        .collect();
+    TraceQlMatch {
+        trace_id: trace.spans[0].trace_id,
+        root_service: trace.facts.root_service.clone(),
+        root_name: trace.facts.root_name.clone(),
+        start_unix_nano: trace.facts.start_unix_nano,
+        duration_nanos: trace.facts.duration_nanos(),
+        spansets,
+    }
+}
+
+/// How a field is written in TraceQL.
+pub fn field_name(field: &Field) -> String {
+    match field {
+        Field::Attribute { key, .. } => key.clone(),
+        Field::Intrinsic(intrinsic) => match intrinsic {
+            Intrinsic::Name => "name",
+            Intrinsic::Status => "status",
+            Intrinsic::StatusMessage => "statusMessage",
+            Intrinsic::Kind => "kind",
+            Intrinsic::Duration => "duration",
+            Intrinsic::SpanId => "span:id",
+            Intrinsic::ParentId => "span:parentID",
+            Intrinsic::ChildCount => "span:childCount",
+            Intrinsic::TraceDuration => "trace:duration",
+            Intrinsic::RootName => "trace:rootName",
+            Intrinsic::RootService => "trace:rootService",
+            Intrinsic::TraceId => "trace:id",
+            Intrinsic::EventName => "event:name",
+            Intrinsic::EventTimeSinceStart => "event:timeSinceStart",
+            Intrinsic::LinkTraceId => "link:traceID",
+            Intrinsic::LinkSpanId => "link:spanID",
+            Intrinsic::ScopeName => "instrumentation:name",
+            Intrinsic::ScopeVersion => "instrumentation:version",
+        }
+        .to_string(),
+    }
+}
+
+pub fn value_text(value: &Value) -> String {
+    match value {
+        Value::Nil => "nil".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Duration(d) => d.to_string(),
+        Value::Str(s) => s.clone(),
+        Value::Status(s) => s.as_str().into(),
+        Value::Kind(k) => k.as_str().into(),
+    }
+}
+
+/// The attribute fields a query compares (shown with each matching span, as Tempo does).
+fn referenced_fields(query: &Query) -> Vec<Field> {
+    fn expr(e: &Expr, out: &mut Vec<Field>) {
+        match e {
+            Expr::Field(field @ Field::Attribute { .. }) if !out.contains(field) => out.push(field.clone()),
+            Expr::Compare(_, a, b) | Expr::Arith(_, a, b) | Expr::And(a, b) | Expr::Or(a, b) => {
+                expr(a, out);
+                expr(b, out);
+            }
+            Expr::Not(a) => expr(a, out),
+            _ => {}
+        }
+    }
+    fn spanset(s: &SpansetExpr, out: &mut Vec<Field>) {
+        match s {
+            SpansetExpr::Filter(e) => expr(e, out),
+            SpansetExpr::And(a, b) | SpansetExpr::Or(a, b) | SpansetExpr::Structural { left: a, right: b, .. } => {
+                spanset(a, out);
+                spanset(b, out);
+            }
+            SpansetExpr::Pipeline(q) => query_fields(q, out),
+        }
+    }
+    fn query_fields(q: &Query, out: &mut Vec<Field>) {
+        spanset(&q.first, out);
+        for stage in &q.stages {
+            if let Stage::Filter(s) = stage {
+                spanset(s, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    query_fields(query, &mut out);
+    out
+}
+
+// ---- the SQL prefilter ----
+
+/// A SQL condition on spans that some span of every matching trace meets, or `None` when
+/// nothing narrower than "any trace" can be said.
+pub fn prefilter(query: &Query) -> Option<String> {
+    // Every match has a span in the first spanset (and in every filter stage): the first
+    // expression's condition is necessary.
+    spanset_sql(&query.first)
+}
+
+fn spanset_sql(expr: &SpansetExpr) -> Option<String> {
+    match expr {
+        SpansetExpr::Filter(condition) => condition_sql(condition),
+        // Both sides must be present; either side's condition is necessary. Structural
+        // operators with `!` may match with no left-hand span, so only the right side counts.
+        SpansetExpr::And(a, b) => spanset_sql(a).or_else(|| spanset_sql(b)),
+        SpansetExpr::Structural { mode: Mode::Not, right, .. } => spanset_sql(right),
+        SpansetExpr::Structural { left, right, .. } => spanset_sql(right).or_else(|| spanset_sql(left)),
+        SpansetExpr::Or(a, b) => Some(format!("(({}) OR ({}))", spanset_sql(a)?, spanset_sql(b)?)),
+        SpansetExpr::Pipeline(query) => prefilter(query),
+    }
+}
+
+/// The SQL for a span-level condition; `None` where SQL cannot say it exactly enough (the
+/// evaluation then decides).
+fn condition_sql(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::And(a, b) => match (condition_sql(a), condition_sql(b)) {
+            (Some(a), Some(b)) => Some(format!("({a} AND {b})")),
+            (one, other) => one.or(other),
+        },
+        Expr::Or(a, b) => Some(format!("({} OR {})", condition_sql(a)?, condition_sql(b)?)),
+        Expr::Compare(op, left, right) => {
+            let (field, value, op) = match (&**left, &**right) {
+                (Expr::Field(field), Expr::Literal(value)) => (field, value, *op),
+                (Expr::Literal(value), Expr::Field(field)) => (field, value, flip(*op)?),
+                _ => return None,
+            };
+            compare_sql(field, value, op)
+        }
+        _ => None,
+    }
+}
+
+fn flip(op: CompareOp) -> Option<CompareOp> {
+    Some(match op {
+        CompareOp::Eq => CompareOp::Eq,
+        CompareOp::Gt => CompareOp::Lt,
+        CompareOp::Ge => CompareOp::Le,
+        CompareOp::Lt => CompareOp::Gt,
+        CompareOp::Le => CompareOp::Ge,
+        _ => return None,
+    })
+}
+
+fn compare_sql(field: &Field, value: &Value, op: CompareOp) -> Option<String> {
+    // `!=`, `!~` and `nil` comparisons are left to the evaluation.
+    if matches!(op, CompareOp::Ne | CompareOp::NotRegex) || *value == Value::Nil {
+        return None;
+    }
+    let symbol = match op {
+        CompareOp::Eq => "=",
+        CompareOp::Gt => ">",
+        CompareOp::Ge => ">=",
+        CompareOp::Lt => "<",
+        CompareOp::Le => "<=",
+        _ => "",
+    };
+    let (column, numeric_column) = match field {
+        Field::Intrinsic(intrinsic) => match intrinsic {
+            Intrinsic::Name => ("name".to_string(), false),
+            Intrinsic::Status => ("status_code".to_string(), false),
+            Intrinsic::StatusMessage => ("status_message".to_string(), false),
+            Intrinsic::Kind => ("kind".to_string(), false),
+            Intrinsic::Duration => ("duration_nanos".to_string(), true),
+            Intrinsic::TraceDuration => ("trace_duration_nanos".to_string(), true),
+            Intrinsic::RootName => ("trace_root_name".to_string(), false),
+            Intrinsic::RootService => ("trace_root_service".to_string(), false),
+            _ => return None,
+        },
+        Field::Attribute { scope, key } => {
+            let dedicated = DEDICATED.iter().find(|(name, _)| *name == key).map(|(_, column)| column.to_string());
+            let key = quote(key);
+            let column = match (scope, dedicated) {
+                (AttrScope::Span, Some(column)) => column,
+                (AttrScope::Span, None) => format!("attributes[{key}]"),
+                (AttrScope::Resource, _) if key == "'service.name'" => "service_name".to_string(),
+                (AttrScope::Resource, _) => format!("resource_attributes[{key}]"),
+                (AttrScope::Any, Some(column)) => format!("coalesce({column}, resource_attributes[{key}])"),
+                (AttrScope::Any, None) if key == "'service.name'" => "coalesce(attributes[{key}], service_name)".replace("{key}", &key),
+                (AttrScope::Any, None) => format!("coalesce(attributes[{key}], resource_attributes[{key}])"),
+                _ => return None,
+            };
+            (column, false)
+        }
+    };
+    let literal = match value {
+        Value::Str(text) => quote(text),
+        Value::Status(status) => quote(status.as_str()),
+        Value::Kind(kind) => quote(kind.as_str()),
+        Value::Bool(b) => quote(&b.to_string()),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) if f.is_finite() => f.to_string(),
+        Value::Duration(d) => d.to_string(),
+        _ => return None,
+    };
+    let numeric_value = matches!(value, Value::Int(_) | Value::Float(_) | Value::Duration(_));
+    Some(match op {
+        CompareOp::Regex => {
+            let Value::Str(pattern) = value else { return None };
+            format!("regexp_like({column}, {})", quote(&format!("^(?:{pattern})$")))
+        }
+        _ if numeric_value && !numeric_column => format!("try_cast({column} AS DOUBLE) {symbol} {literal}"),
+        _ if numeric_value == numeric_column => format!("{column} {symbol} {literal}"),
+        // A string compared with a number column (or the reverse): leave it to the evaluation.
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests;
