@@ -25,6 +25,7 @@ class Clew:
         self.data_dir = data_dir
         self.grpc_port, self.http_port, self.query_port = free_port(), free_port(), free_port()
         self.zipkin_port = free_port()
+        self.tempo_port = free_port()
         self.jaeger_ports = {"thrift_http": free_port(), "grpc": free_port(),
                              "agent_compact": free_port(socket.SOCK_DGRAM), "agent_binary": free_port(socket.SOCK_DGRAM)}
         self.idle_seconds = idle_seconds
@@ -45,6 +46,10 @@ class Clew:
         return f"http://127.0.0.1:{self.zipkin_port}"
 
     @property
+    def tempo(self):
+        return f"http://127.0.0.1:{self.tempo_port}"
+
+    @property
     def otlp_grpc(self):
         return f"127.0.0.1:{self.grpc_port}"
 
@@ -52,6 +57,7 @@ class Clew:
         env = dict(os.environ, CLEW_LOG="info", **self.extra_env)
         for name, port in self.jaeger_ports.items():
             env[f"CLEW_SERVER__JAEGER_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+        env["CLEW_SERVER__TEMPO_ADDRESS"] = f"127.0.0.1:{self.tempo_port}"
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [CLEW_BIN, "serve", "--data-dir", os.path.join(self.data_dir, "data"),

@@ -301,6 +301,20 @@ impl QueryEngine {
         Ok(out)
     }
 
+    /// The most common values of a span column that pickers offer: `name`, `service_name`,
+    /// `kind` or `status_code`.
+    pub async fn column_values(&self, column: &str, limit: usize) -> Result<Vec<(String, i64)>, QueryError> {
+        if !["name", "service_name", "kind", "status_code", "status_message", "trace_root_name", "trace_root_service"].contains(&column) {
+            return Err(QueryError::Invalid(format!("no values are listed for {column}")));
+        }
+        let query = format!(
+            "SELECT {column}, count(*) AS spans FROM spans WHERE {column} IS NOT NULL AND {column} <> '' \
+             GROUP BY {column} ORDER BY spans DESC, {column} LIMIT {}",
+            limit.clamp(1, 10_000)
+        );
+        pairs(&self.internal_sql(&query).await?)
+    }
+
     /// Attribute keys (span or resource) with the number of spans carrying each.
     pub async fn attribute_keys(&self, scope: AttributeScope) -> Result<Vec<(String, i64)>, QueryError> {
         let column = if scope == AttributeScope::Resource { "resource_attributes" } else { "attributes" };

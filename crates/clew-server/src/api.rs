@@ -215,9 +215,41 @@ pub fn search_request(pairs: &[(String, String)]) -> Result<SearchRequest, ApiEr
 }
 
 async fn search(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> ApiResult {
-    let request = search_request(&pairs(raw)?)?;
+    let pairs = pairs(raw)?;
+    if let Some((_, q)) = pairs.iter().find(|(k, _)| k == "q") {
+        return traceql_search(&state, q, &pairs).await;
+    }
+    let request = search_request(&pairs)?;
     let traces = state.query.search(&request).await?;
     Ok(axum::Json(json!({ "traces": traces })))
+}
+
+/// `q=<TraceQL>`: the other parameters may bound time (`start`, `end`, `lookback`) and
+/// `limit` the results.
+async fn traceql_search(state: &ApiState, q: &str, pairs: &[(String, String)]) -> ApiResult {
+    let mut time = SearchRequest::default();
+    let mut limit = 20;
+    for (key, value) in pairs {
+        match key.as_str() {
+            "q" => {}
+            "start" | "end" | "lookback" => {
+                let parsed = search_request(&[(key.clone(), value.clone())])?;
+                time.start_unix_nano = parsed.start_unix_nano.or(time.start_unix_nano);
+                time.end_unix_nano = parsed.end_unix_nano.or(time.end_unix_nano);
+            }
+            "limit" => limit = value.parse().map_err(|_| ApiError::bad_request("limit is a number"))?,
+            other => return Err(ApiError::bad_request(format!("parameter {other:?} does not combine with q (put it in the TraceQL)"))),
+        }
+    }
+    let request = clew_query::traceql::TraceQlRequest {
+        query: q.to_string(),
+        start_unix_nano: time.start_unix_nano,
+        end_unix_nano: time.end_unix_nano,
+        limit,
+        spans_per_spanset: 3,
+    };
+    let (matches, metrics) = state.query.traceql(&request).await?;
+    Ok(axum::Json(json!({ "traces": matches, "inspectedTraces": metrics.inspected_traces })))
 }
 
 fn scope_param(pairs: &[(String, String)]) -> Result<AttributeScope, ApiError> {

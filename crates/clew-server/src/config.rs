@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub jaeger_agent_compact_address: String,
     /// Jaeger agent, UDP, binary Thrift (`emitBatch`).
     pub jaeger_agent_binary_address: String,
+    /// The Tempo HTTP API (trace by ID, TraceQL search, tags) for Grafana's Tempo data source.
+    pub tempo_address: String,
     /// Largest request body accepted, after decompression (HTTP) or as a message (gRPC).
     pub max_request_bytes: usize,
     /// Seconds a client is told to wait when Clew pushes back.
@@ -51,6 +53,7 @@ impl Default for ServerConfig {
             jaeger_grpc_address: "127.0.0.1:14250".into(),
             jaeger_agent_compact_address: "127.0.0.1:6831".into(),
             jaeger_agent_binary_address: "127.0.0.1:6832".into(),
+            tempo_address: "127.0.0.1:3200".into(),
             max_request_bytes: 8 << 20,
             retry_after_seconds: 5,
         }

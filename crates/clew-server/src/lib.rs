@@ -1,6 +1,6 @@
 //! Clew's network face: the OTLP receivers (gRPC and HTTP), Zipkin (intake and query API),
-//! Jaeger intake (collector Thrift/HTTP and gRPC, agent UDP), and the query port with the
-//! native API, the Jaeger query API and the pages. Only this crate
+//! Jaeger intake (collector Thrift/HTTP and gRPC, agent UDP), the Tempo API, and the query
+//! port with the native API, the Jaeger query API and the pages. Only this crate
 //! knows HTTP, gRPC and the JSON shapes of the APIs.
 
 mod api;
@@ -10,6 +10,7 @@ mod jaeger_ingest;
 mod otlp_grpc;
 mod otlp_http;
 mod receiver;
+mod tempo;
 mod zipkin;
 
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ pub struct BoundAddresses {
     pub jaeger_grpc: Option<SocketAddr>,
     pub jaeger_agent_compact: Option<SocketAddr>,
     pub jaeger_agent_binary: Option<SocketAddr>,
+    pub tempo: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -76,6 +78,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let jaeger_grpc_listener = bind_optional(&server.jaeger_grpc_address).await?;
     let compact_socket = bind_udp(&server.jaeger_agent_compact_address).await?;
     let binary_socket = bind_udp(&server.jaeger_agent_binary_address).await?;
+    let tempo_listener = bind_optional(&server.tempo_address).await?;
     let addresses = BoundAddresses {
         otlp_grpc: grpc_listener.local_addr()?,
         otlp_http: http_listener.local_addr()?,
@@ -85,6 +88,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         jaeger_grpc: jaeger_grpc_listener.as_ref().map(TcpListener::local_addr).transpose()?,
         jaeger_agent_compact: compact_socket.as_ref().map(UdpSocket::local_addr).transpose()?,
         jaeger_agent_binary: binary_socket.as_ref().map(UdpSocket::local_addr).transpose()?,
+        tempo: tempo_listener.as_ref().map(TcpListener::local_addr).transpose()?,
     };
 
     let mut tasks = vec![maintenance];
@@ -104,6 +108,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         if let Some(socket) = socket {
             tasks.push(tokio::spawn(jaeger_ingest::serve_agent(socket, Arc::clone(&receiver), protocol)));
         }
+    }
+    if let Some(listener) = tempo_listener {
+        tasks.push(serve_http("Tempo", listener, tempo::router(query.clone())));
     }
     let api_app = api::router(api::ApiState { query, receiver, store: Arc::clone(&store) });
     tasks.push(serve_http("query", query_listener, api_app));

@@ -49,7 +49,12 @@ impl Server {
             .args(["--data-dir", &data_dir.to_string_lossy()])
             .args(["--otlp-grpc", &format!("127.0.0.1:{grpc}"), "--otlp-http", &format!("127.0.0.1:{http}")])
             .args(["--query", &format!("127.0.0.1:{query}"), "--trace-idle-seconds", &idle_seconds.to_string()])
-            .args(["--zipkin", "127.0.0.1:0"])
+            .args(["--zipkin", ""])
+            .env("CLEW_SERVER__JAEGER_THRIFT_HTTP_ADDRESS", "")
+            .env("CLEW_SERVER__JAEGER_GRPC_ADDRESS", "")
+            .env("CLEW_SERVER__JAEGER_AGENT_COMPACT_ADDRESS", "")
+            .env("CLEW_SERVER__JAEGER_AGENT_BINARY_ADDRESS", "")
+            .env("CLEW_SERVER__TEMPO_ADDRESS", "")
             .env("CLEW_LOG", "warn")
             .env("CLEW_SERVER__MAX_REQUEST_BYTES", (64u64 << 20).to_string());
         let child = command.spawn()?;

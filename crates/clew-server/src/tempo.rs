@@ -1,0 +1,392 @@
+//! The Tempo HTTP API on Tempo's port (3200), so that Grafana's Tempo data source works against
+//! Clew: `/api/echo`, `/ready`, `/api/status/buildinfo`, trace by ID (`/api/traces/{id}` and
+//! `/api/v2/traces/{id}`, OTLP JSON or protobuf by `Accept`), `/api/search` (TraceQL `q`, or
+//! logfmt `tags` with `minDuration`/`maxDuration`), and the tag name and value lists.
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use clew_model::{SpanKind, StatusCode as SpanStatus, TraceId};
+use clew_query::traceql::{self, AttrScope, CompareOp, Expr, Field, Intrinsic, SpansetExpr, TraceContext, TraceQlRequest, Value};
+use clew_query::{AttributeScope, QueryEngine, QueryError, TraceView};
+use prost::Message;
+use serde_json::{Value as Json, json};
+
+use crate::api::parse_duration_nanos;
+
+pub fn router(query: QueryEngine) -> Router {
+    Router::new()
+        .route("/ready", get(|| async { "ready\n" }))
+        .route("/api/echo", get(|| async { "echo" }))
+        .route("/api/status/buildinfo", get(buildinfo))
+        .route("/api/traces/{trace_id}", get(trace_v1))
+        .route("/api/v2/traces/{trace_id}", get(trace_v2))
+        .route("/api/search", get(search))
+        .route("/api/search/tags", get(tags_v1))
+        .route("/api/v2/search/tags", get(tags_v2))
+        .route("/api/search/tag/{tag}/values", get(tag_values_v1))
+        .route("/api/v2/search/tag/{tag}/values", get(tag_values_v2))
+        .fallback(|| async { TempoError(StatusCode::NOT_FOUND, "no such endpoint in Clew's Tempo API".into()) })
+        .with_state(query)
+}
+
+/// Tempo answers errors in plain text.
+#[derive(Debug)]
+struct TempoError(StatusCode, String);
+
+impl IntoResponse for TempoError {
+    fn into_response(self) -> Response {
+        (self.0, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{}\n", self.1)).into_response()
+    }
+}
+
+impl From<QueryError> for TempoError {
+    fn from(error: QueryError) -> Self {
+        match error {
+            QueryError::Invalid(message) => Self(StatusCode::BAD_REQUEST, message),
+            other => {
+                tracing::error!(message = "query failed", error = %other);
+                Self(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
+            }
+        }
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> TempoError {
+    TempoError(StatusCode::BAD_REQUEST, message.into())
+}
+
+fn pairs(raw: Option<String>) -> Result<Vec<(String, String)>, TempoError> {
+    serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).map_err(|e| bad_request(format!("query string: {e}")))
+}
+
+fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+}
+
+async fn buildinfo() -> axum::Json<Json> {
+    axum::Json(json!({
+        "version": env!("CARGO_PKG_VERSION"), "revision": "", "branch": "", "buildUser": "", "buildDate": "", "goVersion": "",
+    }))
+}
+
+// ---- trace by ID ----
+
+/// tempopb's `TraceByIDResponse`: the trace (field 1, the same wire form as an OTLP
+/// `TracesData`) with room for metrics.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TraceByIdResponse {
+    #[prost(message, optional, tag = "1")]
+    trace: Option<clew_ingest::collector::ExportTraceServiceRequest>,
+}
+
+fn wants_protobuf(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("application/protobuf"))
+}
+
+async fn load(query: &QueryEngine, trace_id: &str) -> Result<TraceView, TempoError> {
+    let id = TraceId::from_hex(trace_id).map_err(|e| bad_request(format!("invalid trace ID {trace_id:?}: {e}")))?;
+    query.trace_with(id, false).await?.ok_or_else(|| TempoError(StatusCode::NOT_FOUND, "trace not found".into()))
+}
+
+fn otlp_json(request: &clew_ingest::collector::ExportTraceServiceRequest) -> Result<Json, TempoError> {
+    serde_json::to_value(request).map_err(|e| TempoError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn trace_v1(State(query): State<QueryEngine>, Path(trace_id): Path<String>, headers: HeaderMap) -> Result<Response, TempoError> {
+    let view = load(&query, &trace_id).await?;
+    let request = clew_ingest::to_otlp(&view.trace.spans);
+    if wants_protobuf(&headers) {
+        return Ok(([(header::CONTENT_TYPE, "application/protobuf")], request.encode_to_vec()).into_response());
+    }
+    let mut body = otlp_json(&request)?;
+    let batches = body.as_object_mut().and_then(|o| o.remove("resourceSpans")).unwrap_or(Json::Array(vec![]));
+    Ok(axum::Json(json!({ "batches": batches })).into_response())
+}
+
+async fn trace_v2(
+    State(query): State<QueryEngine>,
+    Path(trace_id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, TempoError> {
+    let pairs = pairs(raw)?;
+    let view = load(&query, &trace_id).await?;
+    let spans: Vec<&clew_model::Span> = match param(&pairs, "q") {
+        None => view.trace.spans.iter().collect(),
+        Some(q) => {
+            // One spanset filter picks spans; their ancestors are kept unless keep_hierarchy=false.
+            let parsed = traceql::parse(q).map_err(|e| bad_request(e.to_string()))?;
+            let SpansetExpr::Filter(_) = &parsed.first else {
+                return Err(bad_request("q must be a single spanset filter such as { span.http.route = \"/x\" }"));
+            };
+            if !parsed.stages.is_empty() {
+                return Err(bad_request("q must be a single spanset filter: pipelines are not allowed here"));
+            }
+            let context = TraceContext::new(&view.trace);
+            let mut keep = traceql::evaluate(&parsed, &context).into_iter().flat_map(|s| s.spans).collect::<Vec<_>>();
+            if param(&pairs, "keep_hierarchy") != Some("false") {
+                let index: std::collections::HashMap<_, usize> = view.trace.spans.iter().enumerate().map(|(i, s)| (s.span_id, i)).collect();
+                let mut extra = Vec::new();
+                for &span in &keep {
+                    let mut current = view.trace.spans[span].parent_span_id.and_then(|p| index.get(&p).copied());
+                    while let Some(parent) = current.filter(|p| !extra.contains(p)) {
+                        extra.push(parent);
+                        current = view.trace.spans[parent].parent_span_id.and_then(|p| index.get(&p).copied());
+                    }
+                }
+                keep.extend(extra);
+            }
+            keep.sort_unstable();
+            keep.dedup();
+            keep.into_iter().map(|i| &view.trace.spans[i]).collect()
+        }
+    };
+    let request = clew_ingest::to_otlp(spans);
+    if wants_protobuf(&headers) {
+        let response = TraceByIdResponse { trace: Some(request) };
+        return Ok(([(header::CONTENT_TYPE, "application/protobuf")], response.encode_to_vec()).into_response());
+    }
+    Ok(axum::Json(json!({ "trace": otlp_json(&request)? })).into_response())
+}
+
+// ---- search ----
+
+fn seconds(pairs: &[(String, String)], key: &str) -> Result<Option<u64>, TempoError> {
+    param(pairs, key)
+        .map(|v| {
+            v.parse::<u64>().map(|s| s.saturating_mul(1_000_000_000)).map_err(|_| bad_request(format!("{key} is Unix time in seconds")))
+        })
+        .transpose()
+}
+
+/// A logfmt `tags` value (`service.name="api" http.status_code=500 error=true`) as a spanset
+/// filter: every tag on one span; `name`, `status` and `error=true` mean the span's own.
+fn tags_filter(tags: &str) -> Result<Expr, TempoError> {
+    let mut conditions = Vec::new();
+    let mut rest = tags.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=').ok_or_else(|| bad_request(format!("tags: expected key=value in {rest:?}")))?;
+        let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"').ok_or_else(|| bad_request("tags: unterminated quoted value"))?;
+            (&quoted[..end], &quoted[end + 1..])
+        } else {
+            after.split_once(' ').unwrap_or((after, ""))
+        };
+        let key = key.trim();
+        let condition = match key {
+            "name" => (Field::Intrinsic(Intrinsic::Name), Value::Str(value.to_string())),
+            "status" | "status.code" => (
+                Field::Intrinsic(Intrinsic::Status),
+                Value::Status(SpanStatus::parse(value).ok_or_else(|| bad_request(format!("tags: unknown status {value:?}")))?),
+            ),
+            "kind" => (
+                Field::Intrinsic(Intrinsic::Kind),
+                Value::Kind(SpanKind::parse(value).ok_or_else(|| bad_request(format!("tags: unknown kind {value:?}")))?),
+            ),
+            "error" if value == "true" => (Field::Intrinsic(Intrinsic::Status), Value::Status(SpanStatus::Error)),
+            _ => (Field::Attribute { scope: AttrScope::Any, key: key.to_string() }, Value::Str(value.to_string())),
+        };
+        conditions.push(Expr::Compare(CompareOp::Eq, Box::new(Expr::Field(condition.0)), Box::new(Expr::Literal(condition.1))));
+        rest = after.trim_start();
+    }
+    Ok(conditions.into_iter().reduce(|a, b| Expr::And(Box::new(a), Box::new(b))).unwrap_or(Expr::Literal(Value::Bool(true))))
+}
+
+fn string_attribute(key: &str, value: &str) -> Json {
+    json!({ "key": key, "value": { "stringValue": value } })
+}
+
+async fn search(State(query): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
+    let pairs = pairs(raw)?;
+    let duration = |key: &str| -> Result<Option<u64>, TempoError> {
+        param(&pairs, key).map(|v| parse_duration_nanos(v).map_err(|e| bad_request(format!("{key}: {e}")))).transpose()
+    };
+    let (min, max) = (duration("minDuration")?, duration("maxDuration")?);
+    let text = match (param(&pairs, "q"), param(&pairs, "tags")) {
+        (Some(q), _) => q.to_string(),
+        (None, tags) => render_filter(&tags_filter(tags.unwrap_or(""))?),
+    };
+    let limit: usize = param(&pairs, "limit").map(|v| v.parse().map_err(|_| bad_request("limit is a number"))).transpose()?.unwrap_or(20);
+    let spss: usize = param(&pairs, "spss").map(|v| v.parse().map_err(|_| bad_request("spss is a number"))).transpose()?.unwrap_or(3);
+    let request = TraceQlRequest {
+        query: text,
+        start_unix_nano: seconds(&pairs, "start")?,
+        end_unix_nano: seconds(&pairs, "end")?.map(|e| e + 999_999_999),
+        // Duration bounds are checked after the query, so ask for more.
+        limit: if min.is_some() || max.is_some() { limit.saturating_mul(5) } else { limit },
+        spans_per_spanset: spss,
+    };
+    let (matches, metrics) = query.traceql(&request).await?;
+    let traces: Vec<Json> = matches
+        .into_iter()
+        .filter(|m| min.is_none_or(|min| m.duration_nanos >= min) && max.is_none_or(|max| m.duration_nanos <= max))
+        .take(limit)
+        .map(|m| {
+            let spansets: Vec<Json> = m
+                .spansets
+                .iter()
+                .map(|set| {
+                    json!({
+                        "spans": set.spans.iter().map(|span| json!({
+                            "spanID": span.span_id,
+                            "name": span.name,
+                            "startTimeUnixNano": span.start_unix_nano.to_string(),
+                            "durationNanos": span.duration_nanos.to_string(),
+                            "attributes": span.attributes.iter().map(|(k, v)| string_attribute(k, v)).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                        "matched": set.matched,
+                        "attributes": set.group.iter().map(|(k, v)| string_attribute(k, v)).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json!({
+                "traceID": m.trace_id.to_compact_hex(),
+                "rootServiceName": m.root_service,
+                "rootTraceName": m.root_name,
+                "startTimeUnixNano": m.start_unix_nano.to_string(),
+                "durationMs": m.duration_nanos / 1_000_000,
+                "spanSet": spansets.first().cloned().unwrap_or(Json::Null),
+                "spanSets": spansets,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "traces": traces,
+        "metrics": { "inspectedTraces": metrics.inspected_traces, "completedJobs": 1, "totalJobs": 1 },
+    })))
+}
+
+/// A filter expression back as TraceQL text (for tag searches, which run as TraceQL).
+fn render_filter(expr: &Expr) -> String {
+    fn render(expr: &Expr) -> String {
+        match expr {
+            Expr::And(a, b) => format!("{} && {}", render(a), render(b)),
+            Expr::Compare(_, field, value) => format!("{} = {}", render(field), render(value)),
+            Expr::Field(Field::Intrinsic(intrinsic)) => traceql::field_name(&Field::Intrinsic(*intrinsic)),
+            Expr::Field(Field::Attribute { key, .. }) => format!(".\"{}\"", key.replace('"', "\\\"")),
+            Expr::Literal(Value::Str(text)) => format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\"")),
+            Expr::Literal(value) => traceql::value_text(value),
+            _ => "true".into(),
+        }
+    }
+    match expr {
+        Expr::Literal(Value::Bool(true)) => "{}".into(),
+        other => format!("{{ {} }}", render(other)),
+    }
+}
+
+// ---- tags ----
+
+const INTRINSICS: &[&str] = &[
+    "duration",
+    "kind",
+    "name",
+    "rootName",
+    "rootServiceName",
+    "status",
+    "statusMessage",
+    "traceDuration",
+    "event:name",
+    "span:id",
+    "trace:id",
+];
+
+async fn keys(query: &QueryEngine, scope: AttributeScope) -> Result<Vec<String>, TempoError> {
+    Ok(query.attribute_keys(scope).await?.into_iter().map(|(k, _)| k).collect())
+}
+
+async fn tags_v1(State(query): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
+    let pairs = pairs(raw)?;
+    let mut names = Vec::new();
+    match param(&pairs, "scope") {
+        Some("span") => names = keys(&query, AttributeScope::Span).await?,
+        Some("resource") => names = keys(&query, AttributeScope::Resource).await?,
+        Some("intrinsic") => names = INTRINSICS.iter().map(|s| s.to_string()).collect(),
+        None | Some("all") => {
+            names.extend(keys(&query, AttributeScope::Span).await?);
+            names.extend(keys(&query, AttributeScope::Resource).await?);
+        }
+        Some(other) => return Err(bad_request(format!("unknown scope {other:?}: use span, resource or intrinsic"))),
+    }
+    names.sort();
+    names.dedup();
+    Ok(axum::Json(json!({ "tagNames": names, "metrics": {} })))
+}
+
+async fn tags_v2(State(query): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
+    let pairs = pairs(raw)?;
+    let wanted = param(&pairs, "scope").unwrap_or("all");
+    let mut scopes = Vec::new();
+    if matches!(wanted, "all" | "resource") {
+        scopes.push(json!({ "name": "resource", "tags": keys(&query, AttributeScope::Resource).await? }));
+    }
+    if matches!(wanted, "all" | "span") {
+        scopes.push(json!({ "name": "span", "tags": keys(&query, AttributeScope::Span).await? }));
+    }
+    if matches!(wanted, "all" | "intrinsic") {
+        scopes.push(json!({ "name": "intrinsic", "tags": INTRINSICS }));
+    }
+    if scopes.is_empty() {
+        return Err(bad_request(format!("unknown scope {wanted:?}: use resource, span or intrinsic")));
+    }
+    Ok(axum::Json(json!({ "scopes": scopes, "metrics": {} })))
+}
+
+/// Values of a tag, typed as Tempo types them: `(type, value)`.
+async fn values(query: &QueryEngine, tag: &str) -> Result<Vec<(&'static str, String)>, TempoError> {
+    const LIMIT: usize = 1000;
+    let column = |values: Vec<(String, i64)>, kind: &'static str| values.into_iter().map(move |(v, _)| (kind, v)).collect::<Vec<_>>();
+    let intrinsic = match tag {
+        "name" | "span:name" => Some(("name", "string")),
+        "status" | "span:status" => Some(("status_code", "keyword")),
+        "kind" | "span:kind" => Some(("kind", "keyword")),
+        "statusMessage" | "span:statusMessage" => Some(("status_message", "string")),
+        "rootName" | "trace:rootName" => Some(("trace_root_name", "string")),
+        "rootServiceName" | "trace:rootService" => Some(("trace_root_service", "string")),
+        _ => None,
+    };
+    if let Some((name, kind)) = intrinsic {
+        return Ok(column(query.column_values(name, LIMIT).await?, kind));
+    }
+    let field = traceql::field(tag).or_else(|| traceql::field(&format!(".{tag}")));
+    let Some(Field::Attribute { scope, key }) = field else {
+        return Err(bad_request(format!("{tag:?} is not a tag")));
+    };
+    let mut out = Vec::new();
+    if matches!(scope, AttrScope::Span | AttrScope::Any) {
+        out.extend(column(query.attribute_values(AttributeScope::Span, &key, LIMIT).await?, "string"));
+    }
+    if matches!(scope, AttrScope::Resource | AttrScope::Any) {
+        out.extend(column(query.attribute_values(AttributeScope::Resource, &key, LIMIT).await?, "string"));
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out.dedup_by(|a, b| a.1 == b.1);
+    Ok(out)
+}
+
+async fn tag_values_v1(State(query): State<QueryEngine>, Path(tag): Path<String>) -> Result<axum::Json<Json>, TempoError> {
+    let values: Vec<String> = values(&query, &tag).await?.into_iter().map(|(_, v)| v).collect();
+    Ok(axum::Json(json!({ "tagValues": values, "metrics": {} })))
+}
+
+async fn tag_values_v2(State(query): State<QueryEngine>, Path(tag): Path<String>) -> Result<axum::Json<Json>, TempoError> {
+    let values: Vec<Json> = values(&query, &tag).await?.into_iter().map(|(kind, value)| json!({ "type": kind, "value": value })).collect();
+    Ok(axum::Json(json!({ "tagValues": values, "metrics": {} })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_searches_become_traceql() {
+        let text = render_filter(&tags_filter(r#"service.name="my api" http.status_code=500 error=true"#).unwrap());
+        assert_eq!(text, r#"{ ."service.name" = "my api" && ."http.status_code" = "500" && status = error }"#);
+        assert!(traceql::parse(&text).is_ok(), "{text}");
+        assert_eq!(render_filter(&tags_filter("").unwrap()), "{}");
+        assert!(tags_filter("novalue").is_err());
+    }
+}

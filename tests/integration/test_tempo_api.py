@@ -1,0 +1,134 @@
+"""The Tempo HTTP API (what Grafana's Tempo data source calls) and TraceQL search, against
+shapes written from Tempo's API document: trace by ID as OTLP JSON (`batches`) or protobuf,
+v2 trace by ID (`trace`, with `q` picking spans), search with `q` or `tags`, tag lists."""
+import requests
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from test_jaeger_api import TRACE, seed
+
+
+def tempo(clew, path, **params):
+    return requests.get(clew.tempo + path, params=params, timeout=30)
+
+
+def span_ids(resource_spans):
+    return sorted(span["spanId"] for rs in resource_spans for ss in rs["scopeSpans"] for span in ss["spans"])
+
+
+def first_field(message):
+    """The bytes of field 1 of a protobuf message (a length-delimited submessage)."""
+    assert message[0] == 0x0A
+    length, shift, position = 0, 0, 1
+    while True:
+        byte = message[position]
+        length |= (byte & 0x7F) << shift
+        position += 1
+        shift += 7
+        if byte < 0x80:
+            break
+    return message[position:position + length]
+
+
+def test_trace_by_id(clew):
+    seed(clew)
+    assert tempo(clew, "/api/echo").text == "echo"
+    assert tempo(clew, "/ready").status_code == 200
+    assert "version" in tempo(clew, "/api/status/buildinfo").json()
+
+    body = tempo(clew, f"/api/traces/{TRACE}").json()
+    assert set(body) == {"batches"}
+    assert span_ids(body["batches"]) == ["00f067aa0ba902b7", "1111111111111111", "2222222222222222", "eee19b7ec3c1b174"]
+    services = sorted(a["value"]["stringValue"] for rs in body["batches"] for a in rs["resource"]["attributes"] if a["key"] == "service.name")
+    assert services == ["backend", "frontend"]
+
+    response = requests.get(f"{clew.tempo}/api/traces/{TRACE}", headers={"Accept": "application/protobuf"}, timeout=10)
+    assert response.headers["content-type"] == "application/protobuf"
+    data = TracesData()
+    data.ParseFromString(response.content)
+    spans = [span for rs in data.resource_spans for ss in rs.scope_spans for span in ss.spans]
+    assert sorted(span.span_id.hex() for span in spans) == span_ids(body["batches"])
+    assert all(span.trace_id.hex() == TRACE for span in spans)
+
+    v2 = tempo(clew, f"/api/v2/traces/{TRACE}").json()
+    assert span_ids(v2["trace"]["resourceSpans"]) == span_ids(body["batches"])
+    response = requests.get(f"{clew.tempo}/api/v2/traces/{TRACE}", headers={"Accept": "application/protobuf"}, timeout=10)
+    data = TracesData()
+    data.ParseFromString(first_field(response.content))
+    assert len([s for rs in data.resource_spans for ss in rs.scope_spans for s in ss.spans]) == 4
+    # q picks spans; their ancestors stay unless keep_hierarchy=false.
+    picked = tempo(clew, f"/api/v2/traces/{TRACE}", q='{ name = "SELECT stock" }').json()
+    assert span_ids(picked["trace"]["resourceSpans"]) == span_ids(body["batches"])
+    alone = tempo(clew, f"/api/v2/traces/{TRACE}", q='{ name = "SELECT stock" }', keep_hierarchy="false").json()
+    assert span_ids(alone["trace"]["resourceSpans"]) == ["2222222222222222"]
+    assert tempo(clew, f"/api/v2/traces/{TRACE}", q="{ } | count() > 1").status_code == 400
+
+    assert tempo(clew, "/api/traces/" + "f" * 32).status_code == 404
+    assert tempo(clew, "/api/traces/xyz").status_code == 400
+
+
+def found(clew, **params):
+    response = tempo(clew, "/api/search", **params)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["metrics"]["inspectedTraces"] >= len(body["traces"])
+    return body["traces"]
+
+
+def test_traceql_search(clew):
+    seed(clew)
+    traces = found(clew, q='{ resource.service.name = "backend" && status = error }')
+    assert len(traces) == 1
+    trace = traces[0]
+    assert trace["traceID"] == TRACE and trace["rootServiceName"] == "frontend" and trace["rootTraceName"] == "GET /checkout"
+    assert trace["durationMs"] == 80 and trace["startTimeUnixNano"].isdigit()
+    spanset = trace["spanSets"][0]
+    assert spanset["matched"] == 1 and trace["spanSet"] == spanset
+    span = spanset["spans"][0]
+    assert span["spanID"] == "1111111111111111" and span["durationNanos"] == "46000000"
+    assert {"key": "service.name", "value": {"stringValue": "backend"}} in span["attributes"]
+
+    def ids(q, **params):
+        return [t["traceID"] for t in found(clew, q=q, **params)]
+
+    assert ids('{ resource.service.name = "frontend" } >> { span.db.system = "postgresql" }') == [TRACE]
+    assert ids('{ resource.service.name = "backend" } >> { resource.service.name = "frontend" }') == []
+    assert ids('{ kind = client } > { kind = server && resource.service.name = "backend" }') == [TRACE]
+    assert ids("{ } | count() > 3") == [TRACE]
+    assert ids("{ } | count() > 4") == []
+    assert ids("{ span.http.response.status_code = 200 && duration > 50ms }") == [TRACE]
+    assert ids("{ trace:duration > 1s }") == []
+    assert ids('{ name =~ "POST.*" } | by(resource.service.name) | count() = 1') == [TRACE]
+    grouped = found(clew, q='{ name =~ "POST.*" } | by(resource.service.name)')[0]["spanSets"]
+    assert sorted(s["attributes"][0]["value"]["stringValue"] for s in grouped) == ["backend", "frontend"]
+    bad = tempo(clew, "/api/search", q="{ name = }")
+    assert bad.status_code == 400 and "column 10" in bad.text
+
+    # Tag search, as older Grafana versions send it.
+    assert [t["traceID"] for t in found(clew, tags='service.name="frontend"')] == [TRACE]
+    assert [t["traceID"] for t in found(clew, tags="http.route=/checkout", minDuration="70ms")] == [TRACE]
+    assert found(clew, tags="http.route=/checkout", minDuration="100ms") == []
+    assert [t["traceID"] for t in found(clew, tags="error=true")] == [TRACE]
+
+    # The same TraceQL through Clew's own API.
+    native = clew.get("/api/v1/search", q='{ span.peer.service = "postgres" }').json()
+    assert [t["trace_id"] for t in native["traces"]] == [TRACE]
+    assert native["traces"][0]["spansets"][0]["spans"][0]["span_id"] == "2222222222222222"
+    assert clew.get("/api/v1/search", q="{ nope").status_code == 400
+
+
+def test_tags_and_values(clew):
+    seed(clew)
+    names = tempo(clew, "/api/search/tags").json()["tagNames"]
+    assert {"http.route", "host.name", "db.system", "service.name"} <= set(names)
+    assert set(tempo(clew, "/api/search/tags", scope="resource").json()["tagNames"]) == {"host.name", "service.name"}
+    scopes = {s["name"]: s["tags"] for s in tempo(clew, "/api/v2/search/tags").json()["scopes"]}
+    assert set(scopes) == {"resource", "span", "intrinsic"}
+    assert "host.name" in scopes["resource"] and "http.route" in scopes["span"] and "name" in scopes["intrinsic"]
+    assert tempo(clew, "/api/search/tag/service.name/values").json()["tagValues"] == ["backend", "frontend"]
+    values = tempo(clew, "/api/v2/search/tag/resource.service.name/values").json()["tagValues"]
+    assert values == [{"type": "string", "value": "backend"}, {"type": "string", "value": "frontend"}]
+    statuses = tempo(clew, "/api/v2/search/tag/status/values").json()["tagValues"]
+    assert {"type": "keyword", "value": "error"} in statuses
+    names = [v["value"] for v in tempo(clew, "/api/v2/search/tag/name/values").json()["tagValues"]]
+    assert sorted(names) == ["GET /checkout", "POST /reserve", "SELECT stock"]
+    assert tempo(clew, "/api/v2/search/tags", scope="bogus").status_code == 400
