@@ -42,6 +42,14 @@ def test_import_then_search_trace_and_sql(clew, tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(t["trace_id"] for t in json.loads(result.stdout)["traces"]) == sorted(ids)
 
+    result = clew_cli("search", "-q", '{ resource.service.name = "importer" && name = "SELECT" }', server=clew)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert "matched" in lines[0] and len(lines) == 4, result.stdout
+    assert all(" 1  " in line and "importer: GET /a" in line for line in lines[1:]), result.stdout
+    bad = clew_cli("search", "-q", "{ name = }", server=clew)
+    assert bad.returncode == 1 and "column 10" in bad.stderr, bad.stderr
+
     result = clew_cli("trace", ids[0], server=clew)
     assert result.returncode == 0, result.stderr
     assert "importer: GET /a  3 spans" in result.stdout

@@ -89,6 +89,10 @@ pub enum Command {
     },
     /// Search traces.
     Search {
+        /// A TraceQL query, e.g. `{ resource.service.name = "cart" } >> { status = error }`;
+        /// combines with --lookback and --limit only.
+        #[arg(long, short = 'q')]
+        traceql: Option<String>,
         #[arg(long)]
         service: Option<String>,
         #[arg(long)]
@@ -202,7 +206,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Trace { trace_id, client } => crate::client::trace(&client, &trace_id).await,
-        Command::Search { service, operation, kind, status, attributes, min_duration, max_duration, lookback, limit, sort, client } => {
+        Command::Search { traceql: Some(q), lookback, limit, client, .. } => {
+            let mut pairs: Vec<(&str, String)> = vec![("q", q), ("limit", limit.to_string())];
+            pairs.extend(lookback.map(|l| ("lookback", l)));
+            crate::client::search(&client, &pairs).await
+        }
+        Command::Search {
+            traceql: None,
+            service,
+            operation,
+            kind,
+            status,
+            attributes,
+            min_duration,
+            max_duration,
+            lookback,
+            limit,
+            sort,
+            client,
+        } => {
             let mut pairs: Vec<(&str, String)> = vec![("limit", limit.to_string()), ("sort", sort)];
             let optional = [
                 ("service", service),

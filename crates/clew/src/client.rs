@@ -91,17 +91,21 @@ pub async fn search(client: &ClientArgs, query: &[(&str, String)]) -> anyhow::Re
         println!("{}", serde_json::to_string_pretty(&result)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<32}  {:>6}  {:>6}  {:>11}  root", "trace", "spans", "errors", "duration");
+    let traceql = query.iter().any(|(k, _)| *k == "q");
+    if traceql {
+        println!("{:<32}  {:>7}  {:>11}  root", "trace", "matched", "duration");
+    } else {
+        println!("{:<32}  {:>6}  {:>6}  {:>11}  root", "trace", "spans", "errors", "duration");
+    }
     for trace in result["traces"].as_array().into_iter().flatten() {
-        println!(
-            "{:<32}  {:>6}  {:>6}  {:>8.2} ms  {}: {}",
-            trace["trace_id"].as_str().unwrap_or(""),
-            trace["span_count"],
-            trace["error_count"],
-            trace["duration_nanos"].as_f64().unwrap_or(0.0) / 1e6,
-            trace["root_service"].as_str().unwrap_or(""),
-            trace["root_name"].as_str().unwrap_or("")
-        );
+        let (id, duration) = (trace["trace_id"].as_str().unwrap_or(""), trace["duration_nanos"].as_f64().unwrap_or(0.0) / 1e6);
+        let root = format!("{}: {}", trace["root_service"].as_str().unwrap_or(""), trace["root_name"].as_str().unwrap_or(""));
+        if traceql {
+            let matched: u64 = trace["spansets"].as_array().into_iter().flatten().filter_map(|s| s["matched"].as_u64()).sum();
+            println!("{id:<32}  {matched:>7}  {duration:>8.2} ms  {root}");
+        } else {
+            println!("{id:<32}  {:>6}  {:>6}  {duration:>8.2} ms  {root}", trace["span_count"], trace["error_count"]);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
