@@ -372,4 +372,6 @@ fn compare_sql(field: &Field, value: &Value, op: CompareOp) -> Option<String> {
 }
 
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 mod tests;
