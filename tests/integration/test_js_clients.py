@@ -10,6 +10,7 @@ import time
 import requests
 
 from conftest import wait_for_trace
+from test_otel_sdk import otlp_value
 from test_zipkin import by_id_and_kind, normalise
 
 CLIENTS = pathlib.Path(__file__).resolve().parent.parent / "clients"
@@ -21,18 +22,6 @@ def run_node(script, *args):
     result = subprocess.run(["node", script, *args], cwd=CLIENTS, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def otlp_value(value):
-    if isinstance(value, bool):
-        return {"boolValue": value}
-    if isinstance(value, int):
-        return {"intValue": str(value)}
-    if isinstance(value, float):
-        return {"doubleValue": value}
-    if isinstance(value, list):
-        return {"arrayValue": {"values": [otlp_value(v) for v in value]}}
-    return {"stringValue": value}
 
 
 def attributes(mapping):

@@ -42,13 +42,8 @@ impl IntoResponse for JaegerError {
 
 impl From<QueryError> for JaegerError {
     fn from(error: QueryError) -> Self {
-        match error {
-            QueryError::Invalid(message) => Self(StatusCode::BAD_REQUEST, message),
-            other => {
-                tracing::error!(message = "query failed", error = %other);
-                Self(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
-            }
-        }
+        let (status, message) = crate::intake::query_error(error);
+        Self(status, message)
     }
 }
 

@@ -6,22 +6,16 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use axum::routing::post;
-use clew_ingest::body;
 use clew_ingest::jaeger::{self as codec, ThriftProtocol, proto};
-use http_body_util::BodyExt;
 use tokio::net::UdpSocket;
 use tonic::codec::CompressionEncoding;
 
+use crate::intake::{self, text};
 use crate::receiver::{Receiver, Refusal};
-
-fn text(status: StatusCode, message: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
-}
 
 // ---- Thrift over HTTP ----
 
@@ -43,28 +37,9 @@ async fn post_traces(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
             &format!("unsupported Content-Type {media:?}: send a binary Thrift Batch as application/x-thrift"),
         );
     }
-    let limit = receiver.server.max_request_bytes;
-    let raw: Bytes = match http_body_util::Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                receiver.refuse(Refusal::TooLarge(String::new()));
-                return text(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body exceeds the limit of {limit} bytes"));
-            }
-            return text(StatusCode::BAD_REQUEST, &format!("could not read the request body: {error}"));
-        }
-    };
-    let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let bytes = match body::decompress(content_encoding, &raw, limit) {
+    let bytes = match intake::read_body(&receiver, &headers, request).await {
         Ok(bytes) => bytes,
-        Err(error @ body::BodyError::TooLarge { .. }) => {
-            receiver.refuse(Refusal::TooLarge(String::new()));
-            return text(StatusCode::PAYLOAD_TOO_LARGE, &error.to_string());
-        }
-        Err(error) => {
-            receiver.refuse(Refusal::Unsupported(String::new()));
-            return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, &error.to_string());
-        }
+        Err(response) => return response,
     };
     let batch = match codec::decode_thrift_batch(&bytes) {
         Ok(batch) => batch,
@@ -73,20 +48,7 @@ async fn post_traces(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
             return text(StatusCode::BAD_REQUEST, &format!("cannot read the Thrift batch: {error}"));
         }
     };
-    match receiver.export(codec::to_otlp(vec![batch]), None).await {
-        Ok(outcome) => match outcome.message {
-            None => StatusCode::ACCEPTED.into_response(),
-            Some(message) => (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response(),
-        },
-        Err(Refusal::Unavailable(message)) => {
-            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, &format!("{message}; retry later"));
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(receiver.server.retry_after_seconds));
-            response
-        }
-        Err(Refusal::Malformed(message) | Refusal::Unsupported(message) | Refusal::TooLarge(message)) => {
-            text(StatusCode::BAD_REQUEST, &message)
-        }
-    }
+    intake::answer(&receiver, receiver.export(codec::to_otlp(vec![batch]), None).await)
 }
 
 // ---- gRPC ----

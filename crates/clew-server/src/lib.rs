@@ -5,6 +5,7 @@
 
 mod api;
 mod config;
+mod intake;
 mod jaeger;
 mod jaeger_ingest;
 mod otlp_grpc;

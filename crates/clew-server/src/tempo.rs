@@ -44,13 +44,8 @@ impl IntoResponse for TempoError {
 
 impl From<QueryError> for TempoError {
     fn from(error: QueryError) -> Self {
-        match error {
-            QueryError::Invalid(message) => Self(StatusCode::BAD_REQUEST, message),
-            other => {
-                tracing::error!(message = "query failed", error = %other);
-                Self(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
-            }
-        }
+        let (status, message) = crate::intake::query_error(error);
+        Self(status, message)
     }
 }
 

@@ -6,18 +6,16 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use clew_ingest::body;
 use clew_ingest::zipkin::{self as codec, SHARED_SPAN_ID, ZipkinSpan};
 use clew_model::{Span, SpanKind, StatusCode as SpanStatus, TraceId, Value};
 use clew_query::{AttributeFilter, QueryEngine, QueryError, SearchRequest, SortOrder, TraceView};
-use http_body_util::BodyExt;
 use serde_json::{Value as Json, json};
 
+use crate::intake::{self, text as text_error};
 use crate::receiver::{Receiver, Refusal};
 
 #[derive(Clone)]
@@ -42,11 +40,6 @@ pub fn router(state: ZipkinState) -> Router {
         .fallback(|| async { text_error(StatusCode::NOT_FOUND, "no such endpoint: Clew's Zipkin API is under /api/v2") })
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
-}
-
-/// Zipkin answers errors in plain text.
-fn text_error(status: StatusCode, message: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
 }
 
 // ---- ingest ----
@@ -86,32 +79,9 @@ async fn post_v1(State(state): State<ZipkinState>, headers: HeaderMap, request: 
 
 async fn ingest(state: &ZipkinState, headers: &HeaderMap, request: Request, format: Format) -> Response {
     let receiver = &state.receiver;
-    let limit = receiver.server.max_request_bytes;
-    let raw: Bytes = match http_body_util::Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                receiver.refuse(Refusal::TooLarge(String::new()));
-                return text_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body exceeds the limit of {limit} bytes"));
-            }
-            return text_error(StatusCode::BAD_REQUEST, &format!("could not read the request body: {error}"));
-        }
-    };
-    let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let bytes = match body::decompress(content_encoding, &raw, limit) {
+    let bytes = match intake::read_body(receiver, headers, request).await {
         Ok(bytes) => bytes,
-        Err(error @ body::BodyError::TooLarge { .. }) => {
-            receiver.refuse(Refusal::TooLarge(String::new()));
-            return text_error(StatusCode::PAYLOAD_TOO_LARGE, &error.to_string());
-        }
-        Err(error @ (body::BodyError::UnsupportedEncoding(_) | body::BodyError::UnsupportedContentType(_))) => {
-            receiver.refuse(Refusal::Unsupported(String::new()));
-            return text_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &error.to_string());
-        }
-        Err(error) => {
-            receiver.refuse(Refusal::Malformed(String::new()));
-            return text_error(StatusCode::BAD_REQUEST, &error.to_string());
-        }
+        Err(response) => return response,
     };
     let decoded = match format {
         Format::V2Json => codec::decode_v2_json(&bytes),
@@ -125,22 +95,7 @@ async fn ingest(state: &ZipkinState, headers: &HeaderMap, request: Request, form
             return text_error(StatusCode::BAD_REQUEST, &format!("cannot read the spans: {error}"));
         }
     };
-    match receiver.export(codec::to_otlp(spans), None).await {
-        // Zipkin has no partial-success answer: the spans kept are durable, and the body says
-        // what was refused.
-        Ok(outcome) => match outcome.message {
-            None => StatusCode::ACCEPTED.into_response(),
-            Some(message) => (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response(),
-        },
-        Err(Refusal::Unavailable(message)) => {
-            let mut response = text_error(StatusCode::SERVICE_UNAVAILABLE, &format!("{message}; retry later"));
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(receiver.server.retry_after_seconds));
-            response
-        }
-        Err(Refusal::Malformed(message) | Refusal::Unsupported(message) | Refusal::TooLarge(message)) => {
-            text_error(StatusCode::BAD_REQUEST, &message)
-        }
-    }
+    intake::answer(receiver, receiver.export(codec::to_otlp(spans), None).await)
 }
 
 // ---- query ----
@@ -155,13 +110,8 @@ impl IntoResponse for ZipkinError {
 
 impl From<QueryError> for ZipkinError {
     fn from(error: QueryError) -> Self {
-        match error {
-            QueryError::Invalid(message) => Self(StatusCode::BAD_REQUEST, message),
-            other => {
-                tracing::error!(message = "query failed", error = %other);
-                Self(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
-            }
-        }
+        let (status, message) = intake::query_error(error);
+        Self(status, message)
     }
 }
 
