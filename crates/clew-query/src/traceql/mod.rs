@@ -80,8 +80,10 @@ impl QueryEngine {
         if let Some(end) = request.end_unix_nano {
             conditions.push(format!("start_time_unix_nano <= {end}"));
         }
-        if let Some(prefilter) = prefilter(&query) {
-            conditions.push(prefilter);
+        let mut having = String::new();
+        if let Some((spans, trace)) = prefilter(&query) {
+            conditions.push(format!("({spans})"));
+            having = format!("HAVING {trace}");
         }
         let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
         let fields = referenced_fields(&query);
@@ -91,7 +93,7 @@ impl QueryEngine {
         while matches.len() < limit && offset < MAX_INSPECTED {
             let sql = format!(
                 "SELECT trace_id, max(trace_start_unix_nano) AS started FROM spans {filter} \
-                 GROUP BY trace_id ORDER BY started DESC, trace_id LIMIT {CANDIDATE_PAGE} OFFSET {offset}"
+                 GROUP BY trace_id {having} ORDER BY started DESC, trace_id LIMIT {CANDIDATE_PAGE} OFFSET {offset}"
             );
             let batches = self.internal_sql(&sql).await?;
             let mut ids = Vec::new();
@@ -104,16 +106,20 @@ impl QueryEngine {
                 break;
             }
             offset += ids.len();
-            for view in self.traces(&ids, true).await? {
-                metrics.inspected_traces += 1;
-                let context = TraceContext::new(&view.trace);
-                let sets = evaluate(&query, &context);
-                if sets.is_empty() {
-                    continue;
-                }
-                matches.push(describe(&view.trace, &context, sets, &fields, request.spans_per_spanset));
-                if matches.len() >= limit {
-                    break;
+            // Candidates are loaded a few at a time, so a search that is soon satisfied reads
+            // no more traces than it needs.
+            'page: for chunk in ids.chunks(16) {
+                for view in self.traces(chunk, true).await? {
+                    metrics.inspected_traces += 1;
+                    let context = TraceContext::new(&view.trace);
+                    let sets = evaluate(&query, &context);
+                    if sets.is_empty() {
+                        continue;
+                    }
+                    matches.push(describe(&view.trace, &context, sets, &fields, request.spans_per_spanset));
+                    if matches.len() >= limit {
+                        break 'page;
+                    }
                 }
             }
         }
@@ -254,24 +260,59 @@ fn referenced_fields(query: &Query) -> Vec<Field> {
 
 // ---- the SQL prefilter ----
 
-/// A SQL condition on spans that some span of every matching trace meets, or `None` when
-/// nothing narrower than "any trace" can be said.
-pub fn prefilter(query: &Query) -> Option<String> {
-    // Every match has a span in the first spanset (and in every filter stage): the first
-    // expression's condition is necessary.
-    spanset_sql(&query.first)
+/// What a matching trace must contain, as far as SQL can tell: spans meeting conditions,
+/// combined per trace.
+#[derive(Debug, Clone, PartialEq)]
+enum TraceCondition {
+    /// Some span meets this SQL condition.
+    Has(String),
+    All(Vec<TraceCondition>),
+    Any(Vec<TraceCondition>),
 }
 
-fn spanset_sql(expr: &SpansetExpr) -> Option<String> {
+/// The SQL that narrows a search to candidate traces: a `WHERE` on spans (any span that can
+/// play a part) and a `HAVING` on each trace's group (the parts it must have). `None` when
+/// nothing narrower than "any trace" can be said.
+pub fn prefilter(query: &Query) -> Option<(String, String)> {
+    let condition = trace_condition(&query.first)?;
+    let mut leaves = Vec::new();
+    collect_leaves(&condition, &mut leaves);
+    leaves.sort();
+    leaves.dedup();
+    let having = render_having(&condition);
+    Some((leaves.iter().map(|leaf| format!("({leaf})")).collect::<Vec<_>>().join(" OR "), having))
+}
+
+fn collect_leaves(condition: &TraceCondition, out: &mut Vec<String>) {
+    match condition {
+        TraceCondition::Has(sql) => out.push(sql.clone()),
+        TraceCondition::All(parts) | TraceCondition::Any(parts) => parts.iter().for_each(|p| collect_leaves(p, out)),
+    }
+}
+
+fn render_having(condition: &TraceCondition) -> String {
+    match condition {
+        TraceCondition::Has(sql) => format!("bool_or({sql})"),
+        TraceCondition::All(parts) => format!("({})", parts.iter().map(render_having).collect::<Vec<_>>().join(" AND ")),
+        TraceCondition::Any(parts) => format!("({})", parts.iter().map(render_having).collect::<Vec<_>>().join(" OR ")),
+    }
+}
+
+/// `None` means "no condition": any trace may match.
+fn trace_condition(expr: &SpansetExpr) -> Option<TraceCondition> {
+    let both = |a: &SpansetExpr, b: &SpansetExpr| match (trace_condition(a), trace_condition(b)) {
+        (Some(a), Some(b)) => Some(TraceCondition::All(vec![a, b])),
+        (one, other) => one.or(other),
+    };
     match expr {
-        SpansetExpr::Filter(condition) => condition_sql(condition),
-        // Both sides must be present; either side's condition is necessary. Structural
-        // operators with `!` may match with no left-hand span, so only the right side counts.
-        SpansetExpr::And(a, b) => spanset_sql(a).or_else(|| spanset_sql(b)),
-        SpansetExpr::Structural { mode: Mode::Not, right, .. } => spanset_sql(right),
-        SpansetExpr::Structural { left, right, .. } => spanset_sql(right).or_else(|| spanset_sql(left)),
-        SpansetExpr::Or(a, b) => Some(format!("(({}) OR ({}))", spanset_sql(a)?, spanset_sql(b)?)),
-        SpansetExpr::Pipeline(query) => prefilter(query),
+        SpansetExpr::Filter(condition) => condition_sql(condition).map(TraceCondition::Has),
+        // Both sides must be present.
+        SpansetExpr::And(a, b) => both(a, b),
+        // A negated structural operator may match with no left-hand span at all.
+        SpansetExpr::Structural { mode: Mode::Not, right, .. } => trace_condition(right),
+        SpansetExpr::Structural { left, right, .. } => both(left, right),
+        SpansetExpr::Or(a, b) => Some(TraceCondition::Any(vec![trace_condition(a)?, trace_condition(b)?])),
+        SpansetExpr::Pipeline(query) => trace_condition(&query.first),
     }
 }
 

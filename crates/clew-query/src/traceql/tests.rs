@@ -166,17 +166,21 @@ fn parse_errors_point_at_the_column() {
 #[test]
 fn prefilter_is_a_necessary_condition() {
     let sql = |q: &str| prefilter(&parse(q).unwrap());
+    let (spans, traces) = sql(r#"{ resource.service.name = "cart" && span.http.route =~ "/a.*" }"#).unwrap();
+    assert_eq!(spans, "((service_name = 'cart' AND regexp_like(http_route, '^(?:/a.*)$')))");
+    assert_eq!(traces, "bool_or((service_name = 'cart' AND regexp_like(http_route, '^(?:/a.*)$')))");
+    assert_eq!(sql("{ duration > 1s }").unwrap().0, "(duration_nanos > 1000000000)");
     assert_eq!(
-        sql(r#"{ resource.service.name = "cart" && span.http.route =~ "/a.*" }"#).unwrap(),
-        "(service_name = 'cart' AND regexp_like(http_route, '^(?:/a.*)$'))"
+        sql("{ span.http.response.status_code >= 500 }").unwrap().0,
+        "(try_cast(attributes['http.response.status_code'] AS DOUBLE) >= 500)"
     );
-    assert_eq!(sql("{ duration > 1s }").unwrap(), "duration_nanos > 1000000000");
-    assert_eq!(
-        sql("{ span.http.response.status_code >= 500 }").unwrap(),
-        "try_cast(attributes['http.response.status_code'] AS DOUBLE) >= 500"
-    );
-    assert_eq!(sql("{ status = error } || { kind = client }").unwrap(), "((status_code = 'error') OR (kind = 'client'))");
+    // Every part a structural query needs must be in the trace.
+    let (spans, traces) = sql("{ status = error } >> { kind = client }").unwrap();
+    assert_eq!(spans, "(kind = 'client') OR (status_code = 'error')");
+    assert_eq!(traces, "(bool_or(status_code = 'error') AND bool_or(kind = 'client'))");
+    assert_eq!(sql("{ status = error } || { kind = client }").unwrap().1, "(bool_or(status_code = 'error') OR bool_or(kind = 'client'))");
     assert_eq!(sql("{ status = error } || { .a != 1 }"), None);
-    assert_eq!(sql("{ } !< { kind = server }").unwrap(), "kind = 'server'");
+    assert_eq!(sql("{ status = error } && { .a != 1 }").unwrap().1, "bool_or(status_code = 'error')");
+    assert_eq!(sql("{ } !< { kind = server }").unwrap().1, "bool_or(kind = 'server')");
     assert_eq!(sql("{ !(.a = 1) }"), None);
 }
