@@ -270,17 +270,40 @@ enum TraceCondition {
     Any(Vec<TraceCondition>),
 }
 
-/// The SQL that narrows a search to candidate traces: a `WHERE` on spans (any span that can
-/// play a part) and a `HAVING` on each trace's group (the parts it must have). `None` when
-/// nothing narrower than "any trace" can be said.
+/// The SQL that narrows a search to candidate traces: a `WHERE` on spans (the spans that can
+/// play a part) and a `HAVING` on each trace's group (the parts it must have). When a query
+/// needs several parts, the `WHERE` keeps only the most selective one (the others are checked
+/// when the candidates are evaluated), so the scan groups few rows. `None` when nothing
+/// narrower than "any trace" can be said.
 pub fn prefilter(query: &Query) -> Option<(String, String)> {
-    let condition = trace_condition(&query.first)?;
+    let condition = most_selective(trace_condition(&query.first)?);
     let mut leaves = Vec::new();
     collect_leaves(&condition, &mut leaves);
     leaves.sort();
     leaves.dedup();
     let having = render_having(&condition);
     Some((leaves.iter().map(|leaf| format!("({leaf})")).collect::<Vec<_>>().join(" OR "), having))
+}
+
+/// Of the parts a trace must all have, the one likely to match the fewest spans: the most
+/// conditions joined by AND, equality first.
+fn most_selective(condition: TraceCondition) -> TraceCondition {
+    fn weight(condition: &TraceCondition) -> (usize, usize) {
+        match condition {
+            TraceCondition::Has(sql) => (sql.matches(" AND ").count() + 1, sql.matches(" = ").count()),
+            TraceCondition::All(parts) => parts.iter().map(weight).max().unwrap_or((0, 0)),
+            // Any part may be the one present: as selective as the weakest.
+            TraceCondition::Any(parts) => parts.iter().map(weight).min().unwrap_or((0, 0)),
+        }
+    }
+    match condition {
+        TraceCondition::All(parts) => {
+            // On a tie, the first part (max_by_key keeps the last of equals).
+            let best = parts.into_iter().rev().max_by_key(weight).expect("All has parts");
+            most_selective(best)
+        }
+        other => other,
+    }
 }
 
 fn collect_leaves(condition: &TraceCondition, out: &mut Vec<String>) {
@@ -361,6 +384,20 @@ fn compare_sql(field: &Field, value: &Value, op: CompareOp) -> Option<String> {
         CompareOp::Le => "<=",
         _ => "",
     };
+    let numeric_value = matches!(value, Value::Int(_) | Value::Float(_) | Value::Duration(_));
+    // The HTTP status code has a numeric column of its own (the new or the legacy name).
+    if let Field::Attribute { scope: AttrScope::Span, key } = field
+        && numeric_value
+        && (key == "http.response.status_code" || key == "http.status_code")
+        && op != CompareOp::Regex
+    {
+        let literal = match value {
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) if f.is_finite() => f.to_string(),
+            _ => return None,
+        };
+        return Some(format!("http_status_code {symbol} {literal}"));
+    }
     let (column, numeric_column) = match field {
         Field::Intrinsic(intrinsic) => match intrinsic {
             Intrinsic::Name => ("name".to_string(), false),
@@ -399,7 +436,6 @@ fn compare_sql(field: &Field, value: &Value, op: CompareOp) -> Option<String> {
         Value::Duration(d) => d.to_string(),
         _ => return None,
     };
-    let numeric_value = matches!(value, Value::Int(_) | Value::Float(_) | Value::Duration(_));
     Some(match op {
         CompareOp::Regex => {
             let Value::Str(pattern) = value else { return None };
