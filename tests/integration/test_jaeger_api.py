@@ -208,3 +208,29 @@ def test_clock_skew_is_adjusted_unless_raw(clew):
     assert jaeger["b000000000000001"]["startTime"] == (t0 + 20_000_000) // 1000
     jaeger_raw = {s["spanID"]: s for s in clew.get(f"/api/traces/{trace}", raw="true").json()["data"][0]["spans"]}
     assert jaeger_raw["b000000000000001"]["startTime"] == (t0 + ahead) // 1000
+
+
+def test_api_v3(clew):
+    """Jaeger's api_v3 over HTTP: OTLP JSON in a `result` envelope, RFC 3339 times."""
+    t0 = seed(clew)
+    assert clew.get("/api/v3/services").json() == {"services": ["backend", "frontend"]}
+    assert clew.get("/api/v3/operations", service="frontend", span_kind="server").json() == {
+        "operations": [{"name": "GET /checkout", "spanKind": "server"}]}
+    trace = clew.get(f"/api/v3/traces/{TRACE}").json()["result"]
+    spans = [s for rs in trace["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    assert sorted(s["spanId"] for s in spans) == ["00f067aa0ba902b7", "1111111111111111", "2222222222222222", "eee19b7ec3c1b174"]
+    assert all(s["traceId"] == TRACE for s in spans)
+    missing = clew.get("/api/v3/traces/" + "f" * 32)
+    assert missing.status_code == 404 and missing.json() == {"error": {"httpCode": 404, "message": "trace not found"}}
+
+    def rfc3339(nanos):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(nanos // 1_000_000_000))
+
+    window = {"query.start_time_min": rfc3339(t0 - 60_000_000_000), "query.start_time_max": rfc3339(t0 + 60_000_000_000)}
+    found = clew.get("/api/v3/traces", **{"query.service_name": "backend", **window}).json()["result"]
+    assert {s["traceId"] for rs in found["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]} == {TRACE}
+    none = clew.get("/api/v3/traces", **{"query.service_name": "backend", "query.duration_min": "10s", **window})
+    assert none.status_code == 404 and none.json()["error"]["message"] == "No traces found"
+    assert clew.get("/api/v3/traces", **{"query.service_name": "backend"}).status_code == 400
+    links = clew.get("/api/v3/dependencies").json()["dependencies"]
+    assert {"parent": "frontend", "child": "backend", "callCount": "1"} in links

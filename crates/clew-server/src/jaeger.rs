@@ -25,6 +25,11 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/traces", get(find_traces))
         .route("/api/traces/{trace_id}", get(get_trace))
         .route("/api/dependencies", get(dependencies))
+        .route("/api/v3/services", get(v3_services))
+        .route("/api/v3/operations", get(v3_operations))
+        .route("/api/v3/traces/{trace_id}", get(v3_trace))
+        .route("/api/v3/traces", get(v3_find_traces))
+        .route("/api/v3/dependencies", get(v3_dependencies))
 }
 
 /// A Jaeger error: `{"data": null, …, "errors": [{"code", "msg"}]}` with the same HTTP status.
@@ -240,6 +245,133 @@ async fn dependencies(State(state): State<ApiState>, RawQuery(raw): RawQuery) ->
         .collect();
     let total = edges.len();
     Ok(envelope(Json::Array(edges), total))
+}
+
+// ---- api_v3: OTLP JSON in grpc-gateway envelopes ----
+
+/// An api_v3 error: `{"error": {"httpCode", "message"}}`.
+struct V3Error(StatusCode, String);
+
+impl IntoResponse for V3Error {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": { "httpCode": self.0.as_u16(), "message": self.1 } }))).into_response()
+    }
+}
+
+impl From<QueryError> for V3Error {
+    fn from(error: QueryError) -> Self {
+        let (status, message) = crate::intake::query_error(error);
+        Self(status, message)
+    }
+}
+
+impl From<JaegerError> for V3Error {
+    fn from(error: JaegerError) -> Self {
+        Self(error.0, error.1)
+    }
+}
+
+type V3Result = Result<axum::Json<Json>, V3Error>;
+
+/// A parameter under either spelling (the gateway's snake_case or the OpenAPI camelCase).
+fn v3_param<'a>(pairs: &'a [(String, String)], names: &[&str]) -> Option<&'a str> {
+    pairs.iter().find(|(k, v)| names.contains(&k.as_str()) && !v.is_empty()).map(|(_, v)| v.as_str())
+}
+
+fn rfc3339_nanos(value: &str, name: &str) -> Result<u64, V3Error> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| V3Error(StatusCode::BAD_REQUEST, format!("{name} must be an RFC 3339 time, not {value:?}")))
+}
+
+fn otlp_result(spans: &[&Span]) -> Result<Json, V3Error> {
+    let request = clew_ingest::to_otlp(spans.iter().copied());
+    let value = serde_json::to_value(&request).map_err(|e| V3Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(json!({ "result": value }))
+}
+
+async fn v3_services(State(state): State<ApiState>) -> V3Result {
+    let names: Vec<String> = state.query.services().await?.into_iter().map(|(name, _)| name).collect();
+    Ok(axum::Json(json!({ "services": names })))
+}
+
+async fn v3_operations(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> V3Result {
+    let pairs = pairs(raw)?;
+    let service = v3_param(&pairs, &["service"]).ok_or_else(|| V3Error(StatusCode::BAD_REQUEST, "service is required".into()))?;
+    let wanted = v3_param(&pairs, &["span_kind", "spanKind"]).map(str::to_ascii_lowercase);
+    let operations: Vec<Json> = state
+        .query
+        .operations(service)
+        .await?
+        .into_iter()
+        .map(|(name, kind, _)| (name, jaeger_kind(&kind)))
+        .filter(|(_, kind)| wanted.as_deref().is_none_or(|wanted| wanted == *kind))
+        .map(|(name, kind)| json!({ "name": name, "spanKind": kind }))
+        .collect();
+    Ok(axum::Json(json!({ "operations": operations })))
+}
+
+async fn v3_trace(State(state): State<ApiState>, Path(trace_id): Path<String>, RawQuery(raw): RawQuery) -> V3Result {
+    let pairs = pairs(raw)?;
+    let id = TraceId::from_hex(&trace_id).map_err(|e| V3Error(StatusCode::BAD_REQUEST, format!("malformed trace ID {trace_id:?}: {e}")))?;
+    let adjust = v3_param(&pairs, &["raw_traces", "rawTraces"]) != Some("true");
+    let view = state.query.trace_with(id, adjust).await?.ok_or_else(|| V3Error(StatusCode::NOT_FOUND, "trace not found".into()))?;
+    Ok(axum::Json(otlp_result(&view.trace.spans.iter().collect::<Vec<_>>())?))
+}
+
+async fn v3_find_traces(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> V3Result {
+    let pairs = pairs(raw)?;
+    let p = |names: &[&str]| v3_param(&pairs, names);
+    let required = |names: &[&str]| p(names).ok_or_else(|| V3Error(StatusCode::BAD_REQUEST, format!("{} is required", names[0])));
+    let start = rfc3339_nanos(required(&["query.start_time_min", "query.startTimeMin"])?, "query.start_time_min")?;
+    let end = rfc3339_nanos(required(&["query.start_time_max", "query.startTimeMax"])?, "query.start_time_max")?;
+    let mut request = SearchRequest {
+        service: p(&["query.service_name", "query.serviceName"]).map(str::to_string),
+        operation: p(&["query.operation_name", "query.operationName"]).map(str::to_string),
+        start_unix_nano: Some(start),
+        end_unix_nano: Some(end),
+        limit: 20,
+        sort: SortOrder::Newest,
+        ..SearchRequest::default()
+    };
+    if let Some(min) = p(&["query.duration_min", "query.durationMin"]) {
+        request.min_duration_nanos = Some(go_duration(min, "query.duration_min")?);
+    }
+    if let Some(max) = p(&["query.duration_max", "query.durationMax"]) {
+        request.max_duration_nanos = Some(go_duration(max, "query.duration_max")?);
+    }
+    if let Some(limit) = p(&["query.num_traces", "query.searchDepth", "query.search_depth"]) {
+        request.limit = limit.parse().map_err(|_| V3Error(StatusCode::BAD_REQUEST, "query.num_traces is a number".into()))?;
+    }
+    let adjust = p(&["query.raw_traces", "query.rawTraces"]) != Some("true");
+    let summaries = state.query.search(&request).await?;
+    let ids: Vec<TraceId> = summaries.iter().filter_map(|s| TraceId::from_hex(&s.trace_id).ok()).collect();
+    let views = state.query.traces(&ids, adjust).await?;
+    if views.is_empty() {
+        return Err(V3Error(StatusCode::NOT_FOUND, "No traces found".into()));
+    }
+    // The spans of every trace in one resourceSpans array, as Jaeger's gateway answers.
+    Ok(axum::Json(otlp_result(&views.iter().flat_map(|v| v.trace.spans.iter()).collect::<Vec<_>>())?))
+}
+
+async fn v3_dependencies(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> V3Result {
+    let pairs = pairs(raw)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let end = v3_param(&pairs, &["endTime", "end_time"]).map(|v| rfc3339_nanos(v, "endTime")).transpose()?.unwrap_or(now);
+    let start = v3_param(&pairs, &["startTime", "start_time"])
+        .map(|v| rfc3339_nanos(v, "startTime"))
+        .transpose()?
+        .unwrap_or(end.saturating_sub(24 * 3600 * 1_000_000_000));
+    let edges: Vec<Json> = state
+        .query
+        .dependencies(start, end)
+        .await?
+        .into_iter()
+        .map(|d| json!({ "parent": d.parent, "child": d.child, "callCount": d.call_count.to_string() }))
+        .collect();
+    Ok(axum::Json(json!({ "dependencies": edges })))
 }
 
 // ---- the Jaeger UI model ----
