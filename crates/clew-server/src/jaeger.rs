@@ -83,8 +83,15 @@ async fn operations(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> J
     let pairs = pairs(raw)?;
     let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
     let service = get("service").ok_or_else(|| bad_request("parameter 'service' is required"))?;
-    let wanted = get("spanKind").map(str::to_ascii_lowercase);
-    let operations: Vec<Json> = state
+    let operations = operation_list(&state, service, get("spanKind")).await?;
+    let total = operations.len();
+    Ok(envelope(Json::Array(operations), total))
+}
+
+/// `[{"name", "spanKind"}]` of a service, of one kind if asked.
+async fn operation_list(state: &ApiState, service: &str, kind: Option<&str>) -> Result<Vec<Json>, QueryError> {
+    let wanted = kind.map(str::to_ascii_lowercase);
+    Ok(state
         .query
         .operations(service)
         .await?
@@ -92,9 +99,7 @@ async fn operations(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> J
         .map(|(name, kind, _)| (name, jaeger_kind(&kind)))
         .filter(|(_, kind)| wanted.as_deref().is_none_or(|wanted| wanted == *kind))
         .map(|(name, kind)| json!({ "name": name, "spanKind": kind }))
-        .collect();
-    let total = operations.len();
-    Ok(envelope(Json::Array(operations), total))
+        .collect())
 }
 
 /// Jaeger's span kind names; an unspecified kind has none.
@@ -300,16 +305,7 @@ async fn v3_services(State(state): State<ApiState>) -> V3Result {
 async fn v3_operations(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> V3Result {
     let pairs = pairs(raw)?;
     let service = v3_param(&pairs, &["service"]).ok_or_else(|| V3Error(StatusCode::BAD_REQUEST, "service is required".into()))?;
-    let wanted = v3_param(&pairs, &["span_kind", "spanKind"]).map(str::to_ascii_lowercase);
-    let operations: Vec<Json> = state
-        .query
-        .operations(service)
-        .await?
-        .into_iter()
-        .map(|(name, kind, _)| (name, jaeger_kind(&kind)))
-        .filter(|(_, kind)| wanted.as_deref().is_none_or(|wanted| wanted == *kind))
-        .map(|(name, kind)| json!({ "name": name, "spanKind": kind }))
-        .collect();
+    let operations = operation_list(&state, service, v3_param(&pairs, &["span_kind", "spanKind"])).await?;
     Ok(axum::Json(json!({ "operations": operations })))
 }
 
