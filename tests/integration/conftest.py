@@ -12,10 +12,17 @@ import requests
 CLEW_BIN = os.environ.get("CLEW_BIN", "clew")
 
 
-def free_port(kind=socket.SOCK_STREAM):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(tcp, udp):
+    sockets = []
+    try:
+        for kind in [socket.SOCK_STREAM] * tcp + [socket.SOCK_DGRAM] * udp:
+            s = socket.socket(socket.AF_INET, kind)
+            sockets.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 class Clew:
@@ -23,15 +30,17 @@ class Clew:
 
     def __init__(self, data_dir, idle_seconds=0.5, extra_env=None):
         self.data_dir = data_dir
-        self.grpc_port, self.http_port, self.query_port = free_port(), free_port(), free_port()
-        self.zipkin_port = free_port()
-        self.tempo_port = free_port()
-        self.jaeger_ports = {"thrift_http": free_port(), "grpc": free_port(),
-                             "agent_compact": free_port(socket.SOCK_DGRAM), "agent_binary": free_port(socket.SOCK_DGRAM)}
+        self.pick_ports()
         self.idle_seconds = idle_seconds
         self.extra_env = extra_env or {}
         self.process = None
         self.log_path = os.path.join(data_dir, "clew.log")
+
+    def pick_ports(self):
+        """Nine distinct free ports: all are held open together while they are chosen."""
+        (self.grpc_port, self.http_port, self.query_port, self.zipkin_port, self.tempo_port, thrift_http, jaeger_grpc,
+         agent_compact, agent_binary) = free_ports(7, 2)
+        self.jaeger_ports = {"thrift_http": thrift_http, "grpc": jaeger_grpc, "agent_compact": agent_compact, "agent_binary": agent_binary}
 
     @property
     def query(self):
@@ -53,7 +62,7 @@ class Clew:
     def otlp_grpc(self):
         return f"127.0.0.1:{self.grpc_port}"
 
-    def start(self, timeout=60):
+    def start(self, timeout=60, attempts=3):
         env = dict(os.environ, CLEW_LOG="info", **self.extra_env)
         for name, port in self.jaeger_ports.items():
             env[f"CLEW_SERVER__JAEGER_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
@@ -68,7 +77,13 @@ class Clew:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"clew exited with {self.process.returncode}: {self.read_log()[-3000:]}")
+                log = self.read_log()
+                if "Address already in use" in log[-2000:] and attempts > 0:
+                    # Another process took a port between its choice and the bind: choose again.
+                    self.log.close()
+                    self.pick_ports()
+                    return self.start(timeout, attempts - 1)
+                raise RuntimeError(f"clew exited with {self.process.returncode}: {log[-3000:]}")
             try:
                 if requests.get(self.query + "/api/v1/status", timeout=1).ok:
                     return self
