@@ -65,15 +65,6 @@ impl Kind {
             _ => None,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Client => "CLIENT",
-            Self::Server => "SERVER",
-            Self::Producer => "PRODUCER",
-            Self::Consumer => "CONSUMER",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

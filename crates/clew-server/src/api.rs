@@ -157,17 +157,7 @@ pub fn parse_duration_nanos(text: &str) -> Result<u64, String> {
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| format!("invalid duration {text:?}"))?;
     let (number, unit) = text.split_at(split);
     let number: f64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
-    let scale = match unit {
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" => 60e9,
-        "h" => 3600e9,
-        _ => {
-            return Err(format!("invalid duration {text:?}: units are ns, us, ms, s, m, h"));
-        }
-    };
+    let scale = clew_query::traceql::unit_nanos(unit).ok_or_else(|| format!("invalid duration {text:?}: units are ns, us, ms, s, m, h"))?;
     Ok((number * scale) as u64)
 }
 

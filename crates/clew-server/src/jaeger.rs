@@ -143,15 +143,18 @@ async fn find_traces(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> 
     let pairs = pairs(raw)?;
     let ids: Vec<&str> = pairs.iter().filter(|(k, v)| k == "traceID" && !v.is_empty()).map(|(_, v)| v.as_str()).collect();
     if !ids.is_empty() {
-        let mut found = Vec::new();
-        let mut errors = Vec::new();
-        for id in ids {
-            let trace_id = TraceId::from_hex(id).map_err(|e| bad_request(format!("malformed traceID {id:?}: {e}")))?;
-            match state.query.trace(trace_id).await? {
-                Some(view) => found.push(trace_json(&view)),
-                None => errors.push(json!({ "code": 404, "msg": "trace not found", "traceID": id })),
-            }
-        }
+        let trace_ids = ids
+            .iter()
+            .map(|id| TraceId::from_hex(id).map_err(|e| bad_request(format!("malformed traceID {id:?}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let views = state.query.traces(&trace_ids, true).await?;
+        let found: Vec<Json> = views.iter().map(trace_json).collect();
+        let errors: Vec<Json> = ids
+            .iter()
+            .zip(&trace_ids)
+            .filter(|(_, id)| !views.iter().any(|v| v.trace.spans[0].trace_id == **id))
+            .map(|(text, _)| json!({ "code": 404, "msg": "trace not found", "traceID": text }))
+            .collect();
         let total = found.len();
         return Ok(axum::Json(json!({
             "data": found, "total": total, "limit": 0, "offset": 0,

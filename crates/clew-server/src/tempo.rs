@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clew_model::{SpanKind, StatusCode as SpanStatus, TraceId};
-use clew_query::traceql::{self, AttrScope, CompareOp, Expr, Field, Intrinsic, SpansetExpr, TraceContext, TraceQlRequest, Value};
+use clew_query::traceql::{self, AttrScope, CompareOp, Expr, Field, Intrinsic, Query, SpansetExpr, TraceContext, TraceQlRequest, Value};
 use clew_query::{AttributeScope, QueryEngine, QueryError, TraceView};
 use prost::Message;
 use serde_json::{Value as Json, json};
@@ -194,27 +194,28 @@ fn string_attribute(key: &str, value: &str) -> Json {
     json!({ "key": key, "value": { "stringValue": value } })
 }
 
-async fn search(State(query): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
+async fn search(State(engine): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
     let pairs = pairs(raw)?;
     let duration = |key: &str| -> Result<Option<u64>, TempoError> {
         param(&pairs, key).map(|v| parse_duration_nanos(v).map_err(|e| bad_request(format!("{key}: {e}")))).transpose()
     };
     let (min, max) = (duration("minDuration")?, duration("maxDuration")?);
-    let text = match (param(&pairs, "q"), param(&pairs, "tags")) {
-        (Some(q), _) => q.to_string(),
-        (None, tags) => render_filter(&tags_filter(tags.unwrap_or(""))?),
+    // A tag search is a TraceQL filter built directly, not printed and parsed again.
+    let query = match (param(&pairs, "q"), param(&pairs, "tags")) {
+        (Some(q), _) => traceql::parse(q).map_err(|e| bad_request(e.to_string()))?,
+        (None, tags) => Query { first: SpansetExpr::Filter(tags_filter(tags.unwrap_or(""))?), stages: vec![], hints: vec![] },
     };
     let limit: usize = param(&pairs, "limit").map(|v| v.parse().map_err(|_| bad_request("limit is a number"))).transpose()?.unwrap_or(20);
     let spss: usize = param(&pairs, "spss").map(|v| v.parse().map_err(|_| bad_request("spss is a number"))).transpose()?.unwrap_or(3);
     let request = TraceQlRequest {
-        query: text,
+        query: String::new(),
         start_unix_nano: seconds(&pairs, "start")?,
         end_unix_nano: seconds(&pairs, "end")?.map(|e| e + 999_999_999),
         // Duration bounds are checked after the query, so ask for more.
         limit: if min.is_some() || max.is_some() { limit.saturating_mul(5) } else { limit },
         spans_per_spanset: spss,
     };
-    let (matches, metrics) = query.traceql(&request).await?;
+    let (matches, metrics) = engine.run_traceql(&query, &request).await?;
     let traces: Vec<Json> = matches
         .into_iter()
         .filter(|m| min.is_none_or(|min| m.duration_nanos >= min) && max.is_none_or(|max| m.duration_nanos <= max))
@@ -252,25 +253,6 @@ async fn search(State(query): State<QueryEngine>, RawQuery(raw): RawQuery) -> Re
         "traces": traces,
         "metrics": { "inspectedTraces": metrics.inspected_traces, "completedJobs": 1, "totalJobs": 1 },
     })))
-}
-
-/// A filter expression back as TraceQL text (for tag searches, which run as TraceQL).
-fn render_filter(expr: &Expr) -> String {
-    fn render(expr: &Expr) -> String {
-        match expr {
-            Expr::And(a, b) => format!("{} && {}", render(a), render(b)),
-            Expr::Compare(_, field, value) => format!("{} = {}", render(field), render(value)),
-            Expr::Field(Field::Intrinsic(intrinsic)) => traceql::field_name(&Field::Intrinsic(*intrinsic)),
-            Expr::Field(Field::Attribute { key, .. }) => format!(".\"{}\"", key.replace('"', "\\\"")),
-            Expr::Literal(Value::Str(text)) => format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\"")),
-            Expr::Literal(value) => traceql::value_text(value),
-            _ => "true".into(),
-        }
-    }
-    match expr {
-        Expr::Literal(Value::Bool(true)) => "{}".into(),
-        other => format!("{{ {} }}", render(other)),
-    }
 }
 
 // ---- tags ----
@@ -378,10 +360,19 @@ mod tests {
 
     #[test]
     fn tag_searches_become_traceql() {
-        let text = render_filter(&tags_filter(r#"service.name="my api" http.status_code=500 error=true"#).unwrap());
-        assert_eq!(text, r#"{ ."service.name" = "my api" && ."http.status_code" = "500" && status = error }"#);
-        assert!(traceql::parse(&text).is_ok(), "{text}");
-        assert_eq!(render_filter(&tags_filter("").unwrap()), "{}");
+        let filter = tags_filter(r#"service.name="my api" http.status_code=500 error=true"#).unwrap();
+        let compare =
+            |field: Field, value: Value| Expr::Compare(CompareOp::Eq, Box::new(Expr::Field(field)), Box::new(Expr::Literal(value)));
+        let any = |key: &str| Field::Attribute { scope: AttrScope::Any, key: key.into() };
+        let expected = Expr::And(
+            Box::new(Expr::And(
+                Box::new(compare(any("service.name"), Value::Str("my api".into()))),
+                Box::new(compare(any("http.status_code"), Value::Str("500".into()))),
+            )),
+            Box::new(compare(Field::Intrinsic(Intrinsic::Status), Value::Status(SpanStatus::Error))),
+        );
+        assert_eq!(filter, expected);
+        assert_eq!(tags_filter("").unwrap(), Expr::Literal(Value::Bool(true)));
         assert!(tags_filter("novalue").is_err());
     }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 pub use ast::*;
 pub use eval::{Spanset, TraceContext, evaluate, field_values};
-pub use parse::{ParseError, field, parse};
+pub use parse::{ParseError, field, parse, unit_nanos};
 
 use crate::{QueryEngine, QueryError, quote};
 use clew_store::block::DEDICATED;
@@ -72,6 +72,11 @@ const MAX_INSPECTED: usize = 5_000;
 impl QueryEngine {
     pub async fn traceql(&self, request: &TraceQlRequest) -> Result<(Vec<TraceQlMatch>, TraceQlMetrics), QueryError> {
         let query = parse(&request.query).map_err(|e| QueryError::Invalid(e.to_string()))?;
+        self.run_traceql(&query, request).await
+    }
+
+    /// Runs a parsed query; `request.query` is not read.
+    pub async fn run_traceql(&self, query: &Query, request: &TraceQlRequest) -> Result<(Vec<TraceQlMatch>, TraceQlMetrics), QueryError> {
         let limit = request.limit.clamp(1, 10_000);
         let mut conditions = Vec::new();
         if let Some(start) = request.start_unix_nano {
@@ -81,12 +86,12 @@ impl QueryEngine {
             conditions.push(format!("start_time_unix_nano <= {end}"));
         }
         let mut having = String::new();
-        if let Some((spans, trace)) = prefilter(&query) {
+        if let Some((spans, trace)) = prefilter(query) {
             conditions.push(format!("({spans})"));
             having = format!("HAVING {trace}");
         }
         let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
-        let fields = referenced_fields(&query);
+        let fields = referenced_fields(query);
         let mut matches = Vec::new();
         let mut metrics = TraceQlMetrics::default();
         let mut offset = 0;
@@ -112,7 +117,7 @@ impl QueryEngine {
                 for view in self.traces(chunk, true).await? {
                     metrics.inspected_traces += 1;
                     let context = TraceContext::new(&view.trace);
-                    let sets = evaluate(&query, &context);
+                    let sets = evaluate(query, &context);
                     if sets.is_empty() {
                         continue;
                     }

@@ -197,14 +197,8 @@ impl<'a> Lexer<'a> {
             }
             return number.parse().map(Token::Int).or_else(|_| error(column, format!("invalid integer {number:?}")));
         }
-        let scale = match unit {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return error(column, format!("unknown duration unit {unit:?}: use ns, us, ms, s, m or h")),
+        let Some(scale) = unit_nanos(unit) else {
+            return error(column, format!("unknown duration unit {unit:?}: use ns, us, ms, s, m or h"));
         };
         let value: f64 = number.parse().or_else(|_| error(column, format!("invalid duration {number}{unit}")))?;
         Ok(Token::Duration((value * scale).round() as i64))
@@ -608,6 +602,19 @@ impl Parser {
             _ => error(column, "expected a literal value"),
         }
     }
+}
+
+/// Nanoseconds in one of a duration unit (`ns us µs ms s m h`), as TraceQL and Go write them.
+pub fn unit_nanos(unit: &str) -> Option<f64> {
+    Some(match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        _ => return None,
+    })
 }
 
 fn keyword(name: &str) -> Option<Value> {
