@@ -7,6 +7,7 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use serde::Serialize;
 
+use crate::metrics::VIRTUAL_PEER;
 use crate::{QueryEngine, QueryError, quote};
 
 /// One caller → callee edge.
@@ -17,10 +18,6 @@ pub struct Dependency {
     pub call_count: i64,
     pub error_count: i64,
 }
-
-/// The name a call to an uninstrumented peer goes by (the precedence of the topology issue:
-/// `peer.service`, then `server.address`, then `db.system`).
-const VIRTUAL_PEER: &str = "coalesce(peer_service, server_address, db_system)";
 
 impl QueryEngine {
     /// Edges between services whose calls started within [start, end] (Unix ns).

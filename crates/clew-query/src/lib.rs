@@ -3,6 +3,7 @@
 //! answers the same wherever it lives (pending, freshly assembled, or in a block).
 
 mod graph;
+mod metrics;
 mod search;
 mod trace;
 pub mod traceql;
@@ -15,6 +16,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use graph::Dependency;
+pub use metrics::{CallStats, EntryFilter, GraphEdge, GraphNode, NodeKind, OperationStats, RedPoint, ServiceGraph, ServiceRed};
 pub use search::{AttributeFilter, AttributeScope, CompareOp, SearchRequest, SortOrder, TraceSummary};
 pub use trace::{TraceView, TraceWarning};
 

@@ -25,20 +25,22 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/", get(index))
         .route("/api/v1/status", get(status))
         .route("/api/v1/services", get(services))
         .route("/api/v1/services/{service}/operations", get(operations))
         .route("/api/v1/traces/{trace_id}", get(trace))
         .route("/api/v1/traces/{trace_id}/otlp", get(trace_otlp))
+        .route("/api/v1/services/{service}/red", get(service_red))
+        .route("/api/v1/service-graph", get(service_graph))
         .route("/api/v1/search", get(search))
         .route("/api/v1/attributes", get(attribute_keys))
         .route("/api/v1/attributes/{key}/values", get(attribute_values))
         .route("/api/v1/sql", get(sql_get).post(sql_post))
         .route("/api/v1/openapi.yaml", get(openapi))
         .merge(crate::jaeger::routes())
-        .fallback(not_found)
+        .fallback(page)
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
 
@@ -71,8 +73,28 @@ impl From<QueryError> for ApiError {
 
 type ApiResult = Result<axum::Json<Json>, ApiError>;
 
-async fn index() -> Html<&'static str> {
-    Html(include_str!("../assets/index.html"))
+/// The web UI, built from `ui/` by the build script and embedded in the binary.
+#[derive(rust_embed::Embed)]
+#[folder = "$OUT_DIR/ui"]
+struct Ui;
+
+/// A file of the UI, or for any other path outside `/api` the UI's page (its router shows
+/// the view the path names, so every view has a shareable address).
+async fn page(uri: axum::http::Uri) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    if path == "api" || path.starts_with("api/") {
+        return not_found().await.into_response();
+    }
+    if let Some(file) = Ui::get(path).filter(|_| !path.is_empty()) {
+        // Vite names assets by their content hash: they never change.
+        let cache = if path.starts_with("assets/") { "public, max-age=31536000, immutable" } else { "no-cache" };
+        return ([(header::CONTENT_TYPE, file.metadata.mimetype().to_string()), (header::CACHE_CONTROL, cache.to_string())], file.data)
+            .into_response();
+    }
+    match Ui::get("index.html") {
+        Some(file) => ([(header::CACHE_CONTROL, "no-cache")], Html(file.data)).into_response(),
+        None => ApiError(StatusCode::NOT_FOUND, "not_found", "this build has no web UI".into()).into_response(),
+    }
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -240,6 +262,64 @@ async fn traceql_search(state: &ApiState, q: &str, pairs: &[(String, String)]) -
     };
     let (matches, metrics) = state.query.traceql(&request).await?;
     Ok(axum::Json(json!({ "traces": matches, "inspectedTraces": metrics.inspected_traces })))
+}
+
+/// `start`/`end` (Unix ns) or `lookback` (a duration before now); the last hour by default.
+fn window(pairs: &[(String, String)]) -> Result<(u64, u64), ApiError> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let mut time = SearchRequest::default();
+    for (key, value) in pairs {
+        if matches!(key.as_str(), "start" | "end" | "lookback") && !value.is_empty() {
+            let parsed = search_request(&[(key.clone(), value.clone())])?;
+            time.start_unix_nano = parsed.start_unix_nano.or(time.start_unix_nano);
+            time.end_unix_nano = parsed.end_unix_nano.or(time.end_unix_nano);
+        }
+    }
+    let end = time.end_unix_nano.unwrap_or(now);
+    let start = time.start_unix_nano.unwrap_or(end.saturating_sub(3_600_000_000_000));
+    if start >= end {
+        return Err(ApiError::bad_request("start must be before end"));
+    }
+    Ok((start, end))
+}
+
+fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str())
+}
+
+fn only_params(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
+    match pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        Some((key, _)) => Err(ApiError::bad_request(format!("unknown parameter {key:?}; expected one of {}", allowed.join(", ")))),
+        None => Ok(()),
+    }
+}
+
+/// The service map: `start`/`end`/`lookback`, and `service` + `operation` to draw only the
+/// traces of one entry point.
+async fn service_graph(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> ApiResult {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["start", "end", "lookback", "service", "operation"])?;
+    let (start, end) = window(&pairs)?;
+    let entry = clew_query::EntryFilter {
+        service: param(&pairs, "service").map(str::to_string),
+        operation: param(&pairs, "operation").map(str::to_string),
+    };
+    let graph = state.query.service_graph(start, end, &entry).await?;
+    Ok(axum::Json(serde_json::to_value(graph).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?))
+}
+
+/// A service's rate, errors and duration over time: `start`/`end`/`lookback`, `step` (a
+/// duration; by default the window in 60 steps) and optionally one `operation`.
+async fn service_red(State(state): State<ApiState>, Path(service): Path<String>, RawQuery(raw): RawQuery) -> ApiResult {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["start", "end", "lookback", "step", "operation"])?;
+    let (start, end) = window(&pairs)?;
+    let step = match param(&pairs, "step") {
+        Some(step) => parse_duration_nanos(step).map_err(ApiError::bad_request)?,
+        None => ((end - start) / 60).max(1_000_000_000),
+    };
+    let red = state.query.service_red(&service, param(&pairs, "operation"), start, end, step).await?;
+    Ok(axum::Json(serde_json::to_value(red).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?))
 }
 
 fn scope_param(pairs: &[(String, String)]) -> Result<AttributeScope, ApiError> {

@@ -1,0 +1,87 @@
+"""The aggregates behind the service map and service pages, on hand-built traces whose numbers
+are known: `/api/v1/service-graph` and `/api/v1/services/{s}/red`."""
+import time
+
+from conftest import wait_for_trace
+from test_jaeger_api import kv, post_otlp
+
+
+def seed(clew, count=3):
+    """`count` traces: gateway GET /home (server) → gateway client → api GET /items (server,
+    an error in the last trace) → api client to an uninstrumented `legacy` (peer.service) and a
+    postgresql query (db.system only)."""
+    t0 = (int(time.time()) - 30) * 1_000_000_000
+    ids = []
+    for i in range(count):
+        trace = f"{i + 1:032x}"
+        ids.append(trace)
+        base = t0 + i * 1_000_000_000
+        error = i == count - 1
+        post_otlp(clew, [
+            {"resource": {"attributes": [kv("service.name", stringValue="gateway")]}, "scopeSpans": [{"spans": [
+                {"traceId": trace, "spanId": "a000000000000001", "name": "GET /home", "kind": 2,
+                 "startTimeUnixNano": str(base), "endTimeUnixNano": str(base + 100_000_000)},
+                {"traceId": trace, "spanId": "a000000000000002", "parentSpanId": "a000000000000001", "name": "GET api",
+                 "kind": 3, "startTimeUnixNano": str(base + 5_000_000), "endTimeUnixNano": str(base + 90_000_000)},
+            ]}]},
+            {"resource": {"attributes": [kv("service.name", stringValue="api")]}, "scopeSpans": [{"spans": [
+                {"traceId": trace, "spanId": "b000000000000001", "parentSpanId": "a000000000000002", "name": "GET /items",
+                 "kind": 2, "startTimeUnixNano": str(base + 10_000_000),
+                 "endTimeUnixNano": str(base + (80_000_000 if not error else 85_000_000)),
+                 "status": {"code": 2 if error else 0}},
+                {"traceId": trace, "spanId": "b000000000000002", "parentSpanId": "b000000000000001", "name": "GET legacy",
+                 "kind": 3, "startTimeUnixNano": str(base + 20_000_000), "endTimeUnixNano": str(base + 40_000_000),
+                 "attributes": [kv("peer.service", stringValue="legacy")]},
+                {"traceId": trace, "spanId": "b000000000000003", "parentSpanId": "b000000000000001", "name": "SELECT items",
+                 "kind": 3, "startTimeUnixNano": str(base + 45_000_000), "endTimeUnixNano": str(base + 50_000_000),
+                 "attributes": [kv("db.system", stringValue="postgresql")]},
+            ]}]},
+        ])
+    for trace in ids:
+        wait_for_trace(clew, trace, 5)
+    return t0
+
+
+def test_service_graph_counts_every_call_once(clew):
+    seed(clew)
+    graph = clew.get("/api/v1/service-graph", lookback="1h").json()
+    nodes = {(n["name"], n["kind"]): n for n in graph["nodes"]}
+    assert set(nodes) == {("user", "user"), ("gateway", "service"), ("api", "service"), ("legacy", "virtual"),
+                          ("postgresql", "virtual")}
+    edges = {(e["parent"], e["child"]): e for e in graph["edges"]}
+    assert set(edges) == {("user", "gateway"), ("gateway", "api"), ("api", "legacy"), ("api", "postgresql")}
+    assert [edges[k]["calls"] for k in sorted(edges)] == [3, 3, 3, 3]
+    assert edges[("gateway", "api")]["errors"] == 1
+    assert edges[("user", "gateway")]["errors"] == 0
+    # Latency of a call to an instrumented service is its server span's: 70, 70 and 75 ms.
+    assert 70_000_000 <= edges[("gateway", "api")]["p50_nanos"] <= 75_000_000
+    # A call to a virtual node is measured on the client side: 20 ms each.
+    assert edges[("api", "legacy")]["p95_nanos"] == 20_000_000
+    assert nodes[("api", "service")]["calls"] == 3 and nodes[("api", "service")]["errors"] == 1
+    assert nodes[("gateway", "service")]["p95_nanos"] == 100_000_000
+
+    # Filtered by an entry point that no trace has, the map is empty.
+    empty = clew.get("/api/v1/service-graph", lookback="1h", service="gateway", operation="POST /nothing").json()
+    assert empty["nodes"] == [] and empty["edges"] == []
+    assert clew.get("/api/v1/service-graph", lookback="1h", service="gateway").json()["edges"] == graph["edges"]
+    # Bad parameters are refused with a message.
+    response = clew.get("/api/v1/service-graph", colour="red")
+    assert response.status_code == 400 and "colour" in response.json()["error"]["message"]
+
+
+def test_red_series_of_a_service(clew):
+    t0 = seed(clew)
+    red = clew.get("/api/v1/services/api/red", start=str(t0 - 10_000_000_000), end=str(t0 + 50_000_000_000),
+                   step="10s").json()
+    assert red["kinds"] == ["server", "consumer"]
+    assert red["step_nanos"] == 10_000_000_000
+    # The three server spans fall in one 10 s bucket.
+    assert [(p["calls"], p["errors"]) for p in red["series"]] == [(3, 1)]
+    operations = {(o["name"], o["kind"]): o for o in red["operations"]}
+    assert operations[("GET /items", "server")]["calls"] == 3
+    assert operations[("GET legacy", "client")]["p99_nanos"] == 20_000_000
+    one = clew.get("/api/v1/services/api/red", start=str(t0 - 10_000_000_000), end=str(t0 + 50_000_000_000),
+                   step="10s", operation="SELECT items").json()
+    assert [p["calls"] for p in one["series"]] == [3]
+    too_many = clew.get("/api/v1/services/api/red", lookback="24h", step="1s")
+    assert too_many.status_code == 400 and "2000" in too_many.json()["error"]["message"]
