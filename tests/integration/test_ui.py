@@ -111,6 +111,14 @@ def test_search_finds_traces_and_filters_by_service(demo, page):
     page.wait_for_selector("[data-testid=result]")
     del entry
 
+    # A custom range a year ago holds nothing, and the page says what to do.
+    page.select_option("[data-testid=lookback]", "custom")
+    page.fill("[data-testid=range-from]", "2025-01-01T00:00")
+    page.fill("[data-testid=range-to]", "2025-01-02T00:00")
+    page.click("[data-testid=find-traces]")
+    page.wait_for_url(lambda url: "start=" in url and "end=" in url)
+    page.wait_for_selector("text=No traces match")
+
 
 def test_search_by_traceql_with_autocomplete(demo, page):
     base, _ = demo

@@ -1,14 +1,17 @@
-import { StrictMode, useState } from "react";
+import { StrictMode, Suspense, lazy, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { BrowserRouter, NavLink, Route, Routes } from "react-router-dom";
 
 import "./theme.css";
-import { SearchPage } from "./pages/Search";
-import { TracePage } from "./pages/Trace";
-import { ServiceMapPage } from "./pages/ServiceMap";
-import { ServicePage, ServicesPage } from "./pages/Service";
-import { ComparePage } from "./pages/Compare";
-import { Empty } from "./components/common";
+import { Empty, Loading } from "./components/common";
+
+// Each page is its own chunk: the trace view does not wait for the service map's graph library.
+const SearchPage = lazy(() => import("./pages/Search").then((m) => ({ default: m.SearchPage })));
+const TracePage = lazy(() => import("./pages/Trace").then((m) => ({ default: m.TracePage })));
+const ServiceMapPage = lazy(() => import("./pages/ServiceMap").then((m) => ({ default: m.ServiceMapPage })));
+const ServicesPage = lazy(() => import("./pages/Service").then((m) => ({ default: m.ServicesPage })));
+const ServicePage = lazy(() => import("./pages/Service").then((m) => ({ default: m.ServicePage })));
+const ComparePage = lazy(() => import("./pages/Compare").then((m) => ({ default: m.ComparePage })));
 
 // The navigation. Analyses that later work adds (coverage, rollout plan, critical user
 // operations, traffic estimation, correlations) get their entry here and a route below.
@@ -52,6 +55,7 @@ function App() {
         <ThemeToggle />
       </header>
       <main>
+        <Suspense fallback={<Loading what="the page" />}>
         <Routes>
           <Route path="/" element={<SearchPage />} />
           <Route path="/search" element={<SearchPage />} />
@@ -69,6 +73,7 @@ function App() {
             }
           />
         </Routes>
+        </Suspense>
       </main>
     </BrowserRouter>
   );

@@ -1,5 +1,4 @@
-import { useEffect, useRef, useState, type ReactNode } from "react";
-import * as echarts from "echarts";
+import { useEffect, useState, type ReactNode } from "react";
 
 // The result of a request: what the page shows while it loads, when it fails, and when it is
 // empty. API errors are shown, never swallowed.
@@ -79,48 +78,39 @@ export function currentTheme(): "light" | "dark" {
   return document.documentElement.dataset.theme === "dark" ? "dark" : "light";
 }
 
-// An Apache ECharts chart that follows the page's theme and size.
-export function Chart({
-  option,
-  height = 260,
-  onClick,
+
+// A labelled drop-down: `options` as [value, label] pairs, with an optional first entry for
+// "no choice" (value "").
+export function Picker({
+  label,
+  value,
+  onChange,
+  options,
+  none,
   testId,
+  disabled,
+  flex,
 }: {
-  option: echarts.EChartsCoreOption;
-  height?: number;
-  onClick?: (params: echarts.ECElementEvent) => void;
+  label: string;
+  value: string;
+  onChange: (value: string) => void;
+  options: [string, string][];
+  none?: string;
   testId?: string;
+  disabled?: boolean;
+  flex?: number;
 }) {
-  const element = useRef<HTMLDivElement>(null);
-  const chart = useRef<echarts.ECharts | null>(null);
-  const [theme, setTheme] = useState(currentTheme());
-  useEffect(() => {
-    const observer = new MutationObserver(() => setTheme(currentTheme()));
-    observer.observe(document.documentElement, { attributes: true, attributeFilter: ["data-theme"] });
-    return () => observer.disconnect();
-  }, []);
-  useEffect(() => {
-    if (!element.current) return;
-    const instance = echarts.init(element.current, theme === "dark" ? "dark" : undefined, { renderer: "canvas" });
-    chart.current = instance;
-    const resize = new ResizeObserver(() => instance.resize());
-    resize.observe(element.current);
-    return () => {
-      resize.disconnect();
-      instance.dispose();
-      chart.current = null;
-    };
-  }, [theme]);
-  useEffect(() => {
-    chart.current?.setOption({ backgroundColor: "transparent", ...option }, true);
-  }, [option, theme]);
-  useEffect(() => {
-    const instance = chart.current;
-    if (!instance || !onClick) return;
-    instance.on("click", onClick);
-    return () => {
-      instance.off("click", onClick);
-    };
-  }, [onClick, theme]);
-  return <div ref={element} className="chart" style={{ height }} data-testid={testId} />;
+  return (
+    <label className="field" style={flex ? { flex } : undefined}>
+      {label}
+      <select value={value} disabled={disabled} onChange={(e) => onChange(e.target.value)} data-testid={testId}>
+        {none !== undefined && <option value="">{none}</option>}
+        {options.map(([v, text]) => (
+          <option key={v} value={v}>
+            {text}
+          </option>
+        ))}
+      </select>
+    </label>
+  );
 }

@@ -1,13 +1,30 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useNavigate, useSearchParams } from "react-router-dom";
-import type * as echarts from "echarts";
+import type * as echarts from "echarts/core";
 
 import { api, type TraceSummary } from "../api";
-import { Chart, Empty, ErrorBox, Loading, useApi } from "../components/common";
+import { Empty, ErrorBox, Loading, Picker, useApi } from "../components/common";
+import { Chart } from "../components/Chart";
 import { LOOKBACKS, ago, duration, serviceColour, timestamp } from "../format";
 
 // Every state of the page is in its URL: a search can be shared by copying the address.
-const FORM_KEYS = ["service", "operation", "attr", "minDuration", "maxDuration", "lookback", "limit", "sort", "q"];
+const FORM_KEYS = ["service", "operation", "attr", "minDuration", "maxDuration", "lookback", "start", "end", "limit", "sort", "q"];
+
+// The distinct non-empty values, in first-seen order.
+function unique(values: string[]): string[] {
+  return [...new Set(values.filter(Boolean))];
+}
+
+// `datetime-local` text (local time) ↔ Unix nanoseconds as a decimal string.
+function toNanos(local: string): string {
+  return local ? `${BigInt(new Date(local).getTime()) * 1_000_000n}` : "";
+}
+function fromNanos(nanos: string | null): string {
+  if (!nanos) return "";
+  const date = new Date(Number(BigInt(nanos) / 1_000_000n));
+  const pad = (n: number) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
 
 export function SearchPage() {
   const [params, setParams] = useSearchParams();
@@ -18,7 +35,7 @@ export function SearchPage() {
   const query = useMemo(() => {
     const q = new URLSearchParams();
     for (const key of FORM_KEYS) for (const value of params.getAll(key)) if (value) q.append(key, value);
-    if (!q.get("lookback")) q.set("lookback", "1h");
+    if (!q.get("lookback") && !q.get("start")) q.set("lookback", "1h");
     if (!q.get("limit")) q.set("limit", "50");
     if (q.get("q")) {
       // A TraceQL search takes its conditions from the query alone.
@@ -82,7 +99,9 @@ function SearchForm({ params, onSubmit }: { params: URLSearchParams; onSubmit: (
   const [attrs, setAttrs] = useState(params.getAll("attr").join("\n"));
   const [minDuration, setMinDuration] = useState(params.get("minDuration") ?? "");
   const [maxDuration, setMaxDuration] = useState(params.get("maxDuration") ?? "");
-  const [lookback, setLookback] = useState(params.get("lookback") ?? "1h");
+  const [lookback, setLookback] = useState(params.get("start") ? "custom" : (params.get("lookback") ?? "1h"));
+  const [from, setFrom] = useState(fromNanos(params.get("start")));
+  const [to, setTo] = useState(fromNanos(params.get("end")));
   const [limit, setLimit] = useState(params.get("limit") ?? "50");
   const operations = useApi(() => (service ? api.operations(service) : Promise.resolve([])), [service]);
 
@@ -94,7 +113,10 @@ function SearchForm({ params, onSubmit }: { params: URLSearchParams; onSubmit: (
     for (const line of attrs.split("\n").map((l) => l.trim())) if (line) p.append("attr", line);
     if (minDuration) p.set("minDuration", minDuration);
     if (maxDuration) p.set("maxDuration", maxDuration);
-    p.set("lookback", lookback);
+    if (lookback === "custom") {
+      if (from) p.set("start", toNanos(from));
+      if (to) p.set("end", toNanos(to));
+    } else p.set("lookback", lookback);
     p.set("limit", limit);
     if (params.get("sort")) p.set("sort", params.get("sort")!);
     onSubmit(p);
@@ -102,38 +124,26 @@ function SearchForm({ params, onSubmit }: { params: URLSearchParams; onSubmit: (
 
   return (
     <form onSubmit={submit} data-testid="search-form">
-      <label className="field">
-        Service
-        <select
-          value={service}
-          onChange={(e) => {
-            setService(e.target.value);
-            setOperation("");
-          }}
-          data-testid="service-picker"
-        >
-          <option value="">All services</option>
-          {[...new Set([...(service ? [service] : []), ...(services.state === "done" ? services.data.map((s) => s.name) : [])])]
-            .sort()
-            .map((name) => (
-              <option key={name} value={name}>
-                {name}
-              </option>
-            ))}
-        </select>
-      </label>
+      <Picker
+        label="Service"
+        value={service}
+        onChange={(v) => {
+          setService(v);
+          setOperation("");
+        }}
+        none="All services"
+        options={unique([service, ...(services.state === "done" ? services.data.map((s) => s.name) : [])]).sort().map((n) => [n, n])}
+        testId="service-picker"
+      />
       {services.state === "error" && <ErrorBox message={services.message} />}
-      <label className="field">
-        Operation
-        <select value={operation} onChange={(e) => setOperation(e.target.value)} data-testid="operation-picker">
-          <option value="">All operations</option>
-          {[...new Set([...(operation ? [operation] : []), ...(operations.state === "done" ? operations.data.map((o) => o.name) : [])])].map((name) => (
-              <option key={name} value={name}>
-                {name}
-              </option>
-            ))}
-        </select>
-      </label>
+      <Picker
+        label="Operation"
+        value={operation}
+        onChange={setOperation}
+        none="All operations"
+        options={unique([operation, ...(operations.state === "done" ? operations.data.map((o) => o.name) : [])]).map((n) => [n, n])}
+        testId="operation-picker"
+      />
       <label className="field">
         Attributes, one per line
         <textarea
@@ -157,21 +167,31 @@ function SearchForm({ params, onSubmit }: { params: URLSearchParams; onSubmit: (
         </label>
       </div>
       <div className="form-row">
-        <label className="field" style={{ flex: 2 }}>
-          Time range
-          <select value={lookback} onChange={(e) => setLookback(e.target.value)} data-testid="lookback">
-            {LOOKBACKS.map(([value, label]) => (
-              <option key={value} value={value}>
-                {label}
-              </option>
-            ))}
-          </select>
-        </label>
+        <Picker
+          label="Time range"
+          value={lookback}
+          onChange={setLookback}
+          options={[...LOOKBACKS, ["custom", "Custom range…"]]}
+          testId="lookback"
+          flex={2}
+        />
         <label className="field" style={{ flex: 1 }}>
           Limit
           <input type="number" min={1} max={1000} value={limit} onChange={(e) => setLimit(e.target.value)} />
         </label>
       </div>
+      {lookback === "custom" && (
+        <div className="form-row">
+          <label className="field" style={{ flex: 1 }}>
+            From
+            <input type="datetime-local" value={from} onChange={(e) => setFrom(e.target.value)} data-testid="range-from" />
+          </label>
+          <label className="field" style={{ flex: 1 }}>
+            To
+            <input type="datetime-local" value={to} onChange={(e) => setTo(e.target.value)} data-testid="range-to" />
+          </label>
+        </div>
+      )}
       <button className="primary" type="submit" style={{ width: "100%" }} data-testid="find-traces">
         Find traces
       </button>
@@ -334,16 +354,7 @@ function TraceQlForm({ params, onSubmit }: { params: URLSearchParams; onSubmit: 
         )}
       </label>
       <div className="form-row" style={{ marginBottom: 10 }}>
-        <label className="field" style={{ flex: 2 }}>
-          Time range
-          <select value={lookback} onChange={(e) => setLookback(e.target.value)}>
-            {LOOKBACKS.map(([value, label]) => (
-              <option key={value} value={value}>
-                {label}
-              </option>
-            ))}
-          </select>
-        </label>
+        <Picker label="Time range" value={lookback} onChange={setLookback} options={LOOKBACKS} flex={2} />
         <label className="field" style={{ flex: 1 }}>
           Limit
           <input type="number" min={1} max={1000} value={limit} onChange={(e) => setLimit(e.target.value)} />

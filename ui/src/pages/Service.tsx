@@ -2,7 +2,9 @@ import { useMemo } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router-dom";
 
 import { api, type RedPoint, type ServiceRed } from "../api";
-import { Chart, Empty, Show, useApi } from "../components/common";
+import { Empty, Show, useApi } from "../components/common";
+import { Chart } from "../components/Chart";
+import { Picker } from "../components/common";
 import { LOOKBACKS, ago, duration, percent, rate, serviceColour } from "../format";
 
 // Every service Clew has seen, with its traffic over the last hour.
@@ -85,28 +87,21 @@ export function ServicePage() {
           <span className="service-dot" style={{ background: serviceColour(service) }} />
           {service}
         </h1>
-        <label className="field">
-          Time range
-          <select value={lookback} onChange={(e) => set("lookback", e.target.value)}>
-            {LOOKBACKS.map(([value, label]) => (
-              <option key={value} value={value}>
-                {label}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label className="field">
-          Operation
-          <select value={operation} onChange={(e) => set("operation", e.target.value)} data-testid="red-operation">
-            <option value="">All entry operations</option>
-            {red.state === "done" &&
-              red.data.operations.map((o) => (
-                <option key={`${o.kind}:${o.name}`} value={o.name}>
-                  {o.name} ({o.kind})
-                </option>
-              ))}
-          </select>
-        </label>
+        <Picker label="Time range" value={lookback} onChange={(v) => set("lookback", v)} options={LOOKBACKS} />
+        <Picker
+          label="Operation"
+          value={operation}
+          onChange={(v) => set("operation", v)}
+          none="All entry operations"
+          options={[
+            ...new Map(
+              [...(operation ? [operation] : []), ...(red.state === "done" ? red.data.operations.map((o) => o.name) : [])].map(
+                (name) => [name, name] as [string, string],
+              ),
+            ).entries(),
+          ]}
+          testId="red-operation"
+        />
         <Link to={`/search?service=${encodeURIComponent(service)}`}>Search its traces</Link>
       </div>
       <Show value={red} what="rate, errors and duration">

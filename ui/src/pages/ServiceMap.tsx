@@ -4,7 +4,7 @@ import cytoscape from "cytoscape";
 import dagre from "cytoscape-dagre";
 
 import { api, type ServiceGraph } from "../api";
-import { Empty, Show, currentTheme, useApi } from "../components/common";
+import { Empty, Picker, Show, currentTheme, useApi } from "../components/common";
 import { LOOKBACKS, duration, percent, rate, serviceColour } from "../format";
 
 cytoscape.use(dagre);
@@ -40,46 +40,28 @@ export function ServiceMapPage() {
     <div>
       <div className="form-row" style={{ marginBottom: 12 }}>
         <h1 style={{ margin: 0 }}>Service map</h1>
-        <label className="field">
-          Time range
-          <select value={lookback} onChange={(e) => set("lookback", e.target.value)} data-testid="map-lookback">
-            {LOOKBACKS.map(([value, label]) => (
-              <option key={value} value={value}>
-                {label}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label className="field">
-          Entry service
-          <select value={entryService} onChange={(e) => set("service", e.target.value)} data-testid="map-entry-service">
-            <option value="">All traffic</option>
-            {entryServices.map((s) => (
-              <option key={s} value={s}>
-                {s}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label className="field">
-          Entry operation
-          <select
-            value={entryOperation}
-            disabled={!entryService}
-            onChange={(e) => set("operation", e.target.value)}
-            data-testid="map-entry-operation"
-          >
-            <option value="">All operations</option>
-            {operations.state === "done" &&
-              operations.data
-                .filter((o) => o.kind === "server" || o.kind === "consumer")
-                .map((o) => (
-                  <option key={o.name} value={o.name}>
-                    {o.name}
-                  </option>
-                ))}
-          </select>
-        </label>
+        <Picker label="Time range" value={lookback} onChange={(v) => set("lookback", v)} options={LOOKBACKS} testId="map-lookback" />
+        <Picker
+          label="Entry service"
+          value={entryService}
+          onChange={(v) => set("service", v)}
+          none="All traffic"
+          options={entryServices.map((s) => [s, s])}
+          testId="map-entry-service"
+        />
+        <Picker
+          label="Entry operation"
+          value={entryOperation}
+          disabled={!entryService}
+          onChange={(v) => set("operation", v)}
+          none="All operations"
+          options={
+            operations.state === "done"
+              ? operations.data.filter((o) => o.kind === "server" || o.kind === "consumer").map((o) => [o.name, o.name])
+              : []
+          }
+          testId="map-entry-operation"
+        />
         <span className="legend muted">
           <span>○ instrumented service</span>
           <span>▭ dashed: called but sends no spans</span>

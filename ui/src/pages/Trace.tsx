@@ -1,10 +1,13 @@
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { Suspense, lazy, useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Link, useParams, useSearchParams } from "react-router-dom";
 import { useVirtualizer } from "@tanstack/react-virtual";
-import type * as echarts from "echarts";
+import type * as echarts from "echarts/core";
 
 import { api, attributeText, type KeyValue, type Span } from "../api";
-import { Chart, CopyButton, Show, useApi } from "../components/common";
+import { CopyButton, Loading, Show, useApi } from "../components/common";
+
+// The flame graph's chart library loads only when the flame graph is shown.
+const Chart = lazy(() => import("../components/Chart"));
 import { duration, percent, serviceColour, timestamp } from "../format";
 import { buildModel, spanMatches, statistics, visibleRows, type Node, type TraceModel } from "./traceModel";
 
@@ -514,7 +517,9 @@ function FlameGraph({ model, onSelect }: { model: TraceModel; onSelect: (id?: st
         One bar per span, by depth; spans on the critical path are outlined in orange. Scroll or drag the slider to zoom;
         click a bar for its details.
       </div>
-      <Chart option={option} height={Math.max(240, (maxDepth + 1) * 24 + 70)} onClick={onClick} testId="flame-graph" />
+      <Suspense fallback={<Loading what="the flame graph" />}>
+        <Chart option={option} height={Math.max(240, (maxDepth + 1) * 24 + 70)} onClick={onClick} testId="flame-graph" />
+      </Suspense>
     </div>
   );
 }

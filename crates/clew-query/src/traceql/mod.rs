@@ -37,6 +37,9 @@ pub struct TraceQlMatch {
     pub root_name: String,
     pub start_unix_nano: u64,
     pub duration_nanos: u64,
+    pub span_count: u32,
+    pub error_count: u32,
+    pub services: Vec<String>,
     pub spansets: Vec<SpansetResult>,
 }
 
@@ -182,6 +185,9 @@ fn describe(
         root_name: trace.facts.root_name.clone(),
         start_unix_nano: trace.facts.start_unix_nano,
         duration_nanos: trace.facts.duration_nanos(),
+        span_count: trace.facts.span_count,
+        error_count: trace.facts.error_count,
+        services: trace.facts.services.clone(),
         spansets,
     }
 }
