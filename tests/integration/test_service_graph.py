@@ -1,5 +1,6 @@
 """The aggregates behind the service map and service pages, on hand-built traces whose numbers
 are known: `/api/v1/service-graph` and `/api/v1/services/{s}/red`."""
+import json
 import time
 
 from conftest import wait_for_trace
@@ -85,3 +86,34 @@ def test_red_series_of_a_service(clew):
     assert [p["calls"] for p in one["series"]] == [3]
     too_many = clew.get("/api/v1/services/api/red", lookback="24h", step="1s")
     assert too_many.status_code == 400 and "2000" in too_many.json()["error"]["message"]
+
+
+def test_topology_exports_and_cli(clew):
+    seed(clew)
+    import subprocess
+    from conftest import CLEW_BIN
+
+    def cli(*args):
+        return subprocess.run([CLEW_BIN, "topology", "--server", clew.query, *args], capture_output=True, text=True,
+                              timeout=60)
+
+    dot = cli("--output", "dot")
+    assert dot.returncode == 0, dot.stderr
+    assert dot.stdout.startswith("digraph services {")
+    for edge in ('"user" -> "gateway"', '"gateway" -> "api"', '"api" -> "legacy"', '"api" -> "postgresql"'):
+        assert edge in dot.stdout
+    assert '"legacy" [label="legacy' in dot.stdout and "dashed" in dot.stdout.split('"legacy" [label=')[1].split("\n")[0]
+
+    mermaid = cli("--output", "mermaid")
+    assert mermaid.stdout.startswith("flowchart LR") and mermaid.stdout.count("-->") == 4
+    assert "class " in mermaid.stdout and "uninstrumented" in mermaid.stdout
+
+    markdown = cli("--output", "markdown", "--entry-service", "gateway")
+    rows = [line for line in markdown.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 4 and any("legacy (not instrumented)" in row for row in rows)
+
+    as_json = json.loads(cli("--output", "json").stdout)
+    assert {e["child"] for e in as_json["edges"]} == {"gateway", "api", "legacy", "postgresql"}
+
+    bad = clew.get("/api/v1/service-graph", format="svgz")
+    assert bad.status_code == 400 and "format" in bad.json()["error"]["message"]

@@ -131,8 +131,12 @@ def test_search_by_traceql_with_autocomplete(demo, page):
     assert "service.name" in page.locator("[data-testid=traceql-suggestions]").inner_text()
     box.press("Tab")
     box.type(' = "')
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=traceql-suggestions]')?.innerText.includes('frontend')")
+    suggestions = page.locator("[data-testid=traceql-suggestions]")
+    deadline = time.time() + 30
+    while time.time() < deadline and not (suggestions.count() and "frontend" in suggestions.inner_text()):
+        time.sleep(0.2)
+    assert suggestions.count() and "frontend" in suggestions.inner_text(), (
+        box.input_value(), suggestions.count() and suggestions.inner_text())
     box.type('frontend" && kind = server }')
     assert box.input_value() == '{ resource.service.name = "frontend" && kind = server }'
     page.click("[data-testid=run-traceql]")
@@ -194,6 +198,7 @@ def test_trace_view_shows_spans_and_critical_path(demo, page):
     page.wait_for_selector("[data-testid=flame-graph] canvas")
     shot(page, "trace-flame")
     page.click("[data-testid=view-stats]")
+    page.wait_for_selector("[data-testid=stats-table] tbody tr")
     rows = page.locator("[data-testid=stats-table] tbody tr")
     assert rows.count() == len({(s["service"], s["name"]) for s in trace["spans"]})
     shot(page, "trace-stats")
@@ -221,6 +226,11 @@ def test_service_map_shows_services_and_virtual_peers(demo, page):
     drawn = page.evaluate("() => window.__clewMap.nodes().map(n => n.data('name'))")
     assert set(truth["uninstrumented"]) <= set(drawn)
     shot(page, "service-map")
+    # The export links give the same graph as Graphviz DOT and Mermaid.
+    links = {a.inner_text(): a.get_attribute("href") for a in page.locator("[data-testid=map-exports] a").all()}
+    dot = requests.get(base + links["Graphviz DOT"], timeout=30).text
+    assert dot.startswith("digraph services {") and all(f'"{name}"' in dot for name in truth["uninstrumented"])
+    assert requests.get(base + links["Mermaid"], timeout=30).text.startswith("flowchart LR")
     # Clicking a service node opens its page.
     page.evaluate("() => window.__clewMap.getElementById('n:frontend').emit('tap')")
     page.wait_for_url(lambda url: url.endswith("/services/frontend"))

@@ -247,3 +247,191 @@ impl QueryEngine {
         Ok(ServiceRed { service: service.to_string(), start_unix_nano, end_unix_nano, step_nanos, kinds, series, operations })
     }
 }
+
+fn millis(nanos: f64) -> String {
+    let ms = nanos / 1e6;
+    if ms >= 100.0 {
+        format!("{ms:.0} ms")
+    } else if ms >= 1.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.2} ms")
+    }
+}
+
+fn per_second(calls: i64, window_nanos: u64) -> String {
+    let rate = calls as f64 / (window_nanos.max(1) as f64 / 1e9);
+    if rate >= 10.0 {
+        format!("{rate:.0}/s")
+    } else if rate >= 0.1 {
+        format!("{rate:.2}/s")
+    } else {
+        format!("{:.2}/min", rate * 60.0)
+    }
+}
+
+fn error_share(stats: &CallStats) -> String {
+    if stats.calls == 0 { "0%".into() } else { format!("{:.1}%", 100.0 * stats.errors as f64 / stats.calls as f64) }
+}
+
+impl ServiceGraph {
+    fn window(&self) -> u64 {
+        self.end_unix_nano.saturating_sub(self.start_unix_nano)
+    }
+
+    fn edge_label(&self, edge: &GraphEdge) -> String {
+        format!("{} · {} err · p95 {}", per_second(edge.stats.calls, self.window()), error_share(&edge.stats), millis(edge.stats.p95_nanos))
+    }
+
+    /// Graphviz DOT: services as boxes, uninstrumented peers dashed, the user as a diamond.
+    pub fn to_dot(&self) -> String {
+        let quote = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
+        let mut out = String::from("digraph services {\n  rankdir=LR;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n");
+        for node in &self.nodes {
+            let style = match node.kind {
+                NodeKind::Service => "",
+                NodeKind::Virtual => ", style=\"rounded,dashed\", color=gray40",
+                NodeKind::User => ", shape=diamond",
+            };
+            let label = match node.kind {
+                NodeKind::User => format!("user\\n{}", per_second(node.stats.calls, self.window())),
+                _ => format!(
+                    "{}\\n{} · {} err · p95 {}",
+                    node.name.replace('"', "\\\""),
+                    per_second(node.stats.calls, self.window()),
+                    error_share(&node.stats),
+                    millis(node.stats.p95_nanos)
+                ),
+            };
+            out.push_str(&format!("  {} [label=\"{label}\"{style}];\n", quote(&node.name)));
+        }
+        for edge in &self.edges {
+            out.push_str(&format!("  {} -> {} [label={}];\n", quote(&edge.parent), quote(&edge.child), quote(&self.edge_label(edge))));
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// A Mermaid flowchart (renders on GitHub and in most wikis).
+    pub fn to_mermaid(&self) -> String {
+        let ids: std::collections::HashMap<&str, String> =
+            self.nodes.iter().enumerate().map(|(i, node)| (node.name.as_str(), format!("n{i}"))).collect();
+        let text = |s: &str| s.replace('"', "#quot;");
+        let mut out = String::from("flowchart LR\n");
+        for node in &self.nodes {
+            let id = &ids[node.name.as_str()];
+            let label =
+                format!("{}<br/>{} · {} err", text(&node.name), per_second(node.stats.calls, self.window()), error_share(&node.stats));
+            out.push_str(&match node.kind {
+                NodeKind::Service => format!("  {id}[\"{label}\"]\n"),
+                NodeKind::Virtual => format!("  {id}[/\"{label}\"/]\n"),
+                NodeKind::User => format!("  {id}{{\"{label}\"}}\n"),
+            });
+        }
+        for edge in &self.edges {
+            if let (Some(from), Some(to)) = (ids.get(edge.parent.as_str()), ids.get(edge.child.as_str())) {
+                out.push_str(&format!("  {from} -->|\"{}\"| {to}\n", text(&self.edge_label(edge))));
+            }
+        }
+        let virtual_ids: Vec<&str> =
+            self.nodes.iter().filter(|n| n.kind == NodeKind::Virtual).map(|n| ids[n.name.as_str()].as_str()).collect();
+        if !virtual_ids.is_empty() {
+            out.push_str("  classDef uninstrumented stroke-dasharray: 5 5\n");
+            out.push_str(&format!("  class {} uninstrumented\n", virtual_ids.join(",")));
+        }
+        out
+    }
+
+    /// A Markdown table of the edges, for sharing.
+    pub fn to_markdown(&self) -> String {
+        let kind = |name: &str| self.nodes.iter().find(|n| n.name == name).map(|n| n.kind);
+        let mut out = String::from("| caller | callee | rate | errors | p50 | p95 |\n| --- | --- | ---: | ---: | ---: | ---: |\n");
+        for edge in &self.edges {
+            let child = if kind(&edge.child) == Some(NodeKind::Virtual) {
+                format!("{} (not instrumented)", edge.child)
+            } else {
+                edge.child.clone()
+            };
+            out.push_str(&format!(
+                "| {} | {child} | {} | {} | {} | {} |\n",
+                edge.parent,
+                per_second(edge.stats.calls, self.window()),
+                error_share(&edge.stats),
+                millis(edge.stats.p50_nanos),
+                millis(edge.stats.p95_nanos)
+            ));
+        }
+        out
+    }
+
+    /// A plain-text table of the edges, for a terminal.
+    pub fn to_table(&self) -> String {
+        let mut out = format!("{:<28} {:<32} {:>10} {:>7} {:>10} {:>10}\n", "CALLER", "CALLEE", "RATE", "ERRORS", "P50", "P95");
+        let kind = |name: &str| self.nodes.iter().find(|n| n.name == name).map(|n| n.kind);
+        for edge in &self.edges {
+            let child = if kind(&edge.child) == Some(NodeKind::Virtual) { format!("{} (virtual)", edge.child) } else { edge.child.clone() };
+            out.push_str(&format!(
+                "{:<28} {:<32} {:>10} {:>7} {:>10} {:>10}\n",
+                edge.parent,
+                child,
+                per_second(edge.stats.calls, self.window()),
+                error_share(&edge.stats),
+                millis(edge.stats.p50_nanos),
+                millis(edge.stats.p95_nanos)
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph() -> ServiceGraph {
+        let stats = |calls, errors, p95: f64| CallStats { calls, errors, p50_nanos: p95 / 2.0, p95_nanos: p95 };
+        ServiceGraph {
+            start_unix_nano: 0,
+            end_unix_nano: 60_000_000_000,
+            nodes: vec![
+                GraphNode { name: "frontend".into(), kind: NodeKind::Service, stats: stats(600, 6, 120e6) },
+                GraphNode { name: "pay \"v2\"".into(), kind: NodeKind::Virtual, stats: stats(60, 0, 300e6) },
+                GraphNode { name: "user".into(), kind: NodeKind::User, stats: stats(600, 6, 120e6) },
+            ],
+            edges: vec![
+                GraphEdge { parent: "user".into(), child: "frontend".into(), stats: stats(600, 6, 120e6) },
+                GraphEdge { parent: "frontend".into(), child: "pay \"v2\"".into(), stats: stats(60, 0, 300e6) },
+            ],
+        }
+    }
+
+    #[test]
+    fn dot_draws_kinds_and_escapes_names() {
+        let dot = graph().to_dot();
+        assert!(dot.starts_with("digraph services {"), "{dot}");
+        assert!(dot.contains("\"user\" -> \"frontend\" [label=\"10/s · 1.0% err · p95 120 ms\"];"), "{dot}");
+        assert!(
+            dot.contains("\"pay \\\"v2\\\"\" [label=\"pay \\\"v2\\\"\\n1.00/s · 0.0% err · p95 300 ms\", style=\"rounded,dashed\""),
+            "{dot}"
+        );
+        assert!(dot.contains("\"user\" [label=\"user\\n10/s\", shape=diamond]"), "{dot}");
+    }
+
+    #[test]
+    fn mermaid_marks_uninstrumented_peers() {
+        let mermaid = graph().to_mermaid();
+        assert!(mermaid.starts_with("flowchart LR\n"));
+        assert!(mermaid.contains("n1[/\"pay #quot;v2#quot;<br/>1.00/s · 0.0% err\"/]"), "{mermaid}");
+        assert!(mermaid.contains("n2{\"user<br/>10/s · 1.0% err\"}"), "{mermaid}");
+        assert!(mermaid.contains("n2 -->|\"10/s · 1.0% err · p95 120 ms\"| n0"), "{mermaid}");
+        assert!(mermaid.contains("class n1 uninstrumented"), "{mermaid}");
+    }
+
+    #[test]
+    fn markdown_and_table_list_every_edge() {
+        let markdown = graph().to_markdown();
+        assert_eq!(markdown.lines().count(), 4);
+        assert!(markdown.contains("| frontend | pay \"v2\" (not instrumented) | 1.00/s | 0.0% | 150 ms | 300 ms |"), "{markdown}");
+        assert!(graph().to_table().contains("(virtual)"));
+    }
+}

@@ -8,8 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine as _;
-use clew_model::{Attribute, SpanKind, StatusCode as SpanStatus, TraceId, Value, span_flags, trace_flags};
+use clew_model::{SpanKind, StatusCode as SpanStatus, TraceId};
 use clew_query::{AttributeFilter, AttributeScope, QueryEngine, QueryError, SearchRequest, SortOrder, TraceView};
 use clew_store::{EmbeddedStore, Storage};
 use serde_json::{Value as Json, json};
@@ -40,7 +39,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::jaeger::routes())
         .fallback(page)
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
-        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(tower_http::compression::CompressionLayer::new().quality(tower_http::CompressionLevel::Fastest))
         .with_state(state)
 }
 
@@ -142,11 +141,11 @@ async fn load_trace(state: &ApiState, trace_id: &str, adjust_skew: bool) -> Resu
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "trace_not_found", format!("trace {id} not found")))
 }
 
-async fn trace(State(state): State<ApiState>, Path(trace_id): Path<String>, RawQuery(raw): RawQuery) -> ApiResult {
+async fn trace(State(state): State<ApiState>, Path(trace_id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     // `raw=true`: the spans exactly as received, without clock-skew adjustment.
     let raw = pairs(raw)?.iter().any(|(k, v)| k == "raw" && v == "true");
     let view = load_trace(&state, &trace_id, !raw).await?;
-    Ok(axum::Json(trace_json(&view)))
+    Ok(axum::Json(crate::trace_json::TraceJson(&view)).into_response())
 }
 
 async fn trace_otlp(State(state): State<ApiState>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
@@ -296,16 +295,27 @@ fn only_params(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiEr
 
 /// The service map: `start`/`end`/`lookback`, and `service` + `operation` to draw only the
 /// traces of one entry point.
-async fn service_graph(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> ApiResult {
+async fn service_graph(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let pairs = pairs(raw)?;
-    only_params(&pairs, &["start", "end", "lookback", "service", "operation"])?;
+    only_params(&pairs, &["start", "end", "lookback", "service", "operation", "format"])?;
     let (start, end) = window(&pairs)?;
     let entry = clew_query::EntryFilter {
         service: param(&pairs, "service").map(str::to_string),
         operation: param(&pairs, "operation").map(str::to_string),
     };
+    let format = param(&pairs, "format").unwrap_or("json");
+    if !matches!(format, "json" | "dot" | "mermaid" | "markdown" | "table") {
+        return Err(ApiError::bad_request(format!("format is json, dot, mermaid, markdown or table, not {format:?}")));
+    }
     let graph = state.query.service_graph(start, end, &entry).await?;
-    Ok(axum::Json(serde_json::to_value(graph).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?))
+    let (content_type, text) = match format {
+        "dot" => ("text/vnd.graphviz; charset=utf-8", graph.to_dot()),
+        "mermaid" => ("text/plain; charset=utf-8", graph.to_mermaid()),
+        "markdown" => ("text/markdown; charset=utf-8", graph.to_markdown()),
+        "table" => ("text/plain; charset=utf-8", graph.to_table()),
+        _ => return Ok(axum::Json(graph).into_response()),
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
 
 /// A service's rate, errors and duration over time: `start`/`end`/`lookback`, `step` (a
@@ -367,131 +377,6 @@ async fn sql_post(State(state): State<ApiState>, body: String) -> ApiResult {
         _ => body,
     };
     run_sql(&state, &query).await
-}
-
-// ---- JSON shapes ----
-
-fn nanos(value: u64) -> Json {
-    Json::String(value.to_string())
-}
-
-/// An attribute value in OTLP/JSON form (`{"intValue": "42"}`, …).
-pub fn value_json(value: &Value) -> Json {
-    match value {
-        Value::Empty => json!({}),
-        Value::Str(s) => json!({ "stringValue": s }),
-        Value::Bool(b) => json!({ "boolValue": b }),
-        Value::Int(i) => json!({ "intValue": i.to_string() }),
-        Value::Double(d) => json!({ "doubleValue": d }),
-        Value::Bytes(b) => {
-            json!({ "bytesValue": base64::engine::general_purpose::STANDARD.encode(b) })
-        }
-        Value::Array(items) => {
-            json!({ "arrayValue": { "values": items.iter().map(value_json).collect::<Vec<_>>() } })
-        }
-        Value::Map(entries) => json!({ "kvlistValue": { "values": attributes_json(entries) } }),
-    }
-}
-
-fn attributes_json(attributes: &[Attribute]) -> Vec<Json> {
-    attributes.iter().map(|a| json!({ "key": a.key, "value": value_json(&a.value) })).collect()
-}
-
-fn flag_names(flags: u32, names: &[(u32, &'static str)]) -> Vec<&'static str> {
-    names.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, name)| *name).collect()
-}
-
-pub fn trace_json(view: &TraceView) -> Json {
-    let trace = &view.trace;
-    let facts = &trace.facts;
-    let spans: Vec<Json> = trace
-        .spans
-        .iter()
-        .zip(&trace.span_facts)
-        .map(|(span, span_facts)| {
-            let mut object = json!({
-                "traceId": span.trace_id.to_hex(),
-                "spanId": span.span_id.to_hex(),
-                "traceState": span.trace_state,
-                "flags": span.flags,
-                "name": span.name,
-                "kind": span.kind.as_str(),
-                "startTimeUnixNano": nanos(span.start_time_unix_nano),
-                "endTimeUnixNano": nanos(span.end_time_unix_nano),
-                "durationNanos": span.duration_nanos(),
-                "status": { "code": span.status_code.as_str(), "message": span.status_message },
-                "attributes": attributes_json(&span.attributes),
-                "droppedAttributesCount": span.dropped_attributes_count,
-                "events": span.events.iter().map(|e| json!({
-                    "timeUnixNano": nanos(e.time_unix_nano),
-                    "name": e.name,
-                    "attributes": attributes_json(&e.attributes),
-                    "droppedAttributesCount": e.dropped_attributes_count,
-                })).collect::<Vec<_>>(),
-                "droppedEventsCount": span.dropped_events_count,
-                "links": span.links.iter().map(|l| json!({
-                    "traceId": l.trace_id.to_hex(),
-                    "spanId": l.span_id.to_hex(),
-                    "traceState": l.trace_state,
-                    "attributes": attributes_json(&l.attributes),
-                    "droppedAttributesCount": l.dropped_attributes_count,
-                    "flags": l.flags,
-                })).collect::<Vec<_>>(),
-                "droppedLinksCount": span.dropped_links_count,
-                "service": span.service_name(),
-                "resource": {
-                    "attributes": attributes_json(&span.resource.attributes),
-                    "droppedAttributesCount": span.resource.dropped_attributes_count,
-                    "schemaUrl": span.resource.schema_url,
-                },
-                "scope": {
-                    "name": span.scope.name,
-                    "version": span.scope.version,
-                    "attributes": attributes_json(&span.scope.attributes),
-                    "droppedAttributesCount": span.scope.dropped_attributes_count,
-                    "schemaUrl": span.scope.schema_url,
-                },
-                "depth": span_facts.depth,
-                "selfNanos": span_facts.self_nanos,
-                "criticalPathNanos": span_facts.critical_path_nanos,
-                "problems": flag_names(span_facts.flags, &[(span_flags::ORPHAN, "orphan"), (span_flags::UNMATCHED_CLIENT, "unmatched_client")]),
-            });
-            if let Some(parent) = span.parent_span_id {
-                object["parentSpanId"] = Json::String(parent.to_hex());
-            }
-            if let Some(service) = &span_facts.parent_service {
-                object["parentService"] = Json::String(service.clone());
-            }
-            if let Some(name) = &span_facts.parent_name {
-                object["parentName"] = Json::String(name.clone());
-            }
-            object
-        })
-        .collect();
-    json!({
-        "traceId": trace.spans.first().map(|s| s.trace_id.to_hex()).unwrap_or_default(),
-        "rootService": facts.root_service,
-        "rootName": facts.root_name,
-        "startTimeUnixNano": nanos(facts.start_unix_nano),
-        "endTimeUnixNano": nanos(facts.end_unix_nano),
-        "durationNanos": facts.duration_nanos(),
-        "spanCount": facts.span_count,
-        "errorCount": facts.error_count,
-        "services": facts.services,
-        "problems": flag_names(facts.flags, &[
-            (trace_flags::MULTIPLE_ROOTS, "multiple_roots"),
-            (trace_flags::HAS_ORPHANS, "orphans"),
-            (trace_flags::HAS_UNMATCHED_CLIENT, "unmatched_client"),
-            (trace_flags::NO_ROOT, "no_root"),
-        ]),
-        "warnings": view.warnings,
-        "criticalPath": trace.critical_path.iter().map(|segment| json!({
-            "spanId": trace.spans[segment.span_index].span_id.to_hex(),
-            "startTimeUnixNano": nanos(segment.start),
-            "endTimeUnixNano": nanos(segment.end),
-        })).collect::<Vec<_>>(),
-        "spans": spans,
-    })
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod otlp_grpc;
 mod otlp_http;
 mod receiver;
 mod tempo;
+mod trace_json;
 mod zipkin;
 
 use std::net::SocketAddr;

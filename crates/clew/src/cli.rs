@@ -19,6 +19,16 @@ pub enum Output {
     Json,
 }
 
+/// How a graph is printed.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum GraphOutput {
+    Table,
+    Json,
+    Markdown,
+    Dot,
+    Mermaid,
+}
+
 /// Flags shared by the commands that start a server.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -121,6 +131,24 @@ pub enum Command {
         sort: String,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// The service topology: who calls whom, with rate, errors and latency, uninstrumented
+    /// peers included. `--output dot` or `mermaid` draws it; `markdown` makes a table to share.
+    Topology {
+        /// Calls within this long before now.
+        #[arg(long, default_value = "1h")]
+        lookback: String,
+        /// Only the traces that enter through this service...
+        #[arg(long)]
+        entry_service: Option<String>,
+        /// ...and this operation of it.
+        #[arg(long)]
+        entry_operation: Option<String>,
+        /// The query API of a running Clew.
+        #[arg(long, env = "CLEW_SERVER", default_value = "http://127.0.0.1:16686")]
+        server: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: GraphOutput,
     },
     /// Run read-only SQL over the `spans` table.
     Sql {
@@ -238,6 +266,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pairs.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
             pairs.extend(attributes.into_iter().map(|a| ("attr", a)));
             crate::client::search(&client, &pairs).await
+        }
+        Command::Topology { lookback, entry_service, entry_operation, server, output } => {
+            let format = output.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+            let mut pairs: Vec<(&str, String)> = vec![("lookback", lookback), ("format", format)];
+            pairs.extend(entry_service.map(|s| ("service", s)));
+            pairs.extend(entry_operation.map(|o| ("operation", o)));
+            crate::client::print_text(&server, "/api/v1/service-graph", &pairs).await
         }
         Command::Sql { query, client } => crate::client::sql(&client, &query).await,
         Command::Bench { serve, spans, connections, traces_per_request, queries } => {

@@ -31,6 +31,32 @@ async fn get(client: &ClientArgs, path: &str, query: &[(&str, String)]) -> Resul
     Err(ExitCode::from(if status.as_u16() == 404 { NOT_FOUND } else { 1 }))
 }
 
+/// Prints a text answer of the API as it comes (JSON pretty-printed).
+pub async fn print_text(server: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<ExitCode> {
+    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let response = match reqwest::Client::new().get(&url).query(query).send().await {
+        Ok(response) => response,
+        Err(error) => {
+            eprintln!("error: cannot reach Clew at {server}: {error}");
+            return Ok(ExitCode::from(UNREACHABLE));
+        }
+    };
+    let status = response.status();
+    let json = response.headers().get(reqwest::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let text = response.text().await?;
+    if !status.is_success() {
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        eprintln!("error: {}", body["error"]["message"].as_str().unwrap_or(&text));
+        return Ok(ExitCode::from(if status.as_u16() == 404 { NOT_FOUND } else { 1 }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::from_str::<Value>(&text)?)?);
+    } else {
+        print!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn trace(client: &ClientArgs, trace_id: &str) -> anyhow::Result<ExitCode> {
     let trace = match get(client, &format!("/api/v1/traces/{trace_id}"), &[]).await {
         Ok(trace) => trace,

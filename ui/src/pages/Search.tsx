@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 import { useNavigate, useSearchParams } from "react-router-dom";
 import type * as echarts from "echarts/core";
 
@@ -274,6 +274,14 @@ function TraceQlForm({ params, onSubmit }: { params: URLSearchParams; onSubmit: 
   const [limit, setLimit] = useState(params.get("limit") ?? "50");
   const area = useRef<HTMLTextAreaElement>(null);
   const suggestions = useTraceQlSuggestions(text, cursor);
+  // After a suggestion is taken, the caret goes to its end before the next key is handled.
+  const [pendingCursor, setPendingCursor] = useState<number | null>(null);
+  useLayoutEffect(() => {
+    if (pendingCursor === null || !area.current) return;
+    area.current.focus();
+    area.current.setSelectionRange(pendingCursor, pendingCursor);
+    setPendingCursor(null);
+  }, [pendingCursor, text]);
   useEffect(() => setActive(0), [suggestions.length]);
 
   const apply = useCallback(
@@ -282,10 +290,7 @@ function TraceQlForm({ params, onSubmit }: { params: URLSearchParams; onSubmit: 
       const position = cursor - s.replace + s.insert.length;
       setText(next);
       setCursor(position);
-      requestAnimationFrame(() => {
-        area.current?.focus();
-        area.current?.setSelectionRange(position, position);
-      });
+      setPendingCursor(position);
     },
     [text, cursor],
   );

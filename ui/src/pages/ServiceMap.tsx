@@ -69,6 +69,28 @@ export function ServiceMapPage() {
           <span>point at a node or edge for rate · errors · p95 of its calls; click a service to open it</span>
         </span>
       </div>
+      <div className="form-row" style={{ marginBottom: 8, fontSize: 12 }} data-testid="map-exports">
+        <span className="muted">Export:</span>
+        {(["dot", "mermaid", "markdown", "json"] as const).map((format) => (
+          <a key={format} href={`/api/v1/service-graph?${query}&format=${format}`} download={`services.${format === "markdown" ? "md" : format}`}>
+            {{ dot: "Graphviz DOT", mermaid: "Mermaid", markdown: "Markdown table", json: "JSON" }[format]}
+          </a>
+        ))}
+        <a
+          href="#"
+          onClick={(e) => {
+            e.preventDefault();
+            const map = (window as unknown as { __clewMap?: cytoscape.Core }).__clewMap;
+            if (!map) return;
+            const link = document.createElement("a");
+            link.href = map.png({ full: true, scale: 2, bg: currentTheme() === "dark" ? "#1c2027" : "#ffffff" });
+            link.download = "services.png";
+            link.click();
+          }}
+        >
+          PNG picture
+        </a>
+      </div>
       <Show value={graph} what="the service map">
         {(data) =>
           data.nodes.length === 0 ? (
