@@ -58,7 +58,8 @@ export function Chart({
     };
   }, [theme]);
   useEffect(() => {
-    chart.current?.setOption({ backgroundColor: "transparent", ...option }, true);
+    // No entry animation: a dashboard redrawn every refresh should not sweep in each time.
+    chart.current?.setOption({ backgroundColor: "transparent", animation: false, ...option }, true);
   }, [option, theme]);
   useEffect(() => {
     const instance = chart.current;

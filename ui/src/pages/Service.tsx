@@ -163,7 +163,7 @@ function RedCharts({ red }: { red: ServiceRed }) {
     xAxis: { type: "time", min: red.start_unix_nano / 1e6, max: red.end_unix_nano / 1e6 },
     legend: { top: 0, right: 0 },
   };
-  const line = { type: "line", showSymbol: few, symbolSize: 5, connectNulls: false };
+  const line = { type: "line", showSymbol: few, symbol: "circle", symbolSize: 6 };
   const rateOption = {
     ...base,
     title: { text: "Requests per second", left: "left", textStyle: { fontSize: 13 } },
@@ -195,8 +195,10 @@ function RedCharts({ red }: { red: ServiceRed }) {
     ...base,
     title: { text: "Duration (ms)", left: "left", textStyle: { fontSize: 13 } },
     yAxis: { type: "value" },
+    // A bucket without requests has no latency: the line goes straight across it.
     series: (["p50", "p95", "p99"] as const).map((level) => ({
       ...line,
+      connectNulls: true,
       name: level,
       data: buckets.map((b) => [b.time, b.point ? +(b.point[`${level}_nanos`] / 1e6).toFixed(3) : null]),
     })),

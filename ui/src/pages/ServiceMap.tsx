@@ -193,7 +193,7 @@ function GraphView({ graph }: { graph: ServiceGraph }) {
         { selector: "edge[erroring = 1]", style: { "line-color": "#e03131", "target-arrow-color": "#e03131" } },
         { selector: "node:selected", style: { "border-color": "#3867d6", "border-width": 4 } },
       ],
-      layout: { name: "dagre", rankDir: "LR", nodeSep: 22, rankSep: 110, edgeSep: 10 } as cytoscape.LayoutOptions,
+      layout: { name: "dagre", rankDir: "LR", nodeSep: 30, rankSep: 120, edgeSep: 10 } as cytoscape.LayoutOptions,
     });
     // Edge labels (rate · errors · p95) appear for the edges of the node or edge under the pointer.
     instance.on("mouseover", "node", (event) => event.target.connectedEdges().addClass("show-label"));
