@@ -117,3 +117,26 @@ def test_topology_exports_and_cli(clew):
 
     bad = clew.get("/api/v1/service-graph", format="svgz")
     assert bad.status_code == 400 and "format" in bad.json()["error"]["message"]
+
+
+def test_a_message_nobody_consumes_names_a_virtual_node(clew):
+    t0 = (int(time.time()) - 10) * 1_000_000_000
+    trace = "f" * 32
+    post_otlp(clew, [{"resource": {"attributes": [kv("service.name", stringValue="orders")]}, "scopeSpans": [{"spans": [
+        {"traceId": trace, "spanId": "c000000000000001", "name": "POST /orders", "kind": 2,
+         "startTimeUnixNano": str(t0), "endTimeUnixNano": str(t0 + 30_000_000)},
+        {"traceId": trace, "spanId": "c000000000000002", "parentSpanId": "c000000000000001", "name": "order-events publish",
+         "kind": 4, "startTimeUnixNano": str(t0 + 10_000_000), "endTimeUnixNano": str(t0 + 12_000_000),
+         "attributes": [kv("messaging.system", stringValue="kafka"),
+                        kv("messaging.destination.name", stringValue="order-events")]},
+    ]}]}])
+    wait_for_trace(clew, trace, 2)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        graph = clew.get("/api/v1/service-graph", lookback="1h").json()
+        if any(n["name"] == "order-events" for n in graph["nodes"]):
+            break
+        time.sleep(0.2)
+    assert {"name": "order-events", "kind": "virtual"}.items() <= next(
+        n for n in graph["nodes"] if n["name"] == "order-events").items()
+    assert any(e["parent"] == "orders" and e["child"] == "order-events" for e in graph["edges"])

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{QueryEngine, QueryError, batches_to_json, quote};
 
-/// The name a call to an uninstrumented peer goes by (the precedence of the topology issue:
-/// `peer.service`, then `server.address`, then `db.system`).
-pub(crate) const VIRTUAL_PEER: &str = "coalesce(peer_service, server_address, db_system)";
+/// The name a call to an uninstrumented peer goes by: `peer.service`, then `server.address`,
+/// then `db.system`, then (for a message nobody instrumented consumes) the destination.
+pub(crate) const VIRTUAL_PEER: &str = "coalesce(peer_service, server_address, db_system, attributes['messaging.destination.name'])";
 
 /// What a node of the service map stands for.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
