@@ -117,12 +117,14 @@ fn rows<T: serde::de::DeserializeOwned>(batches: &[datafusion::arrow::array::Rec
     serde_json::from_value(batches_to_json(batches)?).map_err(|e| QueryError::Encode(e.to_string()))
 }
 
+/// A row of the calls grouped two ways: per edge (parent, child), and per node (child alone,
+/// `node_row` = 1, parent null).
 #[derive(Deserialize)]
-struct EdgeRow {
+struct CallsRow {
     parent: Option<String>,
     child: Option<String>,
-    #[serde(rename = "virtual")]
     is_virtual: i64,
+    node_row: i64,
     #[serde(flatten)]
     stats: CallStats,
 }
@@ -152,17 +154,25 @@ impl QueryEngine {
              SELECT service_name AS parent, {VIRTUAL_PEER} AS child, 1 AS virtual, {ERROR} AS err, duration_nanos FROM spans \
                WHERE {window} AND (span_flags & {unmatched}) <> 0 AND {VIRTUAL_PEER} IS NOT NULL"
         );
-        let edges_sql =
-            format!("SELECT parent, child, virtual, {stats} FROM ({calls}) GROUP BY parent, child, virtual ORDER BY parent, child");
-        let nodes_sql = format!("SELECT child, max(virtual) AS virtual, {stats} FROM ({calls}) GROUP BY child ORDER BY child");
+        // One pass over the calls gives both the edges and the nodes.
+        let grouped_sql = format!(
+            "SELECT parent, child, max(virtual) AS is_virtual, grouping(parent) AS node_row, {stats} FROM ({calls}) \
+             GROUP BY GROUPING SETS ((parent, child, virtual), (child)) ORDER BY parent, child"
+        );
         // Services that send spans but are never called (batch jobs, or only internal spans).
         let services_sql = format!("SELECT DISTINCT service_name FROM spans WHERE {window} ORDER BY service_name");
-        let (edge_batches, node_batches, service_batches) =
-            tokio::try_join!(self.internal_sql(&edges_sql), self.internal_sql(&nodes_sql), self.internal_sql(&services_sql))?;
+        let (grouped_batches, service_batches) = tokio::try_join!(self.internal_sql(&grouped_sql), self.internal_sql(&services_sql))?;
         let mut edges = Vec::new();
+        let mut nodes: Vec<GraphNode> = Vec::new();
         let mut user_calls: Option<CallStats> = None;
-        for row in rows::<EdgeRow>(&edge_batches)? {
-            let (Some(parent), Some(child)) = (row.parent, row.child) else { continue };
+        for row in rows::<CallsRow>(&grouped_batches)? {
+            let Some(child) = row.child else { continue };
+            if row.node_row != 0 {
+                let kind = if row.is_virtual == 1 { NodeKind::Virtual } else { NodeKind::Service };
+                nodes.push(GraphNode { name: child, kind, stats: row.stats });
+                continue;
+            }
+            let Some(parent) = row.parent else { continue };
             if parent == "user" && row.is_virtual == 0 {
                 let total = user_calls.get_or_insert(CallStats { calls: 0, errors: 0, p50_nanos: 0.0, p95_nanos: 0.0 });
                 total.calls += row.stats.calls;
@@ -171,11 +181,6 @@ impl QueryEngine {
                 total.p50_nanos = total.p50_nanos.max(row.stats.p50_nanos);
             }
             edges.push(GraphEdge { parent, child, stats: row.stats });
-        }
-        let mut nodes: Vec<GraphNode> = Vec::new();
-        for row in rows::<EdgeRow>(&node_batches)? {
-            let Some(name) = row.child else { continue };
-            nodes.push(GraphNode { name, kind: if row.is_virtual == 1 { NodeKind::Virtual } else { NodeKind::Service }, stats: row.stats });
         }
         #[derive(Deserialize)]
         struct ServiceRow {

@@ -238,44 +238,34 @@ async fn search(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> ApiRe
 /// `q=<TraceQL>`: the other parameters may bound time (`start`, `end`, `lookback`) and
 /// `limit` the results.
 async fn traceql_search(state: &ApiState, q: &str, pairs: &[(String, String)]) -> ApiResult {
-    let mut time = SearchRequest::default();
+    let (start_unix_nano, end_unix_nano) = time_bounds(pairs)?;
     let mut limit = 20;
     for (key, value) in pairs {
         match key.as_str() {
-            "q" => {}
-            "start" | "end" | "lookback" => {
-                let parsed = search_request(&[(key.clone(), value.clone())])?;
-                time.start_unix_nano = parsed.start_unix_nano.or(time.start_unix_nano);
-                time.end_unix_nano = parsed.end_unix_nano.or(time.end_unix_nano);
-            }
+            "q" | "start" | "end" | "lookback" => {}
             "limit" => limit = value.parse().map_err(|_| ApiError::bad_request("limit is a number"))?,
             other => return Err(ApiError::bad_request(format!("parameter {other:?} does not combine with q (put it in the TraceQL)"))),
         }
     }
-    let request = clew_query::traceql::TraceQlRequest {
-        query: q.to_string(),
-        start_unix_nano: time.start_unix_nano,
-        end_unix_nano: time.end_unix_nano,
-        limit,
-        spans_per_spanset: 3,
-    };
+    let request = clew_query::traceql::TraceQlRequest { query: q.to_string(), start_unix_nano, end_unix_nano, limit, spans_per_spanset: 3 };
     let (matches, metrics) = state.query.traceql(&request).await?;
     Ok(axum::Json(json!({ "traces": matches, "inspectedTraces": metrics.inspected_traces })))
 }
 
-/// `start`/`end` (Unix ns) or `lookback` (a duration before now); the last hour by default.
+/// The bounds that `start`/`end` (Unix ns) and `lookback` (a duration before now) give, read
+/// as a search reads them.
+fn time_bounds(pairs: &[(String, String)]) -> Result<(Option<u64>, Option<u64>), ApiError> {
+    let bounds: Vec<(String, String)> = pairs.iter().filter(|(k, _)| matches!(k.as_str(), "start" | "end" | "lookback")).cloned().collect();
+    let parsed = search_request(&bounds)?;
+    Ok((parsed.start_unix_nano, parsed.end_unix_nano))
+}
+
+/// `start`/`end` or `lookback`; the last hour by default.
 fn window(pairs: &[(String, String)]) -> Result<(u64, u64), ApiError> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    let mut time = SearchRequest::default();
-    for (key, value) in pairs {
-        if matches!(key.as_str(), "start" | "end" | "lookback") && !value.is_empty() {
-            let parsed = search_request(&[(key.clone(), value.clone())])?;
-            time.start_unix_nano = parsed.start_unix_nano.or(time.start_unix_nano);
-            time.end_unix_nano = parsed.end_unix_nano.or(time.end_unix_nano);
-        }
-    }
-    let end = time.end_unix_nano.unwrap_or(now);
-    let start = time.start_unix_nano.unwrap_or(end.saturating_sub(3_600_000_000_000));
+    let (start, end) = time_bounds(pairs)?;
+    let end = end.unwrap_or(now);
+    let start = start.unwrap_or(end.saturating_sub(3_600_000_000_000));
     if start >= end {
         return Err(ApiError::bad_request("start must be before end"));
     }
@@ -320,7 +310,11 @@ async fn service_graph(State(state): State<ApiState>, RawQuery(raw): RawQuery) -
 
 /// A service's rate, errors and duration over time: `start`/`end`/`lookback`, `step` (a
 /// duration; by default the window in 60 steps) and optionally one `operation`.
-async fn service_red(State(state): State<ApiState>, Path(service): Path<String>, RawQuery(raw): RawQuery) -> ApiResult {
+async fn service_red(
+    State(state): State<ApiState>,
+    Path(service): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<axum::Json<clew_query::ServiceRed>, ApiError> {
     let pairs = pairs(raw)?;
     only_params(&pairs, &["start", "end", "lookback", "step", "operation"])?;
     let (start, end) = window(&pairs)?;
@@ -329,7 +323,7 @@ async fn service_red(State(state): State<ApiState>, Path(service): Path<String>,
         None => ((end - start) / 60).max(1_000_000_000),
     };
     let red = state.query.service_red(&service, param(&pairs, "operation"), start, end, step).await?;
-    Ok(axum::Json(serde_json::to_value(red).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?))
+    Ok(axum::Json(red))
 }
 
 fn scope_param(pairs: &[(String, String)]) -> Result<AttributeScope, ApiError> {

@@ -12,43 +12,41 @@ use crate::cli::{ClientArgs, Output};
 const NOT_FOUND: u8 = 3;
 const UNREACHABLE: u8 = 4;
 
-async fn get(client: &ClientArgs, path: &str, query: &[(&str, String)]) -> Result<Value, ExitCode> {
-    let url = format!("{}{path}", client.server.trim_end_matches('/'));
-    let response = match reqwest::Client::new().get(&url).query(query).send().await {
-        Ok(response) => response,
-        Err(error) => {
-            eprintln!("error: cannot reach Clew at {}: {error}", client.server);
-            return Err(ExitCode::from(UNREACHABLE));
-        }
-    };
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        return Ok(body);
-    }
-    let message = body["error"]["message"].as_str().unwrap_or("request failed").to_string();
-    eprintln!("error: {message}");
-    Err(ExitCode::from(if status.as_u16() == 404 { NOT_FOUND } else { 1 }))
-}
-
-/// Prints a text answer of the API as it comes (JSON pretty-printed).
-pub async fn print_text(server: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<ExitCode> {
+/// A GET to the API. An unreachable server or an error answer is reported on stderr and
+/// becomes the exit code.
+async fn request(server: &str, path: &str, query: &[(&str, String)]) -> Result<reqwest::Response, ExitCode> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
     let response = match reqwest::Client::new().get(&url).query(query).send().await {
         Ok(response) => response,
         Err(error) => {
             eprintln!("error: cannot reach Clew at {server}: {error}");
-            return Ok(ExitCode::from(UNREACHABLE));
+            return Err(ExitCode::from(UNREACHABLE));
         }
     };
     let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let text = response.text().await.unwrap_or_default();
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let message = body["error"]["message"].as_str().unwrap_or(if text.is_empty() { "request failed" } else { &text });
+    eprintln!("error: {message}");
+    Err(ExitCode::from(if status.as_u16() == 404 { NOT_FOUND } else { 1 }))
+}
+
+async fn get(client: &ClientArgs, path: &str, query: &[(&str, String)]) -> Result<Value, ExitCode> {
+    let response = request(&client.server, path, query).await?;
+    Ok(response.json().await.unwrap_or(Value::Null))
+}
+
+/// Prints a text answer of the API as it comes (JSON pretty-printed).
+pub async fn print_text(server: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<ExitCode> {
+    let response = match request(server, path, query).await {
+        Ok(response) => response,
+        Err(code) => return Ok(code),
+    };
     let json = response.headers().get(reqwest::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     let text = response.text().await?;
-    if !status.is_success() {
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        eprintln!("error: {}", body["error"]["message"].as_str().unwrap_or(&text));
-        return Ok(ExitCode::from(if status.as_u16() == 404 { NOT_FOUND } else { 1 }));
-    }
     if json {
         println!("{}", serde_json::to_string_pretty(&serde_json::from_str::<Value>(&text)?)?);
     } else {

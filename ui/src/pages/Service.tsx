@@ -149,12 +149,10 @@ export function ServicePage() {
 function RedCharts({ red }: { red: ServiceRed }) {
   // Every bucket of the window: an empty bucket is no traffic (rate 0), not a gap in the line,
   // while its latency is unknown (a gap).
-  const byTime = new Map(red.series.map((p) => [p.time_unix_nano, p]));
-  const buckets: { time: number; point?: RedPoint }[] = [];
-  for (let t = red.start_unix_nano; t < red.end_unix_nano; t += red.step_nanos) {
-    const key = red.series.find((p) => Math.abs(p.time_unix_nano - t) < red.step_nanos / 2)?.time_unix_nano;
-    buckets.push({ time: t / 1e6, point: key !== undefined ? byTime.get(key) : undefined });
-  }
+  const count = Math.ceil((red.end_unix_nano - red.start_unix_nano) / red.step_nanos);
+  const points: (RedPoint | undefined)[] = new Array(count).fill(undefined);
+  for (const p of red.series) points[Math.round((p.time_unix_nano - red.start_unix_nano) / red.step_nanos)] = p;
+  const buckets = points.map((point, i) => ({ time: (red.start_unix_nano + i * red.step_nanos) / 1e6, point }));
   const perSecond = red.step_nanos / 1e9;
   const few = red.series.length < 20;
   const base = {

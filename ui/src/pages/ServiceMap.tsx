@@ -21,10 +21,17 @@ export function ServiceMapPage() {
     return q;
   }, [lookback, entryService, entryOperation]);
   const graph = useApi(() => api.serviceGraph(query), [query.toString()]);
-  // Entry points are the services the user node calls; their operations come from the API.
-  const allGraph = useApi(() => api.serviceGraph(new URLSearchParams({ lookback })), [lookback]);
+  // Entry points are the services the user node calls in the unfiltered map: the map shown,
+  // unless an entry filter is on.
+  const allGraph = useApi(
+    () => (entryService ? api.serviceGraph(new URLSearchParams({ lookback })) : Promise.resolve(undefined)),
+    [lookback, entryService],
+  );
+  const unfiltered = entryService ? allGraph : graph;
   const entryServices =
-    allGraph.state === "done" ? allGraph.data.edges.filter((e) => e.parent === "user").map((e) => e.child) : [];
+    unfiltered.state === "done" && unfiltered.data
+      ? unfiltered.data.edges.filter((e) => e.parent === "user").map((e) => e.child)
+      : [];
   const operations = useApi(
     () => (entryService ? api.operations(entryService) : Promise.resolve([])),
     [entryService],
