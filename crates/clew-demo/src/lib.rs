@@ -11,4 +11,4 @@
 
 mod shop;
 
-pub use shop::{GroundTruth, Shop};
+pub use shop::{GroundTruth, Shop, catalog_yaml, teams};

@@ -222,11 +222,14 @@ fn topology() -> Vec<Operation> {
                         (Count::Once, product()),
                         (
                             Count::Sometimes(0.7),
-                            Call::Http(op(
-                                "review-service",
-                                "GET /reviews/{id}",
-                                (2.0, 2.0),
-                                vec![(Count::Once, db("mongodb", "reviews", "find reviews", (2.0, 1.5)))],
+                            Call::Http(failing(
+                                op(
+                                    "review-service",
+                                    "GET /reviews/{id}",
+                                    (2.0, 2.0),
+                                    vec![(Count::Once, db("mongodb", "reviews", "find reviews", (2.0, 1.5)))],
+                                ),
+                                0.03,
                             )),
                         ),
                         recommendations(),
@@ -463,6 +466,14 @@ pub struct GroundTruth {
     /// Calls where context propagation breaks: (caller, callee, reason).
     pub propagation_breaks: Vec<(String, String, String)>,
     pub message_topics: Vec<String>,
+    /// Services that send spans (all of them unless only some teams trace).
+    pub traced: BTreeSet<String>,
+    /// Services that do not send spans but are called by one that does: the virtual nodes.
+    pub untraced_called: BTreeSet<String>,
+    /// Traced services called by an untraced one: their server spans start new traces.
+    pub roots_behind_untraced: BTreeSet<String>,
+    /// Instrumentation mistakes planted per traced service, by the name of the rule that finds them.
+    pub quality_gaps: BTreeMap<String, BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -479,12 +490,61 @@ pub struct Shop {
     /// Relative traffic per entry operation (same order as the entries).
     weights: Vec<f64>,
     id_counter: u64,
+    /// Services that send no spans: those of the teams that have not adopted tracing.
+    untraced: BTreeSet<&'static str>,
 }
 
 struct Builder<'a> {
     spans: BTreeMap<&'static str, Vec<Span>>,
     rng: &'a mut SmallRng,
     id_counter: &'a mut u64,
+    untraced: &'a BTreeSet<&'static str>,
+}
+
+/// Services whose SDK predates the stable HTTP semantic conventions: their server spans say
+/// `http.method` and `http.status_code`.
+const OLD_CONVENTIONS_SDK: &str = "1.24.0";
+/// A service deployed without `service.version` on its resource.
+const WITHOUT_VERSION: &str = "ad-service";
+/// A service that answers 500 without setting the span status to error.
+const ERRORS_WITHOUT_STATUS: &str = "review-service";
+
+fn sdk_of(service: &str) -> &'static str {
+    SERVICES.iter().find(|s| s.0 == service).map_or("", |s| s.3)
+}
+
+/// The teams of the shop, in the order of [`SERVICES`].
+pub fn teams() -> Vec<&'static str> {
+    let mut teams: Vec<&'static str> = Vec::new();
+    for (_, team, _, _) in SERVICES {
+        if !teams.contains(team) {
+            teams.push(team);
+        }
+    }
+    teams
+}
+
+/// The shop's service catalog as YAML: every service with its team and tier, the gateway as the
+/// customer-facing entry point, and the services that never send spans (a third-party provider,
+/// a legacy system).
+pub fn catalog_yaml() -> String {
+    let mut out = String::from("# The demo shop's service catalog.\nservices:\n");
+    for (service, team, _, _) in SERVICES {
+        let tier = match *service {
+            "web-gateway" | "checkout-service" | "payment-service" | "cart-service" | "auth-service" => 1,
+            "frontend" | "product-catalog" | "pricing-service" | "search-service" | "order-service" | "inventory-service" => 2,
+            _ => 3,
+        };
+        out.push_str(&format!("  - service: {service}\n    team: {team}\n    tier: {tier}\n"));
+        if *service == "web-gateway" {
+            out.push_str("    customer_facing: true\n    notes: Every request from the apps and the website enters here.\n");
+        }
+    }
+    out.push_str(
+        "  - service: legacy-inventory\n    team: fulfillment\n    tier: 2\n    aliases: [inventory.legacy.internal]\n    notes: The old stock system; cannot be instrumented before its replacement.\n",
+    );
+    out.push_str("  - service: payment-provider\n    team: payments\n    tier: 1\n    external: true\n    notes: Third-party API.\n");
+    out
 }
 
 impl Shop {
@@ -494,13 +554,26 @@ impl Shop {
             rng: SmallRng::seed_from_u64(seed),
             weights: vec![30.0, 30.0, 12.0, 6.0, 7.0, 15.0],
             id_counter: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            untraced: BTreeSet::new(),
         }
+    }
+
+    /// Only the services of these teams send spans, as in an organisation half way through
+    /// adopting tracing. Unknown team names are an error.
+    pub fn with_traced_teams(mut self, teams: &[String]) -> Result<Self, String> {
+        let known = self::teams();
+        if let Some(unknown) = teams.iter().find(|t| !known.contains(&t.as_str())) {
+            return Err(format!("unknown team {unknown}; the shop's teams are {}", known.join(", ")));
+        }
+        self.untraced = SERVICES.iter().filter(|(_, team, _, _)| !teams.iter().any(|t| t == team)).map(|(s, _, _, _)| *s).collect();
+        Ok(self)
     }
 
     /// One export request per service that took part, for `traces` traces starting around `now_unix_nano`.
     pub fn generate(&mut self, traces: usize, now_unix_nano: u64) -> ExportTraceServiceRequest {
         let total: f64 = self.weights.iter().sum();
-        let mut builder = Builder { spans: BTreeMap::new(), rng: &mut self.rng, id_counter: &mut self.id_counter };
+        let mut builder =
+            Builder { spans: BTreeMap::new(), rng: &mut self.rng, id_counter: &mut self.id_counter, untraced: &self.untraced };
         for _ in 0..traces {
             let mut pick = builder.rng.random_range(0.0..total);
             let mut index = 0;
@@ -521,7 +594,7 @@ impl Shop {
                 let version = versions[(spans.len() + spans[0].span_id[0] as usize) % versions.len()];
                 ResourceSpans {
                     resource: Some(Resource {
-                        attributes: vec![
+                        attributes: [
                             kv("service.name", service),
                             kv("service.namespace", team),
                             kv("service.version", version),
@@ -530,7 +603,10 @@ impl Shop {
                             kv("telemetry.sdk.language", if service.contains("service") { "java" } else { "go" }),
                             kv("telemetry.sdk.version", sdk),
                             kv("host.name", &format!("{service}-{}", spans[0].span_id[1] % 3)),
-                        ],
+                        ]
+                        .into_iter()
+                        .filter(|a| !(a.key == "service.version" && service == WITHOUT_VERSION))
+                        .collect(),
                         dropped_attributes_count: 0,
                         entity_refs: vec![],
                     }),
@@ -573,6 +649,10 @@ impl Shop {
             fan_out: BTreeMap::new(),
             propagation_breaks: Vec::new(),
             message_topics: Vec::new(),
+            traced: SERVICES.iter().filter(|(s, _, _, _)| !self.untraced.contains(s)).map(|(s, _, _, _)| s.to_string()).collect(),
+            untraced_called: BTreeSet::new(),
+            roots_behind_untraced: BTreeSet::new(),
+            quality_gaps: BTreeMap::new(),
         };
         for entry in &self.entries {
             let key = format!("{} {}", entry.service, entry.name);
@@ -580,12 +660,52 @@ impl Shop {
             truth.edges.insert(("user".into(), entry.service.into()));
             let mut fan_out = BTreeMap::new();
             walk_truth(entry, 1.0, &mut fan_out, &mut truth);
+            walk_tracing(entry, true, true, &self.untraced, &mut truth);
             truth.fan_out.insert(key, fan_out);
         }
         truth.propagation_breaks.dedup();
         truth.message_topics.sort();
         truth.message_topics.dedup();
         truth
+    }
+}
+
+/// Which services the traces show, and where an untraced service cuts a trace in two.
+fn walk_tracing(operation: &Operation, server: bool, caller_traced: bool, untraced: &BTreeSet<&'static str>, truth: &mut GroundTruth) {
+    let traced = !untraced.contains(operation.service);
+    if traced {
+        let mut gaps = Vec::new();
+        if server && sdk_of(operation.service) == OLD_CONVENTIONS_SDK {
+            gaps.push("deprecated_attribute");
+        }
+        if operation.service == WITHOUT_VERSION {
+            gaps.push("missing_service_version");
+        }
+        if operation.service == ERRORS_WITHOUT_STATUS {
+            gaps.push("error_without_status");
+        }
+        for gap in gaps {
+            truth.quality_gaps.entry(operation.service.into()).or_default().insert(gap.into());
+        }
+    }
+    if traced && !caller_traced {
+        truth.roots_behind_untraced.insert(operation.service.into());
+    }
+    if !traced && caller_traced {
+        truth.untraced_called.insert(operation.service.into());
+    }
+    for (_, call) in &operation.calls {
+        match call {
+            Call::Http(callee) | Call::HttpWithRetry(callee) | Call::HttpBroken(callee) => {
+                walk_tracing(callee, true, traced, untraced, truth)
+            }
+            Call::Publish { consumers, .. } => {
+                for consumer in consumers {
+                    walk_tracing(consumer, false, traced, untraced, truth);
+                }
+            }
+            Call::Uninstrumented { .. } | Call::Database { .. } | Call::Internal { .. } => {}
+        }
     }
 }
 
@@ -672,26 +792,34 @@ impl Builder<'_> {
         let self_time = self.duration(operation.self_ms);
         let mut cursor = start + self_time / 2;
         let mut child_failed = false;
+        let traced = !self.untraced.contains(operation.service);
         for (count, call) in &operation.calls {
             for _ in 0..count.draw(self.rng) {
-                let (end, failed) = self.call(operation, call, &trace_id, &span_id, cursor);
+                let (end, failed) =
+                    if traced { self.call(operation, call, &trace_id, &span_id, cursor) } else { self.untraced_call(call, cursor) };
                 cursor = end;
                 child_failed |= failed;
             }
         }
         let end = cursor + self_time / 2;
         let failed = self.rng.random_bool(operation.error_rate) || (child_failed && self.rng.random_bool(0.7));
+        if !traced {
+            return (end, failed);
+        }
         let mut attributes = Vec::new();
+        let old = sdk_of(operation.service) == OLD_CONVENTIONS_SDK;
+        let (method_key, status_key) =
+            if old { ("http.method", "http.status_code") } else { ("http.request.method", "http.response.status_code") };
         if let (Some(route), Some(method)) = (operation.route, operation.method) {
-            attributes.push(kv("http.request.method", method));
+            attributes.push(kv(method_key, method));
             attributes.push(kv("http.route", route));
             attributes.push(kv("url.path", &route.replace("{id}", &format!("{}", span_id[2]))));
-            attributes.push(kv_int("http.response.status_code", if failed { 500 } else { 200 }));
+            attributes.push(kv_int(status_key, if failed { 500 } else { 200 }));
         } else if kind == SERVER {
             let (method, route) = operation.name.split_once(' ').unwrap_or(("GET", operation.name));
-            attributes.push(kv("http.request.method", method));
+            attributes.push(kv(method_key, method));
             attributes.push(kv("http.route", route));
-            attributes.push(kv_int("http.response.status_code", if failed { 500 } else { 200 }));
+            attributes.push(kv_int(status_key, if failed { 500 } else { 200 }));
         } else {
             attributes.push(kv("messaging.system", "kafka"));
             attributes.push(kv("messaging.operation.type", "process"));
@@ -712,11 +840,39 @@ impl Builder<'_> {
                 end_time_unix_nano: end,
                 attributes,
                 events,
-                status: failed.then(|| Status { code: 2, message: "internal error".into() }),
+                status: (failed && operation.service != ERRORS_WITHOUT_STATUS)
+                    .then(|| Status { code: 2, message: "internal error".into() }),
                 ..Default::default()
             },
         );
         (end, failed)
+    }
+
+    /// A call made by a service without tracing: nothing of it is recorded, and whatever it
+    /// calls starts a trace of its own, because no context travels with the request.
+    fn untraced_call(&mut self, call: &Call, start: u64) -> (u64, bool) {
+        let network = 300_000;
+        match call {
+            Call::Http(callee) | Call::HttpBroken(callee) | Call::HttpWithRetry(callee) => {
+                let trace_id = self.trace_id();
+                let (end, failed) = self.server(callee, trace_id, None, start + network, SERVER);
+                (end + network, failed)
+            }
+            Call::Uninstrumented { ms, error_rate, .. } => {
+                let end = start + self.duration(*ms);
+                (end, self.rng.random_bool(*error_rate))
+            }
+            Call::Database { ms, .. } | Call::Internal { ms, .. } => (start + self.duration(*ms), false),
+            Call::Publish { consumers, .. } => {
+                let end = start + self.duration((0.5, 0.3));
+                for consumer in consumers {
+                    let delay = self.duration((2.0, 3.0));
+                    let trace_id = self.trace_id();
+                    self.server(consumer, trace_id, None, end + delay, CONSUMER);
+                }
+                (end, false)
+            }
+        }
     }
 
     fn call(&mut self, caller: &Operation, call: &Call, trace_id: &[u8], parent: &[u8], start: u64) -> (u64, bool) {
@@ -934,6 +1090,33 @@ mod tests {
         let failed_roots = gateway_roots.iter().filter(|s| s.status.as_ref().is_some_and(|st| st.code == 2)).count() as f64;
         let request_ratio = failed_roots / gateway_roots.len() as f64;
         assert!((0.01..0.04).contains(&request_ratio), "request error ratio {request_ratio} (span ratio {ratio})");
+    }
+
+    #[test]
+    fn untraced_teams_send_nothing_and_cut_traces() {
+        let mut shop = Shop::new(3).with_traced_teams(&["edge".to_string(), "catalog".to_string()]).unwrap();
+        let request = shop.generate(500, 1_700_000_000_000_000_000);
+        let service_of = |r: &ResourceSpans| match &r.resource.as_ref().unwrap().attributes[0].value.as_ref().unwrap().value {
+            Some(any_value::Value::StringValue(s)) => s.clone(),
+            _ => unreachable!(),
+        };
+        let services: BTreeSet<String> = request.resource_spans.iter().map(service_of).collect();
+        let truth = shop.ground_truth();
+        assert_eq!(services, truth.traced.iter().filter(|s| services.contains(*s)).cloned().collect());
+        assert!(services.contains("product-catalog") && services.contains("web-gateway") && !services.contains("frontend"));
+        // product-catalog is called by the untraced frontend: its server spans are roots.
+        assert!(truth.roots_behind_untraced.contains("product-catalog"));
+        assert!(truth.untraced_called.contains("frontend"));
+        let roots = request
+            .resource_spans
+            .iter()
+            .filter(|r| service_of(r) == "product-catalog")
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .filter(|s| s.parent_span_id.is_empty() && s.kind == SERVER)
+            .count();
+        assert!(roots > 100, "{roots}");
+        assert!(Shop::new(1).with_traced_teams(&["nobody".to_string()]).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! read-only SQL. Everything runs on DataFusion over the store's `spans` table, so a span
 //! answers the same wherever it lives (pending, freshly assembled, or in a block).
 
+mod adoption;
 mod graph;
 mod metrics;
 mod search;
@@ -15,6 +16,9 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+pub use adoption::{
+    AdoptionFacts, DEPRECATED_ATTRIBUTES, DeprecatedUse, DirectoryEntry, RootOperation, ServiceCall, ServiceFacts, UnansweredCalls,
+};
 pub use graph::Dependency;
 pub use metrics::{CallStats, EntryFilter, GraphEdge, GraphNode, NodeKind, OperationStats, RedPoint, ServiceGraph, ServiceRed};
 pub use search::{AttributeFilter, AttributeScope, CompareOp, SearchRequest, SortOrder, TraceSummary};

@@ -113,7 +113,7 @@ fn percentiles(column: &str, levels: &[(f64, &str)]) -> String {
         .join(", ")
 }
 
-fn rows<T: serde::de::DeserializeOwned>(batches: &[datafusion::arrow::array::RecordBatch]) -> Result<Vec<T>, QueryError> {
+pub(crate) fn rows<T: serde::de::DeserializeOwned>(batches: &[datafusion::arrow::array::RecordBatch]) -> Result<Vec<T>, QueryError> {
     serde_json::from_value(batches_to_json(batches)?).map_err(|e| QueryError::Encode(e.to_string()))
 }
 

@@ -20,6 +20,7 @@ pub struct ApiState {
     pub query: QueryEngine,
     pub receiver: Arc<Receiver>,
     pub store: Arc<EmbeddedStore>,
+    pub adoption: Arc<crate::AdoptionConfig>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -35,6 +36,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/attributes", get(attribute_keys))
         .route("/api/v1/attributes/{key}/values", get(attribute_values))
         .route("/api/v1/sql", get(sql_get).post(sql_post))
+        .route("/api/v1/coverage", get(crate::adoption::coverage))
+        .route("/api/v1/rollout-plan", get(crate::adoption::rollout_plan))
+        .route("/api/v1/catalog", get(crate::adoption::catalog))
+        .route("/api/v1/directory/{key}", get(crate::adoption::directory))
         .route("/api/v1/openapi.yaml", get(openapi))
         .merge(crate::jaeger::routes())
         .fallback(page)
@@ -44,10 +49,10 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// An API error: a status and `{"error": {"code", "message"}}`.
-pub struct ApiError(StatusCode, &'static str, String);
+pub struct ApiError(pub(crate) StatusCode, pub(crate) &'static str, pub(crate) String);
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, "bad_request", message.into())
     }
 }
@@ -70,7 +75,7 @@ impl From<QueryError> for ApiError {
     }
 }
 
-type ApiResult = Result<axum::Json<Json>, ApiError>;
+pub(crate) type ApiResult = Result<axum::Json<Json>, ApiError>;
 
 /// The web UI, built from `ui/` by the build script and embedded in the binary.
 #[derive(rust_embed::Embed)]
@@ -164,7 +169,7 @@ async fn trace_otlp(State(state): State<ApiState>, Path(trace_id): Path<String>)
 }
 
 /// Query-string pairs, keys repeated as often as given.
-fn pairs(raw: Option<String>) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn pairs(raw: Option<String>) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(raw.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::bad_request(format!("query string: {e}")))
 }
@@ -261,7 +266,7 @@ fn time_bounds(pairs: &[(String, String)]) -> Result<(Option<u64>, Option<u64>),
 }
 
 /// `start`/`end` or `lookback`; the last hour by default.
-fn window(pairs: &[(String, String)]) -> Result<(u64, u64), ApiError> {
+pub(crate) fn window(pairs: &[(String, String)]) -> Result<(u64, u64), ApiError> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let (start, end) = time_bounds(pairs)?;
     let end = end.unwrap_or(now);
@@ -272,11 +277,11 @@ fn window(pairs: &[(String, String)]) -> Result<(u64, u64), ApiError> {
     Ok((start, end))
 }
 
-fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str())
 }
 
-fn only_params(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn only_params(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
     match pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
         Some((key, _)) => Err(ApiError::bad_request(format!("unknown parameter {key:?}; expected one of {}", allowed.join(", ")))),
         None => Ok(()),

@@ -12,6 +12,24 @@ pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub limits: Limits,
+    pub adoption: AdoptionConfig,
+}
+
+/// The adoption reports (coverage, rollout plan): who owns which service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdoptionConfig {
+    /// A YAML service catalog (service, team, tier, customer_facing, aliases, notes); "" for none.
+    /// Read again whenever a report is asked for, so edits need no restart.
+    pub catalog_file: String,
+    /// Resource attributes that name a service's team, in order of preference (after the catalog).
+    pub owner_attributes: Vec<String>,
+}
+
+impl Default for AdoptionConfig {
+    fn default() -> Self {
+        Self { catalog_file: String::new(), owner_attributes: vec!["service.namespace".into(), "team".into()] }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -117,6 +135,9 @@ fn parse_like(current: &toml::Value, text: &str) -> Option<toml::Value> {
         toml::Value::Integer(_) => toml::Value::Integer(text.parse().ok()?),
         toml::Value::Float(_) => toml::Value::Float(text.parse().ok()?),
         toml::Value::Boolean(_) => toml::Value::Boolean(text.parse().ok()?),
+        toml::Value::Array(_) => toml::Value::Array(
+            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.to_string())).collect(),
+        ),
         _ => toml::Value::String(text.to_string()),
     })
 }
@@ -136,6 +157,8 @@ mod tests {
         assert_eq!(config.server.query_address, "0.0.0.0:9999");
         assert_eq!(config.store.data_dir.to_str(), Some("/tmp/x"));
         assert_eq!(config.server.otlp_grpc_address, "127.0.0.1:4317");
+        let config = Config::load(None, vec![("CLEW_ADOPTION__OWNER_ATTRIBUTES".to_string(), "team, squad".to_string())]).unwrap();
+        assert_eq!(config.adoption.owner_attributes, vec!["team".to_string(), "squad".to_string()]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! port with the native API, the Jaeger query API and the pages. Only this crate
 //! knows HTTP, gRPC and the JSON shapes of the APIs.
 
+mod adoption;
 mod api;
 mod config;
 mod intake;
@@ -23,7 +24,7 @@ use clew_query::QueryEngine;
 use clew_store::{EmbeddedStore, Storage};
 use tokio::net::{TcpListener, UdpSocket};
 
-pub use config::{Config, ServerConfig};
+pub use config::{AdoptionConfig, Config, ServerConfig};
 pub use receiver::{ExportOutcome, Receiver, ReceiverStats};
 
 /// The addresses actually bound (a port of 0 in the config picks a free one); `None` for a
@@ -114,7 +115,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(listener) = tempo_listener {
         tasks.push(serve_http("Tempo", listener, tempo::router(query.clone())));
     }
-    let api_app = api::router(api::ApiState { query, receiver, store: Arc::clone(&store) });
+    if !config.adoption.catalog_file.is_empty() {
+        // A broken catalog is reported at start, with its line and field.
+        clew_analysis::Catalog::load(std::path::Path::new(&config.adoption.catalog_file))
+            .map_err(|e| anyhow::anyhow!("catalog {}: {e}", config.adoption.catalog_file))?;
+    }
+    let adoption = Arc::new(config.adoption.clone());
+    let api_app = api::router(api::ApiState { query, receiver, store: Arc::clone(&store), adoption });
     tasks.push(serve_http("query", query_listener, api_app));
     tracing::info!(message = "clew is serving", addresses = ?addresses);
     Ok(Running { addresses, store, tasks })

@@ -29,6 +29,33 @@ pub enum GraphOutput {
     Mermaid,
 }
 
+/// How a report is printed.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ReportOutput {
+    Table,
+    Json,
+    Markdown,
+}
+
+impl ReportOutput {
+    fn name(self) -> String {
+        self.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+    }
+}
+
+/// Where a report reads from: a running Clew, over a window.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// Spans within this long before now.
+    #[arg(long, default_value = "1h")]
+    pub lookback: String,
+    /// The query API of a running Clew.
+    #[arg(long, env = "CLEW_SERVER", default_value = "http://127.0.0.1:16686")]
+    pub server: String,
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: ReportOutput,
+}
+
 /// Flags shared by the commands that start a server.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -53,6 +80,10 @@ pub struct ServeArgs {
     /// Seconds a trace must be quiet before it is assembled (overrides store.trace_idle_seconds).
     #[arg(long)]
     pub trace_idle_seconds: Option<f64>,
+    /// A YAML service catalog: teams, tiers, entry points, services not instrumented yet
+    /// (overrides adoption.catalog_file).
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
 }
 
 /// Where the CLI finds a running Clew.
@@ -82,6 +113,13 @@ pub enum Command {
         /// Print the shop's ground truth as JSON and exit.
         #[arg(long)]
         print_truth: bool,
+        /// Print the shop's service catalog (YAML) and exit.
+        #[arg(long)]
+        print_catalog: bool,
+        /// Only these teams' services send spans (comma-separated), as in an organisation
+        /// part way through adopting tracing; e.g. `edge` or `edge,storefront,checkout`.
+        #[arg(long, value_delimiter = ',')]
+        traced_teams: Vec<String>,
     },
     /// Show configuration.
     Config {
@@ -150,6 +188,31 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         output: GraphOutput,
     },
+    /// Instrumentation coverage and propagation health per service and team: what sends spans,
+    /// what is only seen from its callers, where trace context is lost, and what to fix.
+    Coverage {
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// The order in which teams should adopt tracing, with the reasons in numbers;
+    /// `--output markdown` gives a document to share with the teams.
+    Plan {
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// Which services carry which values of an attribute (e.g. telemetry.sdk.version,
+    /// service.version, db.system): "who still uses version X?".
+    Directory {
+        /// The attribute key; `scope.name` and `scope.version` read the instrumentation scope.
+        key: String,
+        /// Only this value.
+        #[arg(long)]
+        value: Option<String>,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// Check a service catalog file: every error with its line and field.
+    Catalog { file: PathBuf },
     /// Run read-only SQL over the `spans` table.
     Sql {
         query: String,
@@ -206,6 +269,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(seconds) = args.trace_idle_seconds {
         config.store.trace_idle_seconds = seconds;
     }
+    if let Some(path) = &args.catalog {
+        config.adoption.catalog_file = path.display().to_string();
+    }
     Ok(config)
 }
 
@@ -216,16 +282,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let running = clew_server::start(config).await?;
             serve_until_signal(running).await
         }
-        Command::Demo { serve, rate, seed, print_truth } => {
+        Command::Demo { serve, rate, seed, print_truth, print_catalog, traced_teams } => {
+            let shop = || {
+                let shop = clew_demo::Shop::new(seed);
+                if traced_teams.is_empty() { Ok(shop) } else { shop.with_traced_teams(&traced_teams).map_err(|e| anyhow::anyhow!(e)) }
+            };
             if print_truth {
-                println!("{}", serde_json::to_string_pretty(&clew_demo::Shop::new(seed).ground_truth())?);
+                println!("{}", serde_json::to_string_pretty(&shop()?.ground_truth())?);
                 return Ok(ExitCode::SUCCESS);
             }
-            let config = load_config(&serve)?;
+            if print_catalog {
+                print!("{}", clew_demo::catalog_yaml());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let shop = shop()?;
+            let mut config = load_config(&serve)?;
+            if config.adoption.catalog_file.is_empty() {
+                // The shop's own catalog, so that the adoption reports know its teams.
+                std::fs::create_dir_all(&config.store.data_dir)?;
+                let path = config.store.data_dir.join("demo-catalog.yaml");
+                std::fs::write(&path, clew_demo::catalog_yaml())?;
+                config.adoption.catalog_file = path.display().to_string();
+            }
             let running = clew_server::start(config).await?;
             let endpoint = format!("http://{}/v1/traces", running.addresses.otlp_http);
             println!("Clew demo: a simulated shop sends {rate} traces/s. Open http://{}/", running.addresses.query);
-            tokio::spawn(crate::demo::run(endpoint, rate, seed));
+            tokio::spawn(crate::demo::run(endpoint, rate, shop));
             serve_until_signal(running).await
         }
         Command::Config { print_default, serve } => {
@@ -274,6 +356,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pairs.extend(entry_operation.map(|o| ("operation", o)));
             crate::client::print_text(&server, "/api/v1/service-graph", &pairs).await
         }
+        Command::Coverage { report } => {
+            let pairs = [("lookback", report.lookback), ("format", report.output.name())];
+            crate::client::print_text(&report.server, "/api/v1/coverage", &pairs).await
+        }
+        Command::Plan { report } => {
+            let pairs = [("lookback", report.lookback), ("format", report.output.name())];
+            crate::client::print_text(&report.server, "/api/v1/rollout-plan", &pairs).await
+        }
+        Command::Directory { key, value, report } => {
+            let mut pairs = vec![("lookback", report.lookback), ("format", report.output.name())];
+            pairs.extend(value.map(|v| ("value", v)));
+            let path = format!("/api/v1/directory/{}", crate::client::path_segment(&key));
+            crate::client::print_text(&report.server, &path, &pairs).await
+        }
+        Command::Catalog { file } => match clew_analysis::Catalog::load(&file) {
+            Ok(catalog) => {
+                let teams: std::collections::BTreeSet<&str> = catalog.services.iter().map(|s| s.team.as_str()).collect();
+                println!("{}: {} services, {} teams", file.display(), catalog.services.len(), teams.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                eprintln!("{}: {error}", file.display());
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Sql { query, client } => crate::client::sql(&client, &query).await,
         Command::Bench { serve, spans, connections, traces_per_request, queries } => {
             crate::bench::run(&serve, crate::bench::BenchOptions { spans, connections, traces_per_request, queries }).await?;

@@ -34,6 +34,16 @@ async fn request(server: &str, path: &str, query: &[(&str, String)]) -> Result<r
     Err(ExitCode::from(if status.as_u16() == 404 { NOT_FOUND } else { 1 }))
 }
 
+/// A path segment with everything but unreserved characters percent-encoded.
+pub fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 async fn get(client: &ClientArgs, path: &str, query: &[(&str, String)]) -> Result<Value, ExitCode> {
     let response = request(&client.server, path, query).await?;
     Ok(response.json().await.unwrap_or(Value::Null))

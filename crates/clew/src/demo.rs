@@ -4,8 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 
-pub async fn run(endpoint: String, traces_per_second: f64, seed: u64) {
-    let mut shop = clew_demo::Shop::new(seed);
+pub async fn run(endpoint: String, traces_per_second: f64, mut shop: clew_demo::Shop) {
     let client = reqwest::Client::new();
     let tick = Duration::from_millis(250);
     let mut interval = tokio::time::interval(tick);

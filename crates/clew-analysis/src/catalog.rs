@@ -1,0 +1,261 @@
+//! The service catalog: who owns what, how critical it is, and which services exist but send no
+//! spans yet. A YAML file:
+//!
+//! ```yaml
+//! services:
+//!   - service: web-gateway
+//!     team: edge
+//!     tier: 1
+//!     customer_facing: true
+//!     notes: Every request from the apps and the website enters here.
+//!   - service: legacy-inventory
+//!     team: fulfillment
+//!     aliases: [inventory.legacy.internal]
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// A catalog that could not be read, with where.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Serialize)]
+#[error("{}{message}", location(*.line, field))]
+pub struct CatalogError {
+    /// 1-based; absent when the document as a whole is wrong.
+    pub line: Option<usize>,
+    /// The field at fault, as a path: `services[2].tier`.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+fn location(line: Option<usize>, field: &Option<String>) -> String {
+    match (line, field) {
+        (Some(line), Some(field)) => format!("line {line}, {field}: "),
+        (Some(line), None) => format!("line {line}: "),
+        (None, Some(field)) => format!("{field}: "),
+        (None, None) => String::new(),
+    }
+}
+
+/// One service as the catalog describes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    pub service: String,
+    pub team: String,
+    /// 1 is the most critical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<u8>,
+    /// Users call it directly: an entry point.
+    #[serde(default)]
+    pub customer_facing: bool,
+    /// Run by someone else (a third-party API): it will never send spans, and the rollout
+    /// plan leaves it out.
+    #[serde(default)]
+    pub external: bool,
+    /// Other names its callers use for it (`peer.service`, `server.address`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub notes: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    #[serde(default)]
+    services: Vec<CatalogEntry>,
+}
+
+/// The catalog, indexed by service name and alias.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Catalog {
+    pub services: Vec<CatalogEntry>,
+    #[serde(skip)]
+    index: HashMap<String, usize>,
+}
+
+impl Catalog {
+    /// Reads a catalog, or says which line and field are wrong.
+    pub fn parse(text: &str) -> Result<Self, CatalogError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let document: Document = serde_norway::from_str(text).map_err(|error| {
+            let line = error.location().map(|l| l.line());
+            let message = error.to_string();
+            // The library's message starts with the path of the field when it knows it.
+            let (field, message) = match message.split_once(": ") {
+                Some((path, rest)) if path.starts_with("services") => (Some(path.to_string()), rest.to_string()),
+                _ => (None, message),
+            };
+            let message = message.rsplit_once(" at line ").map_or(message.clone(), |(m, _)| m.to_string());
+            CatalogError { line, field, message }
+        })?;
+        let lines = EntryLines::new(text);
+        let mut catalog = Self { services: Vec::with_capacity(document.services.len()), index: HashMap::new() };
+        for (i, entry) in document.services.into_iter().enumerate() {
+            let at = |field: &str, message: String| CatalogError {
+                line: lines.line_of(i, field),
+                field: Some(format!("services[{i}].{field}")),
+                message,
+            };
+            if entry.service.trim().is_empty() {
+                return Err(at("service", "a service needs a name".into()));
+            }
+            if entry.team.trim().is_empty() {
+                return Err(at("team", format!("service {} needs a team", entry.service)));
+            }
+            if entry.tier == Some(0) {
+                return Err(at("tier", "tiers start at 1 (the most critical)".into()));
+            }
+            for name in std::iter::once(&entry.service).chain(&entry.aliases) {
+                if let Some(&other) = catalog.index.get(name) {
+                    let field = if name == &entry.service { "service" } else { "aliases" };
+                    return Err(at(
+                        field,
+                        format!("{name} is already listed (services[{other}], line {})", lines.line_of(other, "service").unwrap_or(0)),
+                    ));
+                }
+                catalog.index.insert(name.clone(), i);
+            }
+            catalog.services.push(entry);
+        }
+        Ok(catalog)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self, CatalogError> {
+        let text = std::fs::read_to_string(path).map_err(|e| CatalogError {
+            line: None,
+            field: None,
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Self::parse(&text)
+    }
+
+    /// The entry for a service name or one of its aliases.
+    pub fn get(&self, name: &str) -> Option<&CatalogEntry> {
+        self.index.get(name).map(|&i| &self.services[i])
+    }
+
+    /// The service a name stands for: itself, or the service it is an alias of.
+    pub fn canonical<'a>(&'a self, name: &'a str) -> &'a str {
+        self.get(name).map_or(name, |entry| entry.service.as_str())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+}
+
+/// Line numbers of the fields of each list entry, found by reading the text the way a person
+/// does: each `- ` at the list's indentation starts an entry.
+struct EntryLines {
+    entries: Vec<BTreeMap<String, usize>>,
+}
+
+impl EntryLines {
+    fn new(text: &str) -> Self {
+        let mut entries: Vec<BTreeMap<String, usize>> = Vec::new();
+        let mut list_indent: Option<usize> = None;
+        for (number, raw) in text.lines().enumerate() {
+            let trimmed = raw.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let indent = raw.len() - trimmed.len();
+            if indent == 0 {
+                list_indent = None;
+                if trimmed.starts_with("services:") {
+                    list_indent = Some(usize::MAX);
+                }
+                continue;
+            }
+            let Some(expected) = list_indent else { continue };
+            let mut rest = trimmed;
+            if let Some(after) = trimmed.strip_prefix("- ")
+                && (expected == usize::MAX || indent == expected)
+            {
+                list_indent = Some(indent);
+                entries.push(BTreeMap::new());
+                rest = after.trim_start();
+            }
+            if let (Some(entry), Some((key, _))) = (entries.last_mut(), rest.split_once(':')) {
+                entry.entry(key.trim().to_string()).or_insert(number + 1);
+            }
+        }
+        Self { entries }
+    }
+
+    fn line_of(&self, entry: usize, field: &str) -> Option<usize> {
+        let fields = self.entries.get(entry)?;
+        fields.get(field).or_else(|| fields.values().min()).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+# who owns what
+services:
+  - service: web-gateway
+    team: edge
+    tier: 1
+    customer_facing: true
+  - service: legacy-inventory
+    team: fulfillment
+    aliases: [inventory.legacy.internal]
+    notes: not instrumented yet
+  - service: stripe
+    team: payments
+    external: true
+";
+
+    #[test]
+    fn reads_entries_and_aliases() {
+        let catalog = Catalog::parse(GOOD).unwrap();
+        assert_eq!(catalog.services.len(), 3);
+        assert!(catalog.get("stripe").unwrap().external);
+        assert!(catalog.get("web-gateway").unwrap().customer_facing);
+        assert_eq!(catalog.get("inventory.legacy.internal").unwrap().team, "fulfillment");
+        assert_eq!(catalog.canonical("inventory.legacy.internal"), "legacy-inventory");
+        assert_eq!(catalog.canonical("elsewhere"), "elsewhere");
+    }
+
+    #[test]
+    fn a_wrong_type_names_line_and_field() {
+        let text = GOOD.replace("tier: 1", "tier: high");
+        let error = Catalog::parse(&text).unwrap_err();
+        assert_eq!(error.line, Some(5));
+        assert_eq!(error.field.as_deref(), Some("services[0].tier"));
+        assert!(error.to_string().starts_with("line 5, services[0].tier: invalid type"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused() {
+        let text = GOOD.replace("    notes:", "    owner: someone\n    notes:");
+        let error = Catalog::parse(&text).unwrap_err();
+        assert_eq!(error.line, Some(10));
+        assert!(error.message.contains("unknown field `owner`"), "{error}");
+    }
+
+    #[test]
+    fn a_duplicate_points_at_both_entries() {
+        let text = format!("{GOOD}  - service: web-gateway\n    team: other\n");
+        let error = Catalog::parse(&text).unwrap_err();
+        assert_eq!(error.line, Some(14));
+        assert_eq!(error.field.as_deref(), Some("services[3].service"));
+        assert!(error.message.contains("already listed (services[0], line 3)"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_team_and_a_zero_tier_are_refused() {
+        let error = Catalog::parse("services:\n  - service: a\n").unwrap_err();
+        assert!(error.message.contains("missing field `team`"), "{error}");
+        let error = Catalog::parse("services:\n  - service: a\n    team: t\n    tier: 0\n").unwrap_err();
+        assert_eq!((error.line, error.field.as_deref()), (Some(4), Some("services[0].tier")));
+        assert!(Catalog::parse("").unwrap().is_empty());
+    }
+}

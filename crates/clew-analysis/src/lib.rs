@@ -1,0 +1,16 @@
+//! Adoption analyses: who owns each service (a catalog and resource attributes), how much of
+//! the system is instrumented and where trace context is lost, what each service should fix,
+//! and in which order teams should adopt tracing. Pure functions over the facts the query
+//! layer gathers, so that each rule can be tested on hand-built input.
+
+pub mod catalog;
+pub mod coverage;
+pub mod directory;
+pub mod plan;
+pub mod render;
+
+pub use catalog::{Catalog, CatalogEntry, CatalogError};
+pub use coverage::{
+    CoverageReport, Finding, OwnerSource, PropagationBreak, ServiceCoverage, ServiceStatus, TeamCoverage, coverage, owner_of,
+};
+pub use plan::{PlanStep, RolloutPlan, StepReason, TeamProgress, rollout_plan};

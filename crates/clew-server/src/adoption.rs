@@ -1,0 +1,127 @@
+//! The adoption reports on the query port: instrumentation coverage and propagation health,
+//! the rollout plan, the catalog as Clew reads it, and the attribute directory.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use clew_analysis::{Catalog, CoverageReport};
+use serde_json::{Value as Json, json};
+
+use crate::api::{ApiError, ApiState, only_params, pairs, param, window};
+
+/// The configured catalog, read now. A broken file does not stop the reports: they are made
+/// without it and say why.
+fn read_catalog(state: &ApiState) -> (Catalog, Vec<String>) {
+    let path = &state.adoption.catalog_file;
+    if path.is_empty() {
+        return (Catalog::default(), Vec::new());
+    }
+    match Catalog::load(std::path::Path::new(path)) {
+        Ok(catalog) => (catalog, Vec::new()),
+        Err(error) => (Catalog::default(), vec![format!("the catalog {path} was not used: {error}")]),
+    }
+}
+
+fn format_param(pairs: &[(String, String)]) -> Result<&str, ApiError> {
+    let format = param(pairs, "format").unwrap_or("json");
+    if !matches!(format, "json" | "markdown" | "table") {
+        return Err(ApiError::bad_request(format!("format is json, markdown or table, not {format:?}")));
+    }
+    Ok(format)
+}
+
+fn text(content_type: &'static str, body: String) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// The report as JSON with the warnings beside it, or as Markdown or a table with the warnings on top.
+fn respond<T: serde::Serialize>(
+    report: &T,
+    format: &str,
+    warnings: &[String],
+    markdown: impl Fn() -> String,
+    table: impl Fn() -> String,
+) -> Response {
+    let notes: String = warnings.iter().map(|w| format!("> Warning: {w}\n\n")).collect();
+    match format {
+        "markdown" => text("text/markdown; charset=utf-8", format!("{notes}{}", markdown())),
+        "table" => text("text/plain; charset=utf-8", format!("{}{}", notes.replace("> ", ""), table())),
+        _ => {
+            let mut value = serde_json::to_value(report).unwrap_or(Json::Null);
+            if let Json::Object(map) = &mut value {
+                map.insert("warnings".into(), json!(warnings));
+            }
+            axum::Json(value).into_response()
+        }
+    }
+}
+
+async fn coverage_of(
+    state: &ApiState,
+    pairs: &[(String, String)],
+) -> Result<(CoverageReport, clew_query::AdoptionFacts, Catalog, Vec<String>), ApiError> {
+    let (start, end) = window(pairs)?;
+    let (catalog, warnings) = read_catalog(state);
+    let facts = state.query.adoption_facts(start, end, &state.adoption.owner_attributes).await?;
+    let report = clew_analysis::coverage(&facts, &catalog);
+    Ok((report, facts, catalog, warnings))
+}
+
+/// `GET /api/v1/coverage`: per service and team, instrumented or not, whole traces, propagation
+/// breaks and the quality findings. `start`/`end`/`lookback`, `format=json|markdown|table`.
+pub(crate) async fn coverage(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["start", "end", "lookback", "format"])?;
+    let format = format_param(&pairs)?;
+    let (report, _, _, warnings) = coverage_of(&state, &pairs).await?;
+    Ok(respond(&report, format, &warnings, || report.to_markdown(), || report.to_table()))
+}
+
+/// `GET /api/v1/rollout-plan`: the order in which teams should adopt tracing, with the reasons.
+pub(crate) async fn rollout_plan(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["start", "end", "lookback", "format"])?;
+    let format = format_param(&pairs)?;
+    let (report, facts, catalog, warnings) = coverage_of(&state, &pairs).await?;
+    let plan = clew_analysis::rollout_plan(&report, &facts, &catalog);
+    Ok(respond(&plan, format, &warnings, || plan.to_markdown(), || plan.to_table()))
+}
+
+/// `GET /api/v1/catalog`: the catalog as Clew reads it, or where it is wrong.
+pub(crate) async fn catalog(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    only_params(&pairs(raw)?, &[])?;
+    let path = &state.adoption.catalog_file;
+    if path.is_empty() {
+        return Ok(axum::Json(json!({ "file": null, "services": [], "owner_attributes": state.adoption.owner_attributes })).into_response());
+    }
+    Ok(match Catalog::load(std::path::Path::new(path)) {
+        Ok(catalog) => {
+            axum::Json(json!({ "file": path, "services": catalog.services, "owner_attributes": state.adoption.owner_attributes }))
+                .into_response()
+        }
+        Err(error) => {
+            axum::Json(json!({ "file": path, "services": [], "owner_attributes": state.adoption.owner_attributes, "error": error }))
+                .into_response()
+        }
+    })
+}
+
+/// `GET /api/v1/directory/{key}`: the values of an attribute per service, with span counts and
+/// first and last seen: "who still uses SDK 1.24?" `start`/`end`/`lookback`, `value` (only
+/// this value), `format=json|markdown|table`.
+pub(crate) async fn directory(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["start", "end", "lookback", "value", "format"])?;
+    let format = format_param(&pairs)?;
+    let (start, end) = window(&pairs)?;
+    let mut entries = state.query.attribute_directory(&key, start, end).await?;
+    if let Some(value) = param(&pairs, "value") {
+        entries.retain(|e| e.value == value);
+    }
+    let report = clew_analysis::directory::Directory::new(key, start, end, entries);
+    Ok(respond(&report, format, &[], || report.to_markdown(), || report.to_table()))
+}

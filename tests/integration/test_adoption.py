@@ -1,0 +1,225 @@
+"""Adoption intelligence against the demo shop's own ground truth: coverage, propagation breaks,
+instrumentation quality, the rollout plan and the client directory, read from the traces alone.
+
+Two shops run: one where every team traces, and one part way through adoption where only the
+edge team's gateway sends spans."""
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+
+from conftest import CLEW_BIN, free_ports
+
+
+@contextlib.contextmanager
+def run_demo(traced_teams=None):
+    extra = ["--traced-teams", ",".join(traced_teams)] if traced_teams else []
+    truth = json.loads(subprocess.run([CLEW_BIN, "demo", "--print-truth", *extra], capture_output=True,
+                                      check=True).stdout)
+    with tempfile.TemporaryDirectory(prefix="clew-adoption-") as directory:
+        grpc, http, query, zipkin, tempo, thrift, jaeger_grpc, compact, binary = free_ports(7, 2)
+        env = dict(os.environ, CLEW_SERVER__TEMPO_ADDRESS=f"127.0.0.1:{tempo}",
+                   CLEW_SERVER__JAEGER_THRIFT_HTTP_ADDRESS=f"127.0.0.1:{thrift}",
+                   CLEW_SERVER__JAEGER_GRPC_ADDRESS=f"127.0.0.1:{jaeger_grpc}",
+                   CLEW_SERVER__JAEGER_AGENT_COMPACT_ADDRESS=f"127.0.0.1:{compact}",
+                   CLEW_SERVER__JAEGER_AGENT_BINARY_ADDRESS=f"127.0.0.1:{binary}")
+        log_path = os.path.join(directory, "demo.log")
+        process = subprocess.Popen(
+            [CLEW_BIN, "demo", "--data-dir", os.path.join(directory, "data"), "--otlp-grpc", f"127.0.0.1:{grpc}",
+             "--otlp-http", f"127.0.0.1:{http}", "--query", f"127.0.0.1:{query}", "--zipkin", f"127.0.0.1:{zipkin}",
+             "--trace-idle-seconds", "1", "--rate", "60", *extra],
+            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
+        base = f"http://127.0.0.1:{query}"
+        try:
+            # Until every service that should be seen (sending spans or called by one that does) is seen.
+            expected = set(truth["traced"]) | set(truth["untraced_called"])
+            deadline = time.time() + 120
+            seen = set()
+            while time.time() < deadline:
+                assert process.poll() is None, open(log_path).read()[-3000:]
+                try:
+                    graph = requests.get(base + "/api/v1/service-graph", params={"lookback": "1h"}, timeout=5).json()
+                    seen = {n["name"] for n in graph["nodes"]}
+                    if expected <= seen:
+                        break
+                except requests.RequestException:
+                    pass
+                time.sleep(0.5)
+            assert expected <= seen, sorted(expected - seen)
+            yield base, truth
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def full_shop():
+    with run_demo() as shop:
+        yield shop
+
+
+@pytest.fixture(scope="module")
+def edge_only_shop():
+    with run_demo(["edge"]) as shop:
+        yield shop
+
+
+def coverage(base, **params):
+    response = requests.get(base + "/api/v1/coverage", params={"lookback": "1h", **params}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_coverage_recovers_the_shop_as_it_is(full_shop):
+    base, truth = full_shop
+    report = coverage(base)
+    by_service = {s["service"]: s for s in report["services"]}
+    instrumented = {s for s, c in by_service.items() if c["status"] == "instrumented"}
+    assert instrumented == set(truth["services"])
+    # Every service that is called but sends nothing is found, with the right kind.
+    for name, kind in truth["uninstrumented"].items():
+        assert name in by_service, name
+        expected = {"database": {"database"}, "http": {"not_instrumented", "external"}}[kind]
+        assert by_service[name]["status"] in expected, (name, by_service[name])
+    # The catalog says the payment provider is a third party: it is not counted against anyone.
+    assert by_service["payment-provider"]["status"] == "external"
+    assert by_service["legacy-inventory"]["status"] == "not_instrumented"
+    # Owners come from the catalog, and agree with the team attribute the services send.
+    for name, fact in truth["services"].items():
+        assert by_service[name]["team"] == fact["team"], name
+    assert report["summary"]["instrumented"] == len(truth["services"])
+
+    # The propagation break the shop plants is found, with the side that must change.
+    breaks = {(b["caller"], b["callee"]): b for b in report["breaks"]}
+    for caller, callee, _reason in truth["propagation_breaks"]:
+        assert (caller, callee) in breaks, (caller, callee, sorted(breaks))
+        found = breaks[(caller, callee)]
+        assert found["broken_calls"] > 0
+        assert found["diagnosis"] in {"caller_does_not_inject", "callee_does_not_extract"}
+        assert found["fix"]
+    # And nothing else is reported as broken.
+    assert set(breaks) == {(c, e) for c, e, _ in truth["propagation_breaks"]}
+
+    # Each planted instrumentation mistake is found by the rule that names it, on that service.
+    for service, rules in truth["quality_gaps"].items():
+        found = {f["rule"] for f in by_service[service]["findings"]}
+        assert set(rules) <= found, (service, rules, found)
+        assert by_service[service]["quality_score"] < 100
+    clean = [s for s in truth["services"] if s not in truth["quality_gaps"]]
+    planted = {rule for rules in truth["quality_gaps"].values() for rule in rules}
+    for service in clean:
+        assert not planted & {f["rule"] for f in by_service[service]["findings"]}, (service, by_service[service])
+
+    # Teams add up their services.
+    teams = {t["team"]: t for t in report["teams"]}
+    for team in {f["team"] for f in truth["services"].values()}:
+        assert teams[team]["instrumented"] == sum(1 for f in truth["services"].values() if f["team"] == team)
+
+
+def test_coverage_renders_as_markdown_and_table(full_shop):
+    base, truth = full_shop
+    markdown = requests.get(base + "/api/v1/coverage", params={"lookback": "1h", "format": "markdown"}, timeout=60)
+    assert markdown.status_code == 200
+    assert markdown.headers["content-type"].startswith("text/markdown")
+    assert "| web-gateway |" in markdown.text
+    table = requests.get(base + "/api/v1/coverage", params={"lookback": "1h", "format": "table"}, timeout=60)
+    assert table.status_code == 200 and "checkout-service" in table.text
+
+
+def test_the_client_directory_lists_sdk_versions_per_service(full_shop):
+    base, truth = full_shop
+    response = requests.get(base + "/api/v1/directory/telemetry.sdk.version", params={"lookback": "1h"}, timeout=60)
+    assert response.status_code == 200, response.text
+    directory = response.json()
+    found = {(e["service"], e["value"]) for e in directory["entries"]}
+    assert found == {(s, f["sdk_version"]) for s, f in truth["services"].items()}
+    versions = {v["value"]: set(v["services"]) for v in directory["values"]}
+    for version in {f["sdk_version"] for f in truth["services"].values()}:
+        assert versions[version] == {s for s, f in truth["services"].items() if f["sdk_version"] == version}
+    # One value: who still runs the old SDK.
+    old = requests.get(base + "/api/v1/directory/telemetry.sdk.version",
+                       params={"lookback": "1h", "value": "1.24.0"}, timeout=60).json()
+    assert {e["service"] for e in old["entries"]} == versions["1.24.0"]
+
+
+def test_a_shop_part_way_through_adoption(edge_only_shop):
+    base, truth = edge_only_shop
+    report = coverage(base)
+    by_service = {s["service"]: s for s in report["services"]}
+    assert {s for s, c in by_service.items() if c["status"] == "instrumented"} == set(truth["traced"])
+    http_peers = {s for s in truth["untraced_called"] if truth["uninstrumented"].get(s) != "database"}
+    for name in http_peers:
+        assert by_service[name]["status"] in {"not_instrumented", "external"}, by_service[name]
+        assert by_service[name]["owner_source"] == "catalog"
+    # Services nobody traced calls are known from the catalog only.
+    catalog_services = set(truth["services"]) | {"legacy-inventory", "payment-provider"}
+    for name in catalog_services - set(truth["traced"]) - set(truth["untraced_called"]):
+        assert by_service[name]["status"] == "unseen", by_service[name]
+
+    response = requests.get(base + "/api/v1/rollout-plan", params={"lookback": "1h"}, timeout=60)
+    assert response.status_code == 200, response.text
+    plan = response.json()
+    assert [t["team"] for t in plan["adopted"]] == ["edge"]
+    teams = {f["team"] for f in truth["services"].values()} - {"edge"}
+    assert sorted(step["team"] for step in plan["steps"]) == sorted(teams)
+    # The gateway's largest dependency comes first, with its reason written out.
+    graph = requests.get(base + "/api/v1/service-graph", params={"lookback": "1h"}, timeout=30).json()
+    from_gateway = {e["child"]: e["calls"] for e in graph["edges"] if e["parent"] == "web-gateway"
+                    and truth["uninstrumented"].get(e["child"]) != "database"}
+    largest = max(from_gateway, key=lambda s: (from_gateway[s], s))
+    first = plan["steps"][0]
+    assert first["reason"] == "largest_dependency"
+    assert first["team"] == truth["services"][largest]["team"]
+    assert largest in first["rationale"] and "edge" in first["rationale"], first["rationale"]
+    assert first["calls_from_earlier_teams"] > 0
+    for step in plan["steps"]:
+        assert step["rationale"], step
+    markdown = requests.get(base + "/api/v1/rollout-plan", params={"lookback": "1h", "format": "markdown"}, timeout=60)
+    assert markdown.status_code == 200 and first["team"] in markdown.text
+
+
+def test_the_cli_answers_the_same_questions(edge_only_shop):
+    base, truth = edge_only_shop
+    out = subprocess.run([CLEW_BIN, "coverage", "--server", base, "--output", "json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert {s["service"] for s in report["services"] if s["status"] == "instrumented"} == set(truth["traced"])
+    out = subprocess.run([CLEW_BIN, "plan", "--server", base], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "largest dependency" in out.stdout.lower() or "1" in out.stdout
+    out = subprocess.run([CLEW_BIN, "directory", "telemetry.sdk.version", "--server", base, "--output", "json"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert {e["service"] for e in json.loads(out.stdout)["entries"]} == set(truth["traced"])
+
+
+def test_bad_parameters_get_a_clear_400(edge_only_shop):
+    base, _ = edge_only_shop
+    for path, params in [("/api/v1/coverage", {"lookback": "soon"}), ("/api/v1/coverage", {"format": "pdf"}),
+                         ("/api/v1/rollout-plan", {"start": "x"}), ("/api/v1/directory/telemetry.sdk.version",
+                                                                    {"start": "20", "end": "10"})]:
+        response = requests.get(base + path, params=params, timeout=30)
+        assert response.status_code == 400, (path, params, response.status_code, response.text)
+        assert response.json()["error"], response.text
+
+
+def test_a_broken_catalog_is_reported_with_its_line(tmp_path):
+    good = subprocess.run([CLEW_BIN, "demo", "--print-catalog"], capture_output=True, text=True, check=True).stdout
+    path = tmp_path / "catalog.yaml"
+    path.write_text(good)
+    out = subprocess.run([CLEW_BIN, "catalog", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "services" in out.stdout
+    lines = good.splitlines()
+    tier_line = next(i for i, line in enumerate(lines) if line.strip().startswith("tier:"))
+    lines[tier_line] = lines[tier_line].replace(lines[tier_line].strip(), "tier: critical")
+    path.write_text("\n".join(lines) + "\n")
+    out = subprocess.run([CLEW_BIN, "catalog", str(path)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert f"line {tier_line + 1}" in out.stderr + out.stdout, out.stderr + out.stdout
+    assert "tier" in out.stderr + out.stdout
