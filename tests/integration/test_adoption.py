@@ -59,8 +59,16 @@ def run_demo(traced_teams=None):
 
 @pytest.fixture(scope="module")
 def full_shop():
-    with run_demo() as shop:
-        yield shop
+    with run_demo() as (base, truth):
+        # Some planted mistakes show only on rare failures: give them time to happen once.
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            services = {s["service"]: s for s in coverage(base)["services"]}
+            if all(set(rules) <= {f["rule"] for f in services.get(service, {}).get("findings", [])}
+                   for service, rules in truth["quality_gaps"].items()):
+                break
+            time.sleep(1)
+        yield base, truth
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +165,11 @@ def test_a_shop_part_way_through_adoption(edge_only_shop):
         assert by_service[name]["status"] in {"not_instrumented", "external"}, by_service[name]
         assert by_service[name]["owner_source"] == "catalog"
     # Services nobody traced calls are known from the catalog only.
-    catalog_services = set(truth["services"]) | {"legacy-inventory", "payment-provider"}
+    catalog_services = set(truth["services"]) | {"legacy-inventory"}
     for name in catalog_services - set(truth["traced"]) - set(truth["untraced_called"]):
         assert by_service[name]["status"] == "unseen", by_service[name]
+    # A third party stays external whether seen or not.
+    assert by_service["payment-provider"]["status"] == "external"
 
     response = requests.get(base + "/api/v1/rollout-plan", params={"lookback": "1h"}, timeout=60)
     assert response.status_code == 200, response.text
@@ -189,9 +199,12 @@ def test_the_cli_answers_the_same_questions(edge_only_shop):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert {s["service"] for s in report["services"] if s["status"] == "instrumented"} == set(truth["traced"])
+    plan = requests.get(base + "/api/v1/rollout-plan", params={"lookback": "1h"}, timeout=60).json()
     out = subprocess.run([CLEW_BIN, "plan", "--server", base], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "largest dependency" in out.stdout.lower() or "1" in out.stdout
+    rows = [line.split() for line in out.stdout.splitlines()[1:] if line.strip()]
+    assert [row[:2] for row in rows] == [[str(s["step"]), s["team"]] for s in plan["steps"]], out.stdout
+    assert "largest dependency of the entry team" in out.stdout.splitlines()[1]
     out = subprocess.run([CLEW_BIN, "directory", "telemetry.sdk.version", "--server", base, "--output", "json"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

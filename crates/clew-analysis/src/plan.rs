@@ -28,6 +28,18 @@ pub enum StepReason {
     CatalogOnly,
 }
 
+impl StepReason {
+    /// A few words for tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::EntryPoint => "owns the busiest entry point",
+            Self::LargestDependency => "largest dependency of the entry team",
+            Self::DependencyOrder => "most depended upon",
+            Self::CatalogOnly => "catalog only",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TeamProgress {
     pub team: String,
@@ -393,13 +405,7 @@ impl RolloutPlan {
         }
         out.push_str("\n## Order\n\n| Step | Team | Services to instrument | Why |\n|---|---|---|---|\n");
         for step in &self.steps {
-            let why = match step.reason {
-                StepReason::EntryPoint => "owns the busiest entry point",
-                StepReason::LargestDependency => "largest dependency of the entry team",
-                StepReason::DependencyOrder => "most depended upon",
-                StepReason::CatalogOnly => "catalog only",
-            };
-            out.push_str(&format!("| {} | {} | {} | {} |\n", step.step, step.team, step.services.join(", "), why));
+            out.push_str(&format!("| {} | {} | {} | {} |\n", step.step, step.team, step.services.join(", "), step.reason.label()));
         }
         for step in &self.steps {
             out.push_str(&format!("\n## {}. {}\n\n{}\n", step.step, step.team, step.rationale));
@@ -414,7 +420,7 @@ impl RolloutPlan {
     }
 
     pub fn to_table(&self) -> String {
-        let mut rows = vec![["STEP".to_string(), "TEAM".into(), "SERVICES".into(), "CALLS IN".into(), "TIME SHARE".into()]];
+        let mut rows = vec![["STEP".to_string(), "TEAM".into(), "SERVICES".into(), "CALLS IN".into(), "TIME SHARE".into(), "WHY".into()]];
         for step in &self.steps {
             rows.push([
                 step.step.to_string(),
@@ -422,6 +428,7 @@ impl RolloutPlan {
                 step.services.join(","),
                 step.calls_from_earlier_teams.to_string(),
                 pct(step.request_time_share),
+                step.reason.label().into(),
             ]);
         }
         crate::render::table(&rows)
