@@ -77,6 +77,15 @@ def edge_only_shop():
         yield shop
 
 
+HALF = ["edge", "storefront", "identity", "checkout", "payments", "catalog"]
+
+
+@pytest.fixture(scope="module")
+def half_shop():
+    with run_demo(HALF) as shop:
+        yield shop
+
+
 def coverage(base, **params):
     response = requests.get(base + "/api/v1/coverage", params={"lookback": "1h", **params}, timeout=60)
     assert response.status_code == 200, response.text
@@ -155,6 +164,52 @@ def test_the_client_directory_lists_sdk_versions_per_service(full_shop):
     assert {e["service"] for e in old["entries"]} == versions["1.24.0"]
 
 
+def check_critical_operations(base, truth):
+    """Each critical operation of the shop's catalog reaches the services the truth says, and
+    its gaps are the truth's, with the catalog's teams."""
+    response = requests.get(base + "/api/v1/critical-operations", params={"lookback": "1h"}, timeout=60)
+    assert response.status_code == 200, response.text
+    operations = {o["name"]: o for o in response.json()["operations"]}
+    catalog_teams = {s: f["team"] for s, f in truth["services"].items()} | {"legacy-inventory": "fulfillment"}
+    assert set(operations) == {"Checkout", "Product page", "Login"}
+    for name, report in operations.items():
+        entry = f"web-gateway {report['operation']}"
+        assert report["requests"] > 0, name
+        assert 0 <= report["errors"] <= report["requests"]
+        assert report["p50_nanos"] <= report["p95_nanos"] <= report["p99_nanos"]
+        # The series and the totals are read a moment apart while the shop keeps sending.
+        assert sum(p["requests"] for p in report["series"]) == pytest.approx(report["requests"], rel=0.1)
+        traced = {n["service"] for n in report["services"] if n["status"] == "instrumented"}
+        expected = truth["entry_services"][entry]
+        # Every service reached by most requests is seen; nothing the truth rules out is.
+        assert {s for s, p in expected.items() if p >= 0.3} <= traced <= set(expected), (name, traced, expected)
+        gaps = {g["service"] for g in report["gaps"]}
+        expected_gaps = {s for s in truth["entry_gaps"][entry] if s != "payment-provider"}
+        assert {s for s in expected_gaps if truth["entry_gaps"][entry][s] >= 0.3} <= gaps <= expected_gaps, (name, gaps)
+        for gap in report["gaps"]:
+            assert gap["team"] == catalog_teams[gap["service"]], gap
+            assert gap["callers"], gap
+        countable = [n for n in report["services"] if n["status"] not in ("database", "external")]
+        assert report["coverage"] == pytest.approx(len(traced) / len(countable))
+        if not gaps:
+            assert report["whole_share"] > 0.9, report
+    return operations
+
+
+def test_critical_operations_of_the_whole_shop(full_shop):
+    base, truth = full_shop
+    operations = check_critical_operations(base, truth)
+    # The checkout's broken call to shipping is its gap, and no checkout is traced whole.
+    checkout = operations["Checkout"]
+    assert [(g["service"], g["status"]) for g in checkout["gaps"]] == [("shipping-service", "context_lost")]
+    assert checkout["whole_share"] == 0
+    one = requests.get(base + "/api/v1/critical-operations/Checkout", params={"lookback": "1h", "format": "markdown"},
+                       timeout=60)
+    assert one.status_code == 200 and "| shipping-service | fulfillment | context lost |" in one.text
+    missing = requests.get(base + "/api/v1/critical-operations/Refund", timeout=60)
+    assert missing.status_code == 404 and "Checkout" in missing.json()["error"]["message"]
+
+
 def test_a_shop_part_way_through_adoption(edge_only_shop):
     base, truth = edge_only_shop
     report = coverage(base)
@@ -191,6 +246,41 @@ def test_a_shop_part_way_through_adoption(edge_only_shop):
         assert step["rationale"], step
     markdown = requests.get(base + "/api/v1/rollout-plan", params={"lookback": "1h", "format": "markdown"}, timeout=60)
     assert markdown.status_code == 200 and first["team"] in markdown.text
+    # With only the gateway traced, each critical operation's gaps are the gateway's callees.
+    operations = check_critical_operations(base, truth)
+    for report in operations.values():
+        assert [n["service"] for n in report["services"] if n["status"] == "instrumented"] == ["web-gateway"]
+
+
+def test_a_shop_half_way_through_adoption(half_shop):
+    base, truth = half_shop
+    report = coverage(base)
+    by_service = {s["service"]: s for s in report["services"]}
+    assert {s for s, c in by_service.items() if c["status"] == "instrumented"} == set(truth["traced"])
+    for name in truth["untraced_called"]:
+        expected = {"database"} if truth["uninstrumented"].get(name) == "database" else {"not_instrumented", "external"}
+        assert by_service[name]["status"] in expected, by_service[name]
+    # Traced services called only through an untraced one start traces of their own: the report
+    # says context is lost upstream of them, and nowhere else.
+    lost = {s for s, c in by_service.items() if any(f["rule"] == "context_lost_upstream" for f in c["findings"])}
+    visible_breaks = {(c, e) for c, e, _ in truth["propagation_breaks"] if c in truth["traced"] and e in truth["traced"]}
+    assert lost == set(truth["roots_behind_untraced"]) | {callee for _, callee in visible_breaks}, lost
+    assert {(b["caller"], b["callee"]) for b in report["breaks"]} == visible_breaks
+    check_critical_operations(base, truth)
+
+    plan = requests.get(base + "/api/v1/rollout-plan", params={"lookback": "1h"}, timeout=60).json()
+    all_teams = {f["team"] for f in truth["services"].values()}
+    assert sorted(t["team"] for t in plan["adopted"]) == sorted(HALF)
+    assert plan["partial"] == []
+    assert sorted(step["team"] for step in plan["steps"]) == sorted(all_teams - set(HALF))
+    # Every team reachable from traced services is placed by the calls into it, before the
+    # teams known from the catalog only.
+    reasons = [step["reason"] for step in plan["steps"]]
+    assert reasons == sorted(reasons, key=lambda r: r == "catalog_only"), reasons
+    for step in plan["steps"]:
+        if step["reason"] != "catalog_only":
+            assert step["calls_from_earlier_teams"] > 0, step
+            assert any(s in step["rationale"] for s in step["services"]), step
 
 
 def test_the_cli_answers_the_same_questions(edge_only_shop):

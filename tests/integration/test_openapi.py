@@ -7,7 +7,7 @@ def test_every_documented_path_is_served(clew):
     assert response.status_code == 200
     document = yaml.safe_load(response.text)
     assert document["openapi"].startswith("3.")
-    samples = {"{service}": "checkout", "{traceId}": "0af7651916cd43dd8448eb211c80319c", "{key}": "http.route"}
+    samples = {"{service}": "checkout", "{traceId}": "0af7651916cd43dd8448eb211c80319c", "{key}": "http.route", "{name}": "Checkout"}
     assert len(document["paths"]) >= 9
     for path, operations in document["paths"].items():
         for name, value in samples.items():

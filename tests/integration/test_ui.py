@@ -285,3 +285,90 @@ def test_dark_theme_and_wide_screen(demo, page):
     page.wait_for_selector("[data-testid=service-map] canvas")
     shot(page, "service-map-dark-wide")
     page.click("[data-testid=theme-toggle]")
+
+
+def test_coverage_page_shows_what_sends_spans_and_where_propagation_breaks(demo, page):
+    base, truth = demo
+    report = requests.get(base + "/api/v1/coverage", params={"lookback": "1h"}, timeout=60).json()
+    page.goto(base + "/coverage")
+    page.wait_for_selector("[data-testid=coverage-row]")
+    rows = page.locator("[data-testid=coverage-row]")
+    assert {r.get_attribute("data-service") for r in rows.all()} >= {s["service"] for s in report["services"]}
+    status = {r.get_attribute("data-service"): r.locator("[data-testid=service-status]").get_attribute("data-status")
+              for r in rows.all()}
+    for service in truth["services"]:
+        assert status[service] == "instrumented", service
+    assert status["legacy-inventory"] == "not_instrumented"
+    assert status["payment-provider"] == "external"
+    page.wait_for_selector("[data-testid=coverage-chart] canvas")
+    # The planted break is shown with the side that must change.
+    breaks = page.locator("[data-testid=break]").all_inner_texts()
+    for caller, callee, _ in truth["propagation_breaks"]:
+        assert any(f"{caller} → {callee}" in text for text in breaks), breaks
+    # A service with a planted mistake lists it.
+    service, rules = next((s, r) for s, r in truth["quality_gaps"].items() if "deprecated_attribute" in r)
+    row = page.locator(f"[data-testid=coverage-row][data-service='{service}']")
+    row.locator("summary").click()
+    assert "deprecated_attribute" in [f.get_attribute("data-rule") for f in row.locator("[data-testid=finding]").all()]
+    shot(page, "coverage")
+    with page.expect_download() as download:
+        page.click("[data-testid=download-markdown]")
+    text = open(download.value.path()).read()
+    assert "| web-gateway |" in text
+
+
+def test_plan_page_lists_the_steps_with_their_reasons(demo, page):
+    base, _ = demo
+    plan = requests.get(base + "/api/v1/rollout-plan", params={"lookback": "1h"}, timeout=60).json()
+    page.goto(base + "/plan")
+    page.wait_for_selector("[data-testid=plan-progress]")
+    assert f"{len(plan['adopted'])} of {plan['teams']} teams" in page.locator("[data-testid=plan-progress]").inner_text()
+    steps = page.locator("[data-testid=plan-step]")
+    assert [s.get_attribute("data-team") for s in steps.all()] == [s["team"] for s in plan["steps"]]
+    assert plan["steps"], "the demo's legacy inventory service leaves its team a step to take"
+    # The shop keeps sending, so the numbers move; the reasoning does not.
+    rationale = steps.first.locator("[data-testid=plan-rationale]").inner_text()
+    assert rationale.split(":")[0] == plan["steps"][0]["rationale"].split(":")[0]
+    assert steps.first.locator("[data-testid=plan-reason]").inner_text()
+    shot(page, "rollout-plan")
+    with page.expect_download() as download:
+        page.click("[data-testid=download-markdown]")
+    assert open(download.value.path()).read().startswith("# Tracing rollout plan")
+
+
+def test_directory_page_shows_who_runs_which_sdk(demo, page):
+    base, truth = demo
+    page.goto(base + "/directory")
+    page.wait_for_selector("[data-testid=directory-row]")
+    rows = page.locator("[data-testid=directory-row]")
+    versions = {f["sdk_version"] for f in truth["services"].values()}
+    assert {r.get_attribute("data-value") for r in rows.all()} == versions
+    page.wait_for_selector("[data-testid=directory-chart] canvas")
+    shot(page, "directory")
+    # One value: the services still on the old SDK.
+    page.locator("[data-testid=directory-row][data-value='1.24.0'] button").click()
+    page.wait_for_url(lambda url: "value=1.24.0" in url)
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=directory-row]').length === 1")
+    services = {t.strip() for t in page.locator("[data-testid=directory-services] .chip").all_inner_texts()}
+    assert services == {s for s, f in truth["services"].items() if f["sdk_version"] == "1.24.0"}
+    # Another key, typed in.
+    page.fill("[data-testid=directory-key]", "service.version")
+    page.click("[data-testid=directory-show]")
+    page.wait_for_url(lambda url: "key=service.version" in url and "value=" not in url)
+    page.wait_for_selector("[data-testid=directory-row][data-value='3.2.0']")
+
+
+def test_critical_operations_page_shows_behaviour_and_gaps(demo, page):
+    base, _ = demo
+    page.goto(base + "/operations")
+    page.wait_for_selector("[data-testid=critical-operation]")
+    cards = page.locator("[data-testid=critical-operation]")
+    api = requests.get(base + "/api/v1/critical-operations", params={"lookback": "1h"}, timeout=60).json()["operations"]
+    assert [c.get_attribute("data-name") for c in cards.all()] == [o["name"] for o in api]
+    checkout = page.locator("[data-testid=critical-operation][data-name=Checkout]")
+    checkout.locator("[data-testid=operation-chart] canvas").first.wait_for()
+    gaps = [g.get_attribute("data-service") for g in checkout.locator("[data-testid=operation-gap]").all()]
+    assert gaps == [g["service"] for g in next(o for o in api if o["name"] == "Checkout")["gaps"]]
+    assert "shipping-service" in gaps
+    assert "context lost" in checkout.locator("[data-testid=operation-gaps]").inner_text()
+    shot(page, "critical-operations")

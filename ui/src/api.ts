@@ -161,6 +161,147 @@ export interface ServiceRed {
   operations: OperationStats[];
 }
 
+export type ServiceStatus = "instrumented" | "not_instrumented" | "database" | "unseen" | "external";
+export interface Finding {
+  rule: string;
+  severity: "high" | "medium" | "low";
+  count: number;
+  share: number;
+  message: string;
+  advice: string;
+}
+export interface ServiceCoverage {
+  service: string;
+  team: string | null;
+  owner_source: "catalog" | "attribute" | "caller" | "unknown";
+  status: ServiceStatus;
+  tier: number | null;
+  customer_facing: boolean;
+  spans: number;
+  traces: number;
+  whole_share: number | null;
+  covered_share: number | null;
+  orphan_spans: number;
+  unexpected_roots: number;
+  calls_in: number;
+  callers: string[];
+  quality_score: number | null;
+  quality_band: string | null;
+  findings: Finding[];
+}
+export interface PropagationBreak {
+  caller: string;
+  caller_team: string | null;
+  operation: string;
+  callee: string;
+  callee_team: string | null;
+  broken_calls: number;
+  answered_calls: number;
+  callee_roots_during_calls: number;
+  diagnosis: "caller_does_not_inject" | "callee_does_not_extract";
+  explanation: string;
+  fix: string;
+}
+export interface CoverageReport {
+  start_unix_nano: number;
+  end_unix_nano: number;
+  summary: {
+    instrumented: number;
+    not_instrumented: number;
+    databases: number;
+    unseen: number;
+    external: number;
+    coverage: number;
+    traces: number;
+    breaks: number;
+  };
+  services: ServiceCoverage[];
+  teams: { team: string; services: number; instrumented: number; not_instrumented: string[]; spans: number; quality_score: number | null; breaks: number }[];
+  breaks: PropagationBreak[];
+  warnings: string[];
+}
+export interface PlanStep {
+  step: number;
+  team: string;
+  services: string[];
+  reason: "entry_point" | "largest_dependency" | "dependency_order" | "catalog_only";
+  rationale: string;
+  calls_from_earlier_teams: number;
+  request_time_share: number;
+  score: number;
+  unlocks: string[];
+}
+export interface TeamProgress {
+  team: string;
+  traced: string[];
+  not_traced: string[];
+}
+export interface RolloutPlan {
+  start_unix_nano: number;
+  end_unix_nano: number;
+  teams: number;
+  adopted: TeamProgress[];
+  partial: TeamProgress[];
+  steps: PlanStep[];
+  warnings: string[];
+}
+export interface DirectoryEntry {
+  service: string;
+  value: string;
+  spans: number;
+  first_seen_unix_nano: number;
+  last_seen_unix_nano: number;
+}
+export interface AttributeDirectory {
+  key: string;
+  start_unix_nano: number;
+  end_unix_nano: number;
+  entries: DirectoryEntry[];
+  values: { value: string; spans: number; services: string[]; first_seen_unix_nano: number; last_seen_unix_nano: number }[];
+  warnings?: string[];
+}
+
+export interface OperationNode {
+  service: string;
+  team: string | null;
+  owner_source: string;
+  status: "instrumented" | "not_instrumented" | "context_lost" | "database" | "external";
+  reach: number;
+  callers: string[];
+  calls: number;
+}
+export interface CriticalOperationReport {
+  name: string;
+  service: string;
+  operation?: string;
+  route?: string;
+  description?: string;
+  team: string | null;
+  start_unix_nano: number;
+  end_unix_nano: number;
+  step_nanos: number;
+  requests: number;
+  requests_per_second: number;
+  errors: number;
+  error_ratio: number;
+  p50_nanos: number;
+  p95_nanos: number;
+  p99_nanos: number;
+  trend: {
+    previous_requests: number;
+    previous_error_ratio: number;
+    previous_p95_nanos: number;
+    requests_change: number | null;
+    p95_change: number | null;
+    error_ratio_change: number;
+  };
+  series: { time_unix_nano: number; requests: number; errors: number; p95_nanos: number }[];
+  coverage: number;
+  whole_share: number;
+  services: OperationNode[];
+  gaps: OperationNode[];
+}
+
 export const api = {
   services: () => get<{ services: Service[] }>("/api/v1/services").then((r) => r.services),
   operations: (service: string) =>
@@ -180,6 +321,12 @@ export const api = {
       new URLSearchParams({ scope, limit: "50" }),
     ).then((r) => r.values),
   serviceGraph: (params: URLSearchParams) => get<ServiceGraph>("/api/v1/service-graph", params),
+  coverage: (params: URLSearchParams) => get<CoverageReport>("/api/v1/coverage", params),
+  rolloutPlan: (params: URLSearchParams) => get<RolloutPlan>("/api/v1/rollout-plan", params),
+  directory: (key: string, params: URLSearchParams) =>
+    get<AttributeDirectory>(`/api/v1/directory/${encodeURIComponent(key)}`, params),
+  criticalOperations: (params: URLSearchParams) =>
+    get<{ operations: CriticalOperationReport[]; warnings: string[] }>("/api/v1/critical-operations", params),
   serviceRed: (service: string, params: URLSearchParams) =>
     get<ServiceRed>(`/api/v1/services/${encodeURIComponent(service)}/red`, params),
 };

@@ -11,6 +11,10 @@ const TracePage = lazy(() => import("./pages/Trace").then((m) => ({ default: m.T
 const ServiceMapPage = lazy(() => import("./pages/ServiceMap").then((m) => ({ default: m.ServiceMapPage })));
 const ServicesPage = lazy(() => import("./pages/Service").then((m) => ({ default: m.ServicesPage })));
 const ServicePage = lazy(() => import("./pages/Service").then((m) => ({ default: m.ServicePage })));
+const CoveragePage = lazy(() => import("./pages/Adoption").then((m) => ({ default: m.CoveragePage })));
+const PlanPage = lazy(() => import("./pages/Adoption").then((m) => ({ default: m.PlanPage })));
+const DirectoryPage = lazy(() => import("./pages/Adoption").then((m) => ({ default: m.DirectoryPage })));
+const OperationsPage = lazy(() => import("./pages/Adoption").then((m) => ({ default: m.OperationsPage })));
 const ComparePage = lazy(() => import("./pages/Compare").then((m) => ({ default: m.ComparePage })));
 
 // The navigation. Analyses that later work adds (coverage, rollout plan, critical user
@@ -20,6 +24,10 @@ const NAVIGATION: { to: string; label: string }[] = [
   { to: "/map", label: "Service map" },
   { to: "/services", label: "Services" },
   { to: "/compare", label: "Compare" },
+  { to: "/coverage", label: "Coverage" },
+  { to: "/operations", label: "Critical operations" },
+  { to: "/plan", label: "Rollout plan" },
+  { to: "/directory", label: "Directory" },
 ];
 
 function ThemeToggle() {
@@ -64,6 +72,10 @@ function App() {
           <Route path="/services" element={<ServicesPage />} />
           <Route path="/services/:service" element={<ServicePage />} />
           <Route path="/compare" element={<ComparePage />} />
+          <Route path="/coverage" element={<CoveragePage />} />
+          <Route path="/plan" element={<PlanPage />} />
+          <Route path="/operations" element={<OperationsPage />} />
+          <Route path="/directory" element={<DirectoryPage />} />
           <Route
             path="*"
             element={

@@ -11,6 +11,11 @@
 //!   - service: legacy-inventory
 //!     team: fulfillment
 //!     aliases: [inventory.legacy.internal]
+//! critical_operations:
+//!   - name: Checkout
+//!     service: web-gateway
+//!     operation: POST /checkout
+//!     description: A customer pays for their cart.
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -60,17 +65,35 @@ pub struct CatalogEntry {
     pub notes: String,
 }
 
+/// A user-visible operation the business cares about most: the requests entering `service` as
+/// `operation` (the entry span's name) or on `route` (its `http.route`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CriticalOperation {
+    pub name: String,
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Document {
     #[serde(default)]
     services: Vec<CatalogEntry>,
+    #[serde(default)]
+    critical_operations: Vec<CriticalOperation>,
 }
 
 /// The catalog, indexed by service name and alias.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Catalog {
     pub services: Vec<CatalogEntry>,
+    pub critical_operations: Vec<CriticalOperation>,
     #[serde(skip)]
     index: HashMap<String, usize>,
 }
@@ -86,14 +109,17 @@ impl Catalog {
             let message = error.to_string();
             // The library's message starts with the path of the field when it knows it.
             let (field, message) = match message.split_once(": ") {
-                Some((path, rest)) if path.starts_with("services") => (Some(path.to_string()), rest.to_string()),
+                Some((path, rest)) if path.starts_with("services") || path.starts_with("critical_operations") => {
+                    (Some(path.to_string()), rest.to_string())
+                }
                 _ => (None, message),
             };
             let message = message.rsplit_once(" at line ").map_or(message.clone(), |(m, _)| m.to_string());
             CatalogError { line, field, message }
         })?;
-        let lines = EntryLines::new(text);
-        let mut catalog = Self { services: Vec::with_capacity(document.services.len()), index: HashMap::new() };
+        let lines = EntryLines::new(text, "services");
+        let mut catalog =
+            Self { services: Vec::with_capacity(document.services.len()), critical_operations: Vec::new(), index: HashMap::new() };
         for (i, entry) in document.services.into_iter().enumerate() {
             let at = |field: &str, message: String| CatalogError {
                 line: lines.line_of(i, field),
@@ -121,7 +147,36 @@ impl Catalog {
             }
             catalog.services.push(entry);
         }
+        let lines = EntryLines::new(text, "critical_operations");
+        for (i, operation) in document.critical_operations.into_iter().enumerate() {
+            let at = |field: &str, message: String| CatalogError {
+                line: lines.line_of(i, field),
+                field: Some(format!("critical_operations[{i}].{field}")),
+                message,
+            };
+            let name = operation.name.trim();
+            if name.is_empty() || name.len() > 200 {
+                return Err(at("name", "a critical operation needs a name of 1 to 200 characters".into()));
+            }
+            if let Some(other) = catalog.critical_operations.iter().position(|o| o.name == operation.name) {
+                return Err(at("name", format!("{name} is already listed (critical_operations[{other}])")));
+            }
+            if operation.service.trim().is_empty() {
+                return Err(at("service", format!("{name} needs the service its requests enter")));
+            }
+            match (&operation.operation, &operation.route) {
+                (None, None) => return Err(at("operation", format!("{name} needs an operation (the entry span's name) or a route"))),
+                (Some(_), Some(_)) => return Err(at("route", format!("{name} has both an operation and a route: give one"))),
+                _ => {}
+            }
+            catalog.critical_operations.push(operation);
+        }
         Ok(catalog)
+    }
+
+    /// A critical operation by name.
+    pub fn critical_operation(&self, name: &str) -> Option<&CriticalOperation> {
+        self.critical_operations.iter().find(|o| o.name == name)
     }
 
     pub fn load(path: &std::path::Path) -> Result<Self, CatalogError> {
@@ -144,18 +199,18 @@ impl Catalog {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
+        self.services.is_empty() && self.critical_operations.is_empty()
     }
 }
 
-/// Line numbers of the fields of each list entry, found by reading the text the way a person
-/// does: each `- ` at the list's indentation starts an entry.
+/// Line numbers of the fields of each entry of one top-level list, found by reading the text
+/// the way a person does: each `- ` at the list's indentation starts an entry.
 struct EntryLines {
     entries: Vec<BTreeMap<String, usize>>,
 }
 
 impl EntryLines {
-    fn new(text: &str) -> Self {
+    fn new(text: &str, list: &str) -> Self {
         let mut entries: Vec<BTreeMap<String, usize>> = Vec::new();
         let mut list_indent: Option<usize> = None;
         for (number, raw) in text.lines().enumerate() {
@@ -166,7 +221,7 @@ impl EntryLines {
             let indent = raw.len() - trimmed.len();
             if indent == 0 {
                 list_indent = None;
-                if trimmed.starts_with("services:") {
+                if trimmed.strip_prefix(list).is_some_and(|rest| rest.starts_with(':')) {
                     list_indent = Some(usize::MAX);
                 }
                 continue;
@@ -239,6 +294,23 @@ services:
         let error = Catalog::parse(&text).unwrap_err();
         assert_eq!(error.line, Some(10));
         assert!(error.message.contains("unknown field `owner`"), "{error}");
+    }
+
+    #[test]
+    fn critical_operations_are_read_and_checked() {
+        let text = format!(
+            "{GOOD}critical_operations:\n  - name: Checkout\n    service: web-gateway\n    operation: POST /checkout\n  - name: Search\n    service: web-gateway\n    route: /search\n"
+        );
+        let catalog = Catalog::parse(&text).unwrap();
+        assert_eq!(catalog.critical_operations.len(), 2);
+        assert_eq!(catalog.critical_operation("Search").unwrap().route.as_deref(), Some("/search"));
+        // Neither an operation nor a route: the entry's line and the field.
+        let error = Catalog::parse(&text.replace("    route: /search\n", "")).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("critical_operations[1].operation"));
+        assert_eq!(error.line, Some(18));
+        let error = Catalog::parse(&text.replace("name: Search", "name: Checkout")).unwrap_err();
+        assert!(error.message.contains("already listed"), "{error}");
+        assert_eq!(error.line, Some(18));
     }
 
     #[test]

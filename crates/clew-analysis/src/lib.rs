@@ -5,12 +5,14 @@
 
 pub mod catalog;
 pub mod coverage;
+pub mod critical;
 pub mod directory;
 pub mod plan;
 pub mod render;
 
-pub use catalog::{Catalog, CatalogEntry, CatalogError};
+pub use catalog::{Catalog, CatalogEntry, CatalogError, CriticalOperation};
 pub use coverage::{
     CoverageReport, Finding, OwnerSource, PropagationBreak, ServiceCoverage, ServiceStatus, TeamCoverage, coverage, owner_of,
 };
+pub use critical::{CriticalOperationReport, NodeStatus, OperationNode, critical_operation};
 pub use plan::{PlanStep, RolloutPlan, StepReason, TeamProgress, rollout_plan};

@@ -11,4 +11,4 @@
 
 mod shop;
 
-pub use shop::{GroundTruth, Shop, catalog_yaml, teams};
+pub use shop::{CRITICAL_OPERATIONS, GroundTruth, Shop, catalog_yaml, teams};

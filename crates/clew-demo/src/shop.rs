@@ -474,6 +474,13 @@ pub struct GroundTruth {
     pub roots_behind_untraced: BTreeSet<String>,
     /// Instrumentation mistakes planted per traced service, by the name of the rule that finds them.
     pub quality_gaps: BTreeMap<String, BTreeSet<String>>,
+    /// Per entry operation, the services its traces show (traced, reached with the context)
+    /// with the probability that a request reaches each.
+    pub entry_services: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Per entry operation, the services its traces call that answer with no span in the same
+    /// trace (not traced, a third party, or dropping the context; databases left out), with
+    /// the probability that a request calls each.
+    pub entry_gaps: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -544,8 +551,19 @@ pub fn catalog_yaml() -> String {
         "  - service: legacy-inventory\n    team: fulfillment\n    tier: 2\n    aliases: [inventory.legacy.internal]\n    notes: The old stock system; cannot be instrumented before its replacement.\n",
     );
     out.push_str("  - service: payment-provider\n    team: payments\n    tier: 1\n    external: true\n    notes: Third-party API.\n");
+    out.push_str("critical_operations:\n");
+    for (name, operation, description) in CRITICAL_OPERATIONS {
+        out.push_str(&format!("  - name: {name}\n    service: web-gateway\n    operation: {operation}\n    description: {description}\n"));
+    }
     out
 }
+
+/// The shop's critical user operations: (name, entry operation of the gateway, description).
+pub const CRITICAL_OPERATIONS: &[(&str, &str, &str)] = &[
+    ("Checkout", "POST /checkout", "A customer pays for their cart."),
+    ("Product page", "GET /product/{id}", "A customer looks at a product."),
+    ("Login", "POST /login", "A customer signs in."),
+];
 
 impl Shop {
     pub fn new(seed: u64) -> Self {
@@ -653,6 +671,8 @@ impl Shop {
             untraced_called: BTreeSet::new(),
             roots_behind_untraced: BTreeSet::new(),
             quality_gaps: BTreeMap::new(),
+            entry_services: BTreeMap::new(),
+            entry_gaps: BTreeMap::new(),
         };
         for entry in &self.entries {
             let key = format!("{} {}", entry.service, entry.name);
@@ -661,12 +681,48 @@ impl Shop {
             let mut fan_out = BTreeMap::new();
             walk_truth(entry, 1.0, &mut fan_out, &mut truth);
             walk_tracing(entry, true, true, &self.untraced, &mut truth);
+            let (mut services, mut gaps) = (BTreeMap::new(), BTreeMap::new());
+            walk_entry(entry, 1.0, &self.untraced, &mut services, &mut gaps);
+            truth.entry_services.insert(key.clone(), services);
+            truth.entry_gaps.insert(key.clone(), gaps);
             truth.fan_out.insert(key, fan_out);
         }
         truth.propagation_breaks.dedup();
         truth.message_topics.sort();
         truth.message_topics.dedup();
         truth
+    }
+}
+
+/// What one entry operation's traces show: the traced services they reach, and the calls
+/// that end in a CLIENT span with nothing under it; `reach` is the probability of getting here.
+fn walk_entry(
+    operation: &Operation,
+    reach: f64,
+    untraced: &BTreeSet<&'static str>,
+    services: &mut BTreeMap<String, f64>,
+    gaps: &mut BTreeMap<String, f64>,
+) {
+    let note = |map: &mut BTreeMap<String, f64>, name: &str, p: f64| {
+        let entry = map.entry(name.to_string()).or_insert(0.0);
+        *entry = entry.max(p);
+    };
+    note(services, operation.service, reach);
+    for (count, call) in &operation.calls {
+        let p = reach * count.mean().min(1.0);
+        match call {
+            Call::Http(callee) | Call::HttpWithRetry(callee) if !untraced.contains(callee.service) => {
+                walk_entry(callee, p, untraced, services, gaps)
+            }
+            Call::Http(callee) | Call::HttpWithRetry(callee) | Call::HttpBroken(callee) => note(gaps, callee.service, p),
+            Call::Uninstrumented { peer_service, .. } => note(gaps, peer_service, p),
+            Call::Publish { consumers, .. } => {
+                for consumer in consumers.iter().filter(|c| !untraced.contains(c.service)) {
+                    walk_entry(consumer, p, untraced, services, gaps);
+                }
+            }
+            Call::Database { .. } | Call::Internal { .. } => {}
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 use clew_model::{span_flags, trace_flags};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{VIRTUAL_PEER, rows};
+use crate::metrics::{ERROR, VIRTUAL_PEER, rows};
 use crate::{QueryEngine, QueryError, quote};
 
 /// Attribute names that newer semantic conventions replaced: (old, new).
@@ -286,5 +286,174 @@ impl QueryEngine {
              GROUP BY service_name, {value} ORDER BY service_name, spans DESC, value LIMIT 10000"
         );
         rows(&self.internal_sql(&sql).await?)
+    }
+}
+
+/// Which requests a critical operation is: root spans of `service` named `operation`, or
+/// with `http.route` = `route`.
+#[derive(Debug, Clone, Default)]
+pub struct EntryPredicate {
+    pub service: String,
+    pub operation: Option<String>,
+    pub route: Option<String>,
+}
+
+impl EntryPredicate {
+    fn sql(&self) -> String {
+        let mut out = format!("parent_span_id IS NULL AND service_name = {}", quote(&self.service));
+        if let Some(operation) = &self.operation {
+            out.push_str(&format!(" AND name = {}", quote(operation)));
+        }
+        if let Some(route) = &self.route {
+            out.push_str(&format!(" AND http_route = {}", quote(route)));
+        }
+        out
+    }
+}
+
+/// Requests, errors and duration percentiles of a set of requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RequestStats {
+    pub requests: i64,
+    pub errors: i64,
+    pub p50_nanos: f64,
+    pub p95_nanos: f64,
+    pub p99_nanos: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RequestPoint {
+    pub time_unix_nano: i64,
+    pub requests: i64,
+    pub errors: i64,
+    pub p95_nanos: f64,
+}
+
+/// A service reached by the operation's requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReachedService {
+    pub service: String,
+    pub owner: Option<String>,
+    /// Requests whose trace has a span of it.
+    pub traces: i64,
+    pub spans: i64,
+}
+
+/// Calls made within the operation's requests that no span answered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OperationGap {
+    pub caller: String,
+    pub peer: String,
+    pub is_database: bool,
+    pub calls: i64,
+    pub traces: i64,
+    pub critical_path_nanos: i64,
+}
+
+/// What the reports of a critical operation read, for one window and the one before it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct OperationFacts {
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    pub step_nanos: u64,
+    pub stats: RequestStats,
+    /// The same length of time just before `start`.
+    pub previous: RequestStats,
+    pub series: Vec<RequestPoint>,
+    pub services: Vec<ReachedService>,
+    pub gaps: Vec<OperationGap>,
+    /// Requests whose trace has one root, no orphan and no call left unanswered but by databases.
+    pub whole_requests: i64,
+    /// Every service that sent spans in the window: a peer among them that left a call
+    /// unanswered lost the context, it is not uninstrumented.
+    pub instrumented: Vec<String>,
+}
+
+impl QueryEngine {
+    /// The facts of one critical operation over [start, end] in buckets of `step`.
+    pub async fn operation_facts(
+        &self,
+        predicate: &EntryPredicate,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+        step_nanos: u64,
+        owner_attributes: &[String],
+    ) -> Result<OperationFacts, QueryError> {
+        if step_nanos == 0 || end_unix_nano <= start_unix_nano || (end_unix_nano - start_unix_nano) / step_nanos > 2_000 {
+            return Err(QueryError::Invalid("the window must end after it starts, in at most 2000 steps".into()));
+        }
+        let entry = predicate.sql();
+        let levels = [(0.5, "p50_nanos"), (0.95, "p95_nanos"), (0.99, "p99_nanos")];
+        let stats_in = |start: u64, end: u64| {
+            format!(
+                "SELECT count(*) AS requests, coalesce(sum({ERROR}), 0) AS errors, {} FROM spans \
+                 WHERE {entry} AND start_time_unix_nano >= {start} AND start_time_unix_nano < {end}",
+                crate::metrics::percentiles("duration_nanos", &levels)
+            )
+        };
+        let previous_start = start_unix_nano.saturating_sub(end_unix_nano - start_unix_nano);
+        let window = format!("start_time_unix_nano >= {start_unix_nano} AND start_time_unix_nano < {end_unix_nano}");
+        let series_sql = format!(
+            "SELECT {start_unix_nano} + ((start_time_unix_nano - {start_unix_nano}) / {step_nanos}) * {step_nanos} AS time_unix_nano, \
+               count(*) AS requests, sum({ERROR}) AS errors, coalesce(approx_percentile_cont(duration_nanos, 0.95), 0.0) AS p95_nanos \
+             FROM spans WHERE {entry} AND {window} GROUP BY 1 ORDER BY 1"
+        );
+        let owner = if owner_attributes.is_empty() {
+            "CAST(NULL AS VARCHAR)".to_string()
+        } else {
+            let keys: Vec<String> = owner_attributes.iter().map(|k| format!("s.resource_attributes[{}]", quote(k))).collect();
+            if keys.len() == 1 { keys[0].clone() } else { format!("coalesce({})", keys.join(", ")) }
+        };
+        // The requests' traces, whole: a span of a matched trace counts wherever its own start falls.
+        let matched = format!("matched AS (SELECT DISTINCT trace_id FROM spans WHERE {entry} AND {window})");
+        let services_sql = format!(
+            "WITH {matched} SELECT s.service_name AS service, max({owner}) AS owner, count(DISTINCT s.trace_id) AS traces, count(*) AS spans \
+             FROM spans s JOIN matched m ON s.trace_id = m.trace_id GROUP BY s.service_name ORDER BY traces DESC, service"
+        );
+        let unmatched = span_flags::UNMATCHED_CLIENT;
+        let gaps_sql = format!(
+            "WITH {matched} SELECT s.service_name AS caller, {peer} AS peer, bool_or(s.db_system IS NOT NULL) AS is_database, \
+               count(*) AS calls, count(DISTINCT s.trace_id) AS traces, sum(s.critical_path_nanos) AS critical_path_nanos \
+             FROM spans s JOIN matched m ON s.trace_id = m.trace_id \
+             WHERE (s.span_flags & {unmatched}) <> 0 AND {peer} IS NOT NULL GROUP BY 1, 2 ORDER BY traces DESC, caller, peer",
+            peer = VIRTUAL_PEER
+        );
+        let broken = trace_flags::MULTIPLE_ROOTS | trace_flags::HAS_ORPHANS | trace_flags::NO_ROOT;
+        let whole_sql = format!(
+            "WITH {matched}, holes AS (SELECT DISTINCT s.trace_id FROM spans s JOIN matched m ON s.trace_id = m.trace_id \
+               WHERE ((s.span_flags & {unmatched}) <> 0 AND s.db_system IS NULL) OR (s.trace_flags & {broken}) <> 0) \
+             SELECT (SELECT count(*) FROM matched) - (SELECT count(*) FROM holes) AS whole_requests"
+        );
+        let instrumented_sql = format!("SELECT DISTINCT service_name AS name FROM spans WHERE {window} ORDER BY name");
+        let (stats_sql, previous_sql) = (stats_in(start_unix_nano, end_unix_nano), stats_in(previous_start, start_unix_nano));
+        let (stats, previous, series, services, gaps, whole, instrumented) = tokio::try_join!(
+            self.internal_sql(&stats_sql),
+            self.internal_sql(&previous_sql),
+            self.internal_sql(&series_sql),
+            self.internal_sql(&services_sql),
+            self.internal_sql(&gaps_sql),
+            self.internal_sql(&whole_sql),
+            self.internal_sql(&instrumented_sql)
+        )?;
+        #[derive(Deserialize)]
+        struct Whole {
+            whole_requests: i64,
+        }
+        #[derive(Deserialize)]
+        struct Name {
+            name: String,
+        }
+        Ok(OperationFacts {
+            start_unix_nano,
+            end_unix_nano,
+            step_nanos,
+            stats: rows::<RequestStats>(&stats)?.pop().unwrap_or_default(),
+            previous: rows::<RequestStats>(&previous)?.pop().unwrap_or_default(),
+            series: rows(&series)?,
+            services: rows(&services)?,
+            gaps: rows(&gaps)?,
+            whole_requests: rows::<Whole>(&whole)?.pop().map_or(0, |w| w.whole_requests),
+            instrumented: rows::<Name>(&instrumented)?.into_iter().map(|n| n.name).collect(),
+        })
     }
 }

@@ -17,7 +17,8 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use adoption::{
-    AdoptionFacts, DEPRECATED_ATTRIBUTES, DeprecatedUse, DirectoryEntry, RootOperation, ServiceCall, ServiceFacts, UnansweredCalls,
+    AdoptionFacts, DEPRECATED_ATTRIBUTES, DeprecatedUse, DirectoryEntry, EntryPredicate, OperationFacts, OperationGap, ReachedService,
+    RequestPoint, RequestStats, RootOperation, ServiceCall, ServiceFacts, UnansweredCalls,
 };
 pub use graph::Dependency;
 pub use metrics::{CallStats, EntryFilter, GraphEdge, GraphNode, NodeKind, OperationStats, RedPoint, ServiceGraph, ServiceRed};

@@ -103,9 +103,9 @@ pub struct EntryFilter {
     pub operation: Option<String>,
 }
 
-const ERROR: &str = "CASE WHEN status_code = 'error' THEN 1 ELSE 0 END";
+pub(crate) const ERROR: &str = "CASE WHEN status_code = 'error' THEN 1 ELSE 0 END";
 
-fn percentiles(column: &str, levels: &[(f64, &str)]) -> String {
+pub(crate) fn percentiles(column: &str, levels: &[(f64, &str)]) -> String {
     levels
         .iter()
         .map(|(level, name)| format!("coalesce(approx_percentile_cont({column}, {level}), 0.0) AS {name}"))

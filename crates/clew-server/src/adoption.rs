@@ -125,3 +125,65 @@ pub(crate) async fn directory(
     let report = clew_analysis::directory::Directory::new(key, start, end, entries);
     Ok(respond(&report, format, &[], || report.to_markdown(), || report.to_table()))
 }
+
+async fn critical_report(
+    state: &ApiState,
+    definition: &clew_analysis::CriticalOperation,
+    catalog: &Catalog,
+    pairs: &[(String, String)],
+) -> Result<clew_analysis::CriticalOperationReport, ApiError> {
+    let (start, end) = window(pairs)?;
+    let step = match param(pairs, "step") {
+        Some(step) => crate::api::parse_duration_nanos(step).map_err(ApiError::bad_request)?,
+        None => ((end - start) / 60).max(1_000_000_000),
+    };
+    let predicate = clew_query::EntryPredicate {
+        service: definition.service.clone(),
+        operation: definition.operation.clone(),
+        route: definition.route.clone(),
+    };
+    let facts = state.query.operation_facts(&predicate, start, end, step, &state.adoption.owner_attributes).await?;
+    Ok(clew_analysis::critical_operation(definition, &facts, catalog))
+}
+
+/// `GET /api/v1/critical-operations`: every critical operation the catalog defines, with its
+/// rate, errors, latency, trend and end-to-end coverage. `start`/`end`/`lookback`, `step`,
+/// `format=json|markdown|table`.
+pub(crate) async fn critical_operations(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["start", "end", "lookback", "step", "format"])?;
+    let format = format_param(&pairs)?;
+    let (catalog, warnings) = read_catalog(&state);
+    let mut reports = Vec::with_capacity(catalog.critical_operations.len());
+    for definition in &catalog.critical_operations {
+        reports.push(critical_report(&state, definition, &catalog, &pairs).await?);
+    }
+    let body = json!({ "operations": reports });
+    Ok(respond(&body, format, &warnings, || clew_analysis::critical::to_markdown(&reports), || clew_analysis::critical::to_table(&reports)))
+}
+
+/// `GET /api/v1/critical-operations/{name}`: one critical operation, with every service its
+/// requests reach.
+pub(crate) async fn critical_operation(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["start", "end", "lookback", "step", "format"])?;
+    let format = format_param(&pairs)?;
+    let (catalog, warnings) = read_catalog(&state);
+    let Some(definition) = catalog.critical_operation(&name) else {
+        let known: Vec<&str> = catalog.critical_operations.iter().map(|o| o.name.as_str()).collect();
+        return Err(ApiError(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no critical operation is named {name:?}; the catalog defines: {}",
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            ),
+        ));
+    };
+    let report = critical_report(&state, definition, &catalog, &pairs).await?;
+    Ok(respond(&report, format, &warnings, || report.to_markdown(), || report.to_table()))
+}

@@ -211,6 +211,14 @@ pub enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
+    /// Critical user operations (defined in the service catalog): rate, errors, latency against
+    /// the window before, and how much of each one's call tree is traced, with the gaps' teams.
+    Operations {
+        /// Only this operation, with every service its requests reach.
+        name: Option<String>,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
     /// Check a service catalog file: every error with its line and field.
     Catalog { file: PathBuf },
     /// Run read-only SQL over the `spans` table.
@@ -370,10 +378,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = format!("/api/v1/directory/{}", crate::client::path_segment(&key));
             crate::client::print_text(&report.server, &path, &pairs).await
         }
+        Command::Operations { name, report } => {
+            let pairs = [("lookback", report.lookback), ("format", report.output.name())];
+            let path = match name {
+                Some(name) => format!("/api/v1/critical-operations/{}", crate::client::path_segment(&name)),
+                None => "/api/v1/critical-operations".into(),
+            };
+            crate::client::print_text(&report.server, &path, &pairs).await
+        }
         Command::Catalog { file } => match clew_analysis::Catalog::load(&file) {
             Ok(catalog) => {
                 let teams: std::collections::BTreeSet<&str> = catalog.services.iter().map(|s| s.team.as_str()).collect();
-                println!("{}: {} services, {} teams", file.display(), catalog.services.len(), teams.len());
+                println!(
+                    "{}: {} services, {} teams, {} critical operations",
+                    file.display(),
+                    catalog.services.len(),
+                    teams.len(),
+                    catalog.critical_operations.len()
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(error) => {

@@ -1,6 +1,6 @@
 import { useEffect, useRef, useState } from "react";
 import * as echarts from "echarts/core";
-import { CustomChart, LineChart, ScatterChart } from "echarts/charts";
+import { BarChart, CustomChart, LineChart, ScatterChart } from "echarts/charts";
 import {
   DataZoomComponent,
   GridComponent,
@@ -12,6 +12,7 @@ import { CanvasRenderer } from "echarts/renderers";
 
 // Only the parts of ECharts the pages draw with, so the bundle stays small.
 echarts.use([
+  BarChart,
   CustomChart,
   LineChart,
   ScatterChart,
