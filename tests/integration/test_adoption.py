@@ -210,6 +210,56 @@ def test_critical_operations_of_the_whole_shop(full_shop):
     assert missing.status_code == 404 and "Checkout" in missing.json()["error"]["message"]
 
 
+def test_flows_recover_the_fan_out_of_each_entry_operation(full_shop):
+    base, truth = full_shop
+    entries = requests.get(base + "/api/v1/flows", params={"lookback": "1h"}, timeout=60).json()["entries"]
+    seen = {f"{e['service']} {e['operation']}": e["requests"] for e in entries}
+    for entry in truth["entry_operations"]:
+        assert seen.get(entry, 0) > 0, (entry, seen)
+        service, operation = entry.split(" ", 1)
+        response = requests.get(base + "/api/v1/flow", params={"lookback": "1h", "service": service, "operation": operation},
+                                timeout=60)
+        assert response.status_code == 200, response.text
+        flow = response.json()
+        requests_seen = flow["stats"]["requests"]
+        # Operations run per request, over services' SERVER/CONSUMER spans, against the shop's own numbers.
+        per_request = {}
+        for node in flow["nodes"]:
+            if node["kind"] in ("server", "consumer"):
+                key = f"{node['service']} {node['operation']}"
+                per_request[key] = per_request.get(key, 0) + node["calls_per_request"]
+        expected = truth["fan_out"][entry]
+        assert set(per_request) <= set(expected), (entry, set(per_request) - set(expected))
+        for key, mean in expected.items():
+            if mean >= 0.3:
+                assert key in per_request, (entry, key)
+            if requests_seen >= 30 and key in per_request:
+                assert abs(per_request[key] - mean) <= 0.25 * mean + 0.2, (entry, key, per_request[key], mean)
+        root = flow["nodes"][0]
+        assert (root["service"], root["operation"], root["calls_per_request"]) == (service, operation, 1.0)
+    # The same flow as a Mermaid diagram and as Markdown.
+    mermaid = requests.get(base + "/api/v1/flow", params={"lookback": "1h", "service": "web-gateway",
+                                                          "operation": "POST /checkout", "format": "mermaid"}, timeout=60)
+    assert mermaid.text.startswith("flowchart LR") and "checkout-service" in mermaid.text
+    bad = requests.get(base + "/api/v1/flow", params={"service": "web-gateway"}, timeout=60)
+    assert bad.status_code == 400 and "operation" in bad.json()["error"]["message"]
+
+
+def test_clew_docs_writes_the_system_down(full_shop, tmp_path):
+    base, truth = full_shop
+    out = subprocess.run([CLEW_BIN, "docs", "--server", base, "--lookback", "1h", "--out", str(tmp_path / "docs")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    index = (tmp_path / "docs" / "index.md").read_text()
+    for service, fact in truth["services"].items():
+        assert f"| {service} | {fact['team']} | instrumented |" in index, service
+    assert "```mermaid" in index and "## Critical user operations" in index
+    for entry in truth["entry_operations"]:
+        assert f"| {entry} |" in index, entry
+    checkout = (tmp_path / "docs" / "flows" / "web-gateway-post-checkout.md").read_text()
+    assert "checkout-service: POST /checkout" in checkout and "```mermaid" in checkout
+
+
 def test_a_shop_part_way_through_adoption(edge_only_shop):
     base, truth = edge_only_shop
     report = coverage(base)

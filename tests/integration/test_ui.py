@@ -372,3 +372,19 @@ def test_critical_operations_page_shows_behaviour_and_gaps(demo, page):
     assert "shipping-service" in gaps
     assert "context lost" in checkout.locator("[data-testid=operation-gaps]").inner_text()
     shot(page, "critical-operations")
+
+
+def test_flows_page_draws_an_entry_operations_call_tree(demo, page):
+    base, _ = demo
+    flow = requests.get(base + "/api/v1/flow", params={"lookback": "1h", "service": "web-gateway",
+                                                       "operation": "POST /checkout"}, timeout=60).json()
+    page.goto(base + "/flows?entry=" + requests.utils.quote("web-gateway\u0000POST /checkout"))
+    page.wait_for_selector("[data-testid=flow-node]")
+    page.wait_for_selector("[data-testid=flow-graph] canvas")
+    rows = page.locator("[data-testid=flow-node]")
+    # The shop keeps sending; the shape of the call tree stays.
+    shown = {(r.get_attribute("data-service"), r.get_attribute("data-operation")) for r in rows.all()}
+    assert {(n["service"], n["operation"]) for n in flow["nodes"] if n["reach"] > 0.5} <= shown
+    assert rows.first.get_attribute("data-operation") == "POST /checkout"
+    assert rows.first.locator("[data-testid=per-request]").inner_text() == "1.00"
+    shot(page, "flows")

@@ -302,6 +302,37 @@ export interface CriticalOperationReport {
   gaps: OperationNode[];
 }
 
+export interface FlowNode {
+  id: string;
+  service: string;
+  operation: string;
+  kind: string;
+  peer: string | null;
+  calls_per_request: number;
+  p95_per_request: number;
+  reach: number;
+  error_share: number;
+  p50_nanos: number;
+  p95_nanos: number;
+  critical_path_per_request_nanos: number;
+}
+export interface Flow {
+  service: string;
+  operation: string;
+  start_unix_nano: number;
+  end_unix_nano: number;
+  stats: { requests: number; errors: number; p50_nanos: number; p95_nanos: number; p99_nanos: number };
+  nodes: FlowNode[];
+  edges: { from: string; to: string; calls_per_request: number; p95_per_request: number; reach: number }[];
+}
+export interface EntryOperation {
+  service: string;
+  operation: string;
+  kind: string;
+  requests: number;
+  errors: number;
+}
+
 export const api = {
   services: () => get<{ services: Service[] }>("/api/v1/services").then((r) => r.services),
   operations: (service: string) =>
@@ -325,6 +356,9 @@ export const api = {
   rolloutPlan: (params: URLSearchParams) => get<RolloutPlan>("/api/v1/rollout-plan", params),
   directory: (key: string, params: URLSearchParams) =>
     get<AttributeDirectory>(`/api/v1/directory/${encodeURIComponent(key)}`, params),
+  entryOperations: (params: URLSearchParams) =>
+    get<{ entries: EntryOperation[] }>("/api/v1/flows", params).then((r) => r.entries),
+  flow: (params: URLSearchParams) => get<Flow>("/api/v1/flow", params),
   criticalOperations: (params: URLSearchParams) =>
     get<{ operations: CriticalOperationReport[]; warnings: string[] }>("/api/v1/critical-operations", params),
   serviceRed: (service: string, params: URLSearchParams) =>

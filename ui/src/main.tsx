@@ -15,6 +15,7 @@ const CoveragePage = lazy(() => import("./pages/Adoption").then((m) => ({ defaul
 const PlanPage = lazy(() => import("./pages/Adoption").then((m) => ({ default: m.PlanPage })));
 const DirectoryPage = lazy(() => import("./pages/Adoption").then((m) => ({ default: m.DirectoryPage })));
 const OperationsPage = lazy(() => import("./pages/Adoption").then((m) => ({ default: m.OperationsPage })));
+const FlowsPage = lazy(() => import("./pages/Flows").then((m) => ({ default: m.FlowsPage })));
 const ComparePage = lazy(() => import("./pages/Compare").then((m) => ({ default: m.ComparePage })));
 
 // The navigation. Analyses that later work adds (coverage, rollout plan, critical user
@@ -23,6 +24,7 @@ const NAVIGATION: { to: string; label: string }[] = [
   { to: "/search", label: "Search" },
   { to: "/map", label: "Service map" },
   { to: "/services", label: "Services" },
+  { to: "/flows", label: "Flows" },
   { to: "/compare", label: "Compare" },
   { to: "/coverage", label: "Coverage" },
   { to: "/operations", label: "Critical operations" },
@@ -72,6 +74,7 @@ function App() {
           <Route path="/services" element={<ServicesPage />} />
           <Route path="/services/:service" element={<ServicePage />} />
           <Route path="/compare" element={<ComparePage />} />
+          <Route path="/flows" element={<FlowsPage />} />
           <Route path="/coverage" element={<CoveragePage />} />
           <Route path="/plan" element={<PlanPage />} />
           <Route path="/operations" element={<OperationsPage />} />

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod coverage;
 pub mod critical;
 pub mod directory;
+pub mod flows;
 pub mod plan;
 pub mod render;
 

@@ -299,7 +299,7 @@ pub struct EntryPredicate {
 }
 
 impl EntryPredicate {
-    fn sql(&self) -> String {
+    pub(crate) fn sql(&self) -> String {
         let mut out = format!("parent_span_id IS NULL AND service_name = {}", quote(&self.service));
         if let Some(operation) = &self.operation {
             out.push_str(&format!(" AND name = {}", quote(operation)));

@@ -3,6 +3,7 @@
 //! answers the same wherever it lives (pending, freshly assembled, or in a block).
 
 mod adoption;
+mod flows;
 mod graph;
 mod metrics;
 mod search;
@@ -20,6 +21,7 @@ pub use adoption::{
     AdoptionFacts, DEPRECATED_ATTRIBUTES, DeprecatedUse, DirectoryEntry, EntryPredicate, OperationFacts, OperationGap, ReachedService,
     RequestPoint, RequestStats, RootOperation, ServiceCall, ServiceFacts, UnansweredCalls,
 };
+pub use flows::{EntryOperation, FlowCount, FlowFacts, FlowSpans};
 pub use graph::Dependency;
 pub use metrics::{CallStats, EntryFilter, GraphEdge, GraphNode, NodeKind, OperationStats, RedPoint, ServiceGraph, ServiceRed};
 pub use search::{AttributeFilter, AttributeScope, CompareOp, SearchRequest, SortOrder, TraceSummary};

@@ -187,3 +187,35 @@ pub(crate) async fn critical_operation(
     let report = critical_report(&state, definition, &catalog, &pairs).await?;
     Ok(respond(&report, format, &warnings, || report.to_markdown(), || report.to_table()))
 }
+
+/// `GET /api/v1/flows`: the entry operations (root service and operation) of the window, busiest first.
+pub(crate) async fn entry_operations(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["start", "end", "lookback"])?;
+    let (start, end) = window(&pairs)?;
+    let entries = state.query.entry_operations(start, end).await?;
+    Ok(axum::Json(json!({ "start_unix_nano": start, "end_unix_nano": end, "entries": entries })))
+}
+
+/// `GET /api/v1/flow?service=&operation=`: the aggregated call tree of an entry operation.
+/// `start`/`end`/`lookback`, `format=json|markdown|table|mermaid|dot`.
+pub(crate) async fn flow(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["start", "end", "lookback", "service", "operation", "format"])?;
+    let format = param(&pairs, "format").unwrap_or("json");
+    if !matches!(format, "json" | "markdown" | "table" | "mermaid" | "dot") {
+        return Err(ApiError::bad_request(format!("format is json, markdown, table, mermaid or dot, not {format:?}")));
+    }
+    let (Some(service), Some(operation)) = (param(&pairs, "service"), param(&pairs, "operation")) else {
+        return Err(ApiError::bad_request("service and operation name the entry operation (see /api/v1/flows)"));
+    };
+    let (start, end) = window(&pairs)?;
+    let predicate = clew_query::EntryPredicate { service: service.into(), operation: Some(operation.into()), route: None };
+    let facts = state.query.flow_facts(&predicate, start, end).await?;
+    let flow = clew_analysis::flows::flow(service, operation, &facts);
+    Ok(match format {
+        "mermaid" => text("text/plain; charset=utf-8", flow.to_mermaid()),
+        "dot" => text("text/vnd.graphviz; charset=utf-8", flow.to_dot()),
+        _ => respond(&flow, format, &[], || flow.to_markdown(), || flow.to_table()),
+    })
+}

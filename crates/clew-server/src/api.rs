@@ -41,6 +41,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/catalog", get(crate::adoption::catalog))
         .route("/api/v1/directory/{key}", get(crate::adoption::directory))
         .route("/api/v1/critical-operations", get(crate::adoption::critical_operations))
+        .route("/api/v1/flows", get(crate::adoption::entry_operations))
+        .route("/api/v1/flow", get(crate::adoption::flow))
         .route("/api/v1/critical-operations/{name}", get(crate::adoption::critical_operation))
         .route("/api/v1/openapi.yaml", get(openapi))
         .merge(crate::jaeger::routes())

@@ -188,6 +188,32 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         output: GraphOutput,
     },
+    /// What an entry operation does: its aggregated call tree of (service, operation), with
+    /// calls per request (mean and p95), the share of requests reaching each, errors and
+    /// latency. Without arguments, lists the entry operations.
+    Flow {
+        /// The service the requests enter.
+        service: Option<String>,
+        /// The entry operation (the root span's name), e.g. "POST /checkout".
+        operation: Option<String>,
+        #[arg(long, default_value = "1h")]
+        lookback: String,
+        #[arg(long, env = "CLEW_SERVER", default_value = "http://127.0.0.1:16686")]
+        server: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: GraphOutput,
+    },
+    /// Write living documentation of the system as seen in its traces: services and owners,
+    /// entry points and their flows, dependencies, versions; Markdown with Mermaid diagrams.
+    Docs {
+        /// The directory to write (created; files in it are replaced).
+        #[arg(long, default_value = "clew-docs")]
+        out: PathBuf,
+        #[arg(long, default_value = "24h")]
+        lookback: String,
+        #[arg(long, env = "CLEW_SERVER", default_value = "http://127.0.0.1:16686")]
+        server: String,
+    },
     /// Instrumentation coverage and propagation health per service and team: what sends spans,
     /// what is only seen from its callers, where trace context is lost, and what to fix.
     Coverage {
@@ -364,6 +390,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pairs.extend(entry_operation.map(|o| ("operation", o)));
             crate::client::print_text(&server, "/api/v1/service-graph", &pairs).await
         }
+        Command::Flow { service, operation, lookback, server, output } => match (service, operation) {
+            (Some(service), Some(operation)) => {
+                let format = output.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+                let pairs = [("lookback", lookback), ("format", format), ("service", service), ("operation", operation)];
+                crate::client::print_text(&server, "/api/v1/flow", &pairs).await
+            }
+            (None, None) => crate::docs::list_entries(&server, &lookback, output == GraphOutput::Json).await,
+            _ => {
+                eprintln!("error: give both the service and the operation, or neither to list the entry operations");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Docs { out, lookback, server } => crate::docs::write(&server, &lookback, &out).await,
         Command::Coverage { report } => {
             let pairs = [("lookback", report.lookback), ("format", report.output.name())];
             crate::client::print_text(&report.server, "/api/v1/coverage", &pairs).await

@@ -49,6 +49,15 @@ async fn get(client: &ClientArgs, path: &str, query: &[(&str, String)]) -> Resul
     Ok(response.json().await.unwrap_or(Value::Null))
 }
 
+/// The body of an API answer, or the exit code its failure means (reported on stderr).
+pub async fn get_text(server: &str, path: &str, query: &[(&str, String)]) -> Result<String, ExitCode> {
+    let response = request(server, path, query).await?;
+    response.text().await.map_err(|error| {
+        eprintln!("error: reading the answer of {path}: {error}");
+        ExitCode::FAILURE
+    })
+}
+
 /// Prints a text answer of the API as it comes (JSON pretty-printed).
 pub async fn print_text(server: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<ExitCode> {
     let response = match request(server, path, query).await {

@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod client;
 mod demo;
+mod docs;
 
 use std::process::ExitCode;
 

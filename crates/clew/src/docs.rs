@@ -1,0 +1,153 @@
+//! `clew docs` and `clew flow`: the system as its traces describe it, written as Markdown pages
+//! (with Mermaid diagrams) that a team can publish next to its code.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::client::get_text;
+
+async fn get_json(server: &str, path: &str, query: &[(&str, String)]) -> Result<Value, ExitCode> {
+    let text = get_text(server, path, query).await?;
+    serde_json::from_str(&text).map_err(|error| {
+        eprintln!("error: {path} did not answer JSON: {error}");
+        ExitCode::FAILURE
+    })
+}
+
+/// `clew flow` without arguments: the entry operations, busiest first.
+pub async fn list_entries(server: &str, lookback: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let entries = match get_json(server, "/api/v1/flows", &[("lookback", lookback.to_string())]).await {
+        Ok(value) => value,
+        Err(code) => return Ok(code),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:>9}  {:>7}  ENTRY OPERATION", "REQUESTS", "ERRORS");
+    for e in entries["entries"].as_array().into_iter().flatten() {
+        println!(
+            "{:>9}  {:>7}  {} {}",
+            e["requests"].as_i64().unwrap_or(0),
+            e["errors"].as_i64().unwrap_or(0),
+            e["service"].as_str().unwrap_or(""),
+            e["operation"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A file name for an entry operation: lower-case letters, digits and dashes.
+fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').chars().take(80).collect()
+}
+
+fn write_file(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// `clew docs`: index.md (services and owners, entry points, dependencies, critical operations,
+/// versions) and one page per entry operation under flows/.
+pub async fn write(server: &str, lookback: &str, out: &Path) -> anyhow::Result<ExitCode> {
+    let window = || ("lookback", lookback.to_string());
+    let markdown = || ("format", "markdown".to_string());
+    let coverage = match get_json(server, "/api/v1/coverage", &[window()]).await {
+        Ok(value) => value,
+        Err(code) => return Ok(code),
+    };
+    let entries = match get_json(server, "/api/v1/flows", &[window()]).await {
+        Ok(value) => value,
+        Err(code) => return Ok(code),
+    };
+    let entries: Vec<(String, String, i64)> = entries["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| matches!(e["kind"].as_str(), Some("server" | "consumer")))
+        .map(|e| {
+            (
+                e["service"].as_str().unwrap_or("").to_string(),
+                e["operation"].as_str().unwrap_or("").to_string(),
+                e["requests"].as_i64().unwrap_or(0),
+            )
+        })
+        .take(100)
+        .collect();
+    std::fs::create_dir_all(out.join("flows"))?;
+
+    let progress = indicatif::ProgressBar::new(entries.len() as u64 + 1);
+    progress.set_style(indicatif::ProgressStyle::with_template("{msg:32!} {bar:30} {pos}/{len}")?);
+    progress.set_message("index");
+    let mut index = String::from("# The system, as its traces describe it\n\n");
+    let _ = writeln!(
+        index,
+        "Written by `clew docs` from the traces of the last {lookback} ({} traces). Every number below comes from them.\n",
+        coverage["summary"]["traces"]
+    );
+    index.push_str("## Services and owners\n\n| Service | Team | Status | Spans | Quality |\n|---|---|---|---|---|\n");
+    for s in coverage["services"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            index,
+            "| {} | {} | {} | {} | {} |",
+            s["service"].as_str().unwrap_or(""),
+            s["team"].as_str().unwrap_or("unknown"),
+            s["status"].as_str().unwrap_or("").replace('_', " "),
+            s["spans"],
+            s["quality_score"].as_u64().map_or(String::new(), |q| q.to_string()),
+        );
+    }
+    index.push_str("\n## Entry points\n\n| Entry operation | Requests | Flow |\n|---|---|---|\n");
+    let mut pages = Vec::new();
+    for (service, operation, requests) in &entries {
+        let file = format!("{}.md", slug(&format!("{service} {operation}")));
+        let _ = writeln!(index, "| {service} {operation} | {requests} | [flow](flows/{file}) |");
+        pages.push((service, operation, file));
+    }
+    let graph = get_text(server, "/api/v1/service-graph", &[window(), ("format", "mermaid".into())]).await;
+    let graph_table = get_text(server, "/api/v1/service-graph", &[window(), markdown()]).await;
+    if let (Ok(graph), Ok(table)) = (graph, graph_table) {
+        let _ = write!(index, "\n## Dependencies\n\n```mermaid\n{}\n```\n\n{table}\n", graph.trim_end());
+    }
+    if let Ok(critical) = get_text(server, "/api/v1/critical-operations", &[window(), markdown()]).await {
+        let _ = write!(
+            index,
+            "\n{}\n",
+            critical.replacen("# Critical user operations", "## Critical user operations", 1).replace("\n## ", "\n### ")
+        );
+    }
+    for key in ["service.version", "telemetry.sdk.version"] {
+        if let Ok(directory) = get_text(server, &format!("/api/v1/directory/{key}"), &[window(), markdown()]).await {
+            let _ = write!(
+                index,
+                "\n## Versions: {key}\n\n{}\n",
+                directory.lines().skip_while(|l| l.starts_with('#')).collect::<Vec<_>>().join("\n").trim()
+            );
+        }
+    }
+    write_file(out, "index.md", &index)?;
+    progress.inc(1);
+    for (service, operation, file) in pages {
+        progress.set_message(format!("{service} {operation}"));
+        let query = [window(), markdown(), ("service", service.clone()), ("operation", operation.clone())];
+        match get_text(server, "/api/v1/flow", &query).await {
+            Ok(page) => write_file(&out.join("flows"), &file, &format!("{page}\n[All entry points](../index.md)\n"))?,
+            Err(code) => return Ok(code),
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    println!("wrote {} ({} entry operations) to {}", "index.md", entries.len(), out.display());
+    Ok(ExitCode::SUCCESS)
+}
