@@ -1,4 +1,5 @@
 """Starts the real `clew` binary for end-to-end tests."""
+import contextlib
 import os
 import signal
 import socket
@@ -148,3 +149,37 @@ def wait_for_trace(server, trace_id, spans, timeout=20):
                 return last
         time.sleep(0.1)
     raise AssertionError(f"trace {trace_id} did not reach {spans} spans: {last}")
+
+
+@contextlib.contextmanager
+def running_demo(*extra, ready, timeout=120):
+    """`clew demo` on free ports with its own data directory, until `ready(base)` holds (it
+    may raise requests errors while the server starts); stopped afterwards."""
+    with tempfile.TemporaryDirectory(prefix="clew-demo-") as directory:
+        grpc, http, query, zipkin, tempo, thrift, jaeger_grpc, compact, binary = free_ports(7, 2)
+        env = dict(os.environ, CLEW_SERVER__TEMPO_ADDRESS=f"127.0.0.1:{tempo}",
+                   CLEW_SERVER__JAEGER_THRIFT_HTTP_ADDRESS=f"127.0.0.1:{thrift}",
+                   CLEW_SERVER__JAEGER_GRPC_ADDRESS=f"127.0.0.1:{jaeger_grpc}",
+                   CLEW_SERVER__JAEGER_AGENT_COMPACT_ADDRESS=f"127.0.0.1:{compact}",
+                   CLEW_SERVER__JAEGER_AGENT_BINARY_ADDRESS=f"127.0.0.1:{binary}")
+        log_path = os.path.join(directory, "demo.log")
+        process = subprocess.Popen(
+            [CLEW_BIN, "demo", "--data-dir", os.path.join(directory, "data"), "--otlp-grpc", f"127.0.0.1:{grpc}",
+             "--otlp-http", f"127.0.0.1:{http}", "--query", f"127.0.0.1:{query}", "--zipkin", f"127.0.0.1:{zipkin}",
+             "--trace-idle-seconds", "1", *extra],
+            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
+        base = f"http://127.0.0.1:{query}"
+        try:
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                assert process.poll() is None, open(log_path).read()[-3000:]
+                try:
+                    if ready(base):
+                        break
+                except requests.RequestException:
+                    pass
+                time.sleep(0.5)
+            yield base
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

@@ -1,19 +1,17 @@
 """Adoption intelligence against the demo shop's own ground truth: coverage, propagation breaks,
 instrumentation quality, the rollout plan and the client directory, read from the traces alone.
 
-Two shops run: one where every team traces, and one part way through adoption where only the
-edge team's gateway sends spans."""
+Three shops run: one where every team traces, one where only the edge team's gateway sends
+spans, and one where six of the eleven teams do."""
 import contextlib
 import json
-import os
 import subprocess
-import tempfile
 import time
 
 import pytest
 import requests
 
-from conftest import CLEW_BIN, free_ports
+from conftest import CLEW_BIN, running_demo
 
 
 @contextlib.contextmanager
@@ -21,40 +19,19 @@ def run_demo(traced_teams=None):
     extra = ["--traced-teams", ",".join(traced_teams)] if traced_teams else []
     truth = json.loads(subprocess.run([CLEW_BIN, "demo", "--print-truth", *extra], capture_output=True,
                                       check=True).stdout)
-    with tempfile.TemporaryDirectory(prefix="clew-adoption-") as directory:
-        grpc, http, query, zipkin, tempo, thrift, jaeger_grpc, compact, binary = free_ports(7, 2)
-        env = dict(os.environ, CLEW_SERVER__TEMPO_ADDRESS=f"127.0.0.1:{tempo}",
-                   CLEW_SERVER__JAEGER_THRIFT_HTTP_ADDRESS=f"127.0.0.1:{thrift}",
-                   CLEW_SERVER__JAEGER_GRPC_ADDRESS=f"127.0.0.1:{jaeger_grpc}",
-                   CLEW_SERVER__JAEGER_AGENT_COMPACT_ADDRESS=f"127.0.0.1:{compact}",
-                   CLEW_SERVER__JAEGER_AGENT_BINARY_ADDRESS=f"127.0.0.1:{binary}")
-        log_path = os.path.join(directory, "demo.log")
-        process = subprocess.Popen(
-            [CLEW_BIN, "demo", "--data-dir", os.path.join(directory, "data"), "--otlp-grpc", f"127.0.0.1:{grpc}",
-             "--otlp-http", f"127.0.0.1:{http}", "--query", f"127.0.0.1:{query}", "--zipkin", f"127.0.0.1:{zipkin}",
-             "--trace-idle-seconds", "1", "--rate", "60", *extra],
-            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
-        base = f"http://127.0.0.1:{query}"
-        try:
-            # Until every service that should be seen (sending spans or called by one that does) is seen.
-            expected = set(truth["traced"]) | set(truth["untraced_called"])
-            deadline = time.time() + 120
-            seen = set()
-            while time.time() < deadline:
-                assert process.poll() is None, open(log_path).read()[-3000:]
-                try:
-                    graph = requests.get(base + "/api/v1/service-graph", params={"lookback": "1h"}, timeout=5).json()
-                    seen = {n["name"] for n in graph["nodes"]}
-                    if expected <= seen:
-                        break
-                except requests.RequestException:
-                    pass
-                time.sleep(0.5)
-            assert expected <= seen, sorted(expected - seen)
-            yield base, truth
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    # Ready when every service that should be seen (sending spans or called by one that does) is.
+    expected = set(truth["traced"]) | set(truth["untraced_called"])
+    seen = set()
+
+    def ready(base):
+        graph = requests.get(base + "/api/v1/service-graph", params={"lookback": "1h"}, timeout=5).json()
+        seen.clear()
+        seen.update(n["name"] for n in graph["nodes"])
+        return expected <= seen
+
+    with running_demo("--rate", "60", *extra, ready=ready) as base:
+        assert expected <= seen, sorted(expected - seen)
+        yield base, truth
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from conftest import CLEW_BIN, free_ports
+from conftest import CLEW_BIN, running_demo
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -23,39 +23,17 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture(scope="module")
 def demo():
-    """`clew demo` on free ports, left running until the module's tests are done."""
-    with tempfile.TemporaryDirectory(prefix="clew-ui-") as directory:
-        grpc, http, query, zipkin, tempo, thrift, jaeger_grpc, compact, binary = free_ports(7, 2)
-        env = dict(os.environ, CLEW_SERVER__TEMPO_ADDRESS=f"127.0.0.1:{tempo}",
-                   CLEW_SERVER__JAEGER_THRIFT_HTTP_ADDRESS=f"127.0.0.1:{thrift}",
-                   CLEW_SERVER__JAEGER_GRPC_ADDRESS=f"127.0.0.1:{jaeger_grpc}",
-                   CLEW_SERVER__JAEGER_AGENT_COMPACT_ADDRESS=f"127.0.0.1:{compact}",
-                   CLEW_SERVER__JAEGER_AGENT_BINARY_ADDRESS=f"127.0.0.1:{binary}")
-        log = open(os.path.join(directory, "demo.log"), "wb")
-        process = subprocess.Popen(
-            [CLEW_BIN, "demo", "--data-dir", os.path.join(directory, "data"), "--otlp-grpc", f"127.0.0.1:{grpc}",
-             "--otlp-http", f"127.0.0.1:{http}", "--query", f"127.0.0.1:{query}", "--zipkin", f"127.0.0.1:{zipkin}",
-             "--trace-idle-seconds", "1", "--rate", "40"],
-            stdout=log, stderr=subprocess.STDOUT, env=env)
-        base = f"http://127.0.0.1:{query}"
-        truth = json.loads(subprocess.run([CLEW_BIN, "demo", "--print-truth"], capture_output=True, check=True).stdout)
-        try:
-            # Wait until every uninstrumented peer has been called in an assembled trace.
-            deadline = time.time() + 90
-            while time.time() < deadline:
-                assert process.poll() is None, open(os.path.join(directory, "demo.log")).read()[-3000:]
-                try:
-                    graph = requests.get(base + "/api/v1/service-graph", params={"lookback": "1h"}, timeout=5).json()
-                    virtual = {n["name"] for n in graph["nodes"] if n["kind"] == "virtual"}
-                    if set(truth["uninstrumented"]) <= virtual:
-                        break
-                except requests.RequestException:
-                    pass
-                time.sleep(0.5)
-            yield base, truth
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    """`clew demo` on free ports, left running until the module's tests are done: ready once
+    every uninstrumented peer has been called in an assembled trace."""
+    truth = json.loads(subprocess.run([CLEW_BIN, "demo", "--print-truth"], capture_output=True, check=True).stdout)
+
+    def ready(base):
+        graph = requests.get(base + "/api/v1/service-graph", params={"lookback": "1h"}, timeout=5).json()
+        virtual = {n["name"] for n in graph["nodes"] if n["kind"] == "virtual"}
+        return set(truth["uninstrumented"]) <= virtual
+
+    with running_demo("--rate", "40", ready=ready, timeout=90) as base:
+        yield base, truth
 
 
 @pytest.fixture(scope="module")

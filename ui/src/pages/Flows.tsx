@@ -5,6 +5,7 @@ import dagre from "cytoscape-dagre";
 
 import { api, type Flow } from "../api";
 import { Empty, Picker, Show, currentTheme, useApi } from "../components/common";
+import { arrowEdge, labelledNode } from "../components/graphStyle";
 import { LOOKBACKS, duration, percent, serviceColour } from "../format";
 
 cytoscape.use(dagre);
@@ -162,14 +163,7 @@ function FlowGraph({ flow }: { flow: Flow }) {
         {
           selector: "node",
           style: {
-            label: "data(label)",
-            "text-wrap": "wrap",
-            "text-valign": "bottom",
-            "text-margin-y": 4,
-            "font-size": 11,
-            "min-zoomed-font-size": 6,
-            color: dark ? "#e3e7ee" : "#1d2430",
-            "background-color": "data(colour)",
+            ...labelledNode(dark, 11),
             shape: "round-rectangle",
             width: 28,
             height: 20,
@@ -178,13 +172,7 @@ function FlowGraph({ flow }: { flow: Flow }) {
         { selector: 'node[kind = "client"], node[kind = "producer"]', style: { shape: "ellipse", width: 14, height: 14 } },
         {
           selector: "edge",
-          style: {
-            width: 1.5,
-            "curve-style": "bezier",
-            "target-arrow-shape": "triangle",
-            "line-color": dark ? "#4c566a" : "#adb5bd",
-            "target-arrow-color": dark ? "#4c566a" : "#adb5bd",
-          },
+          style: arrowEdge(dark, 1.5),
         },
       ],
       layout: { name: "dagre", rankDir: "LR", nodeSep: 34, rankSep: 60 } as cytoscape.LayoutOptions,

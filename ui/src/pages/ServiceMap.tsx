@@ -5,6 +5,7 @@ import dagre from "cytoscape-dagre";
 
 import { api, type ServiceGraph } from "../api";
 import { Empty, Picker, Show, currentTheme, useApi } from "../components/common";
+import { arrowEdge, labelledNode } from "../components/graphStyle";
 import { LOOKBACKS, duration, percent, rate, serviceColour } from "../format";
 
 cytoscape.use(dagre);
@@ -124,7 +125,6 @@ function GraphView({ graph }: { graph: ServiceGraph }) {
     if (!element.current) return;
     const windowNanos = graph.end_unix_nano - graph.start_unix_nano;
     const dark = currentTheme() === "dark";
-    const text = dark ? "#e3e7ee" : "#1d2430";
     const instance = cytoscape({
       container: element.current,
       wheelSensitivity: 0.3,
@@ -159,14 +159,7 @@ function GraphView({ graph }: { graph: ServiceGraph }) {
         {
           selector: "node",
           style: {
-            label: "data(label)",
-            "text-wrap": "wrap",
-            "text-valign": "bottom",
-            "text-margin-y": 4,
-            "font-size": 13,
-            "min-zoomed-font-size": 6,
-            color: text,
-            "background-color": "data(colour)",
+            ...labelledNode(dark, 13),
             width: 34,
             height: 34,
             "border-width": 2,
@@ -182,11 +175,7 @@ function GraphView({ graph }: { graph: ServiceGraph }) {
         {
           selector: "edge",
           style: {
-            width: "data(width)",
-            "curve-style": "bezier",
-            "target-arrow-shape": "triangle",
-            "line-color": dark ? "#4c566a" : "#adb5bd",
-            "target-arrow-color": dark ? "#4c566a" : "#adb5bd",
+            ...arrowEdge(dark, "data(width)"),
             label: "",
             "font-size": 11,
             color: dark ? "#98a2b3" : "#5f6b7a",
