@@ -218,6 +218,15 @@ def test_flows_recover_the_fan_out_of_each_entry_operation(full_shop):
     mermaid = requests.get(base + "/api/v1/flow", params={"lookback": "1h", "service": "web-gateway",
                                                           "operation": "POST /checkout", "format": "mermaid"}, timeout=60)
     assert mermaid.text.startswith("flowchart LR") and "checkout-service" in mermaid.text
+    # And as pictures: every service of the map, every operation of the flow, drawn in SVG.
+    picture = requests.get(base + "/api/v1/service-graph", params={"lookback": "1h", "format": "svg"}, timeout=60)
+    assert picture.status_code == 200, picture.text
+    assert picture.headers["content-type"] == "image/svg+xml" and "<svg" in picture.text
+    for service in truth["services"]:
+        assert service in picture.text, service
+    picture = requests.get(base + "/api/v1/flow", params={"lookback": "1h", "service": "web-gateway",
+                                                          "operation": "POST /checkout", "format": "svg"}, timeout=60)
+    assert picture.status_code == 200 and "<svg" in picture.text and "POST /checkout" in picture.text
     bad = requests.get(base + "/api/v1/flow", params={"service": "web-gateway"}, timeout=60)
     assert bad.status_code == 400 and "operation" in bad.json()["error"]["message"]
 

@@ -203,8 +203,8 @@ pub(crate) async fn flow(State(state): State<ApiState>, RawQuery(raw): RawQuery)
     let pairs = pairs(raw)?;
     only_params(&pairs, &["start", "end", "lookback", "service", "operation", "format"])?;
     let format = param(&pairs, "format").unwrap_or("json");
-    if !matches!(format, "json" | "markdown" | "table" | "mermaid" | "dot") {
-        return Err(ApiError::bad_request(format!("format is json, markdown, table, mermaid or dot, not {format:?}")));
+    if !matches!(format, "json" | "markdown" | "table" | "mermaid" | "dot" | "svg") {
+        return Err(ApiError::bad_request(format!("format is json, markdown, table, mermaid, dot or svg, not {format:?}")));
     }
     let (Some(service), Some(operation)) = (param(&pairs, "service"), param(&pairs, "operation")) else {
         return Err(ApiError::bad_request("service and operation name the entry operation (see /api/v1/flows)"));
@@ -216,6 +216,7 @@ pub(crate) async fn flow(State(state): State<ApiState>, RawQuery(raw): RawQuery)
     Ok(match format {
         "mermaid" => text("text/plain; charset=utf-8", flow.to_mermaid()),
         "dot" => text("text/vnd.graphviz; charset=utf-8", flow.to_dot()),
+        "svg" => text("image/svg+xml", crate::svg::dot_to_svg(&flow.to_dot()).map_err(ApiError::drawing)?),
         _ => respond(&flow, format, &[], || flow.to_markdown(), || flow.to_table()),
     })
 }

@@ -59,6 +59,12 @@ impl ApiError {
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, "bad_request", message.into())
     }
+
+    /// A picture that could not be drawn: Clew's fault, said plainly.
+    pub(crate) fn drawing(message: String) -> Self {
+        tracing::error!(message = "drawing a graph failed", error = %message);
+        Self(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the graph could not be drawn as SVG: {message}"))
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -303,12 +309,13 @@ async fn service_graph(State(state): State<ApiState>, RawQuery(raw): RawQuery) -
         operation: param(&pairs, "operation").map(str::to_string),
     };
     let format = param(&pairs, "format").unwrap_or("json");
-    if !matches!(format, "json" | "dot" | "mermaid" | "markdown" | "table") {
-        return Err(ApiError::bad_request(format!("format is json, dot, mermaid, markdown or table, not {format:?}")));
+    if !matches!(format, "json" | "dot" | "svg" | "mermaid" | "markdown" | "table") {
+        return Err(ApiError::bad_request(format!("format is json, dot, svg, mermaid, markdown or table, not {format:?}")));
     }
     let graph = state.query.service_graph(start, end, &entry).await?;
     let (content_type, text) = match format {
         "dot" => ("text/vnd.graphviz; charset=utf-8", graph.to_dot()),
+        "svg" => ("image/svg+xml", crate::svg::dot_to_svg(&graph.to_dot()).map_err(ApiError::drawing)?),
         "mermaid" => ("text/plain; charset=utf-8", graph.to_mermaid()),
         "markdown" => ("text/markdown; charset=utf-8", graph.to_markdown()),
         "table" => ("text/plain; charset=utf-8", graph.to_table()),

@@ -57,6 +57,9 @@ export function FlowsPage() {
             <a href={`/api/v1/flow?${exportQuery}&format=dot`} download="flow.dot">
               Graphviz DOT
             </a>
+            <a href={`/api/v1/flow?${exportQuery}&format=svg`} download="flow.svg">
+              SVG picture
+            </a>
           </span>
         )}
       </div>

@@ -79,9 +79,9 @@ export function ServiceMapPage() {
       </div>
       <div className="form-row" style={{ marginBottom: 8, fontSize: 12 }} data-testid="map-exports">
         <span className="muted">Export:</span>
-        {(["dot", "mermaid", "markdown", "json"] as const).map((format) => (
+        {(["svg", "dot", "mermaid", "markdown", "json"] as const).map((format) => (
           <a key={format} href={`/api/v1/service-graph?${query}&format=${format}`} download={`services.${format === "markdown" ? "md" : format}`}>
-            {{ dot: "Graphviz DOT", mermaid: "Mermaid", markdown: "Markdown table", json: "JSON" }[format]}
+            {{ svg: "SVG picture", dot: "Graphviz DOT", mermaid: "Mermaid", markdown: "Markdown table", json: "JSON" }[format]}
           </a>
         ))}
         <a
