@@ -115,6 +115,10 @@ def test_topology_exports_and_cli(clew):
     as_json = json.loads(cli("--output", "json").stdout)
     assert {e["child"] for e in as_json["edges"]} == {"gateway", "api", "legacy", "postgresql"}
 
+    svg = cli("--output", "svg")
+    assert svg.returncode == 0, svg.stderr
+    assert "<svg" in svg.stdout and all(name in svg.stdout for name in ("gateway", "api", "legacy", "postgresql"))
+
     bad = clew.get("/api/v1/service-graph", format="svgz")
     assert bad.status_code == 400 and "format" in bad.json()["error"]["message"]
 

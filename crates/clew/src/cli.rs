@@ -27,6 +27,8 @@ pub enum GraphOutput {
     Markdown,
     Dot,
     Mermaid,
+    /// A picture: `clew topology --output svg > services.svg`.
+    Svg,
 }
 
 /// How a report is printed.
