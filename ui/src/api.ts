@@ -308,6 +308,7 @@ export interface FlowNode {
   operation: string;
   kind: string;
   peer: string | null;
+  depth: number;
   calls_per_request: number;
   p95_per_request: number;
   reach: number;

@@ -150,7 +150,8 @@ pub fn owner_of(catalog: &Catalog, service: &str, attribute: Option<&str>) -> (O
     }
 }
 
-fn share(part: i64, whole: i64) -> f64 {
+/// `part` over `whole`, 0 for an empty whole.
+pub(crate) fn share(part: i64, whole: i64) -> f64 {
     if whole <= 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 

@@ -9,8 +9,8 @@ use clew_query::{OperationFacts, RequestPoint};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, CriticalOperation};
-use crate::coverage::{OwnerSource, owner_of};
-use crate::render::{cell, table};
+use crate::coverage::{OwnerSource, owner_of, share as ratio};
+use crate::render::{cell, millis as ms, table};
 
 /// How a service in the operation's call tree is seen.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -79,10 +79,6 @@ pub struct CriticalOperationReport {
     pub services: Vec<OperationNode>,
     /// The nodes to fix, in order of reach, with their teams.
     pub gaps: Vec<OperationNode>,
-}
-
-fn ratio(part: i64, whole: i64) -> f64 {
-    if whole <= 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
 fn change(now: f64, before: f64) -> Option<f64> {
@@ -206,10 +202,6 @@ pub fn critical_operation(definition: &CriticalOperation, facts: &OperationFacts
 
 fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
-}
-
-fn ms(nanos: f64) -> String {
-    format!("{:.1} ms", nanos / 1e6)
 }
 
 fn signed(x: Option<f64>) -> String {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use clew_query::{FlowFacts, RequestStats};
 use serde::Serialize;
 
-use crate::render::{cell, table};
+use crate::render::{cell, millis as ms, table};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FlowNode {
@@ -18,6 +18,8 @@ pub struct FlowNode {
     pub kind: String,
     /// For a CLIENT/PRODUCER span: what it calls.
     pub peer: Option<String>,
+    /// Steps from the entry along the shortest call path (0 for the entry).
+    pub depth: usize,
     /// Runs per request, over every request of the entry operation.
     pub calls_per_request: f64,
     /// 95% of requests run it at most this many times.
@@ -113,6 +115,7 @@ pub fn flow(service: &str, operation: &str, facts: &FlowFacts) -> Flow {
             operation: s.name.clone(),
             kind: s.kind.clone(),
             peer: s.peer.clone(),
+            depth: 0,
             calls_per_request: 0.0,
             p95_per_request: 0,
             reach: 0.0,
@@ -174,7 +177,13 @@ pub fn flow(service: &str, operation: &str, facts: &FlowFacts) -> Flow {
             order.push(id.clone());
         }
     }
-    let nodes = order.into_iter().filter_map(|id| nodes.remove(&id)).collect();
+    let mut nodes: Vec<FlowNode> = order.into_iter().filter_map(|id| nodes.remove(&id)).collect();
+    // In call order every caller comes first, so one pass finds each node's shortest depth.
+    let mut depth: BTreeMap<String, usize> = BTreeMap::new();
+    for n in &mut nodes {
+        n.depth = edges.iter().filter(|e| e.to == n.id).filter_map(|e| depth.get(&e.from)).min().map_or(0, |d| d + 1);
+        depth.insert(n.id.clone(), n.depth);
+    }
     Flow {
         service: service.into(),
         operation: operation.into(),
@@ -186,10 +195,6 @@ pub fn flow(service: &str, operation: &str, facts: &FlowFacts) -> Flow {
     }
 }
 
-fn ms(nanos: f64) -> String {
-    format!("{:.1} ms", nanos / 1e6)
-}
-
 fn label(n: &FlowNode) -> String {
     match &n.peer {
         Some(peer) if n.kind == "client" || n.kind == "producer" => format!("{} → {peer}: {}", n.service, n.operation),
@@ -198,16 +203,6 @@ fn label(n: &FlowNode) -> String {
 }
 
 impl Flow {
-    /// Depth of each node in the call tree (first path found).
-    fn depths(&self) -> BTreeMap<&str, usize> {
-        let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
-        for n in &self.nodes {
-            let d = self.edges.iter().filter(|e| e.to == n.id).filter_map(|e| depth.get(e.from.as_str())).min().map_or(0, |d| d + 1);
-            depth.insert(n.id.as_str(), d);
-        }
-        depth
-    }
-
     pub fn to_markdown(&self) -> String {
         let s = &self.stats;
         let mut out = format!(
@@ -223,11 +218,10 @@ impl Flow {
         );
         out.push_str(&format!("```mermaid\n{}```\n\n", self.to_mermaid()));
         out.push_str("| Operation | Kind | Per request (mean / p95) | Reached by | Errors | p95 |\n|---|---|---|---|---|---|\n");
-        let depth = self.depths();
         for n in &self.nodes {
             out.push_str(&format!(
                 "| {}{} | {} | {:.2} / {} | {:.0}% | {:.1}% | {} |\n",
-                "&nbsp;&nbsp;".repeat(depth.get(n.id.as_str()).copied().unwrap_or(0)),
+                "&nbsp;&nbsp;".repeat(n.depth),
                 cell(&label(n)),
                 n.kind,
                 n.calls_per_request,
@@ -241,7 +235,6 @@ impl Flow {
     }
 
     pub fn to_table(&self) -> String {
-        let depth = self.depths();
         let mut rows = vec![[
             "OPERATION".to_string(),
             "KIND".into(),
@@ -253,7 +246,7 @@ impl Flow {
         ]];
         for n in &self.nodes {
             rows.push([
-                format!("{}{}", "  ".repeat(depth.get(n.id.as_str()).copied().unwrap_or(0)), label(n)),
+                format!("{}{}", "  ".repeat(n.depth), label(n)),
                 n.kind.clone(),
                 format!("{:.2}", n.calls_per_request),
                 n.p95_per_request.to_string(),

@@ -17,6 +17,11 @@ pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
     out
 }
 
+/// A duration in milliseconds, one decimal.
+pub fn millis(nanos: f64) -> String {
+    format!("{:.1} ms", nanos / 1e6)
+}
+
 /// A Markdown table cell: pipes escaped, line breaks flattened.
 pub fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")

@@ -149,6 +149,17 @@ fn directory_value(key: &str) -> String {
     }
 }
 
+/// The SQL for a span's team: the first of `owner_attributes` its resource has, read from the
+/// table named by `prefix` (`""` or `"s."`).
+fn owner_column(owner_attributes: &[String], prefix: &str) -> String {
+    let keys: Vec<String> = owner_attributes.iter().map(|k| format!("{prefix}resource_attributes[{}]", quote(k))).collect();
+    match keys.len() {
+        0 => "CAST(NULL AS VARCHAR)".to_string(),
+        1 => keys[0].clone(),
+        _ => format!("coalesce({})", keys.join(", ")),
+    }
+}
+
 impl QueryEngine {
     /// The adoption facts of spans that started within [start, end]. `owner_attributes` are the
     /// resource attributes that name a service's team, in order of preference.
@@ -161,12 +172,7 @@ impl QueryEngine {
         let window = format!("start_time_unix_nano >= {start_unix_nano} AND start_time_unix_nano <= {end_unix_nano}");
         let unmatched = span_flags::UNMATCHED_CLIENT;
         let broken_shape = trace_flags::MULTIPLE_ROOTS | trace_flags::HAS_ORPHANS | trace_flags::NO_ROOT;
-        let owner = if owner_attributes.is_empty() {
-            "CAST(NULL AS VARCHAR)".to_string()
-        } else {
-            let keys: Vec<String> = owner_attributes.iter().map(|k| format!("resource_attributes[{}]", quote(k))).collect();
-            if keys.len() == 1 { keys[0].clone() } else { format!("coalesce({})", keys.join(", ")) }
-        };
+        let owner = owner_column(owner_attributes, "");
         let http_failed = "(http_status_code >= 500 OR (kind = 'client' AND http_status_code >= 400))";
         let services_sql = format!(
             "WITH instrumented AS (SELECT DISTINCT service_name AS name FROM spans WHERE {window}), \
@@ -398,12 +404,7 @@ impl QueryEngine {
                count(*) AS requests, sum({ERROR}) AS errors, coalesce(approx_percentile_cont(duration_nanos, 0.95), 0.0) AS p95_nanos \
              FROM spans WHERE {entry} AND {window} GROUP BY 1 ORDER BY 1"
         );
-        let owner = if owner_attributes.is_empty() {
-            "CAST(NULL AS VARCHAR)".to_string()
-        } else {
-            let keys: Vec<String> = owner_attributes.iter().map(|k| format!("s.resource_attributes[{}]", quote(k))).collect();
-            if keys.len() == 1 { keys[0].clone() } else { format!("coalesce({})", keys.join(", ")) }
-        };
+        let owner = owner_column(owner_attributes, "s.");
         // The requests' traces, whole: a span of a matched trace counts wherever its own start falls.
         let matched = format!("matched AS (SELECT DISTINCT trace_id FROM spans WHERE {entry} AND {window})");
         let services_sql = format!(

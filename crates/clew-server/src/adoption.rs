@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use clew_analysis::{Catalog, CoverageReport};
 use serde_json::{Value as Json, json};
 
-use crate::api::{ApiError, ApiState, only_params, pairs, param, window};
+use crate::api::{ApiError, ApiState, only_params, pairs, param, step_param, window};
 
 /// The configured catalog, read now. A broken file does not stop the reports: they are made
 /// without it and say why.
@@ -22,10 +22,14 @@ fn read_catalog(state: &ApiState) -> (Catalog, Vec<String>) {
     }
 }
 
-fn format_param(pairs: &[(String, String)]) -> Result<&str, ApiError> {
-    let format = param(pairs, "format").unwrap_or("json");
-    if !matches!(format, "json" | "markdown" | "table") {
-        return Err(ApiError::bad_request(format!("format is json, markdown or table, not {format:?}")));
+/// The reports' formats.
+const REPORT_FORMATS: &[&str] = &["json", "markdown", "table"];
+
+/// `format`, one of `allowed` (the first is the default).
+fn format_param<'a>(pairs: &'a [(String, String)], allowed: &[&'static str]) -> Result<&'a str, ApiError> {
+    let format = param(pairs, "format").unwrap_or(allowed[0]);
+    if !allowed.contains(&format) {
+        return Err(ApiError::bad_request(format!("format is one of {}, not {format:?}", allowed.join(", "))));
     }
     Ok(format)
 }
@@ -72,7 +76,7 @@ async fn coverage_of(
 pub(crate) async fn coverage(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let pairs = pairs(raw)?;
     only_params(&pairs, &["start", "end", "lookback", "format"])?;
-    let format = format_param(&pairs)?;
+    let format = format_param(&pairs, REPORT_FORMATS)?;
     let (report, _, _, warnings) = coverage_of(&state, &pairs).await?;
     Ok(respond(&report, format, &warnings, || report.to_markdown(), || report.to_table()))
 }
@@ -81,7 +85,7 @@ pub(crate) async fn coverage(State(state): State<ApiState>, RawQuery(raw): RawQu
 pub(crate) async fn rollout_plan(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let pairs = pairs(raw)?;
     only_params(&pairs, &["start", "end", "lookback", "format"])?;
-    let format = format_param(&pairs)?;
+    let format = format_param(&pairs, REPORT_FORMATS)?;
     let (report, facts, catalog, warnings) = coverage_of(&state, &pairs).await?;
     let plan = clew_analysis::rollout_plan(&report, &facts, &catalog);
     Ok(respond(&plan, format, &warnings, || plan.to_markdown(), || plan.to_table()))
@@ -116,7 +120,7 @@ pub(crate) async fn directory(
 ) -> Result<Response, ApiError> {
     let pairs = pairs(raw)?;
     only_params(&pairs, &["start", "end", "lookback", "value", "format"])?;
-    let format = format_param(&pairs)?;
+    let format = format_param(&pairs, REPORT_FORMATS)?;
     let (start, end) = window(&pairs)?;
     let mut entries = state.query.attribute_directory(&key, start, end).await?;
     if let Some(value) = param(&pairs, "value") {
@@ -133,10 +137,7 @@ async fn critical_report(
     pairs: &[(String, String)],
 ) -> Result<clew_analysis::CriticalOperationReport, ApiError> {
     let (start, end) = window(pairs)?;
-    let step = match param(pairs, "step") {
-        Some(step) => crate::api::parse_duration_nanos(step).map_err(ApiError::bad_request)?,
-        None => ((end - start) / 60).max(1_000_000_000),
-    };
+    let step = step_param(pairs, start, end)?;
     let predicate = clew_query::EntryPredicate {
         service: definition.service.clone(),
         operation: definition.operation.clone(),
@@ -152,7 +153,7 @@ async fn critical_report(
 pub(crate) async fn critical_operations(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let pairs = pairs(raw)?;
     only_params(&pairs, &["start", "end", "lookback", "step", "format"])?;
-    let format = format_param(&pairs)?;
+    let format = format_param(&pairs, REPORT_FORMATS)?;
     let (catalog, warnings) = read_catalog(&state);
     let mut reports = Vec::with_capacity(catalog.critical_operations.len());
     for definition in &catalog.critical_operations {
@@ -171,7 +172,7 @@ pub(crate) async fn critical_operation(
 ) -> Result<Response, ApiError> {
     let pairs = pairs(raw)?;
     only_params(&pairs, &["start", "end", "lookback", "step", "format"])?;
-    let format = format_param(&pairs)?;
+    let format = format_param(&pairs, REPORT_FORMATS)?;
     let (catalog, warnings) = read_catalog(&state);
     let Some(definition) = catalog.critical_operation(&name) else {
         let known: Vec<&str> = catalog.critical_operations.iter().map(|o| o.name.as_str()).collect();
@@ -202,10 +203,7 @@ pub(crate) async fn entry_operations(State(state): State<ApiState>, RawQuery(raw
 pub(crate) async fn flow(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let pairs = pairs(raw)?;
     only_params(&pairs, &["start", "end", "lookback", "service", "operation", "format"])?;
-    let format = param(&pairs, "format").unwrap_or("json");
-    if !matches!(format, "json" | "markdown" | "table" | "mermaid" | "dot" | "svg") {
-        return Err(ApiError::bad_request(format!("format is json, markdown, table, mermaid, dot or svg, not {format:?}")));
-    }
+    let format = format_param(&pairs, &["json", "markdown", "table", "mermaid", "dot", "svg"])?;
     let (Some(service), Some(operation)) = (param(&pairs, "service"), param(&pairs, "operation")) else {
         return Err(ApiError::bad_request("service and operation name the entry operation (see /api/v1/flows)"));
     };

@@ -276,6 +276,14 @@ fn time_bounds(pairs: &[(String, String)]) -> Result<(Option<u64>, Option<u64>),
 }
 
 /// `start`/`end` or `lookback`; the last hour by default.
+/// `step`, the width of a series' buckets: given, or the window in 60 steps of at least 1 s.
+pub(crate) fn step_param(pairs: &[(String, String)], start: u64, end: u64) -> Result<u64, ApiError> {
+    match param(pairs, "step") {
+        Some(step) => parse_duration_nanos(step).map_err(ApiError::bad_request),
+        None => Ok(((end - start) / 60).max(1_000_000_000)),
+    }
+}
+
 pub(crate) fn window(pairs: &[(String, String)]) -> Result<(u64, u64), ApiError> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let (start, end) = time_bounds(pairs)?;
@@ -334,10 +342,7 @@ async fn service_red(
     let pairs = pairs(raw)?;
     only_params(&pairs, &["start", "end", "lookback", "step", "operation"])?;
     let (start, end) = window(&pairs)?;
-    let step = match param(&pairs, "step") {
-        Some(step) => parse_duration_nanos(step).map_err(ApiError::bad_request)?,
-        None => ((end - start) / 60).max(1_000_000_000),
-    };
+    let step = step_param(&pairs, start, end)?;
     let red = state.query.service_red(&service, param(&pairs, "operation"), start, end, step).await?;
     Ok(axum::Json(red))
 }

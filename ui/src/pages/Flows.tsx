@@ -79,12 +79,6 @@ export function FlowsPage() {
 }
 
 function FlowView({ flow }: { flow: Flow }) {
-  const depth = new Map<string, number>();
-  for (const n of flow.nodes) {
-    const parents = flow.edges.filter((e) => e.to === n.id).map((e) => depth.get(e.from));
-    const known = parents.filter((d): d is number => d !== undefined);
-    depth.set(n.id, known.length ? Math.min(...known) + 1 : 0);
-  }
   return (
     <>
       <div className="panel" data-testid="flow-summary">
@@ -109,7 +103,7 @@ function FlowView({ flow }: { flow: Flow }) {
           <tbody>
             {flow.nodes.map((n) => (
               <tr key={n.id} data-testid="flow-node" data-service={n.service} data-operation={n.operation} data-kind={n.kind}>
-                <td style={{ paddingLeft: 8 + 16 * (depth.get(n.id) ?? 0) }}>
+                <td style={{ paddingLeft: 8 + 16 * n.depth }}>
                   <span className="service-dot" style={{ background: serviceColour(n.service) }} />
                   {n.service}: {n.operation}
                   {n.peer && (n.kind === "client" || n.kind === "producer") && <span className="muted"> → {n.peer}</span>}
