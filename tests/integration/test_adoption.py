@@ -19,14 +19,20 @@ def run_demo(traced_teams=None):
     extra = ["--traced-teams", ",".join(traced_teams)] if traced_teams else []
     truth = json.loads(subprocess.run([CLEW_BIN, "demo", "--print-truth", *extra], capture_output=True,
                                       check=True).stdout)
-    # Ready when every service that should be seen (sending spans or called by one that does) is.
+    # Ready when every service that should be seen is, on the map and in the coverage report:
+    # those that send spans as services (not only named by their callers' client spans before
+    # their own spans arrive), the others as anything. (The map counts whole minutes, so it can
+    # show a span that started after the report's window ended: both are asked.)
     expected = set(truth["traced"]) | set(truth["untraced_called"])
     seen = set()
 
     def ready(base):
         graph = requests.get(base + "/api/v1/service-graph", params={"lookback": "1h"}, timeout=5).json()
+        on_map = {n["name"] for n in graph["nodes"] if n["kind"] == "service" or n["name"] not in truth["traced"]}
+        reported = {s["service"] for s in coverage(base)["services"]
+                    if s["status"] == "instrumented" or s["service"] not in truth["traced"]}
         seen.clear()
-        seen.update(n["name"] for n in graph["nodes"])
+        seen.update(on_map & reported)
         return expected <= seen
 
     with running_demo("--rate", "60", *extra, ready=ready) as base:
@@ -155,7 +161,7 @@ def check_critical_operations(base, truth):
         assert 0 <= report["errors"] <= report["requests"]
         assert report["p50_nanos"] <= report["p95_nanos"] <= report["p99_nanos"]
         # The series and the totals are read a moment apart while the shop keeps sending.
-        assert sum(p["requests"] for p in report["series"]) == pytest.approx(report["requests"], rel=0.1)
+        assert sum(p["requests"] for p in report["series"]) == pytest.approx(report["requests"], rel=0.1, abs=5)
         traced = {n["service"] for n in report["services"] if n["status"] == "instrumented"}
         expected = truth["entry_services"][entry]
         # Every service reached by most requests is seen; nothing the truth rules out is.

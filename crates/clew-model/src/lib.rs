@@ -8,11 +8,13 @@
 mod assemble;
 mod clock_skew;
 mod critical_path;
+mod histogram;
 mod ids;
 mod span;
 
 pub use assemble::{AssembledTrace, BorrowedTrace, SpanFacts, TraceFacts, assemble, assemble_borrowed, span_flags, trace_flags};
 pub use clock_skew::{SkewAdjustment, adjust_clock_skew};
 pub use critical_path::{CriticalSegment, critical_path};
+pub use histogram::{LatencyHistogram, bucket_of, bucket_value};
 pub use ids::{IdError, SpanId, TraceId};
 pub use span::{Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanKind, StatusCode, Value};

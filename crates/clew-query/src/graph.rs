@@ -2,12 +2,14 @@
 //! over a time window, from the parent service each span was given at assembly, plus calls to
 //! services that send no spans (client spans with no server child, named by their peer).
 
-use clew_model::span_flags;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use clew_store::EdgeKind;
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
 use serde::Serialize;
 
-use crate::metrics::VIRTUAL_PEER;
+use crate::metrics::{EntryFilter, VIRTUAL_PEER};
 use crate::{QueryEngine, QueryError, quote};
 
 /// One caller → callee edge.
@@ -20,45 +22,27 @@ pub struct Dependency {
 }
 
 impl QueryEngine {
-    /// Edges between services whose calls started within [start, end] (Unix ns).
+    /// Edges between services whose calls started within [start, end] (Unix ns), counted in
+    /// whole minutes from the call rollups.
     pub async fn dependencies(&self, start_unix_nano: u64, end_unix_nano: u64) -> Result<Vec<Dependency>, QueryError> {
-        let window = format!("start_time_unix_nano >= {start_unix_nano} AND start_time_unix_nano <= {end_unix_nano}");
-        let query = format!(
-            "SELECT parent, child, sum(calls) AS calls, sum(errors) AS errors FROM ( \
-               SELECT parent_service AS parent, service_name AS child, count(*) AS calls, \
-                      sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS errors \
-               FROM spans WHERE {window} AND parent_service IS NOT NULL AND parent_service <> service_name \
-                 AND kind IN ('server', 'consumer') \
-               GROUP BY parent_service, service_name \
-               UNION ALL \
-               SELECT service_name AS parent, {VIRTUAL_PEER} AS child, count(*) AS calls, \
-                      sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS errors \
-               FROM spans WHERE {window} AND (span_flags & {unmatched}) <> 0 AND {VIRTUAL_PEER} IS NOT NULL \
-               GROUP BY service_name, {VIRTUAL_PEER} \
-             ) GROUP BY parent, child ORDER BY parent, child",
-            unmatched = span_flags::UNMATCHED_CLIENT,
-        );
-        let batches = self.internal_sql(&query).await?;
-        let mut out = Vec::new();
-        for batch in &batches {
-            let parent = batch.column(0).as_string::<i32>();
-            let child = batch.column(1).as_string::<i32>();
-            let calls = datafusion::arrow::compute::cast(batch.column(2), &DataType::Int64)?;
-            let errors = datafusion::arrow::compute::cast(batch.column(3), &DataType::Int64)?;
-            let (calls, errors) = (calls.as_primitive::<Int64Type>(), errors.as_primitive::<Int64Type>());
-            for row in 0..batch.num_rows() {
-                if parent.is_null(row) || child.is_null(row) {
-                    continue;
-                }
-                out.push(Dependency {
-                    parent: parent.value(row).to_string(),
-                    child: child.value(row).to_string(),
-                    call_count: calls.value(row),
-                    error_count: if errors.is_null(row) { 0 } else { errors.value(row) },
-                });
+        let mut edges: BTreeMap<(Arc<str>, Arc<str>), (i64, i64)> = BTreeMap::new();
+        self.visit_edges(start_unix_nano, end_unix_nano, &EntryFilter::default(), |row| {
+            if let (EdgeKind::Call | EdgeKind::Virtual, Some(parent)) = (row.kind, &row.parent) {
+                let totals = edges.entry((Arc::clone(parent), Arc::clone(&row.child))).or_default();
+                totals.0 += row.calls as i64;
+                totals.1 += row.errors as i64;
             }
-        }
-        Ok(out)
+        })
+        .await?;
+        Ok(edges
+            .into_iter()
+            .map(|((parent, child), (call_count, error_count))| Dependency {
+                parent: parent.to_string(),
+                child: child.to_string(),
+                call_count,
+                error_count,
+            })
+            .collect())
     }
 
     /// Services a service calls: instrumented callees and the peers its client spans name.

@@ -1,7 +1,11 @@
 //! Aggregates over spans for pictures: the service map (nodes and edges with rate, errors and
 //! latency) and a service's RED series (rate, errors, duration percentiles over time).
 
-use clew_model::span_flags;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use clew_model::LatencyHistogram;
+use clew_store::{EdgeKind, EdgeRow, ROLLUP_BUCKET_NANOS};
 use serde::{Deserialize, Serialize};
 
 use crate::{QueryEngine, QueryError, batches_to_json, quote};
@@ -117,87 +121,108 @@ pub(crate) fn rows<T: serde::de::DeserializeOwned>(batches: &[datafusion::arrow:
     serde_json::from_value(batches_to_json(batches)?).map_err(|e| QueryError::Encode(e.to_string()))
 }
 
-/// A row of the calls grouped two ways: per edge (parent, child), and per node (child alone,
-/// `node_row` = 1, parent null).
-#[derive(Deserialize)]
-struct CallsRow {
-    parent: Option<String>,
-    child: Option<String>,
-    is_virtual: i64,
-    node_row: i64,
-    #[serde(flatten)]
-    stats: CallStats,
+/// Calls, errors and latency gathered from rollup rows.
+#[derive(Default)]
+pub(crate) struct Gathered {
+    calls: u64,
+    errors: u64,
+    histogram: LatencyHistogram,
+}
+
+impl Gathered {
+    fn add(&mut self, row: &EdgeRow) {
+        self.calls += row.calls;
+        self.errors += row.errors;
+        self.histogram.merge(&row.histogram);
+    }
+
+    fn stats(&self) -> CallStats {
+        CallStats {
+            calls: self.calls as i64,
+            errors: self.errors as i64,
+            p50_nanos: self.histogram.quantile(0.5),
+            p95_nanos: self.histogram.quantile(0.95),
+        }
+    }
+}
+
+/// The first minute of the rollups a window [start, end] reads.
+pub(crate) fn first_minute(start_unix_nano: u64) -> i64 {
+    (start_unix_nano.min(i64::MAX as u64) as i64).div_euclid(ROLLUP_BUCKET_NANOS) * ROLLUP_BUCKET_NANOS
 }
 
 impl QueryEngine {
-    /// The service map of calls that started within [start, end] (Unix ns).
+    /// Visits the rollup rows of the minutes that overlap [start, end] (Unix ns), in traces of
+    /// the entry point `entry` when it names one.
+    pub(crate) async fn visit_edges(
+        &self,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+        entry: &EntryFilter,
+        mut visit: impl FnMut(&EdgeRow),
+    ) -> Result<(), QueryError> {
+        let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
+        for part in self.storage.edge_rollups(first, last).await? {
+            let from = part.partition_point(|row| row.minute_unix_nano < first);
+            for row in part[from..].iter().take_while(|row| row.minute_unix_nano <= last) {
+                if entry.service.as_deref().is_some_and(|s| s != &*row.entry_service)
+                    || entry.operation.as_deref().is_some_and(|o| o != &*row.entry_operation)
+                {
+                    continue;
+                }
+                visit(row);
+            }
+        }
+        Ok(())
+    }
+
+    /// The service map of calls that started within [start, end] (Unix ns), counted in whole
+    /// minutes, from the call rollups.
     pub async fn service_graph(&self, start_unix_nano: u64, end_unix_nano: u64, entry: &EntryFilter) -> Result<ServiceGraph, QueryError> {
-        let mut window = format!("start_time_unix_nano >= {start_unix_nano} AND start_time_unix_nano <= {end_unix_nano}");
-        if let Some(service) = &entry.service {
-            window.push_str(&format!(" AND trace_root_service = {}", quote(service)));
-        }
-        if let Some(operation) = &entry.operation {
-            window.push_str(&format!(" AND trace_root_name = {}", quote(operation)));
-        }
-        let unmatched = span_flags::UNMATCHED_CLIENT;
-        let stats =
-            format!("count(*) AS calls, sum(err) AS errors, {}", percentiles("duration_nanos", &[(0.5, "p50_nanos"), (0.95, "p95_nanos")]));
-        // Every call into something, once: a SERVER/CONSUMER span from another service, a
-        // root span (called by the user), or a client span whose callee sends no spans.
-        let calls = format!(
-            "SELECT parent_service AS parent, service_name AS child, 0 AS virtual, {ERROR} AS err, duration_nanos FROM spans \
-               WHERE {window} AND parent_service IS NOT NULL AND parent_service <> service_name AND kind IN ('server', 'consumer') \
-             UNION ALL \
-             SELECT 'user' AS parent, service_name AS child, 0 AS virtual, {ERROR} AS err, duration_nanos FROM spans \
-               WHERE {window} AND parent_span_id IS NULL \
-             UNION ALL \
-             SELECT service_name AS parent, {VIRTUAL_PEER} AS child, 1 AS virtual, {ERROR} AS err, duration_nanos FROM spans \
-               WHERE {window} AND (span_flags & {unmatched}) <> 0 AND {VIRTUAL_PEER} IS NOT NULL"
-        );
-        // One pass over the calls gives both the edges and the nodes.
-        let grouped_sql = format!(
-            "SELECT parent, child, max(virtual) AS is_virtual, grouping(parent) AS node_row, {stats} FROM ({calls}) \
-             GROUP BY GROUPING SETS ((parent, child, virtual), (child)) ORDER BY parent, child"
-        );
-        // Services that send spans but are never called (batch jobs, or only internal spans).
-        let services_sql = format!("SELECT DISTINCT service_name FROM spans WHERE {window} ORDER BY service_name");
-        let (grouped_batches, service_batches) = tokio::try_join!(self.internal_sql(&grouped_sql), self.internal_sql(&services_sql))?;
-        let mut edges = Vec::new();
+        // (parent, child, into a virtual node) → calls; (name, kind) → calls into the node.
+        let mut edge_calls: BTreeMap<(Arc<str>, Arc<str>, bool), Gathered> = BTreeMap::new();
+        let mut node_calls: BTreeMap<(Arc<str>, bool), Gathered> = BTreeMap::new();
+        let mut user = Gathered::default();
+        let mut present: BTreeSet<Arc<str>> = BTreeSet::new();
+        let user_name: Arc<str> = Arc::from("user");
+        self.visit_edges(start_unix_nano, end_unix_nano, entry, |row| {
+            let (parent, is_virtual) = match row.kind {
+                EdgeKind::Present => {
+                    present.insert(Arc::clone(&row.child));
+                    return;
+                }
+                EdgeKind::Root => {
+                    user.add(row);
+                    (Arc::clone(&user_name), false)
+                }
+                EdgeKind::Call => (row.parent.clone().unwrap_or_else(|| Arc::clone(&user_name)), false),
+                EdgeKind::Virtual => (row.parent.clone().unwrap_or_else(|| Arc::clone(&user_name)), true),
+            };
+            edge_calls.entry((parent, Arc::clone(&row.child), is_virtual)).or_default().add(row);
+            node_calls.entry((Arc::clone(&row.child), is_virtual)).or_default().add(row);
+        })
+        .await?;
+        let edges = edge_calls
+            .iter()
+            .map(|((parent, child, _), gathered)| GraphEdge {
+                parent: parent.to_string(),
+                child: child.to_string(),
+                stats: gathered.stats(),
+            })
+            .collect();
         let mut nodes: Vec<GraphNode> = Vec::new();
-        let mut user_calls: Option<CallStats> = None;
-        for row in rows::<CallsRow>(&grouped_batches)? {
-            let Some(child) = row.child else { continue };
-            if row.node_row != 0 {
-                let kind = if row.is_virtual == 1 { NodeKind::Virtual } else { NodeKind::Service };
-                nodes.push(GraphNode { name: child, kind, stats: row.stats });
-                continue;
-            }
-            let Some(parent) = row.parent else { continue };
-            if parent == "user" && row.is_virtual == 0 {
-                let total = user_calls.get_or_insert(CallStats { calls: 0, errors: 0, p50_nanos: 0.0, p95_nanos: 0.0 });
-                total.calls += row.stats.calls;
-                total.errors += row.stats.errors;
-                total.p95_nanos = total.p95_nanos.max(row.stats.p95_nanos);
-                total.p50_nanos = total.p50_nanos.max(row.stats.p50_nanos);
-            }
-            edges.push(GraphEdge { parent, child, stats: row.stats });
-        }
-        #[derive(Deserialize)]
-        struct ServiceRow {
-            service_name: String,
-        }
-        for row in rows::<ServiceRow>(&service_batches)? {
-            if !nodes.iter().any(|n| n.name == row.service_name && n.kind == NodeKind::Service) {
-                let stats = CallStats { calls: 0, errors: 0, p50_nanos: 0.0, p95_nanos: 0.0 };
-                nodes.push(GraphNode { name: row.service_name, kind: NodeKind::Service, stats });
-            }
+        for name in &present {
+            let stats = node_calls.get(&(Arc::clone(name), false)).map(Gathered::stats).unwrap_or_else(|| Gathered::default().stats());
+            nodes.push(GraphNode { name: name.to_string(), kind: NodeKind::Service, stats });
         }
         // A peer named like an instrumented service is that service, not a second node.
-        let instrumented: std::collections::HashSet<String> =
-            nodes.iter().filter(|n| n.kind == NodeKind::Service).map(|n| n.name.clone()).collect();
-        nodes.retain(|n| n.kind != NodeKind::Virtual || !instrumented.contains(&n.name));
-        if let Some(stats) = user_calls {
-            nodes.push(GraphNode { name: "user".into(), kind: NodeKind::User, stats });
+        for ((name, is_virtual), gathered) in &node_calls {
+            if *is_virtual && !present.contains(name) {
+                nodes.push(GraphNode { name: name.to_string(), kind: NodeKind::Virtual, stats: gathered.stats() });
+            }
+        }
+        if user.calls > 0 {
+            nodes.push(GraphNode { name: "user".into(), kind: NodeKind::User, stats: user.stats() });
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(ServiceGraph { start_unix_nano, end_unix_nano, nodes, edges })

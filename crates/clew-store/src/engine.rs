@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::{BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, spans_from_batches};
 use crate::head::Head;
+use crate::rollup::{EdgeRow, RollupBuilder, read_rollup, write_rollup};
 use crate::table::SpansTable;
 use crate::wal::{SegmentId, Wal};
 use crate::{Appended, Storage, StoreConfig, StoreError, StoreStats};
@@ -60,6 +61,8 @@ pub struct BlockMeta {
 #[derive(Default)]
 struct AssembledBuffer {
     batches: Vec<RecordBatch>,
+    /// The call rollup of each batch, computed when it was assembled.
+    rollups: Vec<Arc<Vec<EdgeRow>>>,
     rows: usize,
     segments: HashMap<SegmentId, u64>,
     oldest: Option<Instant>,
@@ -123,6 +126,8 @@ pub struct EmbeddedStore {
     last_compaction: Mutex<Instant>,
     /// Footer, page index and bloom filters of each block, read once.
     readers: Mutex<HashMap<String, Arc<BlockReader>>>,
+    /// The call rollup of each block, read once.
+    rollups: Mutex<HashMap<String, Arc<Vec<EdgeRow>>>>,
 }
 
 /// What a trace-by-ID lookup needs of a block, kept in memory.
@@ -175,6 +180,7 @@ impl EmbeddedStore {
             blocks_dir,
             last_compaction: Mutex::new(Instant::now()),
             readers: Mutex::new(HashMap::new()),
+            rollups: Mutex::new(HashMap::new()),
         });
         // Replayed spans were checked when they were first accepted.
         let lenient = Limits { min_start_unix_seconds: 0, max_future_seconds: u64::MAX / 2_000_000_000, ..Limits::default() };
@@ -308,7 +314,7 @@ impl EmbeddedStore {
         // Assembly is the costliest step of the write path: the chunk is split across threads.
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
         let per_thread = ready.len().div_ceil(threads);
-        let batches: Vec<RecordBatch> = std::thread::scope(|scope| {
+        let batches: Vec<(RecordBatch, Vec<EdgeRow>)> = std::thread::scope(|scope| {
             let workers: Vec<_> = ready
                 .chunks(per_thread.max(1))
                 .zip(fragment_flags.chunks(per_thread.max(1)))
@@ -318,7 +324,9 @@ impl EmbeddedStore {
                         for ((_, spans, _), fragment) in traces.iter().zip(flags) {
                             builder.push_trace(&assemble_borrowed(spans), *fragment);
                         }
-                        builder.finish()
+                        let batch = builder.finish();
+                        let rollup = RollupBuilder::from_batches([&batch]);
+                        (batch, rollup)
                     })
                 })
                 .collect();
@@ -327,9 +335,10 @@ impl EmbeddedStore {
         self.counters.traces_assembled.fetch_add(ready.len() as u64, Ordering::Relaxed);
         let _moving = self.stages.write();
         let mut buffer = self.assembled.lock();
-        for batch in batches {
+        for (batch, rollup) in batches {
             buffer.rows += batch.num_rows();
             buffer.batches.push(batch);
+            buffer.rollups.push(Arc::new(rollup));
         }
         buffer.oldest.get_or_insert(now);
         for (segment, count) in segments {
@@ -351,6 +360,7 @@ impl EmbeddedStore {
             let _moving = self.stages.write();
             let mut buffer = self.assembled.lock();
             buffer.batches.drain(..taken);
+            buffer.rollups.drain(..taken);
             buffer.rows = buffer.batches.iter().map(RecordBatch::num_rows).sum();
             buffer.segments.clear();
             buffer.oldest = if buffer.rows > 0 { Some(Instant::now()) } else { None };
@@ -381,6 +391,7 @@ impl EmbeddedStore {
         replaces: Vec<String>,
     ) -> Result<BlockMeta, StoreError> {
         let mut summary = BlockSummary::default();
+        let mut rollup = RollupBuilder::default();
         let created = now_unix_seconds();
         let id = format!("{:020}-{:08x}", SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0), rand_u32());
         let path = self.blocks_dir.join(format!("{id}.parquet"));
@@ -411,12 +422,17 @@ impl EmbeddedStore {
             for batch in chunks {
                 let batch = batch?;
                 summary.add(&batch);
+                rollup.add(&batch);
                 writer.write(&batch)?;
             }
             let file = writer.into_inner()?;
             file.sync_all()?;
         }
         fs::rename(&temporary, &path)?;
+        // The rollup is in place before the metadata: a block with metadata always has one.
+        let rollup = rollup.finish();
+        write_rollup(&rollup_path(&self.blocks_dir, &id), &rollup)?;
+        self.rollups.lock().insert(id.clone(), Arc::new(rollup));
         let BlockSummary { min_start, max_end, services, traces, rows, .. } = summary;
         let meta = BlockMeta {
             id: id.clone(),
@@ -520,8 +536,11 @@ impl EmbeddedStore {
     fn retire(&self, blocks: &[Arc<BlockMeta>]) {
         let mut graveyard = self.graveyard.lock();
         let mut readers = self.readers.lock();
+        let mut rollups = self.rollups.lock();
         for block in blocks {
             readers.remove(&block.id);
+            rollups.remove(&block.id);
+            let _ = fs::remove_file(rollup_path(&self.blocks_dir, &block.id));
             let _ = fs::remove_file(self.blocks_dir.join(format!("{}.json", block.id)));
             graveyard.push((block.path.clone(), Instant::now()));
         }
@@ -597,6 +616,52 @@ impl EmbeddedStore {
 
     pub fn blocks(&self) -> Vec<Arc<BlockMeta>> {
         self.blocks.read().clone()
+    }
+
+    /// The call rollups of everything stored that may hold spans started within [start, end]:
+    /// memory (assembled and pending traces) and each block. Rows are per minute; the caller
+    /// picks the minutes it wants.
+    fn edge_rollups_blocking(&self, start: i64, end: i64) -> Result<Vec<Arc<Vec<EdgeRow>>>, StoreError> {
+        let (mut parts, blocks) = {
+            let _steady = self.stages.read();
+            let mut parts = self.assembled.lock().rollups.clone();
+            let pending = self.pending_batches();
+            if !pending.is_empty() {
+                parts.push(Arc::new(RollupBuilder::from_batches(&pending)));
+            }
+            (parts, self.blocks.read().clone())
+        };
+        for block in blocks.iter().filter(|b| b.max_end_unix_nano >= start && b.min_start_unix_nano <= end) {
+            parts.push(self.block_rollup(block)?);
+        }
+        Ok(parts)
+    }
+
+    /// A block's rollup: from memory, from its file, or (for a block written before rollups
+    /// existed) computed from its rows once and saved.
+    fn block_rollup(&self, block: &BlockMeta) -> Result<Arc<Vec<EdgeRow>>, StoreError> {
+        if let Some(rollup) = self.rollups.lock().get(&block.id) {
+            return Ok(Arc::clone(rollup));
+        }
+        let path = rollup_path(&self.blocks_dir, &block.id);
+        let rows = match read_rollup(&path) {
+            Ok(rows) => rows,
+            Err(_) => {
+                let mut builder = RollupBuilder::default();
+                for batch in ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&block.path)?)?.with_batch_size(8 * 1024).build()? {
+                    builder.add(&batch?);
+                }
+                let rows = builder.finish();
+                write_rollup(&path, &rows)?;
+                rows
+            }
+        };
+        let rows = Arc::new(rows);
+        // A block retired meanwhile is not cached again.
+        if self.blocks.read().iter().any(|b| b.id == block.id) {
+            self.rollups.lock().insert(block.id.clone(), Arc::clone(&rows));
+        }
+        Ok(rows)
     }
 
     async fn append_inner(&self, spans: Vec<Span>, encoded: Option<Vec<u8>>) -> Result<Appended, StoreError> {
@@ -738,6 +803,15 @@ impl Storage for Arc<EmbeddedStore> {
         }
     }
 
+    fn edge_rollups(&self, start_unix_nano: i64, end_unix_nano: i64) -> BoxFuture<'_, Result<Vec<Arc<Vec<EdgeRow>>>, StoreError>> {
+        let store = Arc::clone(self);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.edge_rollups_blocking(start_unix_nano, end_unix_nano))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("rollup read failed: {e}")))?
+        })
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         let store = Arc::clone(self);
         Box::pin(async move {
@@ -753,6 +827,12 @@ fn rand_u32() -> u32 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
     hasher.finish() as u32
+}
+
+const ROLLUP_SUFFIX: &str = ".rollup.parquet";
+
+fn rollup_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}{ROLLUP_SUFFIX}"))
 }
 
 fn load_blocks(dir: &Path) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
@@ -789,7 +869,12 @@ fn load_blocks(dir: &Path) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
     // live in the compacted block, so it is deleted.
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "parquet") && !blocks.iter().any(|b| b.path == path) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(id) = name.strip_suffix(ROLLUP_SUFFIX) {
+            if !blocks.iter().any(|b| b.id == id) {
+                let _ = fs::remove_file(&path);
+            }
+        } else if path.extension().is_some_and(|e| e == "parquet") && !blocks.iter().any(|b| b.path == path) {
             let _ = fs::remove_file(&path);
         }
     }
@@ -1038,6 +1123,53 @@ mod tests {
                 previous = Some(key);
             }
         }
+    }
+
+    fn rollup_totals(parts: Vec<Arc<Vec<EdgeRow>>>) -> (u64, u64) {
+        let rows = parts.iter().flat_map(|part| part.iter());
+        rows.fold((0, 0), |(present, roots), row| match row.kind {
+            crate::EdgeKind::Present => (present + row.calls, roots),
+            crate::EdgeKind::Root => (present, roots + row.calls),
+            _ => (present, roots),
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn call_rollups_count_each_span_once_wherever_it_lives() {
+        let config = StoreConfig { compaction_target_spans: 1_000_000, ..temp_config() };
+        let all = spans(3_000, 10);
+        {
+            let store = EmbeddedStore::open(config.clone()).unwrap();
+            let storage: &dyn Storage = &store;
+            storage.append(all[..9_000].to_vec()).await.unwrap();
+            assert_eq!(rollup_totals(storage.edge_rollups(0, i64::MAX).await.unwrap()), (9_000, 900), "pending traces");
+            storage.flush().await.unwrap();
+            assert_eq!(rollup_totals(storage.edge_rollups(0, i64::MAX).await.unwrap()), (9_000, 900), "one block");
+            // The last part repeats spans already in a block: compaction drops them, and the
+            // merged block's rollup is computed from what it keeps.
+            for part in [&all[9_000..18_000], &all[18_000..], &all[..1_000]] {
+                storage.append(part.to_vec()).await.unwrap();
+                storage.flush().await.unwrap();
+                store.recent.lock().current.clear();
+            }
+            assert_eq!(store.blocks().len(), 1);
+            assert_eq!(rollup_totals(storage.edge_rollups(0, i64::MAX).await.unwrap()), (30_000, 3_000), "compacted");
+            let start = store.blocks()[0].min_start_unix_nano;
+            assert!(storage.edge_rollups(0, start - 1).await.unwrap().is_empty(), "a window before the data reads no block");
+        }
+        let rollup_files = |dir: &Path| {
+            fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(ROLLUP_SUFFIX)).count()
+        };
+        let blocks_dir = config.data_dir.join("blocks");
+        assert_eq!(rollup_files(&blocks_dir), 1, "replaced blocks' rollups are deleted");
+        // After a restart the rollup is read from its file; without the file it is rebuilt.
+        let store = EmbeddedStore::open(config.clone()).unwrap();
+        assert_eq!(rollup_totals((&store as &dyn Storage).edge_rollups(0, i64::MAX).await.unwrap()), (30_000, 3_000));
+        drop(store);
+        fs::remove_file(rollup_path(&blocks_dir, &load_blocks(&blocks_dir).unwrap()[0].id)).unwrap();
+        let store = EmbeddedStore::open(config).unwrap();
+        assert_eq!(rollup_totals((&store as &dyn Storage).edge_rollups(0, i64::MAX).await.unwrap()), (30_000, 3_000));
+        assert_eq!(rollup_files(&blocks_dir), 1, "the rebuilt rollup is saved");
     }
 
     #[tokio::test(flavor = "multi_thread")]

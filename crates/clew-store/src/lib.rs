@@ -14,6 +14,7 @@
 pub mod block;
 mod engine;
 pub mod head;
+pub mod rollup;
 mod table;
 pub mod wal;
 
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use block::{SCHEMA, StoredSpan};
 pub use engine::EmbeddedStore;
+pub use rollup::{EdgeKind, EdgeRow, ROLLUP_BUCKET_NANOS};
 pub use table::SpansTable;
 
 /// Why the store refused or failed.
@@ -72,6 +74,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// The spans of one trace wherever they are, duplicates removed, or empty.
     fn trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Vec<StoredSpan>, StoreError>>;
     fn stats(&self) -> StoreStats;
+    /// The call rollups (per minute, entry point and edge) of everything that may hold spans
+    /// started within [start, end] (Unix ns), in parts; rows outside the window may be included.
+    fn edge_rollups(&self, start_unix_nano: i64, end_unix_nano: i64) -> BoxFuture<'_, Result<Vec<Arc<Vec<rollup::EdgeRow>>>, StoreError>>;
     /// Assembles everything pending and writes it to blocks (for shutdown and tests).
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }

@@ -170,9 +170,13 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     let mut shop = clew_demo::Shop::new(7);
     let mut bodies = Vec::new();
     let mut generated = 0u64;
+    // The traces are spread over the last 23 hours, as a day of traffic would be: the queries
+    // below ask about the whole day.
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
+    let spread = 23 * 3_600_000_000_000u64;
     while generated < options.spans {
-        let request = shop.generate(options.traces_per_request, now);
+        let at = now - spread + (spread as f64 * generated as f64 / options.spans as f64) as u64;
+        let request = shop.generate(options.traces_per_request, at);
         generated += request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum::<u64>();
         bodies.push(request.encode_to_vec());
     }
@@ -214,10 +218,10 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     }
     by_id.sort();
     let searches = [
-        vec![("service", "checkout-service"), ("limit", "20")],
-        vec![("attr", "http.response.status_code>=500"), ("limit", "20")],
-        vec![("service", "frontend"), ("minDuration", "100ms"), ("limit", "20")],
-        vec![("operation", "GET /search"), ("sort", "longest"), ("limit", "20")],
+        vec![("service", "checkout-service"), ("limit", "20"), ("lookback", "24h")],
+        vec![("attr", "http.response.status_code>=500"), ("limit", "20"), ("lookback", "24h")],
+        vec![("service", "frontend"), ("minDuration", "100ms"), ("limit", "20"), ("lookback", "24h")],
+        vec![("operation", "GET /search"), ("sort", "longest"), ("limit", "20"), ("lookback", "24h")],
     ];
     let mut search_times = Vec::new();
     for round in 0..options.queries.max(4) {
@@ -234,7 +238,11 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     let mut traceql_times = Vec::new();
     for _ in 0..options.queries.clamp(4, 20) {
         let sent = Instant::now();
-        let response = client.get(format!("{}/api/v1/search", server.query)).query(&[("q", traceql), ("limit", "20")]).send().await?;
+        let response = client
+            .get(format!("{}/api/v1/search", server.query))
+            .query(&[("q", traceql), ("limit", "20"), ("lookback", "24h")])
+            .send()
+            .await?;
         anyhow::ensure!(response.status().is_success(), "TraceQL search: {}", response.status());
         response.bytes().await?;
         traceql_times.push(sent.elapsed());
