@@ -2,35 +2,16 @@
 //! quality, the rollout plan) and the client directory: grouped counts over stored spans.
 //! Turning them into findings and advice is the analysis layer's work.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use clew_model::{span_flags, trace_flags};
+use clew_store::{EdgeKind, ServiceCounts, in_minutes};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{ERROR, VIRTUAL_PEER, rows};
+use crate::metrics::{ERROR, VIRTUAL_PEER, first_minute, rows};
 use crate::{QueryEngine, QueryError, quote};
 
-/// Attribute names that newer semantic conventions replaced: (old, new).
-pub const DEPRECATED_ATTRIBUTES: &[(&str, &str)] = &[
-    ("http.method", "http.request.method"),
-    ("http.status_code", "http.response.status_code"),
-    ("http.url", "url.full"),
-    ("http.target", "url.path and url.query"),
-    ("http.scheme", "url.scheme"),
-    ("http.host", "server.address"),
-    ("http.client_ip", "client.address"),
-    ("http.user_agent", "user_agent.original"),
-    ("http.flavor", "network.protocol.version"),
-    ("http.request_content_length", "http.request.body.size"),
-    ("http.response_content_length", "http.response.body.size"),
-    ("net.peer.name", "server.address"),
-    ("net.peer.port", "server.port"),
-    ("net.host.name", "server.address"),
-    ("net.host.port", "server.port"),
-    ("net.sock.peer.addr", "network.peer.address"),
-    ("db.statement", "db.query.text"),
-    ("db.name", "db.namespace"),
-    ("db.operation", "db.operation.name"),
-    ("messaging.destination", "messaging.destination.name"),
-];
+pub use clew_model::DEPRECATED_ATTRIBUTES;
 
 /// Per instrumented service: volumes, trace health and convention gaps, over a window.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -161,115 +142,218 @@ fn owner_column(owner_attributes: &[String], prefix: &str) -> String {
 }
 
 impl QueryEngine {
-    /// The adoption facts of spans that started within [start, end]. `owner_attributes` are the
-    /// resource attributes that name a service's team, in order of preference.
+    /// The adoption facts of spans that started within [start, end] (Unix ns), counted in
+    /// whole minutes from the store's rollups. `owner_attributes` are the resource attributes
+    /// that name a service's team, in order of preference.
     pub async fn adoption_facts(
         &self,
         start_unix_nano: u64,
         end_unix_nano: u64,
         owner_attributes: &[String],
     ) -> Result<AdoptionFacts, QueryError> {
-        let window = format!("start_time_unix_nano >= {start_unix_nano} AND start_time_unix_nano <= {end_unix_nano}");
-        let unmatched = span_flags::UNMATCHED_CLIENT;
-        let broken_shape = trace_flags::MULTIPLE_ROOTS | trace_flags::HAS_ORPHANS | trace_flags::NO_ROOT;
-        let owner = owner_column(owner_attributes, "");
-        let http_failed = "(http_status_code >= 500 OR (kind = 'client' AND http_status_code >= 400))";
-        let services_sql = format!(
-            "WITH instrumented AS (SELECT DISTINCT service_name AS name FROM spans WHERE {window}), \
-             unanswered AS ( \
-               SELECT trace_id, {VIRTUAL_PEER} AS peer, db_system IS NULL AS not_database FROM spans \
-               WHERE {window} AND (span_flags & {unmatched}) <> 0), \
-             gaps AS ( \
-               SELECT u.trace_id, max(CASE WHEN i.name IS NOT NULL THEN 1 ELSE 0 END) AS broken, \
-                 max(CASE WHEN u.not_database THEN 1 ELSE 0 END) AS uncovered \
-               FROM unanswered u LEFT JOIN instrumented i ON u.peer = i.name GROUP BY u.trace_id), \
-             per_service AS ( \
-               SELECT service_name, trace_id, count(*) AS spans, \
-                 sum(CASE WHEN kind IN ('server', 'consumer') THEN 1 ELSE 0 END) AS entry_spans, \
-                 sum(CASE WHEN kind IN ('server', 'consumer') AND parent_span_id IS NULL THEN 1 ELSE 0 END) AS root_entry_spans, \
-                 sum(CASE WHEN (span_flags & {orphan}) <> 0 THEN 1 ELSE 0 END) AS orphan_spans, \
-                 sum(CASE WHEN kind IN ('client', 'producer') THEN 1 ELSE 0 END) AS exit_spans, \
-                 sum(CASE WHEN (span_flags & {unmatched}) <> 0 THEN 1 ELSE 0 END) AS unmatched_exit_spans, \
-                 sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS error_spans, \
-                 sum(CASE WHEN resource_attributes['service.version'] IS NULL THEN 1 ELSE 0 END) AS missing_version, \
-                 sum(CASE WHEN resource_attributes['deployment.environment.name'] IS NULL \
-                          AND resource_attributes['deployment.environment'] IS NULL THEN 1 ELSE 0 END) AS missing_environment, \
-                 sum(CASE WHEN {http_failed} AND status_code <> 'error' THEN 1 ELSE 0 END) AS errors_without_status, \
-                 sum(CASE WHEN kind = 'server' AND http_method IS NOT NULL AND http_route IS NULL THEN 1 ELSE 0 END) AS server_without_route, \
-                 sum(CASE WHEN kind = 'internal' AND http_method IS NOT NULL AND http_route IS NOT NULL THEN 1 ELSE 0 END) AS internal_like_server, \
-                 sum(CASE WHEN kind = 'internal' AND (peer_service IS NOT NULL OR server_address IS NOT NULL OR db_system IS NOT NULL) \
-                          THEN 1 ELSE 0 END) AS internal_like_client, \
-                 max({owner}) AS owner, max(trace_flags & {broken_shape}) AS shape, \
-                 min(start_time_unix_nano) AS first_seen, max(start_time_unix_nano) AS last_seen \
-               FROM spans WHERE {window} GROUP BY service_name, trace_id) \
-             SELECT s.service_name AS service, max(s.owner) AS owner, sum(s.spans) AS spans, count(*) AS traces, \
-               sum(CASE WHEN coalesce(g.broken, 0) = 0 AND s.shape = 0 THEN 1 ELSE 0 END) AS whole_traces, \
-               sum(CASE WHEN coalesce(g.broken, 0) = 0 AND s.shape = 0 AND coalesce(g.uncovered, 0) = 0 THEN 1 ELSE 0 END) AS covered_traces, \
-               sum(s.entry_spans) AS entry_spans, sum(s.root_entry_spans) AS root_entry_spans, sum(s.orphan_spans) AS orphan_spans, \
-               sum(s.exit_spans) AS exit_spans, sum(s.unmatched_exit_spans) AS unmatched_exit_spans, sum(s.error_spans) AS error_spans, \
-               sum(s.missing_version) AS missing_version, sum(s.missing_environment) AS missing_environment, \
-               sum(s.errors_without_status) AS errors_without_status, sum(s.server_without_route) AS server_without_route, \
-               sum(s.internal_like_server) AS internal_like_server, sum(s.internal_like_client) AS internal_like_client, \
-               min(s.first_seen) AS first_seen_unix_nano, max(s.last_seen) AS last_seen_unix_nano \
-             FROM per_service s LEFT JOIN gaps g ON s.trace_id = g.trace_id \
-             GROUP BY s.service_name ORDER BY s.service_name",
-            orphan = span_flags::ORPHAN,
-        );
-        let keys: Vec<String> = DEPRECATED_ATTRIBUTES.iter().map(|(old, _)| quote(old)).collect();
-        let deprecated_sql = format!(
-            "SELECT service_name AS service, key, count(*) AS spans FROM \
-               (SELECT service_name, unnest(map_keys(attributes)) AS key FROM spans WHERE {window}) \
-             WHERE key IN ({}) GROUP BY service_name, key ORDER BY service_name, key",
-            keys.join(", ")
-        );
-        let unanswered_sql = format!(
-            "WITH calls AS ( \
-               SELECT service_name AS caller, name AS operation, {VIRTUAL_PEER} AS peer, db_system IS NOT NULL AS is_database, \
-                 start_time_unix_nano AS s, end_time_unix_nano AS e, status_code, duration_nanos, critical_path_nanos, span_id, \
-                 trace_id, trace_root_service, trace_root_name \
-               FROM spans WHERE {window} AND (span_flags & {unmatched}) <> 0 AND {VIRTUAL_PEER} IS NOT NULL), \
-             roots AS ( \
-               SELECT service_name, start_time_unix_nano AS s FROM spans \
-               WHERE {window} AND parent_span_id IS NULL AND kind IN ('server', 'consumer')), \
-             contained AS ( \
-               SELECT c.span_id, count(*) AS roots FROM calls c JOIN roots r ON r.service_name = c.peer AND r.s >= c.s AND r.s <= c.e \
-               GROUP BY c.span_id) \
-             SELECT c.caller, c.operation, c.peer, bool_or(c.is_database) AS is_database, \
-               c.trace_root_service AS entry_service, c.trace_root_name AS entry_operation, count(*) AS calls, \
-               sum(CASE WHEN c.status_code = 'error' THEN 1 ELSE 0 END) AS errors, count(DISTINCT c.trace_id) AS traces, \
-               sum(c.duration_nanos) AS duration_nanos, sum(c.critical_path_nanos) AS critical_path_nanos, \
-               coalesce(sum(k.roots), 0) AS roots_in_peer \
-             FROM calls c LEFT JOIN contained k ON c.span_id = k.span_id \
-             GROUP BY c.caller, c.operation, c.peer, c.trace_root_service, c.trace_root_name \
-             ORDER BY c.caller, c.operation, c.peer, entry_service, entry_operation"
-        );
-        let roots_sql = format!(
-            "SELECT service_name AS service, name AS operation, kind, count(*) AS spans, \
-               sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS errors, sum(duration_nanos) AS duration_nanos \
-             FROM spans WHERE {window} AND parent_span_id IS NULL GROUP BY service_name, name, kind ORDER BY service_name, name"
-        );
-        let calls_sql = format!(
-            "SELECT parent_service AS caller, service_name AS callee, count(*) AS calls, \
-               sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS errors, sum(critical_path_nanos) AS critical_path_nanos \
-             FROM spans WHERE {window} AND parent_service IS NOT NULL AND parent_service <> service_name AND kind IN ('server', 'consumer') \
-             GROUP BY parent_service, service_name ORDER BY caller, callee"
-        );
-        let (services, deprecated, unanswered, calls, roots) = tokio::try_join!(
-            self.internal_sql(&services_sql),
-            self.internal_sql(&deprecated_sql),
-            self.internal_sql(&unanswered_sql),
-            self.internal_sql(&calls_sql),
-            self.internal_sql(&roots_sql)
-        )?;
+        let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
+        let parts = self.storage().rollups(first, last).await?;
+        // Per service: span counts and the owner attributes' values.
+        let mut counts: BTreeMap<&str, (ServiceCounts, BTreeMap<&str, BTreeSet<&str>>)> = BTreeMap::new();
+        for part in &parts {
+            for row in in_minutes(&part.adoption.services, first, last, |s| s.minute_unix_nano) {
+                let (total, owners) = counts.entry(row.service.as_str()).or_default();
+                total.merge(&row.counts);
+                for (key, value) in &row.resource {
+                    if owner_attributes.iter().any(|k| k == key) {
+                        owners.entry(key.as_str()).or_default().insert(value.as_str());
+                    }
+                }
+            }
+        }
+        // Per service: its traces, whole (one root, no orphan, no call into an instrumented
+        // service that lost its context) and covered (whole, and every call reaches an
+        // instrumented service or a database).
+        let mut traces: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
+        for part in &parts {
+            for class in in_minutes(&part.adoption.traces, first, last, |t| t.minute_unix_nano) {
+                let broken = class.unanswered_peers.iter().any(|peer| counts.contains_key(peer.as_str()));
+                let whole = class.whole_shape && !broken;
+                let entry = traces.entry(class.service.as_str()).or_default();
+                entry.0 += class.traces as i64;
+                entry.1 += if whole { class.traces as i64 } else { 0 };
+                entry.2 += if whole && !class.uncovered { class.traces as i64 } else { 0 };
+            }
+        }
+        let services = counts
+            .iter()
+            .map(|(service, (c, owners))| {
+                let owner = owner_attributes
+                    .iter()
+                    .find_map(|key| owners.get(key.as_str()).and_then(|values| values.iter().next_back()))
+                    .map(|v| v.to_string());
+                let (traces, whole_traces, covered_traces) = traces.get(service).copied().unwrap_or_default();
+                ServiceFacts {
+                    service: service.to_string(),
+                    owner,
+                    spans: c.spans as i64,
+                    traces,
+                    whole_traces,
+                    covered_traces,
+                    entry_spans: c.entry_spans as i64,
+                    root_entry_spans: c.root_entry_spans as i64,
+                    orphan_spans: c.orphan_spans as i64,
+                    exit_spans: c.exit_spans as i64,
+                    unmatched_exit_spans: c.unmatched_exit_spans as i64,
+                    error_spans: c.error_spans as i64,
+                    missing_version: c.missing_version as i64,
+                    missing_environment: c.missing_environment as i64,
+                    errors_without_status: c.errors_without_status as i64,
+                    server_without_route: c.server_without_route as i64,
+                    internal_like_server: c.internal_like_server as i64,
+                    internal_like_client: c.internal_like_client as i64,
+                    first_seen_unix_nano: c.first_seen_unix_nano,
+                    last_seen_unix_nano: c.last_seen_unix_nano,
+                }
+            })
+            .collect::<Vec<_>>();
+        let mut deprecated: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        let mut unanswered: BTreeMap<(&str, &str, &str, &str, &str), UnansweredCalls> = BTreeMap::new();
+        let mut calls: BTreeMap<(&str, &str), ServiceCall> = BTreeMap::new();
+        let mut roots: BTreeMap<(&str, &str, &str), RootOperation> = BTreeMap::new();
+        for part in &parts {
+            for row in in_minutes(&part.adoption.deprecated, first, last, |d| d.minute_unix_nano) {
+                *deprecated.entry((row.service.as_str(), row.key.as_str())).or_default() += row.spans as i64;
+            }
+            for row in in_minutes(&part.adoption.unanswered, first, last, |u| u.minute_unix_nano) {
+                let key = (
+                    row.caller.as_str(),
+                    row.operation.as_str(),
+                    row.peer.as_str(),
+                    row.entry_service.as_str(),
+                    row.entry_operation.as_str(),
+                );
+                let group = unanswered.entry(key).or_insert_with(|| UnansweredCalls {
+                    caller: row.caller.clone(),
+                    operation: row.operation.clone(),
+                    peer: row.peer.clone(),
+                    is_database: false,
+                    entry_service: row.entry_service.clone(),
+                    entry_operation: row.entry_operation.clone(),
+                    calls: 0,
+                    errors: 0,
+                    traces: 0,
+                    duration_nanos: 0,
+                    critical_path_nanos: 0,
+                    roots_in_peer: 0,
+                });
+                group.is_database |= row.is_database;
+                group.calls += row.calls as i64;
+                group.errors += row.errors as i64;
+                group.traces += row.traces as i64;
+                group.duration_nanos = group.duration_nanos.saturating_add(row.duration_nanos);
+                group.critical_path_nanos = group.critical_path_nanos.saturating_add(row.critical_path_nanos);
+            }
+            for row in in_minutes(&part.adoption.roots, first, last, |r| r.minute_unix_nano) {
+                let root =
+                    roots.entry((row.service.as_str(), row.operation.as_str(), row.kind.as_str())).or_insert_with(|| RootOperation {
+                        service: row.service.clone(),
+                        operation: row.operation.clone(),
+                        kind: row.kind.clone(),
+                        spans: 0,
+                        errors: 0,
+                        duration_nanos: 0,
+                    });
+                root.spans += row.spans as i64;
+                root.errors += row.errors as i64;
+                root.duration_nanos = root.duration_nanos.saturating_add(row.duration_nanos);
+            }
+            for row in in_minutes(&part.edges, first, last, |e| e.minute_unix_nano) {
+                let (EdgeKind::Call, Some(caller)) = (row.kind, row.parent.as_deref()) else { continue };
+                let call = calls.entry((caller, &*row.child)).or_insert_with(|| ServiceCall {
+                    caller: caller.to_string(),
+                    callee: row.child.to_string(),
+                    calls: 0,
+                    errors: 0,
+                    critical_path_nanos: 0,
+                });
+                call.calls += row.calls as i64;
+                call.errors += row.errors as i64;
+                call.critical_path_nanos = call.critical_path_nanos.saturating_add(row.critical_path_nanos);
+            }
+        }
+        let mut unanswered: Vec<UnansweredCalls> = unanswered.into_values().collect();
+        self.count_roots_during_calls(&mut unanswered, &services, start_unix_nano, end_unix_nano).await?;
         Ok(AdoptionFacts {
             start_unix_nano,
             end_unix_nano,
-            services: rows(&services)?,
-            deprecated: rows(&deprecated)?,
-            unanswered: rows(&unanswered)?,
-            calls: rows(&calls)?,
-            roots: rows(&roots)?,
+            deprecated: deprecated
+                .into_iter()
+                .map(|((service, key), spans)| DeprecatedUse { service: service.to_string(), key: key.to_string(), spans })
+                .collect(),
+            services,
+            unanswered,
+            calls: calls.into_values().collect(),
+            roots: roots.into_values().collect(),
         })
+    }
+
+    /// For unanswered calls into an instrumented service (a propagation break), the root spans
+    /// of that service that started while one of the calls was in flight: evidence that the
+    /// callee starts a new trace for each call. Read from the spans of the window's last hour
+    /// only, so that the report stays fast over days.
+    async fn count_roots_during_calls(
+        &self,
+        unanswered: &mut [UnansweredCalls],
+        services: &[ServiceFacts],
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+    ) -> Result<(), QueryError> {
+        let instrumented: BTreeSet<&str> = services.iter().map(|s| s.service.as_str()).collect();
+        let breaks: Vec<&UnansweredCalls> =
+            unanswered.iter().filter(|u| !u.is_database && u.peer != u.caller && instrumented.contains(u.peer.as_str())).collect();
+        if breaks.is_empty() {
+            return Ok(());
+        }
+        let list = |names: BTreeSet<&str>| names.into_iter().map(quote).collect::<Vec<_>>().join(", ");
+        let callers = list(breaks.iter().map(|u| u.caller.as_str()).collect());
+        let peers = list(breaks.iter().map(|u| u.peer.as_str()).collect());
+        const HOUR: u64 = 3_600_000_000_000;
+        let from = start_unix_nano.max(end_unix_nano.saturating_sub(HOUR));
+        // A span starts at or after its trace, and a trace is assembled within its maximum age:
+        // bounding the trace start too lets blocks and row groups be skipped by their statistics.
+        let window = format!(
+            "start_time_unix_nano >= {from} AND start_time_unix_nano <= {end_unix_nano} \
+             AND trace_start_unix_nano >= {traces_from} AND trace_start_unix_nano <= {end_unix_nano}",
+            traces_from = from.saturating_sub(HOUR)
+        );
+        let sql = format!(
+            "WITH calls AS ( \
+               SELECT service_name AS caller, name AS operation, {VIRTUAL_PEER} AS peer, trace_root_service, trace_root_name, \
+                 start_time_unix_nano AS s, end_time_unix_nano AS e FROM spans \
+               WHERE {window} AND (span_flags & {unmatched}) <> 0 AND service_name IN ({callers}) AND {VIRTUAL_PEER} IN ({peers})), \
+             roots AS ( \
+               SELECT service_name, start_time_unix_nano AS s FROM spans \
+               WHERE {window} AND parent_span_id IS NULL AND kind IN ('server', 'consumer') AND service_name IN ({peers})) \
+             SELECT c.caller, c.operation, c.peer, c.trace_root_service AS entry_service, c.trace_root_name AS entry_operation, \
+               count(*) AS roots \
+             FROM calls c JOIN roots r ON r.service_name = c.peer AND r.s >= c.s AND r.s <= c.e \
+             GROUP BY c.caller, c.operation, c.peer, c.trace_root_service, c.trace_root_name",
+            unmatched = span_flags::UNMATCHED_CLIENT,
+        );
+        #[derive(Deserialize)]
+        struct Row {
+            caller: String,
+            operation: String,
+            peer: String,
+            entry_service: String,
+            entry_operation: String,
+            roots: i64,
+        }
+        for row in rows::<Row>(&self.internal_sql(&sql).await?)? {
+            let key = (&row.caller, &row.operation, &row.peer, &row.entry_service, &row.entry_operation);
+            if let Some(group) =
+                unanswered.iter_mut().find(|u| (&u.caller, &u.operation, &u.peer, &u.entry_service, &u.entry_operation) == key)
+            {
+                group.roots_in_peer += row.roots;
+            }
+        }
+        Ok(())
     }
 
     /// The values of `key` per service, with counts and when each was first and last seen:

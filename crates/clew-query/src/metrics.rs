@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use clew_model::LatencyHistogram;
-use clew_store::{EdgeKind, EdgeRow, ROLLUP_BUCKET_NANOS};
+use clew_store::{EdgeKind, EdgeRow, ROLLUP_BUCKET_NANOS, in_minutes};
 use serde::{Deserialize, Serialize};
 
 use crate::{QueryEngine, QueryError, batches_to_json, quote};
@@ -162,9 +162,8 @@ impl QueryEngine {
         mut visit: impl FnMut(&EdgeRow),
     ) -> Result<(), QueryError> {
         let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
-        for part in self.storage.edge_rollups(first, last).await? {
-            let from = part.partition_point(|row| row.minute_unix_nano < first);
-            for row in part[from..].iter().take_while(|row| row.minute_unix_nano <= last) {
+        for part in self.storage.rollups(first, last).await? {
+            for row in in_minutes(&part.edges, first, last, |row| row.minute_unix_nano) {
                 if entry.service.as_deref().is_some_and(|s| s != &*row.entry_service)
                     || entry.operation.as_deref().is_some_and(|o| o != &*row.entry_operation)
                 {

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::{BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, spans_from_batches};
 use crate::head::Head;
-use crate::rollup::{EdgeRow, RollupBuilder, read_rollup, write_rollup};
+use crate::rollup::{Rollup, RollupBuilder, read_adoption, read_rollup, write_adoption, write_rollup};
 use crate::table::SpansTable;
 use crate::wal::{SegmentId, Wal};
 use crate::{Appended, Storage, StoreConfig, StoreError, StoreStats};
@@ -62,7 +62,7 @@ pub struct BlockMeta {
 struct AssembledBuffer {
     batches: Vec<RecordBatch>,
     /// The call rollup of each batch, computed when it was assembled.
-    rollups: Vec<Arc<Vec<EdgeRow>>>,
+    rollups: Vec<Arc<Rollup>>,
     rows: usize,
     segments: HashMap<SegmentId, u64>,
     oldest: Option<Instant>,
@@ -127,7 +127,7 @@ pub struct EmbeddedStore {
     /// Footer, page index and bloom filters of each block, read once.
     readers: Mutex<HashMap<String, Arc<BlockReader>>>,
     /// The call rollup of each block, read once.
-    rollups: Mutex<HashMap<String, Arc<Vec<EdgeRow>>>>,
+    rollups: Mutex<HashMap<String, Arc<Rollup>>>,
 }
 
 /// What a trace-by-ID lookup needs of a block, kept in memory.
@@ -314,7 +314,7 @@ impl EmbeddedStore {
         // Assembly is the costliest step of the write path: the chunk is split across threads.
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
         let per_thread = ready.len().div_ceil(threads);
-        let batches: Vec<(RecordBatch, Vec<EdgeRow>)> = std::thread::scope(|scope| {
+        let batches: Vec<(RecordBatch, Rollup)> = std::thread::scope(|scope| {
             let workers: Vec<_> = ready
                 .chunks(per_thread.max(1))
                 .zip(fragment_flags.chunks(per_thread.max(1)))
@@ -431,7 +431,8 @@ impl EmbeddedStore {
         fs::rename(&temporary, &path)?;
         // The rollup is in place before the metadata: a block with metadata always has one.
         let rollup = rollup.finish();
-        write_rollup(&rollup_path(&self.blocks_dir, &id), &rollup)?;
+        write_rollup(&rollup_path(&self.blocks_dir, &id), &rollup.edges)?;
+        write_adoption(&adoption_path(&self.blocks_dir, &id), &rollup.adoption)?;
         self.rollups.lock().insert(id.clone(), Arc::new(rollup));
         let BlockSummary { min_start, max_end, services, traces, rows, .. } = summary;
         let meta = BlockMeta {
@@ -541,6 +542,7 @@ impl EmbeddedStore {
             readers.remove(&block.id);
             rollups.remove(&block.id);
             let _ = fs::remove_file(rollup_path(&self.blocks_dir, &block.id));
+            let _ = fs::remove_file(adoption_path(&self.blocks_dir, &block.id));
             let _ = fs::remove_file(self.blocks_dir.join(format!("{}.json", block.id)));
             graveyard.push((block.path.clone(), Instant::now()));
         }
@@ -621,7 +623,7 @@ impl EmbeddedStore {
     /// The call rollups of everything stored that may hold spans started within [start, end]:
     /// memory (assembled and pending traces) and each block. Rows are per minute; the caller
     /// picks the minutes it wants.
-    fn edge_rollups_blocking(&self, start: i64, end: i64) -> Result<Vec<Arc<Vec<EdgeRow>>>, StoreError> {
+    fn rollups_blocking(&self, start: i64, end: i64) -> Result<Vec<Arc<Rollup>>, StoreError> {
         let (mut parts, blocks) = {
             let _steady = self.stages.read();
             let mut parts = self.assembled.lock().rollups.clone();
@@ -639,21 +641,22 @@ impl EmbeddedStore {
 
     /// A block's rollup: from memory, from its file, or (for a block written before rollups
     /// existed) computed from its rows once and saved.
-    fn block_rollup(&self, block: &BlockMeta) -> Result<Arc<Vec<EdgeRow>>, StoreError> {
+    fn block_rollup(&self, block: &BlockMeta) -> Result<Arc<Rollup>, StoreError> {
         if let Some(rollup) = self.rollups.lock().get(&block.id) {
             return Ok(Arc::clone(rollup));
         }
-        let path = rollup_path(&self.blocks_dir, &block.id);
-        let rows = match read_rollup(&path) {
-            Ok(rows) => rows,
-            Err(_) => {
+        let (path, adoption) = (rollup_path(&self.blocks_dir, &block.id), adoption_path(&self.blocks_dir, &block.id));
+        let rows = match (read_rollup(&path), read_adoption(&adoption)) {
+            (Ok(edges), Ok(adoption)) => Rollup { edges, adoption },
+            _ => {
                 let mut builder = RollupBuilder::default();
                 for batch in ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&block.path)?)?.with_batch_size(8 * 1024).build()? {
                     builder.add(&batch?);
                 }
-                let rows = builder.finish();
-                write_rollup(&path, &rows)?;
-                rows
+                let rollup = builder.finish();
+                write_rollup(&path, &rollup.edges)?;
+                write_adoption(&adoption, &rollup.adoption)?;
+                rollup
             }
         };
         let rows = Arc::new(rows);
@@ -803,10 +806,10 @@ impl Storage for Arc<EmbeddedStore> {
         }
     }
 
-    fn edge_rollups(&self, start_unix_nano: i64, end_unix_nano: i64) -> BoxFuture<'_, Result<Vec<Arc<Vec<EdgeRow>>>, StoreError>> {
+    fn rollups(&self, start_unix_nano: i64, end_unix_nano: i64) -> BoxFuture<'_, Result<Vec<Arc<Rollup>>, StoreError>> {
         let store = Arc::clone(self);
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || store.edge_rollups_blocking(start_unix_nano, end_unix_nano))
+            tokio::task::spawn_blocking(move || store.rollups_blocking(start_unix_nano, end_unix_nano))
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("rollup read failed: {e}")))?
         })
@@ -830,9 +833,14 @@ fn rand_u32() -> u32 {
 }
 
 const ROLLUP_SUFFIX: &str = ".rollup.parquet";
+const ADOPTION_SUFFIX: &str = ".adoption.json";
 
 fn rollup_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}{ROLLUP_SUFFIX}"))
+}
+
+fn adoption_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}{ADOPTION_SUFFIX}"))
 }
 
 fn load_blocks(dir: &Path) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
@@ -842,6 +850,9 @@ fn load_blocks(dir: &Path) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
         if name.ends_with(".tmp") {
             let _ = fs::remove_file(&path); // a block that was never finished
+            continue;
+        }
+        if name.ends_with(ADOPTION_SUFFIX) {
             continue;
         }
         let Some(id) = name.strip_suffix(".json") else {
@@ -870,7 +881,7 @@ fn load_blocks(dir: &Path) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(id) = name.strip_suffix(ROLLUP_SUFFIX) {
+        if let Some(id) = name.strip_suffix(ROLLUP_SUFFIX).or_else(|| name.strip_suffix(ADOPTION_SUFFIX)) {
             if !blocks.iter().any(|b| b.id == id) {
                 let _ = fs::remove_file(&path);
             }
@@ -1125,8 +1136,13 @@ mod tests {
         }
     }
 
-    fn rollup_totals(parts: Vec<Arc<Vec<EdgeRow>>>) -> (u64, u64) {
-        let rows = parts.iter().flat_map(|part| part.iter());
+    fn rollup_totals(parts: Vec<Arc<Rollup>>) -> (u64, u64) {
+        let spans: u64 = parts.iter().flat_map(|part| &part.adoption.services).map(|s| s.counts.spans).sum();
+        let traces: u64 = parts.iter().flat_map(|part| &part.adoption.traces).map(|t| t.traces).sum();
+        let rows: Vec<&crate::EdgeRow> = parts.iter().flat_map(|part| part.edges.iter()).collect();
+        let present: u64 = rows.iter().filter(|r| r.kind == crate::EdgeKind::Present).map(|r| r.calls).sum();
+        assert_eq!((present, present / 10), (spans, traces), "the adoption facts count the same spans and traces");
+        let rows = rows.into_iter();
         rows.fold((0, 0), |(present, roots), row| match row.kind {
             crate::EdgeKind::Present => (present + row.calls, roots),
             crate::EdgeKind::Root => (present, roots + row.calls),
@@ -1142,9 +1158,9 @@ mod tests {
             let store = EmbeddedStore::open(config.clone()).unwrap();
             let storage: &dyn Storage = &store;
             storage.append(all[..9_000].to_vec()).await.unwrap();
-            assert_eq!(rollup_totals(storage.edge_rollups(0, i64::MAX).await.unwrap()), (9_000, 900), "pending traces");
+            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX).await.unwrap()), (9_000, 900), "pending traces");
             storage.flush().await.unwrap();
-            assert_eq!(rollup_totals(storage.edge_rollups(0, i64::MAX).await.unwrap()), (9_000, 900), "one block");
+            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX).await.unwrap()), (9_000, 900), "one block");
             // The last part repeats spans already in a block: compaction drops them, and the
             // merged block's rollup is computed from what it keeps.
             for part in [&all[9_000..18_000], &all[18_000..], &all[..1_000]] {
@@ -1153,22 +1169,29 @@ mod tests {
                 store.recent.lock().current.clear();
             }
             assert_eq!(store.blocks().len(), 1);
-            assert_eq!(rollup_totals(storage.edge_rollups(0, i64::MAX).await.unwrap()), (30_000, 3_000), "compacted");
+            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX).await.unwrap()), (30_000, 3_000), "compacted");
             let start = store.blocks()[0].min_start_unix_nano;
-            assert!(storage.edge_rollups(0, start - 1).await.unwrap().is_empty(), "a window before the data reads no block");
+            assert!(storage.rollups(0, start - 1).await.unwrap().is_empty(), "a window before the data reads no block");
         }
         let rollup_files = |dir: &Path| {
             fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(ROLLUP_SUFFIX)).count()
         };
         let blocks_dir = config.data_dir.join("blocks");
         assert_eq!(rollup_files(&blocks_dir), 1, "replaced blocks' rollups are deleted");
+        assert_eq!(
+            fs::read_dir(&blocks_dir)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(ADOPTION_SUFFIX))
+                .count(),
+            1
+        );
         // After a restart the rollup is read from its file; without the file it is rebuilt.
         let store = EmbeddedStore::open(config.clone()).unwrap();
-        assert_eq!(rollup_totals((&store as &dyn Storage).edge_rollups(0, i64::MAX).await.unwrap()), (30_000, 3_000));
+        assert_eq!(rollup_totals((&store as &dyn Storage).rollups(0, i64::MAX).await.unwrap()), (30_000, 3_000));
         drop(store);
         fs::remove_file(rollup_path(&blocks_dir, &load_blocks(&blocks_dir).unwrap()[0].id)).unwrap();
         let store = EmbeddedStore::open(config).unwrap();
-        assert_eq!(rollup_totals((&store as &dyn Storage).edge_rollups(0, i64::MAX).await.unwrap()), (30_000, 3_000));
+        assert_eq!(rollup_totals((&store as &dyn Storage).rollups(0, i64::MAX).await.unwrap()), (30_000, 3_000));
         assert_eq!(rollup_files(&blocks_dir), 1, "the rebuilt rollup is saved");
     }
 

@@ -28,7 +28,10 @@ use serde::{Deserialize, Serialize};
 
 pub use block::{SCHEMA, StoredSpan};
 pub use engine::EmbeddedStore;
-pub use rollup::{EdgeKind, EdgeRow, ROLLUP_BUCKET_NANOS};
+pub use rollup::{
+    AdoptionRollup, DeprecatedMinute, EdgeKind, EdgeRow, ROLLUP_BUCKET_NANOS, Rollup, RootMinute, ServiceCounts, ServiceMinute, TraceClass,
+    UnansweredMinute, in_minutes,
+};
 pub use table::SpansTable;
 
 /// Why the store refused or failed.
@@ -74,9 +77,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// The spans of one trace wherever they are, duplicates removed, or empty.
     fn trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Vec<StoredSpan>, StoreError>>;
     fn stats(&self) -> StoreStats;
-    /// The call rollups (per minute, entry point and edge) of everything that may hold spans
-    /// started within [start, end] (Unix ns), in parts; rows outside the window may be included.
-    fn edge_rollups(&self, start_unix_nano: i64, end_unix_nano: i64) -> BoxFuture<'_, Result<Vec<Arc<Vec<rollup::EdgeRow>>>, StoreError>>;
+    /// The rollups (calls per minute, entry point and edge; the coverage report's facts per
+    /// minute) of everything that may hold spans started within [start, end] (Unix ns), in
+    /// parts; rows outside the window may be included.
+    fn rollups(&self, start_unix_nano: i64, end_unix_nano: i64) -> BoxFuture<'_, Result<Vec<Arc<rollup::Rollup>>, StoreError>>;
     /// Assembles everything pending and writes it to blocks (for shutdown and tests).
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }

@@ -10,13 +10,18 @@
 //! - `Virtual`: a CLIENT/PRODUCER span no SERVER/CONSUMER span answered, to the peer it names
 //!   (`peer.service`, `server.address`, `db.system`, `messaging.destination.name`);
 //! - `Present`: every span of a service (so that services nobody calls are on the map too).
+//!
+//! Beside the calls, an [`AdoptionRollup`] keeps what the coverage report reads: per service
+//! and minute the span counts behind its quality findings and the resource attributes seen; per
+//! trace, whether it is whole and which uncalled peers it names; unanswered client calls; root
+//! operations; and uses of deprecated attribute names.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
-use clew_model::{LatencyHistogram, span_flags};
+use clew_model::{DEPRECATED_ATTRIBUTES, LatencyHistogram, span_flags, trace_flags};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, Int32Builder, Int64Builder, MapArray, RecordBatch, StringArray, StringBuilder,
 };
@@ -25,6 +30,7 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
@@ -82,12 +88,56 @@ struct Totals {
 
 type Key = (i64, Arc<str>, Arc<str>, EdgeKind, Option<Arc<str>>, Arc<str>);
 
-/// Gathers rollup rows from span-table batches.
+/// Gathers rollup rows from span-table batches. Rows must come trace by trace (a trace may
+/// continue into the next batch), as assembly and block files order them.
 #[derive(Default)]
 pub struct RollupBuilder {
     rows: HashMap<Key, Totals>,
     names: HashSet<Arc<str>>,
+    services: HashMap<(i64, Arc<str>), (ServiceCounts, BTreeSet<(Arc<str>, Arc<str>)>)>,
+    trace_classes: HashMap<(i64, Arc<str>, bool, Vec<Arc<str>>, bool), u64>,
+    unanswered: HashMap<UnansweredKey, UnansweredTotals>,
+    roots: HashMap<(i64, Arc<str>, Arc<str>, Arc<str>), (u64, u64, i64)>,
+    deprecated: HashMap<(i64, Arc<str>, &'static str), u64>,
+    trace: TraceState,
 }
+
+type UnansweredKey = (i64, Arc<str>, Arc<str>, Arc<str>, Arc<str>, Arc<str>);
+
+#[derive(Default)]
+struct UnansweredTotals {
+    is_database: bool,
+    calls: u64,
+    errors: u64,
+    traces: u64,
+    duration_nanos: i64,
+    critical_path_nanos: i64,
+}
+
+/// What the builder remembers of the trace whose rows it is reading.
+#[derive(Default)]
+struct TraceState {
+    id: Option<[u8; 16]>,
+    whole_shape: bool,
+    /// Per service: the minute of its first span in the trace.
+    services: Vec<(Arc<str>, i64)>,
+    unanswered_peers: BTreeSet<Arc<str>>,
+    uncovered: bool,
+    unanswered_groups: HashSet<UnansweredKey>,
+}
+
+/// A resource's facts, remembered while consecutive rows share it.
+struct ResourceFacts {
+    blob: Vec<u8>,
+    missing_version: bool,
+    missing_environment: bool,
+    pairs: Vec<(Arc<str>, Arc<str>)>,
+}
+
+/// At most this many distinct resource attributes are kept per service and minute.
+const MAX_RESOURCE_PAIRS: usize = 64;
+/// Resource attribute values longer than this are not kept.
+const MAX_RESOURCE_VALUE: usize = 256;
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> &'a ArrayRef {
     batch.column_by_name(name).expect("the span table has this column")
@@ -119,8 +169,13 @@ impl RollupBuilder {
         name
     }
 
-    /// Adds the calls of every row of a span-table batch.
+    /// Adds the calls and adoption facts of every row of a span-table batch.
     pub fn add(&mut self, batch: &RecordBatch) {
+        self.add_calls(batch);
+        self.add_adoption(batch);
+    }
+
+    fn add_calls(&mut self, batch: &RecordBatch) {
         let service = column(batch, "service_name").as_string::<i32>();
         let kind = column(batch, "kind").as_string::<i32>();
         let parent_span = column(batch, "parent_span_id");
@@ -192,8 +247,167 @@ impl RollupBuilder {
         }
     }
 
-    /// The rows, ordered by minute.
-    pub fn finish(self) -> Vec<EdgeRow> {
+    fn add_adoption(&mut self, batch: &RecordBatch) {
+        let trace_ids = batch.column(0).as_fixed_size_binary();
+        let service = column(batch, "service_name").as_string::<i32>();
+        let name = column(batch, "name").as_string::<i32>();
+        let kind = column(batch, "kind").as_string::<i32>();
+        let parent_span = column(batch, "parent_span_id");
+        let flags = column(batch, "span_flags").as_primitive::<Int32Type>();
+        let shape = column(batch, "trace_flags").as_primitive::<Int32Type>();
+        let peer_service = column(batch, "peer_service").as_string::<i32>();
+        let server_address = column(batch, "server_address").as_string::<i32>();
+        let db_system = column(batch, "db_system").as_string::<i32>();
+        let http_method = column(batch, "http_method").as_string::<i32>();
+        let http_route = column(batch, "http_route").as_string::<i32>();
+        let http_status = column(batch, "http_status_code").as_primitive::<Int64Type>();
+        let attributes = column(batch, "attributes").as_map();
+        let resource_attributes = column(batch, "resource_attributes").as_map();
+        let resource = column(batch, "resource").as_binary::<i32>();
+        let status = column(batch, "status_code").as_string::<i32>();
+        let duration = column(batch, "duration_nanos").as_primitive::<Int64Type>();
+        let critical = column(batch, "critical_path_nanos").as_primitive::<Int64Type>();
+        let root_service = column(batch, "trace_root_service").as_string::<i32>();
+        let root_name = column(batch, "trace_root_name").as_string::<i32>();
+        let trace_start = column(batch, "trace_start_unix_nano").as_primitive::<Int64Type>();
+        let offset = column(batch, "start_offset_nanos").as_primitive::<Int64Type>();
+        let broken_shape = (trace_flags::MULTIPLE_ROOTS | trace_flags::HAS_ORPHANS | trace_flags::NO_ROOT) as i32;
+        let mut last_resource: Option<ResourceFacts> = None;
+        for row in 0..batch.num_rows() {
+            let trace_id: [u8; 16] = trace_ids.value(row).try_into().expect("16-byte trace IDs");
+            if self.trace.id != Some(trace_id) {
+                self.end_trace();
+                self.trace.id = Some(trace_id);
+                self.trace.whole_shape = shape.value(row) & broken_shape == 0;
+            }
+            let start = trace_start.value(row).saturating_add(offset.value(row));
+            let minute = start.div_euclid(ROLLUP_BUCKET_NANOS) * ROLLUP_BUCKET_NANOS;
+            let service_name = self.intern(service.value(row));
+            match self.trace.services.iter_mut().find(|(s, _)| *s == service_name) {
+                Some((_, first)) => *first = (*first).min(minute),
+                None => self.trace.services.push((Arc::clone(&service_name), minute)),
+            }
+            if last_resource.as_ref().is_none_or(|r| r.blob != resource.value(row)) {
+                let map = resource_attributes;
+                let mut pairs = Vec::new();
+                if !map.is_null(row) {
+                    let offsets = map.value_offsets();
+                    let (keys, values) = (map.keys().as_string::<i32>(), map.values().as_string::<i32>());
+                    for i in offsets[row] as usize..offsets[row + 1] as usize {
+                        if !values.is_null(i) && values.value(i).len() <= MAX_RESOURCE_VALUE {
+                            pairs.push((self.intern(keys.value(i)), self.intern(values.value(i))));
+                        }
+                    }
+                }
+                let has = |key: &str| pairs.iter().any(|(k, _)| &**k == key);
+                last_resource = Some(ResourceFacts {
+                    blob: resource.value(row).to_vec(),
+                    missing_version: !has("service.version"),
+                    missing_environment: !has("deployment.environment.name") && !has("deployment.environment"),
+                    pairs,
+                });
+            }
+            let facts = last_resource.as_ref().expect("set above");
+            let span_kind = kind.value(row);
+            let is_entry = span_kind == "server" || span_kind == "consumer";
+            let is_exit = span_kind == "client" || span_kind == "producer";
+            let is_root = parent_span.is_null(row);
+            let unmatched = flags.value(row) as u32 & span_flags::UNMATCHED_CLIENT != 0;
+            let error = status.value(row) == "error";
+            let http_failed =
+                !http_status.is_null(row) && (http_status.value(row) >= 500 || (span_kind == "client" && http_status.value(row) >= 400));
+            let (entry, pairs) = self.services.entry((minute, Arc::clone(&service_name))).or_default();
+            if entry.spans == 0 {
+                (entry.first_seen_unix_nano, entry.last_seen_unix_nano) = (start, start);
+            }
+            entry.spans += 1;
+            entry.first_seen_unix_nano = entry.first_seen_unix_nano.min(start);
+            entry.last_seen_unix_nano = entry.last_seen_unix_nano.max(start);
+            entry.entry_spans += is_entry as u64;
+            entry.root_entry_spans += (is_entry && is_root) as u64;
+            entry.orphan_spans += (flags.value(row) as u32 & span_flags::ORPHAN != 0) as u64;
+            entry.exit_spans += is_exit as u64;
+            entry.unmatched_exit_spans += unmatched as u64;
+            entry.error_spans += error as u64;
+            entry.missing_version += facts.missing_version as u64;
+            entry.missing_environment += facts.missing_environment as u64;
+            entry.errors_without_status += (http_failed && !error) as u64;
+            entry.server_without_route += (span_kind == "server" && !http_method.is_null(row) && http_route.is_null(row)) as u64;
+            entry.internal_like_server += (span_kind == "internal" && !http_method.is_null(row) && !http_route.is_null(row)) as u64;
+            entry.internal_like_client +=
+                (span_kind == "internal" && (!peer_service.is_null(row) || !server_address.is_null(row) || !db_system.is_null(row))) as u64;
+            if pairs.len() < MAX_RESOURCE_PAIRS {
+                for pair in &facts.pairs {
+                    if pairs.len() >= MAX_RESOURCE_PAIRS {
+                        break;
+                    }
+                    if !pairs.contains(pair) {
+                        pairs.insert(pair.clone());
+                    }
+                }
+            }
+            if !attributes.is_null(row) {
+                let offsets = attributes.value_offsets();
+                let keys = attributes.keys().as_string::<i32>();
+                for i in offsets[row] as usize..offsets[row + 1] as usize {
+                    if let Some((old, _)) = DEPRECATED_ATTRIBUTES.iter().find(|(old, _)| *old == keys.value(i)) {
+                        *self.deprecated.entry((minute, Arc::clone(&service_name), *old)).or_default() += 1;
+                    }
+                }
+            }
+            if is_root {
+                let key = (minute, Arc::clone(&service_name), self.intern(name.value(row)), self.intern(span_kind));
+                let root = self.roots.entry(key).or_default();
+                root.0 += 1;
+                root.1 += error as u64;
+                root.2 = root.2.saturating_add(duration.value(row));
+            }
+            if unmatched {
+                let peer = text(peer_service, row)
+                    .or_else(|| text(server_address, row))
+                    .or_else(|| text(db_system, row))
+                    .or_else(|| map_value(attributes, row, "messaging.destination.name"));
+                self.trace.uncovered |= db_system.is_null(row);
+                if let Some(peer) = peer {
+                    let peer = self.intern(peer);
+                    self.trace.unanswered_peers.insert(Arc::clone(&peer));
+                    let key = (
+                        minute,
+                        Arc::clone(&service_name),
+                        self.intern(name.value(row)),
+                        peer,
+                        self.intern(root_service.value(row)),
+                        self.intern(root_name.value(row)),
+                    );
+                    let first_in_trace = self.trace.unanswered_groups.insert(key.clone());
+                    let totals = self.unanswered.entry(key).or_default();
+                    totals.is_database |= !db_system.is_null(row);
+                    totals.calls += 1;
+                    totals.errors += error as u64;
+                    totals.traces += first_in_trace as u64;
+                    totals.duration_nanos = totals.duration_nanos.saturating_add(duration.value(row));
+                    totals.critical_path_nanos = totals.critical_path_nanos.saturating_add(critical.value(row));
+                }
+            }
+        }
+    }
+
+    /// Counts the trace just read once for each of its services.
+    fn end_trace(&mut self) {
+        let trace = std::mem::take(&mut self.trace);
+        if trace.id.is_none() {
+            return;
+        }
+        let peers: Vec<Arc<str>> = trace.unanswered_peers.into_iter().collect();
+        for (service, minute) in trace.services {
+            *self.trace_classes.entry((minute, service, trace.whole_shape, peers.clone(), trace.uncovered)).or_default() += 1;
+        }
+    }
+
+    /// The rollup, every part ordered by minute.
+    pub fn finish(mut self) -> Rollup {
+        self.end_trace();
+        let adoption = self.adoption();
         let mut rows: Vec<EdgeRow> = self
             .rows
             .into_iter()
@@ -221,16 +435,230 @@ impl RollupBuilder {
                 &b.child,
             ))
         });
-        rows
+        Rollup { edges: rows, adoption }
     }
 
-    pub fn from_batches<'a>(batches: impl IntoIterator<Item = &'a RecordBatch>) -> Vec<EdgeRow> {
+    fn adoption(&mut self) -> AdoptionRollup {
+        let text = |s: &Arc<str>| s.to_string();
+        let mut out = AdoptionRollup::default();
+        for ((minute, service), (counts, pairs)) in self.services.drain() {
+            let resource = pairs.iter().map(|(k, v)| (text(k), text(v))).collect();
+            out.services.push(ServiceMinute { minute_unix_nano: minute, service: text(&service), counts, resource });
+        }
+        for ((minute, service, whole_shape, peers, uncovered), traces) in self.trace_classes.drain() {
+            let unanswered_peers = peers.iter().map(text).collect();
+            out.traces.push(TraceClass {
+                minute_unix_nano: minute,
+                service: text(&service),
+                whole_shape,
+                unanswered_peers,
+                uncovered,
+                traces,
+            });
+        }
+        for ((minute, caller, operation, peer, entry_service, entry_operation), t) in self.unanswered.drain() {
+            out.unanswered.push(UnansweredMinute {
+                minute_unix_nano: minute,
+                caller: text(&caller),
+                operation: text(&operation),
+                peer: text(&peer),
+                is_database: t.is_database,
+                entry_service: text(&entry_service),
+                entry_operation: text(&entry_operation),
+                calls: t.calls,
+                errors: t.errors,
+                traces: t.traces,
+                duration_nanos: t.duration_nanos,
+                critical_path_nanos: t.critical_path_nanos,
+            });
+        }
+        for ((minute, service, operation, kind), (spans, errors, duration_nanos)) in self.roots.drain() {
+            out.roots.push(RootMinute {
+                minute_unix_nano: minute,
+                service: text(&service),
+                operation: text(&operation),
+                kind: text(&kind),
+                spans,
+                errors,
+                duration_nanos,
+            });
+        }
+        for ((minute, service, key), spans) in self.deprecated.drain() {
+            out.deprecated.push(DeprecatedMinute { minute_unix_nano: minute, service: text(&service), key: key.to_string(), spans });
+        }
+        out.sort();
+        out
+    }
+
+    pub fn from_batches<'a>(batches: impl IntoIterator<Item = &'a RecordBatch>) -> Rollup {
         let mut builder = Self::default();
         for batch in batches {
             builder.add(batch);
         }
         builder.finish()
     }
+}
+
+/// A part of the store's rollups: its calls and its adoption facts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rollup {
+    pub edges: Vec<EdgeRow>,
+    pub adoption: AdoptionRollup,
+}
+
+/// Span counts of one service in one minute.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceCounts {
+    pub spans: u64,
+    pub entry_spans: u64,
+    pub root_entry_spans: u64,
+    pub orphan_spans: u64,
+    pub exit_spans: u64,
+    pub unmatched_exit_spans: u64,
+    pub error_spans: u64,
+    pub missing_version: u64,
+    pub missing_environment: u64,
+    pub errors_without_status: u64,
+    pub server_without_route: u64,
+    pub internal_like_server: u64,
+    pub internal_like_client: u64,
+    pub first_seen_unix_nano: i64,
+    pub last_seen_unix_nano: i64,
+}
+
+impl ServiceCounts {
+    pub fn merge(&mut self, other: &ServiceCounts) {
+        if other.spans == 0 {
+            return;
+        }
+        if self.spans == 0 {
+            (self.first_seen_unix_nano, self.last_seen_unix_nano) = (other.first_seen_unix_nano, other.last_seen_unix_nano);
+        }
+        self.first_seen_unix_nano = self.first_seen_unix_nano.min(other.first_seen_unix_nano);
+        self.last_seen_unix_nano = self.last_seen_unix_nano.max(other.last_seen_unix_nano);
+        self.spans += other.spans;
+        self.entry_spans += other.entry_spans;
+        self.root_entry_spans += other.root_entry_spans;
+        self.orphan_spans += other.orphan_spans;
+        self.exit_spans += other.exit_spans;
+        self.unmatched_exit_spans += other.unmatched_exit_spans;
+        self.error_spans += other.error_spans;
+        self.missing_version += other.missing_version;
+        self.missing_environment += other.missing_environment;
+        self.errors_without_status += other.errors_without_status;
+        self.server_without_route += other.server_without_route;
+        self.internal_like_server += other.internal_like_server;
+        self.internal_like_client += other.internal_like_client;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceMinute {
+    pub minute_unix_nano: i64,
+    pub service: String,
+    pub counts: ServiceCounts,
+    /// Distinct resource attributes of its spans (at most 64; values up to 256 bytes).
+    pub resource: Vec<(String, String)>,
+}
+
+/// Traces of a service that share their health: counted in the minute of the service's first
+/// span in each trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceClass {
+    pub minute_unix_nano: i64,
+    pub service: String,
+    /// One root, no orphan.
+    pub whole_shape: bool,
+    /// The peers the trace's unanswered client calls name: the trace is broken if one of them
+    /// turns out to be an instrumented service.
+    pub unanswered_peers: Vec<String>,
+    /// Some unanswered call is not to a database.
+    pub uncovered: bool,
+    pub traces: u64,
+}
+
+/// Client calls no server answered, by caller operation, peer and entry point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnansweredMinute {
+    pub minute_unix_nano: i64,
+    pub caller: String,
+    pub operation: String,
+    pub peer: String,
+    pub is_database: bool,
+    pub entry_service: String,
+    pub entry_operation: String,
+    pub calls: u64,
+    pub errors: u64,
+    /// Traces with such calls, counted in the minute of the first one.
+    pub traces: u64,
+    pub duration_nanos: i64,
+    pub critical_path_nanos: i64,
+}
+
+/// Spans without a parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootMinute {
+    pub minute_unix_nano: i64,
+    pub service: String,
+    pub operation: String,
+    pub kind: String,
+    pub spans: u64,
+    pub errors: u64,
+    pub duration_nanos: i64,
+}
+
+/// Spans carrying an attribute name that newer conventions replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeprecatedMinute {
+    pub minute_unix_nano: i64,
+    pub service: String,
+    pub key: String,
+    pub spans: u64,
+}
+
+/// The coverage report's facts, per minute.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdoptionRollup {
+    pub services: Vec<ServiceMinute>,
+    pub traces: Vec<TraceClass>,
+    pub unanswered: Vec<UnansweredMinute>,
+    pub roots: Vec<RootMinute>,
+    pub deprecated: Vec<DeprecatedMinute>,
+}
+
+impl AdoptionRollup {
+    fn sort(&mut self) {
+        self.services.sort_by(|a, b| (a.minute_unix_nano, &a.service).cmp(&(b.minute_unix_nano, &b.service)));
+        self.traces.sort_by_key(|t| t.minute_unix_nano);
+        self.unanswered.sort_by_key(|u| u.minute_unix_nano);
+        self.roots.sort_by_key(|r| r.minute_unix_nano);
+        self.deprecated.sort_by_key(|d| d.minute_unix_nano);
+    }
+}
+
+/// Rows of `rows` whose minute is within [first, last], for rows ordered by minute.
+pub fn in_minutes<T>(rows: &[T], first: i64, last: i64, minute: impl Fn(&T) -> i64) -> &[T] {
+    let from = rows.partition_point(|r| minute(r) < first);
+    let to = rows.partition_point(|r| minute(r) <= last);
+    &rows[from..to.max(from)]
+}
+
+/// Writes the adoption rollup as JSON (synced; under a temporary name first).
+pub fn write_adoption(path: &Path, rollup: &AdoptionRollup) -> Result<(), StoreError> {
+    let temporary = path.with_extension("tmp");
+    {
+        let mut file = std::io::BufWriter::new(fs::File::create(&temporary)?);
+        serde_json::to_writer(&mut file, rollup).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        std::io::Write::flush(&mut file)?;
+        file.get_ref().sync_all()?;
+    }
+    fs::rename(&temporary, path)?;
+    Ok(())
+}
+
+pub fn read_adoption(path: &Path) -> Result<AdoptionRollup, StoreError> {
+    let bytes = fs::read(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(format!("rollup {}: {e}", path.display())))
 }
 
 static ROLLUP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -387,14 +815,15 @@ mod tests {
         let trace = vec![
             span("gateway", 1, None, SpanKind::Server, T0, 100, vec![]),
             span("gateway", 2, Some(1), SpanKind::Client, T0 + 1_000_000, 90, vec![]),
-            span("api", 3, Some(2), SpanKind::Server, T0 + 2_000_000, 80, vec![]),
+            span("api", 3, Some(2), SpanKind::Server, T0 + 2_000_000, 80, vec![Attribute::new("http.status_code", Value::Int(500))]),
             span("api", 4, Some(3), SpanKind::Client, T0 + 3_000_000, 20, db),
             // A minute later: the same trace's message that nobody instrumented consumes.
             span("api", 5, Some(3), SpanKind::Producer, T0 + 60_000_000_000, 1, queue),
         ];
         let mut builder = BatchBuilder::default();
         builder.push_trace(&assemble_borrowed(&trace), 0);
-        let rows = RollupBuilder::from_batches([&builder.finish()]);
+        let rollup = RollupBuilder::from_batches([&builder.finish()]);
+        let rows = rollup.edges.clone();
         let find = |kind: EdgeKind, parent: Option<&str>, child: &str| {
             rows.iter().filter(|r| r.kind == kind && r.parent.as_deref() == parent && &*r.child == child).collect::<Vec<_>>()
         };
@@ -413,6 +842,38 @@ mod tests {
         assert_eq!(rows.iter().filter(|r| r.kind == EdgeKind::Virtual).count(), 2);
         assert!(rows.windows(2).all(|w| w[0].minute_unix_nano <= w[1].minute_unix_nano));
 
+        // The coverage report's facts of the same trace.
+        let adoption = &rollup.adoption;
+        let service = |name: &str| {
+            adoption.services.iter().filter(|s| s.service == name).fold(ServiceCounts::default(), |mut total, s| {
+                total.merge(&s.counts);
+                total
+            })
+        };
+        let (gateway, api) = (service("gateway"), service("api"));
+        assert_eq!((gateway.spans, gateway.entry_spans, gateway.root_entry_spans, gateway.exit_spans), (2, 1, 1, 1));
+        assert_eq!((api.spans, api.exit_spans, api.unmatched_exit_spans, api.error_spans), (3, 2, 2, 1));
+        assert_eq!((api.missing_version, api.missing_environment), (3, 3), "no service.version or environment on these resources");
+        assert_eq!(api.first_seen_unix_nano, (T0 + 2_000_000) as i64);
+        assert_eq!(api.last_seen_unix_nano, (T0 + 60_000_000_000) as i64);
+        assert!(adoption.services.iter().any(|s| s.resource.contains(&("service.name".into(), "api".into()))));
+        assert_eq!(adoption.traces.len(), 2, "one class per service of the trace");
+        for class in &adoption.traces {
+            assert!(class.whole_shape && class.uncovered && class.traces == 1);
+            assert_eq!(class.unanswered_peers, ["orders", "postgresql"]);
+        }
+        let database = adoption.unanswered.iter().find(|u| u.peer == "postgresql").unwrap();
+        assert!(database.is_database && database.caller == "api" && database.operation == "op4" && database.traces == 1);
+        assert_eq!((database.entry_service.as_str(), database.entry_operation.as_str()), ("gateway", "op1"));
+        assert!(!adoption.unanswered.iter().find(|u| u.peer == "orders").unwrap().is_database);
+        assert_eq!(adoption.roots.len(), 1);
+        assert_eq!(
+            (adoption.roots[0].service.as_str(), adoption.roots[0].kind.as_str(), adoption.roots[0].spans),
+            ("gateway", "server", 1)
+        );
+        assert_eq!(adoption.deprecated.len(), 1);
+        assert_eq!((adoption.deprecated[0].service.as_str(), adoption.deprecated[0].key.as_str()), ("api", "http.status_code"));
+
         let path = std::env::temp_dir().join(format!("clew-rollup-test-{}.rollup.parquet", std::process::id()));
         write_rollup(&path, &rows).unwrap();
         let read = read_rollup(&path).unwrap();
@@ -421,5 +882,9 @@ mod tests {
         for row in &rows {
             assert!(read.contains(row), "{row:?} survives the file");
         }
+        let path = std::env::temp_dir().join(format!("clew-rollup-test-{}.adoption.json", std::process::id()));
+        write_adoption(&path, adoption).unwrap();
+        assert_eq!(&read_adoption(&path).unwrap(), adoption);
+        let _ = fs::remove_file(&path);
     }
 }
