@@ -511,14 +511,16 @@ impl QueryEngine {
         );
         let instrumented_sql = format!("SELECT DISTINCT service_name AS name FROM spans WHERE {window} ORDER BY name");
         let (stats_sql, previous_sql) = (stats_in(start_unix_nano, end_unix_nano), stats_in(previous_start, start_unix_nano));
+        // The totals, the series and the shares are read from the same spans.
+        let pinned = self.pinned().await?;
         let (stats, previous, series, services, gaps, whole, instrumented) = tokio::try_join!(
-            self.internal_sql(&stats_sql),
-            self.internal_sql(&previous_sql),
-            self.internal_sql(&series_sql),
-            self.internal_sql(&services_sql),
-            self.internal_sql(&gaps_sql),
-            self.internal_sql(&whole_sql),
-            self.internal_sql(&instrumented_sql)
+            pinned.internal_sql(&stats_sql),
+            pinned.internal_sql(&previous_sql),
+            pinned.internal_sql(&series_sql),
+            pinned.internal_sql(&services_sql),
+            pinned.internal_sql(&gaps_sql),
+            pinned.internal_sql(&whole_sql),
+            pinned.internal_sql(&instrumented_sql)
         )?;
         #[derive(Deserialize)]
         struct Whole {

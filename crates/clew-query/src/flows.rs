@@ -93,8 +93,10 @@ impl QueryEngine {
              FROM spans s JOIN matched m ON s.trace_id = m.trace_id GROUP BY {node} LIMIT 20000",
             percentiles("s.duration_nanos", &[(0.5, "p50_nanos"), (0.95, "p95_nanos")])
         );
+        // The three answers are ratios of each other: they are read from the same spans.
+        let pinned = self.pinned().await?;
         let (stats, counts, spans) =
-            tokio::try_join!(self.internal_sql(&stats_sql), self.internal_sql(&counts_sql), self.internal_sql(&spans_sql))?;
+            tokio::try_join!(pinned.internal_sql(&stats_sql), pinned.internal_sql(&counts_sql), pinned.internal_sql(&spans_sql))?;
         Ok(FlowFacts {
             start_unix_nano,
             end_unix_nano,

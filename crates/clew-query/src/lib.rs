@@ -57,12 +57,24 @@ impl std::fmt::Debug for QueryEngine {
 
 impl QueryEngine {
     pub async fn new(storage: Arc<dyn Storage>) -> Result<Self, QueryError> {
+        let table = storage.spans_table();
+        Self::over(storage, table).await
+    }
+
+    /// An engine whose every query sees the spans stored now: for answers assembled from
+    /// several queries that must agree with each other.
+    pub async fn pinned(&self) -> Result<Self, QueryError> {
+        let table = self.storage.pinned_spans_table()?;
+        Self::over(Arc::clone(&self.storage), table).await
+    }
+
+    async fn over(storage: Arc<dyn Storage>, table: Arc<dyn datafusion::catalog::TableProvider>) -> Result<Self, QueryError> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true);
         let context = SessionContext::new_with_config(config);
-        context.register_table("span_columns", storage.spans_table())?;
+        context.register_table("span_columns", table)?;
         context.sql(&spans_view()).await?;
         Ok(Self { storage, context })
     }

@@ -144,6 +144,7 @@ impl std::fmt::Debug for EmbeddedStore {
 }
 
 /// What queries see at one moment.
+#[derive(Clone, Debug)]
 pub(crate) struct Snapshot {
     pub memory: Vec<RecordBatch>,
     pub blocks: Vec<Arc<BlockMeta>>,
@@ -779,6 +780,10 @@ impl EmbeddedStore {
 impl Storage for Arc<EmbeddedStore> {
     fn append_encoded(&self, spans: Vec<Span>, encoded: Option<Vec<u8>>) -> BoxFuture<'_, Result<Appended, StoreError>> {
         Box::pin(self.append_inner(spans, encoded))
+    }
+
+    fn pinned_spans_table(&self) -> Result<Arc<dyn TableProvider>, StoreError> {
+        Ok(Arc::new(SpansTable::pinned(Arc::clone(self))?))
     }
 
     fn spans_table(&self) -> Arc<dyn TableProvider> {

@@ -74,6 +74,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn append_encoded(&self, spans: Vec<Span>, encoded: Option<Vec<u8>>) -> BoxFuture<'_, Result<Appended, StoreError>>;
     /// The span table over everything stored.
     fn spans_table(&self) -> Arc<dyn TableProvider>;
+    /// The span table over what is stored now: every scan of it sees the same spans.
+    fn pinned_spans_table(&self) -> Result<Arc<dyn TableProvider>, StoreError>;
     /// The spans of one trace wherever they are, duplicates removed, or empty.
     fn trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Vec<StoredSpan>, StoreError>>;
     fn stats(&self) -> StoreStats;

@@ -14,17 +14,25 @@ use datafusion::physical_plan::union::UnionExec;
 
 use crate::EmbeddedStore;
 use crate::block::SCHEMA;
+use crate::engine::Snapshot;
 
 /// Every scan takes a fresh snapshot: spans acknowledged before the query started are in it,
-/// wherever they are at that moment.
+/// wherever they are at that moment. A pinned table scans one snapshot taken when it was made,
+/// so that several queries (or several scans in one query) see the same spans.
 #[derive(Debug)]
 pub struct SpansTable {
     store: Arc<EmbeddedStore>,
+    pinned: Option<Snapshot>,
 }
 
 impl SpansTable {
     pub fn new(store: Arc<EmbeddedStore>) -> Self {
-        Self { store }
+        Self { store, pinned: None }
+    }
+
+    pub fn pinned(store: Arc<EmbeddedStore>) -> std::result::Result<Self, crate::StoreError> {
+        let snapshot = store.snapshot()?;
+        Ok(Self { store, pinned: Some(snapshot) })
     }
 }
 
@@ -51,7 +59,10 @@ impl TableProvider for SpansTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let snapshot = self.store.snapshot().map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let snapshot = match &self.pinned {
+            Some(snapshot) => snapshot.clone(),
+            None => self.store.snapshot().map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?,
+        };
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let memory = MemTable::try_new(Arc::clone(&SCHEMA), vec![snapshot.memory])?;
         plans.push(memory.scan(state, projection, filters, limit).await?);
