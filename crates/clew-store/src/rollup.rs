@@ -23,7 +23,8 @@ use std::sync::{Arc, LazyLock};
 
 use clew_model::{DEPRECATED_ATTRIBUTES, LatencyHistogram, span_flags, trace_flags};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, Int32Builder, Int64Builder, MapArray, RecordBatch, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, FixedSizeBinaryArray, Int32Array, Int32Builder, Int64Array, Int64Builder,
+    MapArray, RecordBatch, StringArray, StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -159,6 +160,74 @@ fn text(array: &StringArray, row: usize) -> Option<&str> {
     (!array.is_null(row)).then(|| array.value(row))
 }
 
+/// The span-table columns the rollups read, looked up once per batch.
+struct Columns<'a> {
+    trace_ids: &'a FixedSizeBinaryArray,
+    service: &'a StringArray,
+    name: &'a StringArray,
+    kind: &'a StringArray,
+    parent_span: &'a ArrayRef,
+    parent_service: &'a StringArray,
+    flags: &'a Int32Array,
+    shape: &'a Int32Array,
+    peer_service: &'a StringArray,
+    server_address: &'a StringArray,
+    db_system: &'a StringArray,
+    http_method: &'a StringArray,
+    http_route: &'a StringArray,
+    http_status: &'a Int64Array,
+    attributes: &'a MapArray,
+    resource_attributes: &'a MapArray,
+    resource: &'a BinaryArray,
+    status: &'a StringArray,
+    duration: &'a Int64Array,
+    critical: &'a Int64Array,
+    root_service: &'a StringArray,
+    root_name: &'a StringArray,
+    trace_start: &'a Int64Array,
+    offset: &'a Int64Array,
+}
+
+impl<'a> Columns<'a> {
+    fn new(batch: &'a RecordBatch) -> Self {
+        Self {
+            trace_ids: batch.column(0).as_fixed_size_binary(),
+            service: column(batch, "service_name").as_string::<i32>(),
+            name: column(batch, "name").as_string::<i32>(),
+            kind: column(batch, "kind").as_string::<i32>(),
+            parent_span: column(batch, "parent_span_id"),
+            parent_service: column(batch, "parent_service").as_string::<i32>(),
+            flags: column(batch, "span_flags").as_primitive::<Int32Type>(),
+            shape: column(batch, "trace_flags").as_primitive::<Int32Type>(),
+            peer_service: column(batch, "peer_service").as_string::<i32>(),
+            server_address: column(batch, "server_address").as_string::<i32>(),
+            db_system: column(batch, "db_system").as_string::<i32>(),
+            http_method: column(batch, "http_method").as_string::<i32>(),
+            http_route: column(batch, "http_route").as_string::<i32>(),
+            http_status: column(batch, "http_status_code").as_primitive::<Int64Type>(),
+            attributes: column(batch, "attributes").as_map(),
+            resource_attributes: column(batch, "resource_attributes").as_map(),
+            resource: column(batch, "resource").as_binary::<i32>(),
+            status: column(batch, "status_code").as_string::<i32>(),
+            duration: column(batch, "duration_nanos").as_primitive::<Int64Type>(),
+            critical: column(batch, "critical_path_nanos").as_primitive::<Int64Type>(),
+            root_service: column(batch, "trace_root_service").as_string::<i32>(),
+            root_name: column(batch, "trace_root_name").as_string::<i32>(),
+            trace_start: column(batch, "trace_start_unix_nano").as_primitive::<Int64Type>(),
+            offset: column(batch, "start_offset_nanos").as_primitive::<Int64Type>(),
+        }
+    }
+
+    /// The peer a client span names: `peer.service`, `server.address`, `db.system`, then
+    /// `messaging.destination.name`.
+    fn peer(&self, row: usize) -> Option<&'a str> {
+        text(self.peer_service, row)
+            .or_else(|| text(self.server_address, row))
+            .or_else(|| text(self.db_system, row))
+            .or_else(|| map_value(self.attributes, row, "messaging.destination.name"))
+    }
+}
+
 impl RollupBuilder {
     fn intern(&mut self, name: &str) -> Arc<str> {
         if let Some(existing) = self.names.get(name) {
@@ -176,22 +245,22 @@ impl RollupBuilder {
     }
 
     fn add_calls(&mut self, batch: &RecordBatch) {
-        let service = column(batch, "service_name").as_string::<i32>();
-        let kind = column(batch, "kind").as_string::<i32>();
-        let parent_span = column(batch, "parent_span_id");
-        let parent_service = column(batch, "parent_service").as_string::<i32>();
-        let flags = column(batch, "span_flags").as_primitive::<Int32Type>();
-        let peer_service = column(batch, "peer_service").as_string::<i32>();
-        let server_address = column(batch, "server_address").as_string::<i32>();
-        let db_system = column(batch, "db_system").as_string::<i32>();
-        let attributes = column(batch, "attributes").as_map();
-        let status = column(batch, "status_code").as_string::<i32>();
-        let duration = column(batch, "duration_nanos").as_primitive::<Int64Type>();
-        let critical = column(batch, "critical_path_nanos").as_primitive::<Int64Type>();
-        let root_service = column(batch, "trace_root_service").as_string::<i32>();
-        let root_name = column(batch, "trace_root_name").as_string::<i32>();
-        let trace_start = column(batch, "trace_start_unix_nano").as_primitive::<Int64Type>();
-        let offset = column(batch, "start_offset_nanos").as_primitive::<Int64Type>();
+        let columns = Columns::new(batch);
+        let Columns {
+            service,
+            kind,
+            parent_span,
+            parent_service,
+            flags,
+            status,
+            duration,
+            critical,
+            root_service,
+            root_name,
+            trace_start,
+            offset,
+            ..
+        } = columns;
         // Rows of a batch come trace by trace: the entry point's names are interned once per run.
         let mut entry: Option<(usize, Arc<str>, Arc<str>)> = None;
         for row in 0..batch.num_rows() {
@@ -235,10 +304,7 @@ impl RollupBuilder {
                 count(self, EdgeKind::Call, Some(caller), Arc::clone(&child));
             }
             if flags.value(row) as u32 & span_flags::UNMATCHED_CLIENT != 0 {
-                let peer = text(peer_service, row)
-                    .or_else(|| text(server_address, row))
-                    .or_else(|| text(db_system, row))
-                    .or_else(|| map_value(attributes, row, "messaging.destination.name"));
+                let peer = columns.peer(row);
                 if let Some(peer) = peer {
                     let peer = self.intern(peer);
                     count(self, EdgeKind::Virtual, Some(child), peer);
@@ -248,29 +314,33 @@ impl RollupBuilder {
     }
 
     fn add_adoption(&mut self, batch: &RecordBatch) {
-        let trace_ids = batch.column(0).as_fixed_size_binary();
-        let service = column(batch, "service_name").as_string::<i32>();
-        let name = column(batch, "name").as_string::<i32>();
-        let kind = column(batch, "kind").as_string::<i32>();
-        let parent_span = column(batch, "parent_span_id");
-        let flags = column(batch, "span_flags").as_primitive::<Int32Type>();
-        let shape = column(batch, "trace_flags").as_primitive::<Int32Type>();
-        let peer_service = column(batch, "peer_service").as_string::<i32>();
-        let server_address = column(batch, "server_address").as_string::<i32>();
-        let db_system = column(batch, "db_system").as_string::<i32>();
-        let http_method = column(batch, "http_method").as_string::<i32>();
-        let http_route = column(batch, "http_route").as_string::<i32>();
-        let http_status = column(batch, "http_status_code").as_primitive::<Int64Type>();
-        let attributes = column(batch, "attributes").as_map();
-        let resource_attributes = column(batch, "resource_attributes").as_map();
-        let resource = column(batch, "resource").as_binary::<i32>();
-        let status = column(batch, "status_code").as_string::<i32>();
-        let duration = column(batch, "duration_nanos").as_primitive::<Int64Type>();
-        let critical = column(batch, "critical_path_nanos").as_primitive::<Int64Type>();
-        let root_service = column(batch, "trace_root_service").as_string::<i32>();
-        let root_name = column(batch, "trace_root_name").as_string::<i32>();
-        let trace_start = column(batch, "trace_start_unix_nano").as_primitive::<Int64Type>();
-        let offset = column(batch, "start_offset_nanos").as_primitive::<Int64Type>();
+        let columns = Columns::new(batch);
+        let Columns {
+            trace_ids,
+            service,
+            name,
+            kind,
+            parent_span,
+            flags,
+            shape,
+            peer_service,
+            server_address,
+            db_system,
+            http_method,
+            http_route,
+            http_status,
+            attributes,
+            resource_attributes,
+            resource,
+            status,
+            duration,
+            critical,
+            root_service,
+            root_name,
+            trace_start,
+            offset,
+            ..
+        } = columns;
         let broken_shape = (trace_flags::MULTIPLE_ROOTS | trace_flags::HAS_ORPHANS | trace_flags::NO_ROOT) as i32;
         let mut last_resource: Option<ResourceFacts> = None;
         for row in 0..batch.num_rows() {
@@ -363,10 +433,7 @@ impl RollupBuilder {
                 root.2 = root.2.saturating_add(duration.value(row));
             }
             if unmatched {
-                let peer = text(peer_service, row)
-                    .or_else(|| text(server_address, row))
-                    .or_else(|| text(db_system, row))
-                    .or_else(|| map_value(attributes, row, "messaging.destination.name"));
+                let peer = columns.peer(row);
                 self.trace.uncovered |= db_system.is_null(row);
                 if let Some(peer) = peer {
                     let peer = self.intern(peer);
