@@ -156,7 +156,7 @@ impl QueryEngine {
         // Per service: span counts and the owner attributes' values.
         let mut counts: BTreeMap<&str, (ServiceCounts, BTreeMap<&str, BTreeSet<&str>>)> = BTreeMap::new();
         for part in &parts {
-            for row in in_minutes(&part.adoption.services, first, last, |s| s.minute_unix_nano) {
+            for row in in_minutes(&part.for_window(first, last).adoption.services, first, last, |s| s.minute_unix_nano) {
                 let (total, owners) = counts.entry(row.service.as_str()).or_default();
                 total.merge(&row.counts);
                 for (key, value) in &row.resource {
@@ -171,7 +171,7 @@ impl QueryEngine {
         // instrumented service or a database).
         let mut traces: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
         for part in &parts {
-            for class in in_minutes(&part.adoption.traces, first, last, |t| t.minute_unix_nano) {
+            for class in in_minutes(&part.for_window(first, last).adoption.traces, first, last, |t| t.minute_unix_nano) {
                 let broken = class.unanswered_peers.iter().any(|peer| counts.contains_key(peer.as_str()));
                 let whole = class.whole_shape && !broken;
                 let entry = traces.entry(class.service.as_str()).or_default();
@@ -217,10 +217,10 @@ impl QueryEngine {
         let mut calls: BTreeMap<(&str, &str), ServiceCall> = BTreeMap::new();
         let mut roots: BTreeMap<(&str, &str, &str), RootOperation> = BTreeMap::new();
         for part in &parts {
-            for row in in_minutes(&part.adoption.deprecated, first, last, |d| d.minute_unix_nano) {
+            for row in in_minutes(&part.for_window(first, last).adoption.deprecated, first, last, |d| d.minute_unix_nano) {
                 *deprecated.entry((row.service.as_str(), row.key.as_str())).or_default() += row.spans as i64;
             }
-            for row in in_minutes(&part.adoption.unanswered, first, last, |u| u.minute_unix_nano) {
+            for row in in_minutes(&part.for_window(first, last).adoption.unanswered, first, last, |u| u.minute_unix_nano) {
                 let key = (
                     row.caller.as_str(),
                     row.operation.as_str(),
@@ -249,7 +249,7 @@ impl QueryEngine {
                 group.duration_nanos = group.duration_nanos.saturating_add(row.duration_nanos);
                 group.critical_path_nanos = group.critical_path_nanos.saturating_add(row.critical_path_nanos);
             }
-            for row in in_minutes(&part.adoption.roots, first, last, |r| r.minute_unix_nano) {
+            for row in in_minutes(&part.for_window(first, last).adoption.roots, first, last, |r| r.minute_unix_nano) {
                 let root =
                     roots.entry((row.service.as_str(), row.operation.as_str(), row.kind.as_str())).or_insert_with(|| RootOperation {
                         service: row.service.clone(),
@@ -263,7 +263,7 @@ impl QueryEngine {
                 root.errors += row.errors as i64;
                 root.duration_nanos = root.duration_nanos.saturating_add(row.duration_nanos);
             }
-            for row in in_minutes(&part.edges, first, last, |e| e.minute_unix_nano) {
+            for row in in_minutes(&part.for_window(first, last).edges, first, last, |e| e.minute_unix_nano) {
                 let (EdgeKind::Call, Some(caller)) = (row.kind, row.parent.as_deref()) else { continue };
                 let call = calls.entry((caller, &*row.child)).or_insert_with(|| ServiceCall {
                     caller: caller.to_string(),

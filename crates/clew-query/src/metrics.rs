@@ -163,7 +163,7 @@ impl QueryEngine {
     ) -> Result<(), QueryError> {
         let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
         for part in self.storage.rollups(first, last).await? {
-            for row in in_minutes(&part.edges, first, last, |row| row.minute_unix_nano) {
+            for row in in_minutes(&part.for_window(first, last).edges, first, last, |row| row.minute_unix_nano) {
                 if entry.service.as_deref().is_some_and(|s| s != &*row.entry_service)
                     || entry.operation.as_deref().is_some_and(|o| o != &*row.entry_operation)
                 {

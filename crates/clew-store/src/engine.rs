@@ -648,7 +648,7 @@ impl EmbeddedStore {
         }
         let (path, adoption) = (rollup_path(&self.blocks_dir, &block.id), adoption_path(&self.blocks_dir, &block.id));
         let rows = match (read_rollup(&path), read_adoption(&adoption)) {
-            (Ok(edges), Ok(adoption)) => Rollup { edges, adoption },
+            (Ok(edges), Ok(adoption)) => Rollup::new(edges, adoption),
             _ => {
                 let mut builder = RollupBuilder::default();
                 for batch in ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&block.path)?)?.with_batch_size(8 * 1024).build()? {

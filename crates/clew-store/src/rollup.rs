@@ -19,7 +19,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::Path;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use clew_model::{DEPRECATED_ATTRIBUTES, LatencyHistogram, span_flags, trace_flags};
 use datafusion::arrow::array::{
@@ -502,7 +502,7 @@ impl RollupBuilder {
                 &b.child,
             ))
         });
-        Rollup { edges: rows, adoption }
+        Rollup::new(rows, adoption)
     }
 
     fn adoption(&mut self) -> AdoptionRollup {
@@ -567,10 +567,125 @@ impl RollupBuilder {
 }
 
 /// A part of the store's rollups: its calls and its adoption facts.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Rollup {
     pub edges: Vec<EdgeRow>,
     pub adoption: AdoptionRollup,
+    /// The same rows with their minutes merged, made on first use: a window that covers every
+    /// minute of this part reads these instead.
+    whole: OnceLock<Box<(i64, i64, Rollup)>>,
+}
+
+impl Rollup {
+    pub fn new(edges: Vec<EdgeRow>, adoption: AdoptionRollup) -> Self {
+        Self { edges, adoption, whole: OnceLock::new() }
+    }
+
+    /// The rows to read for the minutes [first, last]: these, or when the window covers every
+    /// minute of the part, the same totals in one row per key (dated at the part's first minute).
+    pub fn for_window(&self, first: i64, last: i64) -> &Rollup {
+        let whole = self.whole.get_or_init(|| Box::new(self.merged()));
+        let (from, to, merged) = &**whole;
+        if first <= *from && *to <= last { merged } else { self }
+    }
+
+    fn merged(&self) -> (i64, i64, Rollup) {
+        let a = &self.adoption;
+        let minutes = self
+            .edges
+            .iter()
+            .map(|r| r.minute_unix_nano)
+            .chain(a.services.iter().map(|r| r.minute_unix_nano))
+            .chain(a.traces.iter().map(|r| r.minute_unix_nano))
+            .chain(a.unanswered.iter().map(|r| r.minute_unix_nano))
+            .chain(a.roots.iter().map(|r| r.minute_unix_nano))
+            .chain(a.deprecated.iter().map(|r| r.minute_unix_nano));
+        let (from, to) = minutes.fold((i64::MAX, i64::MIN), |(lo, hi), m| (lo.min(m), hi.max(m)));
+        let mut edges: HashMap<(&Arc<str>, &Arc<str>, EdgeKind, &Option<Arc<str>>, &Arc<str>), EdgeRow> = HashMap::new();
+        for row in &self.edges {
+            let key = (&row.entry_service, &row.entry_operation, row.kind, &row.parent, &row.child);
+            match edges.get_mut(&key) {
+                Some(total) => {
+                    total.calls += row.calls;
+                    total.errors += row.errors;
+                    total.duration_nanos = total.duration_nanos.saturating_add(row.duration_nanos);
+                    total.critical_path_nanos = total.critical_path_nanos.saturating_add(row.critical_path_nanos);
+                    total.histogram.merge(&row.histogram);
+                }
+                None => {
+                    edges.insert(key, EdgeRow { minute_unix_nano: from, ..row.clone() });
+                }
+            }
+        }
+        let mut services: HashMap<&str, ServiceMinute> = HashMap::new();
+        for row in &a.services {
+            let total = services.entry(&row.service).or_insert_with(|| ServiceMinute {
+                minute_unix_nano: from,
+                service: row.service.clone(),
+                counts: ServiceCounts::default(),
+                resource: Vec::new(),
+            });
+            total.counts.merge(&row.counts);
+            for pair in &row.resource {
+                if total.resource.len() < MAX_RESOURCE_PAIRS && !total.resource.contains(pair) {
+                    total.resource.push(pair.clone());
+                }
+            }
+        }
+        let mut traces: HashMap<(&str, bool, &[String], bool), TraceClass> = HashMap::new();
+        for row in &a.traces {
+            traces
+                .entry((&row.service, row.whole_shape, &row.unanswered_peers, row.uncovered))
+                .or_insert_with(|| TraceClass { minute_unix_nano: from, traces: 0, ..row.clone() })
+                .traces += row.traces;
+        }
+        let mut unanswered: HashMap<(&str, &str, &str, &str, &str), UnansweredMinute> = HashMap::new();
+        for row in &a.unanswered {
+            let key =
+                (row.caller.as_str(), row.operation.as_str(), row.peer.as_str(), row.entry_service.as_str(), row.entry_operation.as_str());
+            match unanswered.get_mut(&key) {
+                Some(total) => {
+                    total.is_database |= row.is_database;
+                    total.calls += row.calls;
+                    total.errors += row.errors;
+                    total.traces += row.traces;
+                    total.duration_nanos = total.duration_nanos.saturating_add(row.duration_nanos);
+                    total.critical_path_nanos = total.critical_path_nanos.saturating_add(row.critical_path_nanos);
+                }
+                None => {
+                    unanswered.insert(key, UnansweredMinute { minute_unix_nano: from, ..row.clone() });
+                }
+            }
+        }
+        let mut roots: HashMap<(&str, &str, &str), RootMinute> = HashMap::new();
+        for row in &a.roots {
+            let total = roots.entry((&row.service, &row.operation, &row.kind)).or_insert_with(|| RootMinute {
+                minute_unix_nano: from,
+                spans: 0,
+                errors: 0,
+                duration_nanos: 0,
+                ..row.clone()
+            });
+            total.spans += row.spans;
+            total.errors += row.errors;
+            total.duration_nanos = total.duration_nanos.saturating_add(row.duration_nanos);
+        }
+        let mut deprecated: HashMap<(&str, &str), DeprecatedMinute> = HashMap::new();
+        for row in &a.deprecated {
+            deprecated
+                .entry((&row.service, &row.key))
+                .or_insert_with(|| DeprecatedMinute { minute_unix_nano: from, spans: 0, ..row.clone() })
+                .spans += row.spans;
+        }
+        let adoption = AdoptionRollup {
+            services: services.into_values().collect(),
+            traces: traces.into_values().collect(),
+            unanswered: unanswered.into_values().collect(),
+            roots: roots.into_values().collect(),
+            deprecated: deprecated.into_values().collect(),
+        };
+        (from, to, Rollup::new(edges.into_values().collect(), adoption))
+    }
 }
 
 /// Span counts of one service in one minute.
@@ -940,6 +1055,21 @@ mod tests {
         );
         assert_eq!(adoption.deprecated.len(), 1);
         assert_eq!((adoption.deprecated[0].service.as_str(), adoption.deprecated[0].key.as_str()), ("api", "http.status_code"));
+
+        // A window over every minute reads the merged rows: the same totals, one row per key.
+        let (first, last) = (user[0].minute_unix_nano, late[0].minute_unix_nano);
+        assert!(std::ptr::eq(rollup.for_window(first, last - 1), &rollup), "a window that misses a minute reads the minutes");
+        let whole = rollup.for_window(first, last);
+        assert!(!std::ptr::eq(whole, &rollup));
+        assert!(whole.edges.len() < rows.len() && whole.edges.iter().all(|r| r.minute_unix_nano == first));
+        let calls = |rows: &[EdgeRow], kind: EdgeKind| rows.iter().filter(|r| r.kind == kind).map(|r| r.calls).sum::<u64>();
+        for kind in [EdgeKind::Present, EdgeKind::Root, EdgeKind::Call, EdgeKind::Virtual] {
+            assert_eq!(calls(&whole.edges, kind), calls(&rows, kind), "{kind:?}");
+        }
+        let merged_api = whole.adoption.services.iter().find(|s| s.service == "api").unwrap();
+        assert_eq!(merged_api.counts, api);
+        assert_eq!(whole.adoption.traces.len(), 2);
+        assert_eq!(whole.adoption.unanswered.iter().map(|u| u.calls).sum::<u64>(), 2);
 
         let path = std::env::temp_dir().join(format!("clew-rollup-test-{}.rollup.parquet", std::process::id()));
         write_rollup(&path, &rows).unwrap();
