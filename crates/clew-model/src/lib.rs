@@ -16,7 +16,7 @@ mod span;
 pub use assemble::{AssembledTrace, BorrowedTrace, SpanFacts, TraceFacts, assemble, assemble_borrowed, span_flags, trace_flags};
 pub use clock_skew::{SkewAdjustment, adjust_clock_skew};
 pub use critical_path::{CriticalSegment, critical_path};
-pub use histogram::{LatencyHistogram, bucket_of, bucket_value};
+pub use histogram::LatencyHistogram;
 pub use ids::{IdError, SpanId, TraceId};
 pub use semconv::DEPRECATED_ATTRIBUTES;
 pub use span::{Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanKind, StatusCode, Value};

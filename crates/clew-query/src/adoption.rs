@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use clew_model::{span_flags, trace_flags};
-use clew_store::{EdgeKind, ServiceCounts, in_minutes};
+use clew_store::{EdgeKind, RootMinute, ServiceCounts, UnansweredMinute, in_minutes};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{ERROR, VIRTUAL_PEER, first_minute, rows};
@@ -152,11 +152,13 @@ impl QueryEngine {
         owner_attributes: &[String],
     ) -> Result<AdoptionFacts, QueryError> {
         let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
-        let parts = self.storage().rollups(first, last).await?;
+        let stored = self.storage().rollups(first, last).await?;
+        // A part whose every minute is in the window is read merged across its minutes.
+        let parts: Vec<&clew_store::Rollup> = stored.iter().map(|part| part.for_window(first, last)).collect();
         // Per service: span counts and the owner attributes' values.
         let mut counts: BTreeMap<&str, (ServiceCounts, BTreeMap<&str, BTreeSet<&str>>)> = BTreeMap::new();
         for part in &parts {
-            for row in in_minutes(&part.for_window(first, last).adoption.services, first, last, |s| s.minute_unix_nano) {
+            for row in in_minutes(&part.adoption.services, first, last, |s| s.minute_unix_nano) {
                 let (total, owners) = counts.entry(row.service.as_str()).or_default();
                 total.merge(&row.counts);
                 for (key, value) in &row.resource {
@@ -171,7 +173,7 @@ impl QueryEngine {
         // instrumented service or a database).
         let mut traces: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
         for part in &parts {
-            for class in in_minutes(&part.for_window(first, last).adoption.traces, first, last, |t| t.minute_unix_nano) {
+            for class in in_minutes(&part.adoption.traces, first, last, |t| t.minute_unix_nano) {
                 let broken = class.unanswered_peers.iter().any(|peer| counts.contains_key(peer.as_str()));
                 let whole = class.whole_shape && !broken;
                 let entry = traces.entry(class.service.as_str()).or_default();
@@ -213,57 +215,30 @@ impl QueryEngine {
             })
             .collect::<Vec<_>>();
         let mut deprecated: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        let mut unanswered: BTreeMap<(&str, &str, &str, &str, &str), UnansweredCalls> = BTreeMap::new();
+        let mut unanswered: BTreeMap<(&str, &str, &str, &str, &str), UnansweredMinute> = BTreeMap::new();
         let mut calls: BTreeMap<(&str, &str), ServiceCall> = BTreeMap::new();
-        let mut roots: BTreeMap<(&str, &str, &str), RootOperation> = BTreeMap::new();
+        let mut roots: BTreeMap<(&str, &str, &str), RootMinute> = BTreeMap::new();
         for part in &parts {
-            for row in in_minutes(&part.for_window(first, last).adoption.deprecated, first, last, |d| d.minute_unix_nano) {
+            for row in in_minutes(&part.adoption.deprecated, first, last, |d| d.minute_unix_nano) {
                 *deprecated.entry((row.service.as_str(), row.key.as_str())).or_default() += row.spans as i64;
             }
-            for row in in_minutes(&part.for_window(first, last).adoption.unanswered, first, last, |u| u.minute_unix_nano) {
-                let key = (
-                    row.caller.as_str(),
-                    row.operation.as_str(),
-                    row.peer.as_str(),
-                    row.entry_service.as_str(),
-                    row.entry_operation.as_str(),
-                );
-                let group = unanswered.entry(key).or_insert_with(|| UnansweredCalls {
-                    caller: row.caller.clone(),
-                    operation: row.operation.clone(),
-                    peer: row.peer.clone(),
-                    is_database: false,
-                    entry_service: row.entry_service.clone(),
-                    entry_operation: row.entry_operation.clone(),
-                    calls: 0,
-                    errors: 0,
-                    traces: 0,
-                    duration_nanos: 0,
-                    critical_path_nanos: 0,
-                    roots_in_peer: 0,
-                });
-                group.is_database |= row.is_database;
-                group.calls += row.calls as i64;
-                group.errors += row.errors as i64;
-                group.traces += row.traces as i64;
-                group.duration_nanos = group.duration_nanos.saturating_add(row.duration_nanos);
-                group.critical_path_nanos = group.critical_path_nanos.saturating_add(row.critical_path_nanos);
+            for row in in_minutes(&part.adoption.unanswered, first, last, |u| u.minute_unix_nano) {
+                match unanswered.get_mut(&row.key()) {
+                    Some(total) => total.add(row),
+                    None => {
+                        unanswered.insert(row.key(), row.clone());
+                    }
+                }
             }
-            for row in in_minutes(&part.for_window(first, last).adoption.roots, first, last, |r| r.minute_unix_nano) {
-                let root =
-                    roots.entry((row.service.as_str(), row.operation.as_str(), row.kind.as_str())).or_insert_with(|| RootOperation {
-                        service: row.service.clone(),
-                        operation: row.operation.clone(),
-                        kind: row.kind.clone(),
-                        spans: 0,
-                        errors: 0,
-                        duration_nanos: 0,
-                    });
-                root.spans += row.spans as i64;
-                root.errors += row.errors as i64;
-                root.duration_nanos = root.duration_nanos.saturating_add(row.duration_nanos);
+            for row in in_minutes(&part.adoption.roots, first, last, |r| r.minute_unix_nano) {
+                match roots.get_mut(&row.key()) {
+                    Some(total) => total.add(row),
+                    None => {
+                        roots.insert(row.key(), row.clone());
+                    }
+                }
             }
-            for row in in_minutes(&part.for_window(first, last).edges, first, last, |e| e.minute_unix_nano) {
+            for row in in_minutes(&part.edges, first, last, |e| e.minute_unix_nano) {
                 let (EdgeKind::Call, Some(caller)) = (row.kind, row.parent.as_deref()) else { continue };
                 let call = calls.entry((caller, &*row.child)).or_insert_with(|| ServiceCall {
                     caller: caller.to_string(),
@@ -277,7 +252,34 @@ impl QueryEngine {
                 call.critical_path_nanos = call.critical_path_nanos.saturating_add(row.critical_path_nanos);
             }
         }
-        let mut unanswered: Vec<UnansweredCalls> = unanswered.into_values().collect();
+        let mut unanswered: Vec<UnansweredCalls> = unanswered
+            .into_values()
+            .map(|u| UnansweredCalls {
+                caller: u.caller,
+                operation: u.operation,
+                peer: u.peer,
+                is_database: u.is_database,
+                entry_service: u.entry_service,
+                entry_operation: u.entry_operation,
+                calls: u.calls as i64,
+                errors: u.errors as i64,
+                traces: u.traces as i64,
+                duration_nanos: u.duration_nanos,
+                critical_path_nanos: u.critical_path_nanos,
+                roots_in_peer: 0,
+            })
+            .collect();
+        let roots = roots
+            .into_values()
+            .map(|r| RootOperation {
+                service: r.service,
+                operation: r.operation,
+                kind: r.kind,
+                spans: r.spans as i64,
+                errors: r.errors as i64,
+                duration_nanos: r.duration_nanos,
+            })
+            .collect();
         self.count_roots_during_calls(&mut unanswered, &services, start_unix_nano, end_unix_nano).await?;
         Ok(AdoptionFacts {
             start_unix_nano,
@@ -289,7 +291,7 @@ impl QueryEngine {
             services,
             unanswered,
             calls: calls.into_values().collect(),
-            roots: roots.into_values().collect(),
+            roots,
         })
     }
 

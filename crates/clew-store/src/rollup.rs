@@ -78,6 +78,17 @@ pub struct EdgeRow {
     pub histogram: LatencyHistogram,
 }
 
+impl EdgeRow {
+    /// Adds the totals of a row with the same key.
+    fn add(&mut self, other: &EdgeRow) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.duration_nanos = self.duration_nanos.saturating_add(other.duration_nanos);
+        self.critical_path_nanos = self.critical_path_nanos.saturating_add(other.critical_path_nanos);
+        self.histogram.merge(&other.histogram);
+    }
+}
+
 #[derive(Default)]
 struct Totals {
     calls: u64,
@@ -605,13 +616,7 @@ impl Rollup {
         for row in &self.edges {
             let key = (&row.entry_service, &row.entry_operation, row.kind, &row.parent, &row.child);
             match edges.get_mut(&key) {
-                Some(total) => {
-                    total.calls += row.calls;
-                    total.errors += row.errors;
-                    total.duration_nanos = total.duration_nanos.saturating_add(row.duration_nanos);
-                    total.critical_path_nanos = total.critical_path_nanos.saturating_add(row.critical_path_nanos);
-                    total.histogram.merge(&row.histogram);
-                }
+                Some(total) => total.add(row),
                 None => {
                     edges.insert(key, EdgeRow { minute_unix_nano: from, ..row.clone() });
                 }
@@ -641,34 +646,21 @@ impl Rollup {
         }
         let mut unanswered: HashMap<(&str, &str, &str, &str, &str), UnansweredMinute> = HashMap::new();
         for row in &a.unanswered {
-            let key =
-                (row.caller.as_str(), row.operation.as_str(), row.peer.as_str(), row.entry_service.as_str(), row.entry_operation.as_str());
-            match unanswered.get_mut(&key) {
-                Some(total) => {
-                    total.is_database |= row.is_database;
-                    total.calls += row.calls;
-                    total.errors += row.errors;
-                    total.traces += row.traces;
-                    total.duration_nanos = total.duration_nanos.saturating_add(row.duration_nanos);
-                    total.critical_path_nanos = total.critical_path_nanos.saturating_add(row.critical_path_nanos);
-                }
+            match unanswered.get_mut(&row.key()) {
+                Some(total) => total.add(row),
                 None => {
-                    unanswered.insert(key, UnansweredMinute { minute_unix_nano: from, ..row.clone() });
+                    unanswered.insert(row.key(), UnansweredMinute { minute_unix_nano: from, ..row.clone() });
                 }
             }
         }
         let mut roots: HashMap<(&str, &str, &str), RootMinute> = HashMap::new();
         for row in &a.roots {
-            let total = roots.entry((&row.service, &row.operation, &row.kind)).or_insert_with(|| RootMinute {
-                minute_unix_nano: from,
-                spans: 0,
-                errors: 0,
-                duration_nanos: 0,
-                ..row.clone()
-            });
-            total.spans += row.spans;
-            total.errors += row.errors;
-            total.duration_nanos = total.duration_nanos.saturating_add(row.duration_nanos);
+            match roots.get_mut(&row.key()) {
+                Some(total) => total.add(row),
+                None => {
+                    roots.insert(row.key(), RootMinute { minute_unix_nano: from, ..row.clone() });
+                }
+            }
         }
         let mut deprecated: HashMap<(&str, &str), DeprecatedMinute> = HashMap::new();
         for row in &a.deprecated {
@@ -777,6 +769,23 @@ pub struct UnansweredMinute {
     pub critical_path_nanos: i64,
 }
 
+impl UnansweredMinute {
+    /// What the rows are grouped by, besides the minute.
+    pub fn key(&self) -> (&str, &str, &str, &str, &str) {
+        (&self.caller, &self.operation, &self.peer, &self.entry_service, &self.entry_operation)
+    }
+
+    /// Adds the totals of a row with the same key.
+    pub fn add(&mut self, other: &UnansweredMinute) {
+        self.is_database |= other.is_database;
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.traces += other.traces;
+        self.duration_nanos = self.duration_nanos.saturating_add(other.duration_nanos);
+        self.critical_path_nanos = self.critical_path_nanos.saturating_add(other.critical_path_nanos);
+    }
+}
+
 /// Spans without a parent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootMinute {
@@ -787,6 +796,20 @@ pub struct RootMinute {
     pub spans: u64,
     pub errors: u64,
     pub duration_nanos: i64,
+}
+
+impl RootMinute {
+    /// What the rows are grouped by, besides the minute.
+    pub fn key(&self) -> (&str, &str, &str) {
+        (&self.service, &self.operation, &self.kind)
+    }
+
+    /// Adds the totals of a row with the same key.
+    pub fn add(&mut self, other: &RootMinute) {
+        self.spans += other.spans;
+        self.errors += other.errors;
+        self.duration_nanos = self.duration_nanos.saturating_add(other.duration_nanos);
+    }
 }
 
 /// Spans carrying an attribute name that newer conventions replaced.
