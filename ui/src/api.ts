@@ -334,6 +334,97 @@ export interface EntryOperation {
   errors: number;
 }
 
+export interface CriticalPathNode {
+  id: string;
+  parent: string | null;
+  service: string;
+  operation: string;
+  kind: string;
+  depth: number;
+  traces: number;
+  reach: number;
+  calls_per_request: number;
+  self_per_request_nanos: number;
+  total_per_request_nanos: number;
+  share: number;
+  self_share: number;
+  self_p50_nanos: number;
+  self_p95_nanos: number;
+  self_p99_nanos: number;
+  latency_p50_nanos: number;
+  latency_p95_nanos: number;
+  error_share: number;
+}
+export interface Bottleneck {
+  service: string;
+  operation: string;
+  kind: string;
+  critical_path_nanos: number;
+  per_request_nanos: number;
+  share: number;
+  p95_nanos: number;
+  entry_operations: string[];
+  saved_per_request_nanos: number;
+  saved_share: number;
+}
+export interface CriticalPathChange {
+  service: string;
+  operation: string;
+  kind: string;
+  before_per_request_nanos: number;
+  after_per_request_nanos: number;
+  change_nanos: number;
+  before_p95_nanos: number;
+  after_p95_nanos: number;
+  before_calls_per_request: number;
+  after_calls_per_request: number;
+}
+export interface LatencySummary {
+  requests: number;
+  errors: number;
+  mean_nanos: number;
+  p50_nanos: number;
+  p95_nanos: number;
+  p99_nanos: number;
+}
+export interface CriticalPathReport {
+  service: string;
+  operation: string;
+  latency: LatencySummary;
+  faster_percent: number;
+  nodes: CriticalPathNode[];
+  bottlenecks: Bottleneck[];
+  baseline: { start_unix_nano: number; end_unix_nano: number; latency: LatencySummary; changes: CriticalPathChange[] } | null;
+}
+export interface TrafficTarget {
+  service: string;
+  operation: string;
+  kind: string;
+  observed_mean_per_second: number;
+  observed_peak_per_second: number;
+  planned_per_second: number;
+  background_per_second: number;
+  expected_per_second: number;
+  headroom: number | null;
+  scale: boolean;
+  contributions: { entry_operation: string; mean_per_request: number; per_second: number }[];
+}
+export interface TrafficEstimate {
+  observed_seconds: number;
+  plan: { service: string; operation: string; per_second: number }[];
+  others_factor: number;
+  entries: {
+    service: string;
+    operation: string;
+    requests: number;
+    observed_mean_per_second: number;
+    observed_peak_per_second: number;
+  }[];
+  targets: TrafficTarget[];
+  scale_services: string[];
+  warnings: string[];
+}
+
 export const api = {
   services: () => get<{ services: Service[] }>("/api/v1/services").then((r) => r.services),
   operations: (service: string) =>
@@ -362,6 +453,8 @@ export const api = {
   flow: (params: URLSearchParams) => get<Flow>("/api/v1/flow", params),
   criticalOperations: (params: URLSearchParams) =>
     get<{ operations: CriticalOperationReport[]; warnings: string[] }>("/api/v1/critical-operations", params),
+  criticalPath: (params: URLSearchParams) => get<CriticalPathReport>("/api/v1/critical-path", params),
+  trafficEstimate: (params: URLSearchParams) => get<TrafficEstimate>("/api/v1/traffic-estimate", params),
   serviceRed: (service: string, params: URLSearchParams) =>
     get<ServiceRed>(`/api/v1/services/${encodeURIComponent(service)}/red`, params),
 };

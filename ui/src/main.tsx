@@ -16,6 +16,8 @@ const PlanPage = lazy(() => import("./pages/Adoption").then((m) => ({ default: m
 const DirectoryPage = lazy(() => import("./pages/Adoption").then((m) => ({ default: m.DirectoryPage })));
 const OperationsPage = lazy(() => import("./pages/Adoption").then((m) => ({ default: m.OperationsPage })));
 const FlowsPage = lazy(() => import("./pages/Flows").then((m) => ({ default: m.FlowsPage })));
+const CriticalPathPage = lazy(() => import("./pages/Performance").then((m) => ({ default: m.CriticalPathPage })));
+const TrafficPage = lazy(() => import("./pages/Performance").then((m) => ({ default: m.TrafficPage })));
 const ComparePage = lazy(() => import("./pages/Compare").then((m) => ({ default: m.ComparePage })));
 
 // The navigation. Analyses that later work adds (coverage, rollout plan, critical user
@@ -26,6 +28,8 @@ const NAVIGATION: { to: string; label: string }[] = [
   { to: "/services", label: "Services" },
   { to: "/flows", label: "Flows" },
   { to: "/compare", label: "Compare" },
+  { to: "/critical-path", label: "Critical path" },
+  { to: "/traffic", label: "Traffic" },
   { to: "/coverage", label: "Coverage" },
   { to: "/operations", label: "Critical operations" },
   { to: "/plan", label: "Rollout plan" },
@@ -75,6 +79,8 @@ function App() {
           <Route path="/services/:service" element={<ServicePage />} />
           <Route path="/compare" element={<ComparePage />} />
           <Route path="/flows" element={<FlowsPage />} />
+          <Route path="/critical-path" element={<CriticalPathPage />} />
+          <Route path="/traffic" element={<TrafficPage />} />
           <Route path="/coverage" element={<CoveragePage />} />
           <Route path="/plan" element={<PlanPage />} />
           <Route path="/operations" element={<OperationsPage />} />

@@ -6,10 +6,12 @@
 pub mod catalog;
 pub mod coverage;
 pub mod critical;
+pub mod critical_path;
 pub mod directory;
 pub mod flows;
 pub mod plan;
 pub mod render;
+pub mod traffic;
 
 pub use catalog::{Catalog, CatalogEntry, CatalogError, CriticalOperation};
 pub use coverage::{

@@ -481,6 +481,8 @@ pub struct GroundTruth {
     /// trace (not traced, a third party, or dropping the context; databases left out), with
     /// the probability that a request calls each.
     pub entry_gaps: BTreeMap<String, BTreeMap<String, f64>>,
+    /// What was planted for the performance analyses, when it was.
+    pub incidents: Option<IncidentTruth>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -490,9 +492,61 @@ pub struct ServiceTruth {
     pub sdk_version: String,
 }
 
+/// Known causes planted in the traffic, for the performance analyses to find.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentTruth {
+    /// Traces that start at or after this time see the deployed versions.
+    pub deploy_at_unix_nano: u64,
+    /// Services deployed then, with their new version.
+    pub deployed: BTreeMap<String, String>,
+    /// (service, operation, callee operation, calls per request before, after): an N+1 loop
+    /// the deploy brought in.
+    pub n_plus_one: (String, String, String, f64, f64),
+    /// (service, version, error rate of its server spans): a version that fails.
+    pub erroring_version: (String, String, f64),
+    /// (service, `cloud.region`, extra milliseconds per span): one region is slow.
+    pub slow_region: (String, String, f64),
+    /// The dependency with a heavy latency tail: the largest share of the critical path.
+    pub slow_dependency: String,
+    /// Mean calls per request after the deploy, as `fan_out`.
+    pub fan_out_after_deploy: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// The deploy: (service, new version).
+const DEPLOYED: &[(&str, &str)] = &[("product-catalog", "4.5.0"), ("cart-service", "3.1.0")];
+/// The N+1 loop: the deployed catalog asks for the price of every variant of a product.
+const N_PLUS_ONE: (&str, &str, Count) = ("product-catalog", "pricing-service", Count::Between(4, 6));
+/// The deployed cart fails this often.
+const ERRORING_RATE: f64 = 0.15;
+/// Search in one region is slow.
+const SLOW_REGION: (&str, &str, f64) = ("search-service", "us-east-1", 60.0);
+const SLOW_DEPENDENCY: &str = "recommendation-service";
+
+/// The topology after the deploy.
+fn deploy(operation: &mut Operation) {
+    if operation.service == DEPLOYED[1].0 {
+        operation.error_rate = ERRORING_RATE;
+    }
+    let loops = operation.service == N_PLUS_ONE.0;
+    for (count, call) in &mut operation.calls {
+        match call {
+            Call::Http(callee) | Call::HttpWithRetry(callee) | Call::HttpBroken(callee) => {
+                if loops && callee.service == N_PLUS_ONE.1 {
+                    *count = N_PLUS_ONE.2;
+                }
+                deploy(callee);
+            }
+            Call::Publish { consumers, .. } => consumers.iter_mut().for_each(deploy),
+            _ => {}
+        }
+    }
+}
+
 /// The simulator. Deterministic for a given seed.
 pub struct Shop {
     entries: Vec<Operation>,
+    /// With incidents: the topology after the deploy, and when it happens.
+    deployed: Option<(Vec<Operation>, u64)>,
     rng: SmallRng,
     /// Relative traffic per entry operation (same order as the entries).
     weights: Vec<f64>,
@@ -506,6 +560,8 @@ struct Builder<'a> {
     rng: &'a mut SmallRng,
     id_counter: &'a mut u64,
     untraced: &'a BTreeSet<&'static str>,
+    /// Whether search in the slow region is slow.
+    slow_region: bool,
 }
 
 /// Services whose SDK predates the stable HTTP semantic conventions: their server spans say
@@ -569,6 +625,7 @@ impl Shop {
     pub fn new(seed: u64) -> Self {
         Self {
             entries: topology(),
+            deployed: None,
             rng: SmallRng::seed_from_u64(seed),
             weights: vec![30.0, 30.0, 12.0, 6.0, 7.0, 15.0],
             id_counter: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -587,11 +644,31 @@ impl Shop {
         Ok(self)
     }
 
+    /// Plants known causes for the performance analyses: a deploy at `deploy_at_unix_nano`
+    /// (an N+1 loop in the catalog, a failing cart version), a slow region for search, beside
+    /// the recommendation service's heavy tail that is always there.
+    pub fn with_incidents(mut self, deploy_at_unix_nano: u64) -> Self {
+        let mut after = topology();
+        after.iter_mut().for_each(deploy);
+        self.deployed = Some((after, deploy_at_unix_nano));
+        self
+    }
+
     /// One export request per service that took part, for `traces` traces starting around `now_unix_nano`.
     pub fn generate(&mut self, traces: usize, now_unix_nano: u64) -> ExportTraceServiceRequest {
         let total: f64 = self.weights.iter().sum();
-        let mut builder =
-            Builder { spans: BTreeMap::new(), rng: &mut self.rng, id_counter: &mut self.id_counter, untraced: &self.untraced };
+        let deployed = self.deployed.as_ref().is_some_and(|(_, at)| now_unix_nano >= *at);
+        let entries = match &self.deployed {
+            Some((after, _)) if deployed => after,
+            _ => &self.entries,
+        };
+        let mut builder = Builder {
+            spans: BTreeMap::new(),
+            rng: &mut self.rng,
+            id_counter: &mut self.id_counter,
+            untraced: &self.untraced,
+            slow_region: self.deployed.is_some(),
+        };
         for _ in 0..traces {
             let mut pick = builder.rng.random_range(0.0..total);
             let mut index = 0;
@@ -599,7 +676,7 @@ impl Shop {
                 pick -= self.weights[index];
                 index += 1;
             }
-            let entry = &self.entries[index];
+            let entry = &entries[index];
             let trace_id = builder.trace_id();
             let offset = builder.rng.random_range(0..50_000_000u64);
             builder.server(entry, trace_id, None, now_unix_nano.saturating_sub(offset), SERVER);
@@ -609,7 +686,8 @@ impl Shop {
             .into_iter()
             .map(|(service, spans)| {
                 let (_, team, versions, sdk) = SERVICES.iter().find(|s| s.0 == service).expect("every service is listed");
-                let version = versions[(spans.len() + spans[0].span_id[0] as usize) % versions.len()];
+                let deployed_version = DEPLOYED.iter().find(|(s, _)| deployed && *s == service).map(|(_, v)| *v);
+                let version = deployed_version.unwrap_or(versions[(spans.len() + spans[0].span_id[0] as usize) % versions.len()]);
                 ResourceSpans {
                     resource: Some(Resource {
                         attributes: [
@@ -673,6 +751,7 @@ impl Shop {
             quality_gaps: BTreeMap::new(),
             entry_services: BTreeMap::new(),
             entry_gaps: BTreeMap::new(),
+            incidents: None,
         };
         for entry in &self.entries {
             let key = format!("{} {}", entry.service, entry.name);
@@ -686,6 +765,24 @@ impl Shop {
             truth.entry_services.insert(key.clone(), services);
             truth.entry_gaps.insert(key.clone(), gaps);
             truth.fan_out.insert(key, fan_out);
+        }
+        if let Some((after, at)) = &self.deployed {
+            let mut fan_out_after_deploy = BTreeMap::new();
+            for entry in after {
+                let mut fan_out = BTreeMap::new();
+                walk_truth(entry, 1.0, &mut fan_out, &mut truth);
+                fan_out_after_deploy.insert(format!("{} {}", entry.service, entry.name), fan_out);
+            }
+            let callee = "pricing-service GET /price/{sku}";
+            truth.incidents = Some(IncidentTruth {
+                deploy_at_unix_nano: *at,
+                deployed: DEPLOYED.iter().map(|(s, v)| (s.to_string(), v.to_string())).collect(),
+                n_plus_one: (N_PLUS_ONE.0.into(), "GET /products/{id}".into(), callee.into(), 1.0, N_PLUS_ONE.2.mean()),
+                erroring_version: (DEPLOYED[1].0.into(), DEPLOYED[1].1.into(), ERRORING_RATE),
+                slow_region: (SLOW_REGION.0.into(), SLOW_REGION.1.into(), SLOW_REGION.2),
+                slow_dependency: SLOW_DEPENDENCY.into(),
+                fan_out_after_deploy,
+            });
         }
         truth.propagation_breaks.dedup();
         truth.message_topics.sort();
@@ -845,7 +942,11 @@ impl Builder<'_> {
     /// Emits a SERVER/CONSUMER span for `operation` and everything below it; returns its end time.
     fn server(&mut self, operation: &Operation, trace_id: Vec<u8>, parent: Option<Vec<u8>>, start: u64, kind: i32) -> (u64, bool) {
         let span_id = self.span_id();
-        let self_time = self.duration(operation.self_ms);
+        let region = ["eu-central-1", "eu-west-1", "us-east-1"][span_id[3] as usize % 3];
+        let mut self_time = self.duration(operation.self_ms);
+        if self.slow_region && operation.service == SLOW_REGION.0 && region == SLOW_REGION.1 {
+            self_time += (SLOW_REGION.2 * 1e6) as u64;
+        }
         let mut cursor = start + self_time / 2;
         let mut child_failed = false;
         let traced = !self.untraced.contains(operation.service);
@@ -881,7 +982,6 @@ impl Builder<'_> {
             attributes.push(kv("messaging.operation.type", "process"));
             attributes.push(kv("messaging.destination.name", "order-events"));
         }
-        let region = ["eu-central-1", "eu-west-1", "us-east-1"][span_id[3] as usize % 3];
         attributes.push(kv("cloud.region", region));
         let events = if failed { vec![exception(end, operation.service)] } else { vec![] };
         self.push(

@@ -6,6 +6,7 @@ mod adoption;
 mod flows;
 mod graph;
 mod metrics;
+mod paths;
 mod search;
 mod trace;
 pub mod traceql;
@@ -21,6 +22,7 @@ pub use adoption::{
     AdoptionFacts, DEPRECATED_ATTRIBUTES, DeprecatedUse, DirectoryEntry, EntryPredicate, OperationFacts, OperationGap, ReachedService,
     RequestPoint, RequestStats, RootOperation, ServiceCall, ServiceFacts, UnansweredCalls,
 };
+pub use clew_store::{OVERFLOW_KIND, OVERFLOW_PATH, PathRow, REQUEST_KIND, REQUEST_PATH};
 pub use flows::{EntryOperation, FlowCount, FlowFacts, FlowSpans};
 pub use graph::Dependency;
 pub use metrics::{CallStats, EntryFilter, GraphEdge, GraphNode, NodeKind, OperationStats, RedPoint, ServiceGraph, ServiceRed};

@@ -23,10 +23,10 @@ fn read_catalog(state: &ApiState) -> (Catalog, Vec<String>) {
 }
 
 /// The reports' formats.
-const REPORT_FORMATS: &[&str] = &["json", "markdown", "table"];
+pub(crate) const REPORT_FORMATS: &[&str] = &["json", "markdown", "table"];
 
 /// `format`, one of `allowed` (the first is the default).
-fn format_param<'a>(pairs: &'a [(String, String)], allowed: &[&'static str]) -> Result<&'a str, ApiError> {
+pub(crate) fn format_param<'a>(pairs: &'a [(String, String)], allowed: &[&'static str]) -> Result<&'a str, ApiError> {
     let format = param(pairs, "format").unwrap_or(allowed[0]);
     if !allowed.contains(&format) {
         return Err(ApiError::bad_request(format!("format is one of {}, not {format:?}", allowed.join(", "))));
@@ -34,12 +34,12 @@ fn format_param<'a>(pairs: &'a [(String, String)], allowed: &[&'static str]) -> 
     Ok(format)
 }
 
-fn text(content_type: &'static str, body: String) -> Response {
+pub(crate) fn text(content_type: &'static str, body: String) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// The report as JSON with the warnings beside it, or as Markdown or a table with the warnings on top.
-fn respond<T: serde::Serialize>(
+pub(crate) fn respond<T: serde::Serialize>(
     report: &T,
     format: &str,
     warnings: &[String],

@@ -11,6 +11,7 @@ mod jaeger;
 mod jaeger_ingest;
 mod otlp_grpc;
 mod otlp_http;
+mod performance;
 mod receiver;
 mod svg;
 mod tempo;
@@ -25,6 +26,7 @@ use clew_query::QueryEngine;
 use clew_store::{EmbeddedStore, Storage};
 use tokio::net::{TcpListener, UdpSocket};
 
+pub use api::parse_duration_nanos;
 pub use config::{AdoptionConfig, Config, ServerConfig};
 pub use receiver::{ExportOutcome, Receiver, ReceiverStats};
 

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::{BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, spans_from_batches};
 use crate::head::Head;
+use crate::paths::{read_paths, write_paths};
 use crate::rollup::{Rollup, RollupBuilder, read_adoption, read_rollup, write_adoption, write_rollup};
 use crate::table::SpansTable;
 use crate::wal::{SegmentId, Wal};
@@ -434,6 +435,7 @@ impl EmbeddedStore {
         let rollup = rollup.finish();
         write_rollup(&rollup_path(&self.blocks_dir, &id), &rollup.edges)?;
         write_adoption(&adoption_path(&self.blocks_dir, &id), &rollup.adoption)?;
+        write_paths(&paths_path(&self.blocks_dir, &id), &rollup.paths)?;
         self.rollups.lock().insert(id.clone(), Arc::new(rollup));
         let BlockSummary { min_start, max_end, services, traces, rows, .. } = summary;
         let meta = BlockMeta {
@@ -544,6 +546,7 @@ impl EmbeddedStore {
             rollups.remove(&block.id);
             let _ = fs::remove_file(rollup_path(&self.blocks_dir, &block.id));
             let _ = fs::remove_file(adoption_path(&self.blocks_dir, &block.id));
+            let _ = fs::remove_file(paths_path(&self.blocks_dir, &block.id));
             let _ = fs::remove_file(self.blocks_dir.join(format!("{}.json", block.id)));
             graveyard.push((block.path.clone(), Instant::now()));
         }
@@ -647,8 +650,9 @@ impl EmbeddedStore {
             return Ok(Arc::clone(rollup));
         }
         let (path, adoption) = (rollup_path(&self.blocks_dir, &block.id), adoption_path(&self.blocks_dir, &block.id));
-        let rows = match (read_rollup(&path), read_adoption(&adoption)) {
-            (Ok(edges), Ok(adoption)) => Rollup::new(edges, adoption),
+        let paths = paths_path(&self.blocks_dir, &block.id);
+        let rows = match (read_rollup(&path), read_adoption(&adoption), read_paths(&paths)) {
+            (Ok(edges), Ok(adoption), Ok(paths)) => Rollup::new(edges, adoption, paths),
             _ => {
                 let mut builder = RollupBuilder::default();
                 for batch in ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&block.path)?)?.with_batch_size(8 * 1024).build()? {
@@ -657,6 +661,7 @@ impl EmbeddedStore {
                 let rollup = builder.finish();
                 write_rollup(&path, &rollup.edges)?;
                 write_adoption(&adoption, &rollup.adoption)?;
+                write_paths(&paths, &rollup.paths)?;
                 rollup
             }
         };
@@ -839,6 +844,7 @@ fn rand_u32() -> u32 {
 
 const ROLLUP_SUFFIX: &str = ".rollup.parquet";
 const ADOPTION_SUFFIX: &str = ".adoption.json";
+const PATHS_SUFFIX: &str = ".paths.parquet";
 
 fn rollup_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}{ROLLUP_SUFFIX}"))
@@ -846,6 +852,10 @@ fn rollup_path(dir: &Path, id: &str) -> PathBuf {
 
 fn adoption_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}{ADOPTION_SUFFIX}"))
+}
+
+fn paths_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}{PATHS_SUFFIX}"))
 }
 
 fn load_blocks(dir: &Path) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
@@ -886,7 +896,8 @@ fn load_blocks(dir: &Path) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(id) = name.strip_suffix(ROLLUP_SUFFIX).or_else(|| name.strip_suffix(ADOPTION_SUFFIX)) {
+        let rollup_of = name.strip_suffix(ROLLUP_SUFFIX).or_else(|| name.strip_suffix(PATHS_SUFFIX));
+        if let Some(id) = rollup_of.or_else(|| name.strip_suffix(ADOPTION_SUFFIX)) {
             if !blocks.iter().any(|b| b.id == id) {
                 let _ = fs::remove_file(&path);
             }
@@ -1147,6 +1158,10 @@ mod tests {
         let rows: Vec<&crate::EdgeRow> = parts.iter().flat_map(|part| part.edges.iter()).collect();
         let present: u64 = rows.iter().filter(|r| r.kind == crate::EdgeKind::Present).map(|r| r.calls).sum();
         assert_eq!((present, present / 10), (spans, traces), "the adoption facts count the same spans and traces");
+        let requests = parts.iter().flat_map(|part| &part.paths).filter(|p| p.path == crate::REQUEST_PATH);
+        let (path_traces, path_spans) = requests.fold((0, 0), |(t, s), p| (t + p.traces, s + p.spans));
+        let context_spans: u64 = parts.iter().flat_map(|part| &part.paths).filter(|p| p.path != crate::REQUEST_PATH).map(|p| p.spans).sum();
+        assert_eq!((path_spans, context_spans, path_traces), (spans, spans, traces), "the calling contexts count the same");
         let rows = rows.into_iter();
         rows.fold((0, 0), |(present, roots), row| match row.kind {
             crate::EdgeKind::Present => (present + row.calls, roots),
@@ -1183,6 +1198,9 @@ mod tests {
         };
         let blocks_dir = config.data_dir.join("blocks");
         assert_eq!(rollup_files(&blocks_dir), 1, "replaced blocks' rollups are deleted");
+        let paths_files =
+            fs::read_dir(&blocks_dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(PATHS_SUFFIX));
+        assert_eq!(paths_files.count(), 1, "replaced blocks' calling contexts are deleted");
         assert_eq!(
             fs::read_dir(&blocks_dir)
                 .unwrap()

@@ -14,6 +14,7 @@
 pub mod block;
 mod engine;
 pub mod head;
+pub mod paths;
 pub mod rollup;
 mod table;
 pub mod wal;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use block::{SCHEMA, StoredSpan};
 pub use engine::EmbeddedStore;
+pub use paths::{OVERFLOW_KIND, OVERFLOW_PATH, PathRow, REQUEST_KIND, REQUEST_PATH, merge_paths};
 pub use rollup::{
     AdoptionRollup, DeprecatedMinute, EdgeKind, EdgeRow, ROLLUP_BUCKET_NANOS, Rollup, RootMinute, ServiceCounts, ServiceMinute, TraceClass,
     UnansweredMinute, in_minutes,

@@ -34,6 +34,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
+use crate::paths::{PathBuilder, PathRow, PathSpan, PathTrace, merge_paths};
 
 /// Rollup rows are bucketed by the minute their span started in.
 pub const ROLLUP_BUCKET_NANOS: i64 = 60_000_000_000;
@@ -112,6 +113,7 @@ pub struct RollupBuilder {
     roots: HashMap<(i64, Arc<str>, Arc<str>, Arc<str>), (u64, u64, i64)>,
     deprecated: HashMap<(i64, Arc<str>, &'static str), u64>,
     trace: TraceState,
+    paths: PathBuilder,
 }
 
 type UnansweredKey = (i64, Arc<str>, Arc<str>, Arc<str>, Arc<str>, Arc<str>);
@@ -174,6 +176,7 @@ fn text(array: &StringArray, row: usize) -> Option<&str> {
 /// The span-table columns the rollups read, looked up once per batch.
 struct Columns<'a> {
     trace_ids: &'a FixedSizeBinaryArray,
+    span_ids: &'a FixedSizeBinaryArray,
     service: &'a StringArray,
     name: &'a StringArray,
     kind: &'a StringArray,
@@ -196,6 +199,8 @@ struct Columns<'a> {
     root_service: &'a StringArray,
     root_name: &'a StringArray,
     trace_start: &'a Int64Array,
+    trace_duration: &'a Int64Array,
+    trace_errors: &'a Int32Array,
     offset: &'a Int64Array,
 }
 
@@ -203,6 +208,7 @@ impl<'a> Columns<'a> {
     fn new(batch: &'a RecordBatch) -> Self {
         Self {
             trace_ids: batch.column(0).as_fixed_size_binary(),
+            span_ids: column(batch, "span_id").as_fixed_size_binary(),
             service: column(batch, "service_name").as_string::<i32>(),
             name: column(batch, "name").as_string::<i32>(),
             kind: column(batch, "kind").as_string::<i32>(),
@@ -225,6 +231,8 @@ impl<'a> Columns<'a> {
             root_service: column(batch, "trace_root_service").as_string::<i32>(),
             root_name: column(batch, "trace_root_name").as_string::<i32>(),
             trace_start: column(batch, "trace_start_unix_nano").as_primitive::<Int64Type>(),
+            trace_duration: column(batch, "trace_duration_nanos").as_primitive::<Int64Type>(),
+            trace_errors: column(batch, "trace_error_count").as_primitive::<Int32Type>(),
             offset: column(batch, "start_offset_nanos").as_primitive::<Int64Type>(),
         }
     }
@@ -328,6 +336,7 @@ impl RollupBuilder {
         let columns = Columns::new(batch);
         let Columns {
             trace_ids,
+            span_ids,
             service,
             name,
             kind,
@@ -349,6 +358,8 @@ impl RollupBuilder {
             root_service,
             root_name,
             trace_start,
+            trace_duration,
+            trace_errors,
             offset,
             ..
         } = columns;
@@ -360,6 +371,14 @@ impl RollupBuilder {
                 self.end_trace();
                 self.trace.id = Some(trace_id);
                 self.trace.whole_shape = shape.value(row) & broken_shape == 0;
+                let trace = PathTrace {
+                    minute_unix_nano: trace_start.value(row).div_euclid(ROLLUP_BUCKET_NANOS) * ROLLUP_BUCKET_NANOS,
+                    entry_service: self.intern(root_service.value(row)),
+                    entry_operation: self.intern(root_name.value(row)),
+                    duration_nanos: trace_duration.value(row),
+                    error: trace_errors.value(row) > 0,
+                };
+                self.paths.begin(trace);
             }
             let start = trace_start.value(row).saturating_add(offset.value(row));
             let minute = start.div_euclid(ROLLUP_BUCKET_NANOS) * ROLLUP_BUCKET_NANOS;
@@ -395,6 +414,19 @@ impl RollupBuilder {
             let is_root = parent_span.is_null(row);
             let unmatched = flags.value(row) as u32 & span_flags::UNMATCHED_CLIENT != 0;
             let error = status.value(row) == "error";
+            let span_id: [u8; 8] = span_ids.value(row).try_into().expect("8-byte span IDs");
+            let parent_id = parent_span.as_fixed_size_binary();
+            let path_span = PathSpan {
+                span: span_id,
+                parent: (!parent_id.is_null(row)).then(|| parent_id.value(row).try_into().expect("8-byte span IDs")),
+                service: Arc::clone(&service_name),
+                operation: self.intern(name.value(row)),
+                kind: self.intern(span_kind),
+                duration_nanos: duration.value(row),
+                critical_path_nanos: critical.value(row),
+                error,
+            };
+            self.paths.push(path_span);
             let http_failed =
                 !http_status.is_null(row) && (http_status.value(row) >= 500 || (span_kind == "client" && http_status.value(row) >= 400));
             let (entry, pairs) = self.services.entry((minute, Arc::clone(&service_name))).or_default();
@@ -473,6 +505,7 @@ impl RollupBuilder {
     /// Counts the trace just read once for each of its services.
     fn end_trace(&mut self) {
         let trace = std::mem::take(&mut self.trace);
+        self.paths.end();
         if trace.id.is_none() {
             return;
         }
@@ -486,6 +519,7 @@ impl RollupBuilder {
     pub fn finish(mut self) -> Rollup {
         self.end_trace();
         let adoption = self.adoption();
+        let paths = std::mem::take(&mut self.paths).finish();
         let mut rows: Vec<EdgeRow> = self
             .rows
             .into_iter()
@@ -513,7 +547,7 @@ impl RollupBuilder {
                 &b.child,
             ))
         });
-        Rollup::new(rows, adoption)
+        Rollup::new(rows, adoption, paths)
     }
 
     fn adoption(&mut self) -> AdoptionRollup {
@@ -582,14 +616,16 @@ impl RollupBuilder {
 pub struct Rollup {
     pub edges: Vec<EdgeRow>,
     pub adoption: AdoptionRollup,
+    /// Calling contexts per entry point (ordered by minute).
+    pub paths: Vec<PathRow>,
     /// The same rows with their minutes merged, made on first use: a window that covers every
     /// minute of this part reads these instead.
     whole: OnceLock<Box<(i64, i64, Rollup)>>,
 }
 
 impl Rollup {
-    pub fn new(edges: Vec<EdgeRow>, adoption: AdoptionRollup) -> Self {
-        Self { edges, adoption, whole: OnceLock::new() }
+    pub fn new(edges: Vec<EdgeRow>, adoption: AdoptionRollup, paths: Vec<PathRow>) -> Self {
+        Self { edges, adoption, paths, whole: OnceLock::new() }
     }
 
     /// The rows to read for the minutes [first, last]: these, or when the window covers every
@@ -610,7 +646,8 @@ impl Rollup {
             .chain(a.traces.iter().map(|r| r.minute_unix_nano))
             .chain(a.unanswered.iter().map(|r| r.minute_unix_nano))
             .chain(a.roots.iter().map(|r| r.minute_unix_nano))
-            .chain(a.deprecated.iter().map(|r| r.minute_unix_nano));
+            .chain(a.deprecated.iter().map(|r| r.minute_unix_nano))
+            .chain(self.paths.iter().map(|r| r.minute_unix_nano));
         let (from, to) = minutes.fold((i64::MAX, i64::MIN), |(lo, hi), m| (lo.min(m), hi.max(m)));
         let mut edges: HashMap<(&Arc<str>, &Arc<str>, EdgeKind, &Option<Arc<str>>, &Arc<str>), EdgeRow> = HashMap::new();
         for row in &self.edges {
@@ -676,7 +713,7 @@ impl Rollup {
             roots: roots.into_values().collect(),
             deprecated: deprecated.into_values().collect(),
         };
-        (from, to, Rollup::new(edges.into_values().collect(), adoption))
+        (from, to, Rollup::new(edges.into_values().collect(), adoption, merge_paths(&self.paths, from)))
     }
 }
 

@@ -122,6 +122,15 @@ pub enum Command {
         /// part way through adopting tracing; e.g. `edge` or `edge,storefront,checkout`.
         #[arg(long, value_delimiter = ',')]
         traced_teams: Vec<String>,
+        /// Send this much past traffic first (e.g. `30m`), at the same rate, so that there is
+        /// a history to look at from the start.
+        #[arg(long, default_value = "0s")]
+        history: String,
+        /// Plant known causes for the performance analyses to find: a deploy half way through
+        /// the history (ten minutes from now without one) brings an N+1 loop into the catalog
+        /// and a failing cart version; search is slow in one region.
+        #[arg(long)]
+        incidents: bool,
     },
     /// Show configuration.
     Config {
@@ -215,6 +224,49 @@ pub enum Command {
         lookback: String,
         #[arg(long, env = "CLEW_SERVER", default_value = "http://127.0.0.1:16686")]
         server: String,
+    },
+    /// The critical path of an entry operation across its requests: each calling context's
+    /// time on it (a flame graph as a tree), the operations that cost the most, and with
+    /// `--baseline` what got slower.
+    CriticalPath {
+        /// The service the requests enter.
+        service: String,
+        /// The entry operation (the root span's name), e.g. "GET /product/{id}".
+        operation: String,
+        /// The percentage in "time saved if it were N% faster".
+        #[arg(long, default_value_t = 20.0)]
+        faster: f64,
+        /// Compare with `previous` (the window before) or the window shifted back by a duration (`1d`).
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Print folded stacks (for flamegraph.pl or speedscope) instead of the report.
+        #[arg(long)]
+        folded: bool,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// Operations ranked by their time on the critical path over every entry operation.
+    Bottlenecks {
+        #[arg(long, default_value_t = 20.0)]
+        faster: f64,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// The rate every service operation should expect under planned entry rates, against the
+    /// busiest minute it has handled: what to scale or load-test first.
+    Traffic {
+        /// A planned rate: `<rate> <service> <operation>`, e.g. "50/s web-gateway POST /checkout"
+        /// (per second, or `/m`, `/h`). Repeat for several entry operations.
+        #[arg(long)]
+        plan: Vec<String>,
+        /// Entry operations the plan does not name run at this factor of their observed mean rate.
+        #[arg(long, default_value_t = 1.0)]
+        others: f64,
+        /// Print CSV instead of the report.
+        #[arg(long)]
+        csv: bool,
+        #[command(flatten)]
+        report: ReportArgs,
     },
     /// Instrumentation coverage and propagation health per service and team: what sends spans,
     /// what is only seen from its callers, where trace context is lost, and what to fix.
@@ -318,9 +370,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let running = clew_server::start(config).await?;
             serve_until_signal(running).await
         }
-        Command::Demo { serve, rate, seed, print_truth, print_catalog, traced_teams } => {
+        Command::Demo { serve, rate, seed, print_truth, print_catalog, traced_teams, history, incidents } => {
+            let history = clew_server::parse_duration_nanos(&history).map_err(|e| anyhow::anyhow!("--history: {e}"))?;
+            anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be a positive number of traces per second");
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
+            let deploy_at = if history > 0 { now - history / 2 } else { now + 600_000_000_000 };
             let shop = || {
-                let shop = clew_demo::Shop::new(seed);
+                let mut shop = clew_demo::Shop::new(seed);
+                if incidents {
+                    shop = shop.with_incidents(deploy_at);
+                }
                 if traced_teams.is_empty() { Ok(shop) } else { shop.with_traced_teams(&traced_teams).map_err(|e| anyhow::anyhow!(e)) }
             };
             if print_truth {
@@ -343,7 +402,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let running = clew_server::start(config).await?;
             let endpoint = format!("http://{}/v1/traces", running.addresses.otlp_http);
             println!("Clew demo: a simulated shop sends {rate} traces/s. Open http://{}/", running.addresses.query);
-            tokio::spawn(crate::demo::run(endpoint, rate, shop));
+            tokio::spawn(crate::demo::run(endpoint, rate, shop, history));
             serve_until_signal(running).await
         }
         Command::Config { print_default, serve } => {
@@ -405,6 +464,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Docs { out, lookback, server } => crate::docs::write(&server, &lookback, &out).await,
+        Command::CriticalPath { service, operation, faster, baseline, folded, report } => {
+            let format = if folded { "folded".to_string() } else { report.output.name() };
+            let mut pairs = vec![
+                ("lookback", report.lookback),
+                ("format", format),
+                ("service", service),
+                ("operation", operation),
+                ("faster", faster.to_string()),
+            ];
+            pairs.extend(baseline.map(|b| ("baseline", b)));
+            crate::client::print_text(&report.server, "/api/v1/critical-path", &pairs).await
+        }
+        Command::Bottlenecks { faster, report } => {
+            let pairs = [("lookback", report.lookback), ("format", report.output.name()), ("faster", faster.to_string())];
+            crate::client::print_text(&report.server, "/api/v1/bottlenecks", &pairs).await
+        }
+        Command::Traffic { plan, others, csv, report } => {
+            let format = if csv { "csv".to_string() } else { report.output.name() };
+            let mut pairs = vec![("lookback", report.lookback), ("format", format), ("others", others.to_string())];
+            pairs.extend(plan.into_iter().map(|p| ("plan", p)));
+            crate::client::print_text(&report.server, "/api/v1/traffic-estimate", &pairs).await
+        }
         Command::Coverage { report } => {
             let pairs = [("lookback", report.lookback), ("format", report.output.name())];
             crate::client::print_text(&report.server, "/api/v1/coverage", &pairs).await

@@ -1,0 +1,54 @@
+//! Calling contexts of entry points, read from the rollups written at assembly: the critical
+//! path across traces and the fan-out of each entry point are computed from these rows.
+
+use std::collections::HashMap;
+
+use clew_store::{PathRow, in_minutes, merge_paths};
+
+use crate::metrics::first_minute;
+use crate::{EntryFilter, QueryEngine, QueryError};
+
+impl QueryEngine {
+    /// The calling-context rows of traces that started in the minutes overlapping [start, end]
+    /// (Unix ns), of the entry point `entry` names (every entry point when it names none). With
+    /// `per_minute`, one row per (minute, entry point, context); otherwise one per (entry point,
+    /// context), dated at the window's first minute.
+    pub async fn calling_contexts(
+        &self,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+        entry: &EntryFilter,
+        per_minute: bool,
+    ) -> Result<Vec<PathRow>, QueryError> {
+        if end_unix_nano <= start_unix_nano {
+            return Err(QueryError::Invalid("the window must end after it starts".into()));
+        }
+        let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
+        let parts = self.storage.rollups(first, last).await?;
+        let wanted = |row: &&PathRow| {
+            entry.service.as_deref().is_none_or(|s| s == &*row.entry_service)
+                && entry.operation.as_deref().is_none_or(|o| o == &*row.entry_operation)
+        };
+        if !per_minute {
+            let rows = parts
+                .iter()
+                .flat_map(|part| in_minutes(&part.for_window(first, last).paths, first, last, |row| row.minute_unix_nano))
+                .filter(wanted);
+            return Ok(merge_paths(rows, first));
+        }
+        let mut merged: HashMap<(i64, &str, &str, u64), PathRow> = HashMap::new();
+        for part in &parts {
+            for row in in_minutes(&part.paths, first, last, |row| row.minute_unix_nano).iter().filter(wanted) {
+                match merged.get_mut(&(row.minute_unix_nano, &row.entry_service, &row.entry_operation, row.path)) {
+                    Some(total) => total.add(row),
+                    None => {
+                        merged.insert((row.minute_unix_nano, &row.entry_service, &row.entry_operation, row.path), row.clone());
+                    }
+                }
+            }
+        }
+        let mut rows: Vec<PathRow> = merged.into_values().collect();
+        rows.sort_by_key(|r| r.minute_unix_nano);
+        Ok(rows)
+    }
+}

@@ -1,0 +1,135 @@
+//! Performance analytics on the query port: the critical path across traces of an entry
+//! operation (a flame graph, its bottlenecks, what changed against a baseline), the bottlenecks
+//! over every entry operation, and traffic estimation from fan-out.
+
+use axum::extract::{RawQuery, State};
+use axum::response::Response;
+use clew_analysis::traffic::PlannedRate;
+use clew_query::EntryFilter;
+
+use crate::adoption::{format_param, respond, text};
+use crate::api::{ApiError, ApiState, only_params, pairs, param, parse_duration_nanos, window};
+
+/// `faster`: the percentage in "time saved if it were N% faster" (20 by default).
+fn faster_param(pairs: &[(String, String)]) -> Result<f64, ApiError> {
+    match param(pairs, "faster") {
+        None => Ok(20.0),
+        Some(text) => match text.trim_end_matches('%').parse::<f64>() {
+            Ok(value) if (0.0..=100.0).contains(&value) => Ok(value),
+            _ => Err(ApiError::bad_request(format!("faster is a percentage between 0 and 100, not {text:?}"))),
+        },
+    }
+}
+
+/// `baseline`: `previous` (the window of the same length just before) or a duration to shift
+/// the window back by (`1d`: the same hours yesterday).
+fn baseline_window(pairs: &[(String, String)], start: u64, end: u64) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(baseline) = param(pairs, "baseline") else {
+        return Ok(None);
+    };
+    let shift = if baseline == "previous" {
+        end - start
+    } else {
+        parse_duration_nanos(baseline)
+            .map_err(|e| ApiError::bad_request(format!("baseline is `previous` or a duration to shift the window back by: {e}")))?
+    };
+    if shift == 0 || shift > start {
+        return Err(ApiError::bad_request("the baseline window must start after 1970"));
+    }
+    Ok(Some((start - shift, end - shift)))
+}
+
+/// `GET /api/v1/critical-path?service=&operation=`: the calling-context tree of an entry
+/// operation with each context's time on the critical path, its bottlenecks and, with
+/// `baseline`, what changed. `start`/`end`/`lookback`, `faster`, `format=json|markdown|table|folded`.
+pub(crate) async fn critical_path(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["start", "end", "lookback", "service", "operation", "faster", "baseline", "format"])?;
+    let format = format_param(&pairs, &["json", "markdown", "table", "folded"])?;
+    let (Some(service), Some(operation)) = (param(&pairs, "service"), param(&pairs, "operation")) else {
+        return Err(ApiError::bad_request("service and operation name the entry operation (see /api/v1/flows)"));
+    };
+    let (start, end) = window(&pairs)?;
+    let faster = faster_param(&pairs)?;
+    let baseline = baseline_window(&pairs, start, end)?;
+    let entry = EntryFilter { service: Some(service.into()), operation: Some(operation.into()) };
+    let rows = state.query.calling_contexts(start, end, &entry, false).await?;
+    let before = match baseline {
+        Some((from, to)) => Some(((from, to), state.query.calling_contexts(from, to, &entry, false).await?)),
+        None => None,
+    };
+    let report = clew_analysis::critical_path::critical_path(
+        service,
+        operation,
+        (start, end),
+        &rows,
+        faster,
+        before.as_ref().map(|(window, rows)| (*window, rows.as_slice())),
+    );
+    if format == "folded" {
+        return Ok(text("text/plain; charset=utf-8", report.to_folded()));
+    }
+    Ok(respond(&report, format, &[], || report.to_markdown(), || report.to_table()))
+}
+
+/// `GET /api/v1/bottlenecks`: operations ranked by their time on the critical path over every
+/// entry operation. `start`/`end`/`lookback`, `faster`, `format=json|markdown|table`.
+pub(crate) async fn bottlenecks(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["start", "end", "lookback", "faster", "format"])?;
+    let format = format_param(&pairs, &["json", "markdown", "table"])?;
+    let (start, end) = window(&pairs)?;
+    let faster = faster_param(&pairs)?;
+    let rows = state.query.calling_contexts(start, end, &EntryFilter::default(), false).await?;
+    let report = clew_analysis::critical_path::bottlenecks((start, end), &rows, faster);
+    Ok(respond(&report, format, &[], || report.to_markdown(), || report.to_table()))
+}
+
+/// A planned rate: `<rate> <service> <operation>`, the rate per second (`50`, `50/s`) or per
+/// minute (`3000/m`).
+fn planned_rate(text: &str) -> Result<PlannedRate, ApiError> {
+    let invalid =
+        || ApiError::bad_request(format!("plan is `<rate> <service> <operation>` (e.g. `50/s web-gateway POST /checkout`), not {text:?}"));
+    let mut parts = text.trim().splitn(3, ' ');
+    let (Some(rate), Some(service), Some(operation)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid());
+    };
+    let (number, per) = match rate.split_once('/') {
+        Some((number, "s")) => (number, 1.0),
+        Some((number, "m")) => (number, 60.0),
+        Some((number, "h")) => (number, 3600.0),
+        Some(_) => return Err(invalid()),
+        None => (rate, 1.0),
+    };
+    let per_second = number.parse::<f64>().ok().filter(|r| r.is_finite() && *r >= 0.0).ok_or_else(invalid)? / per;
+    Ok(PlannedRate { service: service.to_string(), operation: operation.trim().to_string(), per_second })
+}
+
+/// `GET /api/v1/traffic-estimate?plan=50/s web-gateway POST /checkout`: the rate every server
+/// and consumer operation should expect under the planned rates (other entry operations at
+/// `others` times their observed mean rate), against the busiest minute it has handled.
+/// `start`/`end`/`lookback` (the baseline window), `format=json|markdown|table|csv`.
+pub(crate) async fn traffic_estimate(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["start", "end", "lookback", "plan", "others", "format"])?;
+    let format = format_param(&pairs, &["json", "markdown", "table", "csv"])?;
+    let (start, end) = window(&pairs)?;
+    let plan = pairs.iter().filter(|(k, v)| k == "plan" && !v.is_empty()).map(|(_, v)| planned_rate(v)).collect::<Result<Vec<_>, _>>()?;
+    let others = match param(&pairs, "others") {
+        None => 1.0,
+        Some(text) => text
+            .trim_end_matches('x')
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .ok_or_else(|| ApiError::bad_request(format!("others is a factor such as 1 or 2.5, not {text:?}")))?,
+    };
+    let entry = EntryFilter::default();
+    let rows = state.query.calling_contexts(start, end, &entry, false).await?;
+    let per_minute = state.query.calling_contexts(start, end, &entry, true).await?;
+    let estimate = clew_analysis::traffic::estimate((start, end), &rows, &per_minute, plan, others);
+    if format == "csv" {
+        return Ok(text("text/csv; charset=utf-8", estimate.to_csv()));
+    }
+    Ok(respond(&estimate, format, &estimate.warnings, || estimate.to_markdown(), || estimate.to_table()))
+}

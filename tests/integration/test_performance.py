@@ -1,0 +1,214 @@
+"""Performance analytics against the demo shop with planted causes: the critical path across
+traces names the slow dependency, the comparison with a baseline window finds the N+1 loop a
+deploy brought in, and traffic estimation reproduces the shop's own fan-outs. The shop sends
+twenty minutes of history first (the deploy half way through), so the windows below are in
+the past and hold a known amount of traffic."""
+import json
+import math
+import os
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import CLEW_BIN, running_demo
+from test_ui import SHOTS, browser, page  # noqa: F401 (fixtures)
+
+RATE = 20
+HISTORY_MINUTES = 20
+MINUTE = 60_000_000_000
+
+
+@pytest.fixture(scope="module")
+def shop():
+    truth = json.loads(subprocess.run([CLEW_BIN, "demo", "--print-truth", "--incidents", "--history", "20m"],
+                                      capture_output=True, check=True).stdout)
+    started = time.time_ns()
+
+    def ready(base):
+        # Every trace of the history is assembled: about RATE × the history's seconds of them
+        # (more: a callee that drops the context starts traces of its own).
+        report = requests.get(base + "/api/v1/bottlenecks", params={"lookback": "25m"}, timeout=30).json()
+        return report["requests"] >= 0.97 * RATE * HISTORY_MINUTES * 60
+
+    with running_demo("--rate", str(RATE), "--history", f"{HISTORY_MINUTES}m", "--incidents", ready=ready,
+                      timeout=240) as base:
+        # The deploy happened half way through the history: one window well before it and one
+        # well after it, both in the past, so they hold exactly what the history sent.
+        deploy = started - HISTORY_MINUTES * MINUTE // 2
+        windows = {
+            "before": (deploy - 9 * MINUTE, deploy - MINUTE),
+            "after": (deploy + MINUTE, deploy + 9 * MINUTE),
+        }
+        yield base, truth, windows
+
+
+def get(base, path, **params):
+    response = requests.get(base + path, params=params, timeout=60)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def window_params(window):
+    return {"start": str(window[0]), "end": str(window[1])}
+
+
+def test_traffic_estimation_reproduces_the_fan_out_of_the_shop(shop):
+    base, truth, windows = shop
+    for window, expected_fan_out in (("before", truth["fan_out"]),
+                                     ("after", truth["incidents"]["fan_out_after_deploy"])):
+        estimate = get(base, "/api/v1/traffic-estimate", **window_params(windows[window])).json()
+        entries = {f"{e['service']} {e['operation']}": e for e in estimate["entries"]}
+        for entry, expected in expected_fan_out.items():
+            seen = entries[entry]
+            requests_seen = seen["requests"]
+            assert requests_seen >= 300, (window, entry, requests_seen)
+            got = {f"{f['service']} {f['operation']}": f["mean_per_request"] for f in seen["fan_out"]}
+            assert set(got) <= set(expected), (window, entry, set(got) - set(expected))
+            for target, mean in expected.items():
+                # Within 5% of the shop's own multiplier, unless the sample is too small for
+                # that: then within five standard errors of a count of that mean.
+                tolerance = max(0.05 * mean, 5 * math.sqrt(mean / requests_seen))
+                assert abs(got.get(target, 0.0) - mean) <= tolerance, (window, entry, target, got.get(target), mean)
+    # The N+1 loop shows as a larger multiplier after the deploy.
+    before = get(base, "/api/v1/traffic-estimate", **window_params(windows["before"])).json()
+    after = get(base, "/api/v1/traffic-estimate", **window_params(windows["after"])).json()
+
+    def pricing(estimate):
+        entry = next(e for e in estimate["entries"] if (e["service"], e["operation"]) == ("web-gateway", "GET /product/{id}"))
+        return next(f["mean_per_request"] for f in entry["fan_out"] if f["service"] == "pricing-service")
+
+    assert pricing(after) > 4 * pricing(before), (pricing(before), pricing(after))
+
+
+def test_traffic_estimation_projects_a_planned_peak(shop):
+    base, truth, windows = shop
+    params = {**window_params(windows["before"]), "plan": "100/s web-gateway POST /checkout", "others": "2"}
+    estimate = get(base, "/api/v1/traffic-estimate", **params).json()
+    assert estimate["plan"] == [{"service": "web-gateway", "operation": "POST /checkout", "per_second": 100.0}]
+    assert estimate["observed_seconds"] >= 8 * 60
+    targets = {(t["service"], t["operation"]): t for t in estimate["targets"]}
+    checkout = targets[("checkout-service", "POST /checkout")]
+    # Only checkouts reach the checkout service, once each: 100/s planned, nothing else.
+    assert abs(checkout["planned_per_second"] - 100.0) < 1e-6 and checkout["background_per_second"] == 0
+    assert checkout["scale"] and checkout["headroom"] < 1 and "checkout-service" in estimate["scale_services"]
+    # Every expected rate is the plan through the fan-out plus twice the other entries' rates.
+    entries = {(e["service"], e["operation"]): e for e in estimate["entries"]}
+    for target in estimate["targets"]:
+        expected = 0.0
+        for entry in estimate["entries"]:
+            rate = 100.0 if (entry["service"], entry["operation"]) == ("web-gateway", "POST /checkout") \
+                else 2 * entry["observed_mean_per_second"]
+            expected += rate * sum(f["mean_per_request"] for f in entry["fan_out"]
+                                   if (f["service"], f["operation"], f["kind"]) == (target["service"], target["operation"], target["kind"]))
+        assert abs(target["expected_per_second"] - expected) <= 1e-6 * max(1.0, expected), target
+        assert target["scale"] == (target["expected_per_second"] > target["observed_peak_per_second"])
+    # The shop's own traffic at today's rate fits what it handled: nothing to scale.
+    today = get(base, "/api/v1/traffic-estimate", **window_params(windows["before"])).json()
+    assert today["scale_services"] == [], today["scale_services"]
+    assert entries[("web-gateway", "POST /checkout")]["observed_peak_per_second"] >= \
+        entries[("web-gateway", "POST /checkout")]["observed_mean_per_second"]
+    # The same as CSV, and a plan that cannot be read is refused with the form it should take.
+    csv = get(base, "/api/v1/traffic-estimate", **params, format="csv")
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.splitlines()[0].startswith("service,operation,kind,expected_per_second")
+    assert any(line.startswith('"checkout-service","POST /checkout"') for line in csv.text.splitlines())
+    bad = requests.get(base + "/api/v1/traffic-estimate", params={"plan": "fast web-gateway"}, timeout=30)
+    assert bad.status_code == 400 and "<rate> <service> <operation>" in bad.json()["error"]["message"]
+    unknown = get(base, "/api/v1/traffic-estimate", plan="5 nobody GET /").json()
+    assert any("nobody GET /" in w for w in unknown["warnings"])
+
+
+def test_critical_path_names_the_slow_dependency(shop):
+    base, truth, windows = shop
+    slow = truth["incidents"]["slow_dependency"]
+    report = get(base, "/api/v1/critical-path", service="web-gateway", operation="GET /",
+                 **window_params(windows["before"])).json()
+    assert report["latency"]["requests"] >= 300
+    assert report["bottlenecks"][0]["service"] == slow, report["bottlenecks"][:3]
+    assert report["bottlenecks"][0]["share"] > 0.3
+    # A flame graph: the request first, each context within its caller's width.
+    nodes = {n["id"]: n for n in report["nodes"]}
+    root = report["nodes"][0]
+    assert root["parent"] is None and root["kind"] == "request"
+    assert abs(root["total_per_request_nanos"] - report["latency"]["mean_nanos"]) <= 1e-6 * root["total_per_request_nanos"]
+    for node in report["nodes"][1:]:
+        parent = nodes[node["parent"]]
+        assert node["depth"] == parent["depth"] + 1
+        assert node["total_per_request_nanos"] <= parent["total_per_request_nanos"] * 1.000001 + 1, (node, parent)
+    children = {}
+    for node in report["nodes"][1:]:
+        children.setdefault(node["parent"], []).append(node)
+    for parent_id, kids in children.items():
+        inside = sum(k["total_per_request_nanos"] for k in kids)
+        assert inside <= nodes[parent_id]["total_per_request_nanos"] * 1.000001 + 1
+    # Its own time on the critical path is the largest of any context, and saving 20% of it
+    # saves 20% of its share.
+    recommendations = [n for n in report["nodes"] if n["service"] == slow and n["kind"] == "server"]
+    assert recommendations and max(report["nodes"][1:], key=lambda n: n["self_per_request_nanos"])["service"] == slow
+    top = report["bottlenecks"][0]
+    assert abs(top["saved_per_request_nanos"] - 0.2 * top["per_request_nanos"]) < 1e-6 * top["per_request_nanos"]
+    # Folded stacks for flame-graph tools: `request;frame;... value`.
+    folded = get(base, "/api/v1/critical-path", service="web-gateway", operation="GET /", format="folded",
+                 **window_params(windows["before"])).text
+    lines = folded.splitlines()
+    assert lines and all(line.startswith("request") and line.rsplit(" ", 1)[1].isdigit() for line in lines)
+    assert any(f"{slow}:GET /recommendations " in line for line in lines)
+    # Over every entry operation too.
+    bottlenecks = get(base, "/api/v1/bottlenecks", **window_params(windows["before"])).json()
+    assert bottlenecks["bottlenecks"][0]["service"] == slow
+    assert "web-gateway GET /" in bottlenecks["bottlenecks"][0]["entry_operations"]
+    bad = requests.get(base + "/api/v1/critical-path", params={"service": "web-gateway"}, timeout=30)
+    assert bad.status_code == 400 and "operation" in bad.json()["error"]["message"]
+
+
+def test_comparison_with_a_baseline_finds_the_n_plus_one(shop):
+    base, truth, windows = shop
+    shift = windows["after"][0] - windows["before"][0]
+    report = get(base, "/api/v1/critical-path", service="web-gateway", operation="GET /product/{id}",
+                 baseline=str(shift), **window_params(windows["after"])).json()
+    baseline = report["baseline"]
+    assert (baseline["start_unix_nano"], baseline["end_unix_nano"]) == windows["before"]
+    changes = baseline["changes"]
+    assert changes[0]["change_nanos"] > 0
+    service, callee = truth["incidents"]["n_plus_one"][0], truth["incidents"]["n_plus_one"][2]
+    callee_service, callee_operation = callee.split(" ", 1)
+    price = next(c for c in changes if (c["service"], c["operation"], c["kind"]) == (callee_service, callee_operation, "server"))
+    ratio = price["after_calls_per_request"] / price["before_calls_per_request"]
+    before, after = truth["incidents"]["n_plus_one"][3], truth["incidents"]["n_plus_one"][4]
+    assert abs(ratio - after / before) <= 0.1 * after / before, ratio
+    assert price["change_nanos"] > 0
+    # What got slower is the loop the deploy brought in: the top changes are all in it.
+    assert {c["service"] for c in changes[:3]} <= {service, callee_service, "currency-service"}, changes[:3]
+    assert report["latency"]["p95_nanos"] > baseline["latency"]["p95_nanos"]
+    text = get(base, "/api/v1/critical-path", service="web-gateway", operation="GET /product/{id}",
+               baseline=str(shift), format="markdown", **window_params(windows["after"])).text
+    assert "Against the baseline" in text and callee_service in text
+
+
+def test_critical_path_and_traffic_pages(shop, page):  # noqa: F811 (fixture)
+    base, truth, windows = shop
+    entry = "web-gateway\u0000GET /"
+    page.goto(f"{base}/critical-path?lookback=1h&entry={requests.utils.quote(entry)}")
+    page.wait_for_selector("[data-testid=cp-bottleneck]", timeout=30_000)
+    first = page.locator("[data-testid=cp-bottleneck]").first
+    assert first.get_attribute("data-service") == truth["incidents"]["slow_dependency"]
+    assert page.locator("[data-testid=cp-flame] canvas").count() >= 1
+    page.select_option("[data-testid=cp-baseline]", "previous")
+    page.wait_for_selector("[data-testid=cp-change]", timeout=30_000)
+    page.screenshot(path=os.path.join(SHOTS, "critical-path.png"), full_page=True)
+
+    page.goto(f"{base}/traffic?lookback=15m")
+    page.wait_for_selector("[data-testid=traffic-target]", timeout=30_000)
+    assert page.locator("[data-testid=traffic-plan] li").count() == 0
+    options = page.locator("[data-testid=traffic-entry] option").all_text_contents()
+    checkout = next(o for o in options if o.startswith("web-gateway POST /checkout"))
+    page.select_option("[data-testid=traffic-entry]", label=checkout)
+    page.fill("[data-testid=traffic-rate]", "200")
+    page.click("[data-testid=traffic-add]")
+    page.wait_for_selector("[data-testid=traffic-plan] li", timeout=10_000)
+    page.wait_for_selector("[data-testid=traffic-target][data-service=checkout-service][data-scale=yes]", timeout=30_000)
+    assert "checkout-service" in page.locator("[data-testid=traffic-summary]").inner_text()
+    assert page.locator("[data-testid=traffic-chart] canvas").count() >= 1
+    page.screenshot(path=os.path.join(SHOTS, "traffic.png"), full_page=True)

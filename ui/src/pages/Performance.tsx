@@ -1,0 +1,456 @@
+import { useMemo, useState } from "react";
+import { useSearchParams } from "react-router-dom";
+
+import { api, type CriticalPathNode, type CriticalPathReport, type TrafficEstimate } from "../api";
+import { Chart } from "../components/Chart";
+import { Empty, Picker, Show, useApi } from "../components/common";
+import { LOOKBACKS, duration, serviceColour } from "../format";
+
+const BASELINES: [string, string][] = [
+  ["previous", "The window before"],
+  ["1h", "One hour earlier"],
+  ["1d", "One day earlier"],
+  ["7d", "One week earlier"],
+];
+
+function share(value: number): string {
+  const p = 100 * value;
+  return p > 0 && p < 0.1 ? "<0.1%" : `${p.toFixed(p < 10 ? 1 : 0)}%`;
+}
+
+function perSecond(value: number): string {
+  if (value >= 100) return `${value.toFixed(0)}/s`;
+  if (value >= 0.1) return `${value.toFixed(2)}/s`;
+  return `${(value * 60).toFixed(2)}/min`;
+}
+
+// The entry operations of the window, as picker options.
+function useEntries(lookback: string) {
+  const entries = useApi(() => api.entryOperations(new URLSearchParams({ lookback })), [lookback]);
+  const options: [string, string][] =
+    entries.state === "done"
+      ? entries.data
+          .filter((e) => e.kind === "server" || e.kind === "consumer")
+          .map((e) => [`${e.service}\u0000${e.operation}`, `${e.service} ${e.operation} (${e.requests.toLocaleString()})`])
+      : [];
+  return { entries, options };
+}
+
+// The critical path of an entry operation across its requests (CRISP): a flame graph of the
+// calling contexts by their time on the critical path, the operations that cost the most, what
+// a faster one would save, and what changed against a baseline window.
+export function CriticalPathPage() {
+  const [params, setParams] = useSearchParams();
+  const lookback = params.get("lookback") ?? "1h";
+  const baseline = params.get("baseline") ?? "";
+  const faster = params.get("faster") ?? "20";
+  const { entries, options } = useEntries(lookback);
+  const chosen = params.get("entry") || options[0]?.[0] || "";
+  const [service, operation] = chosen.split("\u0000");
+  const report = useApi(() => {
+    if (!service || !operation) return Promise.resolve(undefined);
+    const query = new URLSearchParams({ lookback, service, operation, faster });
+    if (baseline) query.set("baseline", baseline);
+    return api.criticalPath(query);
+  }, [lookback, chosen, baseline, faster]);
+  const set = (key: string, value: string) => {
+    const next = new URLSearchParams(params);
+    if (value) next.set(key, value);
+    else next.delete(key);
+    setParams(next);
+  };
+  const exportQuery = new URLSearchParams({ lookback, service: service ?? "", operation: operation ?? "" });
+  return (
+    <div>
+      <div className="form-row" style={{ marginBottom: 12 }}>
+        <h1 style={{ margin: 0 }}>Critical path</h1>
+        <Picker label="Time range" value={lookback} onChange={(v) => set("lookback", v)} options={LOOKBACKS} />
+        <Picker label="Entry operation" value={chosen} onChange={(v) => set("entry", v)} options={options} testId="cp-entry" flex={1} />
+        <Picker label="Compare with" value={baseline} onChange={(v) => set("baseline", v)} options={BASELINES} none="Nothing" testId="cp-baseline" />
+        <label className="field">
+          If faster by
+          <select value={faster} onChange={(e) => set("faster", e.target.value)} data-testid="cp-faster">
+            {["10", "20", "50", "100"].map((v) => (
+              <option key={v} value={v}>
+                {v}%
+              </option>
+            ))}
+          </select>
+        </label>
+        {service && (
+          <span className="form-row" style={{ fontSize: 12 }}>
+            <span className="muted">Export:</span>
+            <a href={`/api/v1/critical-path?${exportQuery}&format=markdown`} download="critical-path.md">
+              Markdown
+            </a>
+            <a href={`/api/v1/critical-path?${exportQuery}&format=folded`} download="critical-path.folded">
+              Folded stacks
+            </a>
+          </span>
+        )}
+      </div>
+      <Show value={entries} what="the entry operations">
+        {() =>
+          !service ? (
+            <Empty>No request has entered the system in this time range.</Empty>
+          ) : (
+            <Show value={report} what="the critical path">
+              {(data) => (data ? <CriticalPathView report={data} /> : null)}
+            </Show>
+          )
+        }
+      </Show>
+    </div>
+  );
+}
+
+interface Frame {
+  node: CriticalPathNode;
+  start: number;
+  end: number;
+}
+
+// Each context starts where its previous sibling ends, inside its caller: widths are mean
+// critical-path time per request.
+function flameFrames(nodes: CriticalPathNode[]): Frame[] {
+  const children = new Map<string, CriticalPathNode[]>();
+  for (const node of nodes) {
+    if (node.parent === null) continue;
+    const list = children.get(node.parent) ?? [];
+    list.push(node);
+    children.set(node.parent, list);
+  }
+  const frames: Frame[] = [];
+  const place = (node: CriticalPathNode, start: number) => {
+    frames.push({ node, start, end: start + node.total_per_request_nanos });
+    let cursor = start;
+    for (const child of children.get(node.id) ?? []) {
+      if (child.id === node.id) continue;
+      place(child, cursor);
+      cursor += child.total_per_request_nanos;
+    }
+  };
+  const root = nodes.find((n) => n.parent === null);
+  if (root) place(root, 0);
+  return frames;
+}
+
+function FlameGraph({ report }: { report: CriticalPathReport }) {
+  const frames = useMemo(() => flameFrames(report.nodes), [report]);
+  const depth = Math.max(1, ...frames.map((f) => f.node.depth + 1));
+  const option = useMemo(
+    () => ({
+      tooltip: {
+        formatter: (p: { dataIndex: number }) => {
+          const n = frames[p.dataIndex]?.node;
+          if (!n) return "";
+          const name = n.parent === null ? `All requests of ${n.service} ${n.operation}` : `${n.service}: ${n.operation} (${n.kind})`;
+          return [
+            `<b>${name}</b>`,
+            `On the critical path: ${duration(n.total_per_request_nanos)} per request (${share(n.share)} of the latency)`,
+            `Itself: ${duration(n.self_per_request_nanos)} per request, p95 ${duration(n.self_p95_nanos)}`,
+            `Runs ${n.calls_per_request.toFixed(2)} times per request, in ${share(n.reach)} of requests`,
+          ].join("<br/>");
+        },
+      },
+      grid: { left: 4, right: 4, top: 4, bottom: 24 },
+      xAxis: {
+        type: "value",
+        min: 0,
+        max: frames[0] ? frames[0].end / 1e6 : 1,
+        axisLabel: { formatter: (v: number) => `${Number(v.toFixed(1))} ms` },
+      },
+      yAxis: { type: "value", inverse: true, min: 0, max: depth, show: false },
+      series: [
+        {
+          type: "custom",
+          renderItem: (_params: unknown, api: { value: (i: number) => number; coord: (v: number[]) => number[] }) => {
+            const from = api.coord([api.value(0), api.value(2)]);
+            const to = api.coord([api.value(1), api.value(2) + 1]);
+            const width = Math.max(to[0] - from[0] - 1, 0.5);
+            const frame = frames[api.value(3)];
+            const label = frame.node.parent === null ? "all requests" : `${frame.node.service}: ${frame.node.operation}`;
+            return {
+              type: "rect",
+              shape: { x: from[0], y: from[1], width, height: Math.max(to[1] - from[1] - 2, 1) },
+              style: { fill: frame.node.parent === null ? "#888" : serviceColour(frame.node.service) },
+              textContent: { style: { text: width > 48 ? label : "", fill: "#fff", fontSize: 11, overflow: "truncate", width: width - 6 } },
+              textConfig: { position: "insideLeft" },
+            };
+          },
+          encode: { x: [0, 1], y: 2 },
+          data: frames.map((f, i) => [f.start / 1e6, f.end / 1e6, f.node.depth, i]),
+        },
+      ],
+    }),
+    [frames, depth],
+  );
+  return <Chart option={option} height={depth * 24 + 40} testId="cp-flame" />;
+}
+
+function CriticalPathView({ report }: { report: CriticalPathReport }) {
+  const l = report.latency;
+  return (
+    <>
+      <div className="panel" data-testid="cp-summary">
+        {l.requests.toLocaleString()} requests · mean {duration(l.mean_nanos)} · p50 {duration(l.p50_nanos)} · p95{" "}
+        {duration(l.p95_nanos)} · p99 {duration(l.p99_nanos)}. Each box is a calling context; its width is its mean time on
+        the critical path per request, its callees' included.
+      </div>
+      <div className="panel">
+        <FlameGraph report={report} />
+      </div>
+      <div className="panel">
+        <h2>Where the time goes</h2>
+        <table className="data" data-testid="cp-bottlenecks">
+          <thead>
+            <tr>
+              <th>Operation</th>
+              <th>Kind</th>
+              <th className="num">On the critical path per request</th>
+              <th>Share of the latency</th>
+              <th className="num">p95</th>
+              <th className="num">Saved if {report.faster_percent}% faster</th>
+            </tr>
+          </thead>
+          <tbody>
+            {report.bottlenecks.slice(0, 15).map((b) => (
+              <tr key={`${b.service} ${b.operation} ${b.kind}`} data-testid="cp-bottleneck" data-service={b.service} data-operation={b.operation}>
+                <td>
+                  <span className="service-dot" style={{ background: serviceColour(b.service) }} />
+                  {b.service}: {b.operation}
+                </td>
+                <td>{b.kind}</td>
+                <td className="num">{duration(b.per_request_nanos)}</td>
+                <td>
+                  <span className="duration-bar" style={{ display: "inline-block", width: 100 * b.share, height: 8 }} /> {share(b.share)}
+                </td>
+                <td className="num">{duration(b.p95_nanos)}</td>
+                <td className="num">
+                  {duration(b.saved_per_request_nanos)} ({share(b.saved_share)})
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+        <p className="muted" style={{ fontSize: 12 }}>
+          Saved: an upper bound, reached when no parallel call takes over the critical path.
+        </p>
+      </div>
+      {report.baseline && (
+        <div className="panel">
+          <h2>Against the baseline</h2>
+          <p>
+            p95 {duration(report.baseline.latency.p95_nanos)} → {duration(l.p95_nanos)} · {report.baseline.latency.requests.toLocaleString()} →{" "}
+            {l.requests.toLocaleString()} requests
+          </p>
+          <table className="data" data-testid="cp-changes">
+            <thead>
+              <tr>
+                <th>Operation</th>
+                <th className="num">Before</th>
+                <th className="num">After</th>
+                <th className="num">Change per request</th>
+                <th className="num">Calls per request</th>
+              </tr>
+            </thead>
+            <tbody>
+              {report.baseline.changes.slice(0, 15).map((c) => (
+                <tr key={`${c.service} ${c.operation} ${c.kind}`} data-testid="cp-change" data-service={c.service} data-operation={c.operation}>
+                  <td>
+                    {c.service}: {c.operation}
+                  </td>
+                  <td className="num">{duration(c.before_per_request_nanos)}</td>
+                  <td className="num">{duration(c.after_per_request_nanos)}</td>
+                  <td className="num" style={{ color: c.change_nanos > 0 ? "var(--error, #c0392b)" : undefined }}>
+                    {c.change_nanos > 0 ? "+" : ""}
+                    {duration(c.change_nanos)}
+                  </td>
+                  <td className="num">
+                    {c.before_calls_per_request.toFixed(2)} → {c.after_calls_per_request.toFixed(2)}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </>
+  );
+}
+
+interface PlanRow {
+  entry: string;
+  rate: string;
+}
+
+// Traffic estimation: planned peak rates per entry operation, through each one's fan-out, give
+// the rate every operation should expect; against the busiest minute it has handled, that is
+// its headroom, and the services short of it are the ones to scale or load-test first.
+export function TrafficPage() {
+  const [params, setParams] = useSearchParams();
+  const lookback = params.get("lookback") ?? "1h";
+  const others = params.get("others") ?? "1";
+  const plan: PlanRow[] = params.getAll("plan").map((p) => {
+    const [rate, ...rest] = p.split(" ");
+    return { rate, entry: rest.join(" ") };
+  });
+  const { entries, options } = useEntries(lookback);
+  const [draftEntry, setDraftEntry] = useState("");
+  const [draftRate, setDraftRate] = useState("50");
+  const estimate = useApi(() => {
+    const query = new URLSearchParams({ lookback, others });
+    for (const p of plan) query.append("plan", `${p.rate} ${p.entry}`);
+    return api.trafficEstimate(query);
+  }, [lookback, others, params.getAll("plan").join("\n")]);
+  const update = (change: (next: URLSearchParams) => void) => {
+    const next = new URLSearchParams(params);
+    change(next);
+    setParams(next);
+  };
+  const entry = draftEntry || options[0]?.[0] || "";
+  const add = () => {
+    const [service, operation] = entry.split("\u0000");
+    if (!service || !operation || !(Number(draftRate) >= 0)) return;
+    update((next) => next.append("plan", `${draftRate} ${service} ${operation}`));
+  };
+  const remove = (index: number) =>
+    update((next) => {
+      const all = next.getAll("plan");
+      next.delete("plan");
+      all.filter((_, i) => i !== index).forEach((p) => next.append("plan", p));
+    });
+  return (
+    <div>
+      <div className="form-row" style={{ marginBottom: 12 }}>
+        <h1 style={{ margin: 0 }}>Traffic estimation</h1>
+        <Picker label="Learn fan-out from" value={lookback} onChange={(v) => update((n) => n.set("lookback", v))} options={LOOKBACKS} />
+        <label className="field">
+          Other entry operations at
+          <select value={others} onChange={(e) => update((n) => n.set("others", e.target.value))} data-testid="traffic-others">
+            {["1", "1.5", "2", "3", "5", "10"].map((v) => (
+              <option key={v} value={v}>
+                {v}× today
+              </option>
+            ))}
+          </select>
+        </label>
+      </div>
+      <div className="panel">
+        <h2>Planned peak</h2>
+        {plan.length === 0 && <p className="muted">No planned rate yet: every entry operation at its observed mean rate.</p>}
+        <ul data-testid="traffic-plan">
+          {plan.map((p, i) => (
+            <li key={i}>
+              {p.entry} at {p.rate}/s{" "}
+              <button onClick={() => remove(i)} title="Remove">
+                ✕
+              </button>
+            </li>
+          ))}
+        </ul>
+        <div className="form-row">
+          <Picker label="Entry operation" value={entry} onChange={setDraftEntry} options={options} testId="traffic-entry" flex={1} />
+          <label className="field">
+            Requests per second
+            <input value={draftRate} onChange={(e) => setDraftRate(e.target.value)} data-testid="traffic-rate" style={{ width: 90 }} />
+          </label>
+          <button onClick={add} data-testid="traffic-add" disabled={entries.state !== "done"}>
+            Add to the plan
+          </button>
+        </div>
+      </div>
+      <Show value={estimate} what="the estimate">
+        {(data) => <TrafficView estimate={data} />}
+      </Show>
+    </div>
+  );
+}
+
+function TrafficView({ estimate }: { estimate: TrafficEstimate }) {
+  const shown = estimate.targets.slice(0, 40);
+  const option = useMemo(
+    () => ({
+      tooltip: { trigger: "axis" },
+      legend: { data: ["Expected", "Busiest minute so far"] },
+      grid: { left: 260, right: 16, top: 28, bottom: 24 },
+      xAxis: { type: "log", min: 0.01, name: "requests/s", axisLabel: { formatter: (v: number) => perSecond(v) } },
+      yAxis: { type: "category", inverse: true, data: shown.map((t) => `${t.service}: ${t.operation}`) },
+      series: [
+        {
+          name: "Expected",
+          type: "bar",
+          data: shown.map((t) => ({
+            value: Math.max(t.expected_per_second, 0.01),
+            itemStyle: { color: t.scale ? "#e15759" : "#59a14f" },
+          })),
+        },
+        { name: "Busiest minute so far", type: "bar", data: shown.map((t) => Math.max(t.observed_peak_per_second, 0.01)), itemStyle: { color: "#a0a0a0" } },
+      ],
+    }),
+    [shown],
+  );
+  return (
+    <>
+      {estimate.warnings.map((w) => (
+        <div key={w} className="panel warning">
+          {w}
+        </div>
+      ))}
+      <div className="panel" data-testid="traffic-summary">
+        {estimate.scale_services.length === 0 ? (
+          <span>Every operation has already handled at least its expected rate.</span>
+        ) : (
+          <span>
+            <b>To scale or load-test first:</b> {estimate.scale_services.join(", ")}.
+          </span>
+        )}{" "}
+        <span className="muted">Fan-out learnt from {(estimate.observed_seconds / 60).toFixed(0)} minutes of traffic.</span>
+      </div>
+      <div className="panel">
+        <Chart option={option} height={Math.max(200, shown.length * 22 + 60)} testId="traffic-chart" />
+      </div>
+      <div className="panel">
+        <table className="data" data-testid="traffic-table">
+          <thead>
+            <tr>
+              <th>Operation</th>
+              <th>Kind</th>
+              <th className="num">Expected</th>
+              <th className="num">Busiest minute</th>
+              <th className="num">Mean today</th>
+              <th className="num">Headroom</th>
+              <th>Largest source</th>
+            </tr>
+          </thead>
+          <tbody>
+            {estimate.targets.map((t) => (
+              <tr
+                key={`${t.service} ${t.operation} ${t.kind}`}
+                data-testid="traffic-target"
+                data-service={t.service}
+                data-operation={t.operation}
+                data-scale={t.scale ? "yes" : "no"}
+              >
+                <td>
+                  <span className="service-dot" style={{ background: serviceColour(t.service) }} />
+                  {t.service}: {t.operation}
+                </td>
+                <td>{t.kind}</td>
+                <td className="num">{perSecond(t.expected_per_second)}</td>
+                <td className="num">{perSecond(t.observed_peak_per_second)}</td>
+                <td className="num">{perSecond(t.observed_mean_per_second)}</td>
+                <td className="num" style={{ color: t.scale ? "var(--error, #c0392b)" : undefined }}>
+                  {t.headroom === null ? "–" : `${t.headroom.toFixed(2)}×`}
+                </td>
+                <td className="muted">
+                  {t.contributions[0] ? `${t.contributions[0].entry_operation} (${t.contributions[0].mean_per_request.toFixed(2)}/request)` : ""}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </>
+  );
+}
