@@ -18,6 +18,8 @@ def test_every_documented_path_is_served(clew):
                 answer = clew.get(path, q="SELECT 1")
             elif path.endswith("/flow") or path.endswith("/critical-path"):
                 answer = clew.get(path, service="checkout", operation="POST /checkout")
+            elif path.endswith("/correlations"):
+                answer = clew.get(path, service="checkout", errors="true")
             else:
                 answer = clew.get(path)
             # 404 for a missing trace is an answer; "no such endpoint" is not.

@@ -212,3 +212,111 @@ def test_critical_path_and_traffic_pages(shop, page):  # noqa: F811 (fixture)
     assert "checkout-service" in page.locator("[data-testid=traffic-summary]").inner_text()
     assert page.locator("[data-testid=traffic-chart] canvas").count() >= 1
     page.screenshot(path=os.path.join(SHOTS, "traffic.png"), full_page=True)
+
+
+def test_metrics_for_prometheus(shop):
+    base, truth, windows = shop
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    estimate = get(base, "/api/v1/traffic-estimate", lookback="1h").json()
+    checkout_requests = next(e["requests"] for e in estimate["entries"]
+                             if (e["service"], e["operation"]) == ("web-gateway", "POST /checkout"))
+    response = get(base, "/metrics")
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    calls = families["traces_spanmetrics_calls"]
+    assert calls.type == "counter"
+    per_series = {}
+    for sample in calls.samples:
+        labels = sample.labels
+        key = (labels["service"], labels["span_name"], labels["span_kind"])
+        per_series[key] = per_series.get(key, 0) + sample.value
+        assert labels["status_code"] in ("STATUS_CODE_UNSET", "STATUS_CODE_ERROR")
+    # Every trace of the history is in, so each entry operation has about its share of them.
+    checkouts = per_series[("web-gateway", "POST /checkout", "SPAN_KIND_SERVER")]
+    assert checkouts >= 0.95 * checkout_requests > 0, (checkouts, checkout_requests)
+    errors = [s for s in calls.samples if s.labels["status_code"] == "STATUS_CODE_ERROR"
+              and s.labels["service"] == truth["incidents"]["erroring_version"][0]]
+    assert errors and sum(s.value for s in errors) > 0
+    # The latency histogram counts the same spans, in buckets that only grow.
+    latency = families["traces_spanmetrics_latency"]
+    assert latency.type == "histogram"
+    counts, buckets = {}, {}
+    for sample in latency.samples:
+        labels = sample.labels
+        key = (labels["service"], labels["span_name"], labels["span_kind"])
+        if sample.name.endswith("_count"):
+            counts[key] = sample.value
+        elif sample.name.endswith("_bucket"):
+            buckets.setdefault(key, []).append((float(labels["le"]), sample.value))
+    assert counts == per_series
+    for key, series in buckets.items():
+        values = [v for _, v in sorted(series)]
+        assert values == sorted(values) and values[-1] == counts[key], key
+    # The service graph: calls between services, from the user, and to uninstrumented peers.
+    requests_total = {(s.labels["client"], s.labels["server"], s.labels["connection_type"]): s.value
+                      for s in families["traces_service_graph_request"].samples}
+    assert requests_total[("checkout-service", "payment-service", "")] > 0
+    assert requests_total[("user", "web-gateway", "")] > 0
+    virtual = {server for (_, server, kind) in requests_total if kind == "virtual_node"}
+    assert "payment-provider" in virtual, virtual
+    assert families["traces_service_graph_request_server_seconds"].type == "histogram"
+    # Clew's own health.
+    assert families["clew_spans_accepted"].samples[0].value > 0
+    assert families["clew_traces_assembled"].samples[0].value >= RATE * HISTORY_MINUTES * 60 * 0.97
+    assert {s.labels["reason"] for s in families["clew_requests_refused"].samples} == {"malformed", "too_large", "unavailable"}
+    assert families["clew_block_bytes"].type == "gauge"
+
+
+def test_correlations_rank_the_planted_causes_first(shop):
+    base, truth, windows = shop
+    # Search is slow in one region: its slow spans are that region's.
+    service, region, extra_ms = truth["incidents"]["slow_region"]
+    report = get(base, "/api/v1/correlations", service=service, operation="GET /search", kind="server",
+                 min_duration=f"{int(extra_ms)}ms", **window_params(windows["before"])).json()
+    assert report["selected"] > 50 and report["baseline"] > 50, report["warnings"]
+    first = report["correlations"][0]
+    assert (first["key"], first["value"]) == ("span.cloud.region", region), report["correlations"][:3]
+    assert first["significant"] and first["score"] > 0.5
+    assert report["attributes"][0]["key"] == "span.cloud.region"
+    others = [c for c in report["correlations"] if c["key"] == "span.cloud.region" and c["value"] != region]
+    assert others and all(c["score"] < 0 for c in others)
+    assert sum(count for _, count in report["latency"]) == report["selected"] + report["baseline"]
+    # One version of the cart fails: its failures are that version's. Over both sides of the
+    # deploy, so that the old version is the baseline.
+    service, version, _ = truth["incidents"]["erroring_version"]
+    window = (windows["before"][0], windows["after"][1])
+    # Its requests (SERVER spans): its client spans would compare spans of another kind.
+    report = get(base, "/api/v1/correlations", service=service, kind="server", errors="true", **window_params(window)).json()
+    first = report["correlations"][0]
+    assert (first["key"], first["value"]) == ("resource.service.version", version), report["correlations"][:3]
+    assert first["significant"]
+    assert not any(c["key"].startswith("span.http.response.status_code") for c in report["correlations"])
+    text = get(base, "/api/v1/correlations", service=service, kind="server", errors="true", format="table",
+               **window_params(window)).text
+    assert version in text
+    for params, message in (({"service": service}, "selection"),
+                            ({"service": service, "errors": "true", "min_duration": "1ms"}, "not both"),
+                            ({"service": service, "min_duration": "5ms", "max_duration": "1ms"}, "below")):
+        bad = requests.get(base + "/api/v1/correlations", params=params, timeout=30)
+        assert bad.status_code == 400 and message in bad.json()["error"]["message"], bad.text
+
+
+def test_correlations_page_brushes_a_latency_range(shop, page):  # noqa: F811 (fixture)
+    base, truth, windows = shop
+    service, region, _ = truth["incidents"]["slow_region"]
+    page.goto(f"{base}/correlations?lookback=1h&service={service}&operation={requests.utils.quote('GET /search')}")
+    page.wait_for_selector("[data-testid=corr-histogram] canvas", timeout=30_000)
+    page.wait_for_selector("[data-testid=corr-summary]", timeout=30_000)
+    # Brush the right half of the histogram: the slow spans.
+    box = page.locator("[data-testid=corr-histogram] canvas").first.bounding_box()
+    y = box["y"] + box["height"] * 0.6
+    page.mouse.move(box["x"] + box["width"] * 0.72, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.85, y, steps=8)
+    page.mouse.move(box["x"] + box["width"] * 0.985, y, steps=8)
+    page.mouse.up()
+    page.wait_for_function("() => new URL(location.href).searchParams.has('min_duration')", timeout=10_000)
+    page.wait_for_selector("[data-testid=corr-row]", timeout=30_000)
+    first = page.locator("[data-testid=corr-row]").first
+    assert (first.get_attribute("data-key"), first.get_attribute("data-value")) == ("span.cloud.region", region)
+    page.screenshot(path=os.path.join(SHOTS, "correlations.png"), full_page=True)

@@ -425,6 +425,32 @@ export interface TrafficEstimate {
   warnings: string[];
 }
 
+export interface Correlation {
+  key: string;
+  value: string;
+  score: number;
+  selected: number;
+  baseline: number;
+  selected_share: number;
+  baseline_share: number;
+  p_value: number;
+  q_value: number;
+  significant: boolean;
+}
+export interface CorrelationReport {
+  service: string;
+  operation: string | null;
+  selection: string;
+  selected: number;
+  baseline: number;
+  correlations: Correlation[];
+  attributes: { key: string; distance: number; value: string; difference: number }[];
+  high_cardinality: string[];
+  latency: [number, number][];
+  selected_latency: [number, number][];
+  warnings: string[];
+}
+
 export const api = {
   services: () => get<{ services: Service[] }>("/api/v1/services").then((r) => r.services),
   operations: (service: string) =>
@@ -454,6 +480,7 @@ export const api = {
   criticalOperations: (params: URLSearchParams) =>
     get<{ operations: CriticalOperationReport[]; warnings: string[] }>("/api/v1/critical-operations", params),
   criticalPath: (params: URLSearchParams) => get<CriticalPathReport>("/api/v1/critical-path", params),
+  correlations: (params: URLSearchParams) => get<CorrelationReport>("/api/v1/correlations", params),
   trafficEstimate: (params: URLSearchParams) => get<TrafficEstimate>("/api/v1/traffic-estimate", params),
   serviceRed: (service: string, params: URLSearchParams) =>
     get<ServiceRed>(`/api/v1/services/${encodeURIComponent(service)}/red`, params),

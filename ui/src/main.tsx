@@ -17,6 +17,7 @@ const DirectoryPage = lazy(() => import("./pages/Adoption").then((m) => ({ defau
 const OperationsPage = lazy(() => import("./pages/Adoption").then((m) => ({ default: m.OperationsPage })));
 const FlowsPage = lazy(() => import("./pages/Flows").then((m) => ({ default: m.FlowsPage })));
 const CriticalPathPage = lazy(() => import("./pages/Performance").then((m) => ({ default: m.CriticalPathPage })));
+const CorrelationsPage = lazy(() => import("./pages/Performance").then((m) => ({ default: m.CorrelationsPage })));
 const TrafficPage = lazy(() => import("./pages/Performance").then((m) => ({ default: m.TrafficPage })));
 const ComparePage = lazy(() => import("./pages/Compare").then((m) => ({ default: m.ComparePage })));
 
@@ -29,6 +30,7 @@ const NAVIGATION: { to: string; label: string }[] = [
   { to: "/flows", label: "Flows" },
   { to: "/compare", label: "Compare" },
   { to: "/critical-path", label: "Critical path" },
+  { to: "/correlations", label: "Correlations" },
   { to: "/traffic", label: "Traffic" },
   { to: "/coverage", label: "Coverage" },
   { to: "/operations", label: "Critical operations" },
@@ -80,6 +82,7 @@ function App() {
           <Route path="/compare" element={<ComparePage />} />
           <Route path="/flows" element={<FlowsPage />} />
           <Route path="/critical-path" element={<CriticalPathPage />} />
+          <Route path="/correlations" element={<CorrelationsPage />} />
           <Route path="/traffic" element={<TrafficPage />} />
           <Route path="/coverage" element={<CoveragePage />} />
           <Route path="/plan" element={<PlanPage />} />

@@ -4,6 +4,7 @@
 //! layer gathers, so that each rule can be tested on hand-built input.
 
 pub mod catalog;
+pub mod correlations;
 pub mod coverage;
 pub mod critical;
 pub mod critical_path;

@@ -85,6 +85,12 @@ impl LatencyHistogram {
         self.counts.iter().copied()
     }
 
+    /// (value, count) per bucket in bucket order, the value being what the bucket stands for
+    /// (its midpoint, within the recorded minimum and maximum).
+    pub fn values(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.counts.iter().map(|(bucket, count)| (self.clamp(bucket_value(*bucket)), *count))
+    }
+
     /// The q-quantile (0 ≤ q ≤ 1) by nearest rank, 0 when empty.
     pub fn quantile(&self, q: f64) -> f64 {
         let total = self.count();

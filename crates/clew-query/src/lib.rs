@@ -3,6 +3,7 @@
 //! answers the same wherever it lives (pending, freshly assembled, or in a block).
 
 mod adoption;
+mod correlations;
 mod flows;
 mod graph;
 mod metrics;
@@ -23,6 +24,7 @@ pub use adoption::{
     RequestPoint, RequestStats, RootOperation, ServiceCall, ServiceFacts, UnansweredCalls,
 };
 pub use clew_store::{OVERFLOW_KIND, OVERFLOW_PATH, PathRow, REQUEST_KIND, REQUEST_PATH};
+pub use correlations::{CorrelationFacts, CorrelationScope, Selection, ValueCounts};
 pub use flows::{EntryOperation, FlowCount, FlowFacts, FlowSpans};
 pub use graph::Dependency;
 pub use metrics::{CallStats, EntryFilter, GraphEdge, GraphNode, NodeKind, OperationStats, RedPoint, ServiceGraph, ServiceRed};

@@ -12,6 +12,7 @@ mod jaeger_ingest;
 mod otlp_grpc;
 mod otlp_http;
 mod performance;
+mod prometheus;
 mod receiver;
 mod svg;
 mod tempo;

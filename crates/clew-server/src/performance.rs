@@ -133,3 +133,60 @@ pub(crate) async fn traffic_estimate(State(state): State<ApiState>, RawQuery(raw
     }
     Ok(respond(&estimate, format, &estimate.warnings, || estimate.to_markdown(), || estimate.to_table()))
 }
+
+/// `GET /api/v1/correlations?service=&operation=`: which attribute values set a selection of
+/// the operation's spans apart from the rest. The selection is a latency range
+/// (`min_duration`/`max_duration`, e.g. `250ms`) or `errors=true`. `kind` limits the spans to
+/// one span kind. `start`/`end`/`lookback`, `format=json|markdown|table`.
+pub(crate) async fn correlations(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["start", "end", "lookback", "service", "operation", "kind", "min_duration", "max_duration", "errors", "format"])?;
+    let format = format_param(&pairs, &["json", "markdown", "table"])?;
+    let Some(service) = param(&pairs, "service") else {
+        return Err(ApiError::bad_request("service (and usually operation) name the spans to compare"));
+    };
+    let (start, end) = window(&pairs)?;
+    let duration = |key: &str| -> Result<Option<i64>, ApiError> {
+        param(&pairs, key)
+            .map(|text| {
+                parse_duration_nanos(text).map(|n| n.min(i64::MAX as u64) as i64).map_err(|e| ApiError::bad_request(format!("{key}: {e}")))
+            })
+            .transpose()
+    };
+    let (min, max) = (duration("min_duration")?, duration("max_duration")?);
+    let errors = match param(&pairs, "errors") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("errors is true or false, not {other:?}"))),
+    };
+    let (selection, described) = match (errors, min, max) {
+        (true, None, None) => (clew_query::Selection::Errors, "failed spans".to_string()),
+        (false, None, None) => {
+            return Err(ApiError::bad_request("choose the selection: min_duration and/or max_duration (a latency range), or errors=true"));
+        }
+        (true, _, _) => return Err(ApiError::bad_request("the selection is a latency range or errors=true, not both")),
+        (false, min, max) => {
+            if let (Some(a), Some(b)) = (min, max)
+                && a >= b
+            {
+                return Err(ApiError::bad_request("min_duration must be below max_duration"));
+            }
+            let text = |n: i64| format!("{:.1} ms", n as f64 / 1e6);
+            let described = match (min, max) {
+                (Some(a), Some(b)) => format!("spans from {} to {}", text(a), text(b)),
+                (Some(a), None) => format!("spans of {} or more", text(a)),
+                (None, Some(b)) => format!("spans under {}", text(b)),
+                (None, None) => unreachable!("handled above"),
+            };
+            (clew_query::Selection::Latency { min_nanos: min, max_nanos: max }, described)
+        }
+    };
+    let scope = clew_query::CorrelationScope {
+        service: service.to_string(),
+        operation: param(&pairs, "operation").map(str::to_string),
+        kind: param(&pairs, "kind").map(str::to_string),
+    };
+    let facts = state.query.correlation_facts(&scope, &selection, start, end).await?;
+    let report = clew_analysis::correlations::correlations(service, scope.operation.as_deref(), described, (start, end), facts);
+    Ok(respond(&report, format, &report.warnings, || report.to_markdown(), || report.to_table()))
+}

@@ -35,6 +35,7 @@ use crate::block::{BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, spans_from_ba
 use crate::head::Head;
 use crate::paths::{read_paths, write_paths};
 use crate::rollup::{Rollup, RollupBuilder, read_adoption, read_rollup, write_adoption, write_rollup};
+use crate::span_metrics::SpanMetrics;
 use crate::table::SpansTable;
 use crate::wal::{SegmentId, Wal};
 use crate::{Appended, Storage, StoreConfig, StoreError, StoreStats};
@@ -102,6 +103,8 @@ struct Counters {
     duplicates: AtomicU64,
     traces_assembled: AtomicU64,
     fragments: AtomicU64,
+    /// Time spent computing rollups, summed over threads.
+    rollup_nanos: AtomicU64,
 }
 
 /// The embedded store. Create with [`EmbeddedStore::open`], then [`EmbeddedStore::start`].
@@ -129,6 +132,8 @@ pub struct EmbeddedStore {
     readers: Mutex<HashMap<String, Arc<BlockReader>>>,
     /// The call rollup of each block, read once.
     rollups: Mutex<HashMap<String, Arc<Rollup>>>,
+    /// Counted from each assembled batch's rollup.
+    span_metrics: Mutex<SpanMetrics>,
 }
 
 /// What a trace-by-ID lookup needs of a block, kept in memory.
@@ -183,6 +188,7 @@ impl EmbeddedStore {
             last_compaction: Mutex::new(Instant::now()),
             readers: Mutex::new(HashMap::new()),
             rollups: Mutex::new(HashMap::new()),
+            span_metrics: Mutex::new(SpanMetrics::default()),
         });
         // Replayed spans were checked when they were first accepted.
         let lenient = Limits { min_start_unix_seconds: 0, max_future_seconds: u64::MAX / 2_000_000_000, ..Limits::default() };
@@ -327,7 +333,9 @@ impl EmbeddedStore {
                             builder.push_trace(&assemble_borrowed(spans), *fragment);
                         }
                         let batch = builder.finish();
+                        let started = Instant::now();
                         let rollup = RollupBuilder::from_batches([&batch]);
+                        self.counters.rollup_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                         (batch, rollup)
                     })
                 })
@@ -335,6 +343,12 @@ impl EmbeddedStore {
             workers.into_iter().map(|worker| worker.join().expect("assembly does not panic")).collect()
         });
         self.counters.traces_assembled.fetch_add(ready.len() as u64, Ordering::Relaxed);
+        {
+            let mut metrics = self.span_metrics.lock();
+            for (_, rollup) in &batches {
+                metrics.add(rollup);
+            }
+        }
         let _moving = self.stages.write();
         let mut buffer = self.assembled.lock();
         for (batch, rollup) in batches {
@@ -424,7 +438,9 @@ impl EmbeddedStore {
             for batch in chunks {
                 let batch = batch?;
                 summary.add(&batch);
+                let started = Instant::now();
                 rollup.add(&batch);
+                self.counters.rollup_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 writer.write(&batch)?;
             }
             let file = writer.into_inner()?;
@@ -432,7 +448,9 @@ impl EmbeddedStore {
         }
         fs::rename(&temporary, &path)?;
         // The rollup is in place before the metadata: a block with metadata always has one.
+        let started = Instant::now();
         let rollup = rollup.finish();
+        self.counters.rollup_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         write_rollup(&rollup_path(&self.blocks_dir, &id), &rollup.edges)?;
         write_adoption(&adoption_path(&self.blocks_dir, &id), &rollup.adoption)?;
         write_paths(&paths_path(&self.blocks_dir, &id), &rollup.paths)?;
@@ -799,6 +817,10 @@ impl Storage for Arc<EmbeddedStore> {
         Box::pin(Arc::clone(self).trace_inner(trace_id))
     }
 
+    fn span_metrics(&self) -> SpanMetrics {
+        self.span_metrics.lock().clone()
+    }
+
     fn stats(&self) -> StoreStats {
         let blocks = self.blocks.read();
         StoreStats {
@@ -813,6 +835,7 @@ impl Storage for Arc<EmbeddedStore> {
             duplicate_spans: self.counters.duplicates.load(Ordering::Relaxed),
             traces_assembled: self.counters.traces_assembled.load(Ordering::Relaxed),
             fragments: self.counters.fragments.load(Ordering::Relaxed),
+            rollup_cpu_nanos: self.counters.rollup_nanos.load(Ordering::Relaxed),
         }
     }
 

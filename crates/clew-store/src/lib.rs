@@ -16,6 +16,7 @@ mod engine;
 pub mod head;
 pub mod paths;
 pub mod rollup;
+pub mod span_metrics;
 mod table;
 pub mod wal;
 
@@ -81,6 +82,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// The spans of one trace wherever they are, duplicates removed, or empty.
     fn trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Vec<StoredSpan>, StoreError>>;
     fn stats(&self) -> StoreStats;
+    /// Span and service-graph metrics counted as traces were assembled since the store opened.
+    fn span_metrics(&self) -> span_metrics::SpanMetrics {
+        span_metrics::SpanMetrics::default()
+    }
     /// The rollups (calls per minute, entry point and edge; the coverage report's facts per
     /// minute) of everything that may hold spans started within [start, end] (Unix ns), in
     /// parts; rows outside the window may be included.
@@ -103,6 +108,8 @@ pub struct StoreStats {
     pub duplicate_spans: u64,
     pub traces_assembled: u64,
     pub fragments: u64,
+    /// Time spent computing rollups (at assembly and when blocks are written), summed over threads.
+    pub rollup_cpu_nanos: u64,
 }
 
 /// Settings of the embedded store.

@@ -16,6 +16,22 @@ pub struct BenchOptions {
 }
 
 /// Peak resident memory of a process, from /proc.
+/// User and system CPU seconds of a process so far (Linux), 0 where unknown.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line (11 and 12 after the name), in ticks of
+    // 1/100 s (USER_HZ on Linux).
+    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
 fn peak_rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -187,6 +203,11 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     let (server, _) = Server::start(&stored, 2.0, config).await?;
     let (ingest_seconds, latencies, pushed_back) = send_all(&server.http, &bodies, options.connections).await?;
     let ingest_rate = generated as f64 / ingest_seconds;
+    // What rollups cost: their CPU time against the server's, over the ingest.
+    let ingest_status: serde_json::Value =
+        reqwest::Client::new().get(format!("{}/api/v1/status", server.query)).send().await?.json().await?;
+    let rollup_seconds = ingest_status["store"]["rollup_cpu_nanos"].as_f64().unwrap_or(0.0) / 1e9;
+    let rollup_share = rollup_seconds / cpu_seconds(server.child.id()).max(1e-9);
     eprintln!("stopping (assembles and writes every trace)…");
     let ingest_rss = server.stop()?;
 
@@ -262,6 +283,37 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
         times.sort();
         report_times.push((path, times));
     }
+    // Performance analytics over the whole day: the critical path of one entry operation, the
+    // bottlenecks of all, a traffic estimate, and correlations over the spans of a busy service.
+    let analytics: [(&str, &str, Vec<(&str, &str)>); 4] = [
+        (
+            "critical-path flame graph, one entry op (ms)",
+            "/api/v1/critical-path",
+            vec![("service", "web-gateway"), ("operation", "GET /product/{id}"), ("lookback", "24h")],
+        ),
+        ("bottlenecks over every entry op (ms)", "/api/v1/bottlenecks", vec![("lookback", "24h")]),
+        ("traffic estimate (ms)", "/api/v1/traffic-estimate", vec![("lookback", "24h"), ("plan", "100/s web-gateway POST /checkout")]),
+        (
+            "correlations, pricing-service spans ≥ 5 ms (ms)",
+            "/api/v1/correlations",
+            vec![("service", "pricing-service"), ("min_duration", "5ms"), ("lookback", "24h")],
+        ),
+    ];
+    let mut analytics_times: Vec<(&str, Vec<Duration>, u64)> = Vec::new();
+    for (name, path, params) in analytics {
+        let mut times = Vec::new();
+        let mut spans = 0;
+        for _ in 0..options.queries.clamp(3, 10) {
+            let sent = Instant::now();
+            let response = client.get(format!("{}{path}", server.query)).query(&params).send().await?;
+            anyhow::ensure!(response.status().is_success(), "{path}: {}", response.status());
+            let body: serde_json::Value = response.json().await?;
+            times.push(sent.elapsed());
+            spans = body["selected"].as_u64().unwrap_or(0) + body["baseline"].as_u64().unwrap_or(0);
+        }
+        times.sort();
+        analytics_times.push((name, times, spans));
+    }
     let query_rss = server.stop()?;
 
     eprintln!("restart: up to a million spans in the log, then kill -9…");
@@ -301,6 +353,18 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
         let name = if path.ends_with("coverage") { "coverage report p50 (ms, every span)" } else { "service map p50 (ms, every span)" };
         row(name, format!("{:.2}", percentile(times, 0.5).as_secs_f64() * 1e3), "≤ 50");
     }
+    for (name, times, spans) in &analytics_times {
+        let name = if *spans > 0 { format!("{name}, {spans} spans") } else { name.to_string() };
+        let target = if name.starts_with("critical-path") {
+            "≤ 500"
+        } else if name.starts_with("correlations") {
+            "≤ 1000 (1M spans)"
+        } else {
+            ""
+        };
+        row(&name, format!("{:.2}", percentile(times, 0.5).as_secs_f64() * 1e3), target);
+    }
+    row("rollups' share of the server's CPU during ingest", format!("{:.1}%", 100.0 * rollup_share), "≤ 15%");
     row("server peak RSS during ingest (MiB)", format!("{:.0}", ingest_rss as f64 / (1 << 20) as f64), "≤ 1024");
     row("server peak RSS during queries (MiB)", format!("{:.0}", query_rss as f64 / (1 << 20) as f64), "≤ 1024");
     row(&format!("restart with {replayed} spans in the log (s)"), format!("{:.2}", restart.as_secs_f64()), "≤ 5");

@@ -245,6 +245,27 @@ pub enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
+    /// Which attribute values set slow (or failed) spans of an operation apart from the rest:
+    /// span and resource attributes and the services their traces pass through, ranked.
+    Correlations {
+        service: String,
+        /// The span name; every operation of the service when left out.
+        operation: Option<String>,
+        /// The selection: spans at least this long (e.g. 250ms).
+        #[arg(long)]
+        min_duration: Option<String>,
+        /// The selection: spans shorter than this.
+        #[arg(long)]
+        max_duration: Option<String>,
+        /// The selection: failed spans.
+        #[arg(long)]
+        errors: bool,
+        /// Only spans of this kind (server, client, …).
+        #[arg(long)]
+        kind: Option<String>,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
     /// Operations ranked by their time on the critical path over every entry operation.
     Bottlenecks {
         #[arg(long, default_value_t = 20.0)]
@@ -475,6 +496,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ];
             pairs.extend(baseline.map(|b| ("baseline", b)));
             crate::client::print_text(&report.server, "/api/v1/critical-path", &pairs).await
+        }
+        Command::Correlations { service, operation, min_duration, max_duration, errors, kind, report } => {
+            let mut pairs = vec![("lookback", report.lookback), ("format", report.output.name()), ("service", service)];
+            pairs.extend(operation.map(|o| ("operation", o)));
+            pairs.extend(min_duration.map(|d| ("min_duration", d)));
+            pairs.extend(max_duration.map(|d| ("max_duration", d)));
+            pairs.extend(kind.map(|k| ("kind", k)));
+            if errors {
+                pairs.push(("errors", "true".into()));
+            }
+            crate::client::print_text(&report.server, "/api/v1/correlations", &pairs).await
         }
         Command::Bottlenecks { faster, report } => {
             let pairs = [("lookback", report.lookback), ("format", report.output.name()), ("faster", faster.to_string())];

@@ -2,6 +2,7 @@ import { useEffect, useRef, useState } from "react";
 import * as echarts from "echarts/core";
 import { BarChart, CustomChart, LineChart, ScatterChart } from "echarts/charts";
 import {
+  BrushComponent,
   DataZoomComponent,
   GridComponent,
   LegendComponent,
@@ -12,6 +13,7 @@ import { CanvasRenderer } from "echarts/renderers";
 
 // Only the parts of ECharts the pages draw with, so the bundle stays small.
 echarts.use([
+  BrushComponent,
   BarChart,
   CustomChart,
   LineChart,
@@ -31,11 +33,15 @@ export function Chart({
   option,
   height = 260,
   onClick,
+  onBrush,
   testId,
 }: {
   option: echarts.EChartsCoreOption;
   height?: number;
   onClick?: (params: echarts.ECElementEvent) => void;
+  // With a `brush` in the option (debounced): called with the data indexes of the first series
+  // inside the brushed range once the brush stops moving; the brush is the chart's cursor.
+  onBrush?: (dataIndexes: number[]) => void;
   testId?: string;
 }) {
   const element = useRef<HTMLDivElement>(null);
@@ -61,7 +67,24 @@ export function Chart({
   useEffect(() => {
     // No entry animation: a dashboard redrawn every refresh should not sweep in each time.
     chart.current?.setOption({ backgroundColor: "transparent", animation: false, ...option }, true);
-  }, [option, theme]);
+    if (onBrush) {
+      chart.current?.dispatchAction({ type: "takeGlobalCursor", key: "brush", brushOption: { brushType: "lineX", brushMode: "single" } });
+    }
+  }, [option, theme, onBrush]);
+  useEffect(() => {
+    const instance = chart.current;
+    if (!instance || !onBrush) return;
+    const selected = (params: unknown) => {
+      const batch = (params as { batch?: { selected?: { dataIndex: number[] }[] }[] }).batch;
+      const indexes = batch?.[0]?.selected?.[0]?.dataIndex ?? [];
+      // Redrawing clears the brush and reports an empty selection: not a choice.
+      if (indexes.length) onBrush(indexes);
+    };
+    instance.on("brushselected", selected);
+    return () => {
+      instance.off("brushselected", selected);
+    };
+  }, [onBrush, theme]);
   useEffect(() => {
     const instance = chart.current;
     if (!instance || !onClick) return;

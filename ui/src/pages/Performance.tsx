@@ -1,7 +1,7 @@
 import { useMemo, useState } from "react";
 import { useSearchParams } from "react-router-dom";
 
-import { api, type CriticalPathNode, type CriticalPathReport, type TrafficEstimate } from "../api";
+import { api, type CorrelationReport, type CriticalPathNode, type CriticalPathReport, type TrafficEstimate } from "../api";
 import { Chart } from "../components/Chart";
 import { Empty, Picker, Show, useApi } from "../components/common";
 import { LOOKBACKS, duration, serviceColour } from "../format";
@@ -450,6 +450,218 @@ function TrafficView({ estimate }: { estimate: TrafficEstimate }) {
             ))}
           </tbody>
         </table>
+      </div>
+    </>
+  );
+}
+
+// Display buckets for latency histograms: four per power of two.
+const PER_OCTAVE = 4;
+const displayBucket = (nanos: number) => Math.floor(PER_OCTAVE * Math.log2(Math.max(nanos, 1)));
+const bucketStart = (bucket: number) => Math.pow(2, bucket / PER_OCTAVE);
+
+// Correlations (BubbleUp): brush a range of an operation's latency histogram, or pick its
+// failures, and see which attribute values set those spans apart from the rest.
+export function CorrelationsPage() {
+  const [params, setParams] = useSearchParams();
+  const lookback = params.get("lookback") ?? "1h";
+  const service = params.get("service") ?? "";
+  const operation = params.get("operation") ?? "";
+  const errors = params.get("errors") === "true";
+  const min = params.get("min_duration") ?? "";
+  const max = params.get("max_duration") ?? "";
+  const services = useApi(() => api.services(), []);
+  const operations = useApi(() => (service ? api.operations(service) : Promise.resolve([])), [service]);
+  const chosenService = service || (services.state === "done" ? services.data[0]?.name ?? "" : "");
+  const hasSelection = errors || min !== "" || max !== "";
+  const report = useApi(() => {
+    if (!chosenService) return Promise.resolve(undefined);
+    const query = new URLSearchParams({ lookback, service: chosenService });
+    // One operation, or the service's requests (its SERVER spans): not spans of every kind mixed.
+    if (operation) query.set("operation", operation);
+    else query.set("kind", "server");
+    if (errors) query.set("errors", "true");
+    else if (hasSelection) {
+      if (min) query.set("min_duration", min);
+      if (max) query.set("max_duration", max);
+    } else {
+      // Before a selection is brushed: the slowest spans (from 1 s down), a useful default.
+      query.set("min_duration", "1000000000");
+    }
+    return api.correlations(query);
+  }, [lookback, chosenService, operation, errors, min, max]);
+  const update = (change: (next: URLSearchParams) => void) => {
+    const next = new URLSearchParams(params);
+    change(next);
+    setParams(next);
+  };
+  const onBrush = (range: [number, number] | null) =>
+    update((next) => {
+      next.delete("errors");
+      if (!range) return;
+      next.set("min_duration", String(Math.round(range[0])));
+      next.set("max_duration", String(Math.round(range[1])));
+    });
+  return (
+    <div>
+      <div className="form-row" style={{ marginBottom: 12 }}>
+        <h1 style={{ margin: 0 }}>Correlations</h1>
+        <Picker label="Time range" value={lookback} onChange={(v) => update((n) => n.set("lookback", v))} options={LOOKBACKS} />
+        <Picker
+          label="Service"
+          value={chosenService}
+          onChange={(v) =>
+            update((n) => {
+              n.set("service", v);
+              n.delete("operation");
+            })
+          }
+          options={services.state === "done" ? services.data.map((s) => [s.name, s.name]) : []}
+          testId="corr-service"
+        />
+        <Picker
+          label="Operation"
+          value={operation}
+          none="Its requests (every server operation)"
+          onChange={(v) => update((n) => (v ? n.set("operation", v) : n.delete("operation")))}
+          options={operations.state === "done" ? [...new Set(operations.data.map((o) => o.name))].map((o) => [o, o]) : []}
+          testId="corr-operation"
+          flex={1}
+        />
+        <label className="field">
+          Compare
+          <select
+            value={errors ? "errors" : "latency"}
+            onChange={(e) =>
+              update((n) => {
+                if (e.target.value === "errors") {
+                  n.set("errors", "true");
+                  n.delete("min_duration");
+                  n.delete("max_duration");
+                } else n.delete("errors");
+              })
+            }
+            data-testid="corr-mode"
+          >
+            <option value="latency">A latency range (brush it below)</option>
+            <option value="errors">The failed spans</option>
+          </select>
+        </label>
+      </div>
+      <Show value={report} what="the correlations">
+        {(data) => (data ? <CorrelationView report={data} errors={errors} onBrush={onBrush} /> : <Empty>No service yet.</Empty>)}
+      </Show>
+    </div>
+  );
+}
+
+function CorrelationView({
+  report,
+  errors,
+  onBrush,
+}: {
+  report: CorrelationReport;
+  errors: boolean;
+  onBrush: (range: [number, number] | null) => void;
+}) {
+  const { buckets, option } = useMemo(() => {
+    const all = new Map<number, number>();
+    const chosen = new Map<number, number>();
+    for (const [nanos, count] of report.latency) all.set(displayBucket(nanos), (all.get(displayBucket(nanos)) ?? 0) + count);
+    for (const [nanos, count] of report.selected_latency)
+      chosen.set(displayBucket(nanos), (chosen.get(displayBucket(nanos)) ?? 0) + count);
+    const keys = [...all.keys()];
+    const first = Math.min(...keys);
+    const last = Math.max(...keys);
+    const buckets: number[] = [];
+    for (let b = first; keys.length && b <= last; b++) buckets.push(b);
+    const option = {
+      tooltip: { trigger: "axis" },
+      legend: { data: ["Selection", "Baseline"], top: 0, right: 8 },
+      grid: { left: 56, right: 16, top: 32, bottom: 28 },
+      brush: { xAxisIndex: 0, brushType: "lineX", brushMode: "single", throttleType: "debounce", throttleDelay: 400 },
+      xAxis: { type: "category", data: buckets.map((b) => duration(bucketStart(b))) },
+      yAxis: { type: "value", name: "spans" },
+      series: [
+        { name: "Selection", type: "bar", stack: "all", data: buckets.map((b) => chosen.get(b) ?? 0), itemStyle: { color: "#e15759" } },
+        {
+          name: "Baseline",
+          type: "bar",
+          stack: "all",
+          data: buckets.map((b) => Math.max(0, (all.get(b) ?? 0) - (chosen.get(b) ?? 0))),
+          itemStyle: { color: "#a0a0a0" },
+        },
+      ],
+    };
+    return { buckets, option };
+  }, [report]);
+  const brushed = useMemo(
+    () => (indexes: number[]) => {
+      if (!indexes.length) return;
+      const lo = Math.min(...indexes);
+      const hi = Math.max(...indexes);
+      onBrush([bucketStart(buckets[lo]), bucketStart(buckets[hi] + 1)]);
+    },
+    [buckets, onBrush],
+  );
+  const shown = report.correlations.filter((c) => c.significant).slice(0, 25);
+  return (
+    <>
+      {report.warnings.map((w) => (
+        <div key={w} className="panel warning">
+          {w}
+        </div>
+      ))}
+      <div className="panel" data-testid="corr-summary">
+        <b>{report.selection}</b>: {report.selected.toLocaleString()} spans against {report.baseline.toLocaleString()} others.{" "}
+        {!errors && <span className="muted">Drag across the histogram to choose another latency range.</span>}
+      </div>
+      <div className="panel">
+        <Chart option={option} height={240} onBrush={errors ? undefined : brushed} testId="corr-histogram" />
+      </div>
+      <div className="panel">
+        {shown.length === 0 ? (
+          <Empty>No attribute value is significantly more or less common in the selection.</Empty>
+        ) : (
+          <table className="data" data-testid="corr-table">
+            <thead>
+              <tr>
+                <th>Attribute</th>
+                <th>Value</th>
+                <th>Score</th>
+                <th className="num">In the selection</th>
+                <th className="num">In the baseline</th>
+              </tr>
+            </thead>
+            <tbody>
+              {shown.map((c) => (
+                <tr key={`${c.key}=${c.value}`} data-testid="corr-row" data-key={c.key} data-value={c.value}>
+                  <td>{c.key}</td>
+                  <td>{c.value}</td>
+                  <td>
+                    <span
+                      className="duration-bar"
+                      style={{
+                        display: "inline-block",
+                        width: 50 * Math.abs(c.score),
+                        height: 8,
+                        background: c.score > 0 ? "#e15759" : "#4e79a7",
+                      }}
+                    />{" "}
+                    {c.score > 0 ? "+" : ""}
+                    {c.score.toFixed(2)}
+                  </td>
+                  <td className="num">
+                    {share(c.selected_share)} ({c.selected.toLocaleString()})
+                  </td>
+                  <td className="num">
+                    {share(c.baseline_share)} ({c.baseline.toLocaleString()})
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
       </div>
     </>
   );
