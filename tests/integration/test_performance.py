@@ -211,6 +211,7 @@ def test_critical_path_and_traffic_pages(shop, page):  # noqa: F811 (fixture)
     page.wait_for_selector("[data-testid=traffic-target][data-service=checkout-service][data-scale=yes]", timeout=30_000)
     assert "checkout-service" in page.locator("[data-testid=traffic-summary]").inner_text()
     assert page.locator("[data-testid=traffic-chart] canvas").count() >= 1
+    assert page.locator("[data-testid=traffic-graph] canvas").count() >= 1
     page.screenshot(path=os.path.join(SHOTS, "traffic.png"), full_page=True)
 
 

@@ -1,11 +1,11 @@
 //! Aggregates over spans for pictures: the service map (nodes and edges with rate, errors and
 //! latency) and a service's RED series (rate, errors, duration percentiles over time).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use clew_model::LatencyHistogram;
-use clew_store::{EdgeKind, EdgeRow, ROLLUP_BUCKET_NANOS, in_minutes};
+use clew_store::{EdgeKind, EdgeRow, OVERFLOW_PATH, REQUEST_PATH, ROLLUP_BUCKET_NANOS, in_minutes};
 use serde::{Deserialize, Serialize};
 
 use crate::{QueryEngine, QueryError, batches_to_json, quote};
@@ -227,7 +227,9 @@ impl QueryEngine {
         Ok(ServiceGraph { start_unix_nano, end_unix_nano, nodes, edges })
     }
 
-    /// Rate, errors and duration of a service over [start, end], in buckets of `step`.
+    /// Rate, errors and duration of a service over [start, end], in buckets of `step` (rounded up
+    /// to whole minutes), from the calling-context rollups: spans are counted in the minute
+    /// their trace started.
     pub async fn service_red(
         &self,
         service: &str,
@@ -242,17 +244,48 @@ impl QueryEngine {
         if (end_unix_nano - start_unix_nano) / step_nanos > 2_000 {
             return Err(QueryError::Invalid("at most 2000 points per series: choose a larger step".into()));
         }
-        let window = format!(
-            "service_name = {} AND start_time_unix_nano >= {start_unix_nano} AND start_time_unix_nano < {end_unix_nano}",
-            quote(service)
-        );
-        let levels = [(0.5, "p50_nanos"), (0.95, "p95_nanos"), (0.99, "p99_nanos")];
-        let operations_sql = format!(
-            "SELECT name, kind, count(*) AS calls, sum({ERROR}) AS errors, {}, sum(critical_path_nanos) AS critical_path_nanos \
-             FROM spans WHERE {window} GROUP BY name, kind ORDER BY calls DESC, name LIMIT 500",
-            percentiles("duration_nanos", &levels)
-        );
-        let operations: Vec<OperationStats> = rows(&self.internal_sql(&operations_sql).await?)?;
+        // The rollups count spans per minute: a step is whole minutes.
+        let minute = ROLLUP_BUCKET_NANOS as u64;
+        let step = step_nanos.div_ceil(minute).max(1) * minute;
+        let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
+        // Per (minute, operation, kind): calls, errors, critical-path time and latency.
+        type Key = (i64, Arc<str>, Arc<str>);
+        let mut minutes: HashMap<Key, (i64, i64, i64, LatencyHistogram)> = HashMap::new();
+        for part in self.storage.rollups(first, last).await? {
+            for row in in_minutes(&part.paths, first, last, |row| row.minute_unix_nano) {
+                if &*row.service != service || row.path == REQUEST_PATH || row.path == OVERFLOW_PATH {
+                    continue;
+                }
+                let totals = minutes.entry((row.minute_unix_nano, Arc::clone(&row.operation), Arc::clone(&row.kind))).or_default();
+                totals.0 += row.spans as i64;
+                totals.1 += row.errors as i64;
+                totals.2 = totals.2.saturating_add(row.critical_path_nanos);
+                totals.3.merge(&row.latency);
+            }
+        }
+        let mut per_operation: BTreeMap<(Arc<str>, Arc<str>), (i64, i64, i64, LatencyHistogram)> = BTreeMap::new();
+        for ((_, name, kind), (calls, errors, critical, histogram)) in &minutes {
+            let totals = per_operation.entry((Arc::clone(name), Arc::clone(kind))).or_default();
+            totals.0 += calls;
+            totals.1 += errors;
+            totals.2 = totals.2.saturating_add(*critical);
+            totals.3.merge(histogram);
+        }
+        let mut operations: Vec<OperationStats> = per_operation
+            .into_iter()
+            .map(|((name, kind), (calls, errors, critical, histogram))| OperationStats {
+                name: name.to_string(),
+                kind: kind.to_string(),
+                calls,
+                errors,
+                p50_nanos: histogram.quantile(0.5),
+                p95_nanos: histogram.quantile(0.95),
+                p99_nanos: histogram.quantile(0.99),
+                critical_path_nanos: critical,
+            })
+            .collect();
+        operations.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.name.cmp(&b.name)));
+        operations.truncate(500);
         let has_entry_spans = operations.iter().any(|o| o.kind == "server" || o.kind == "consumer");
         let kinds: Vec<String> = if has_entry_spans {
             vec!["server".into(), "consumer".into()]
@@ -262,18 +295,33 @@ impl QueryEngine {
             all.dedup();
             all
         };
-        let mut filter = format!("{window} AND kind IN ({})", kinds.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", "));
-        if let Some(operation) = operation {
-            filter = format!("{window} AND name = {}", quote(operation));
+        let mut buckets: BTreeMap<i64, (i64, i64, LatencyHistogram)> = BTreeMap::new();
+        for ((minute, name, kind), (calls, errors, _, histogram)) in &minutes {
+            let wanted = match operation {
+                Some(operation) => &**name == operation,
+                None => kinds.iter().any(|k| k == &**kind),
+            };
+            if !wanted {
+                continue;
+            }
+            let time = first + (minute - first).div_euclid(step as i64) * step as i64;
+            let bucket = buckets.entry(time).or_default();
+            bucket.0 += calls;
+            bucket.1 += errors;
+            bucket.2.merge(histogram);
         }
-        let series_sql = format!(
-            "SELECT {start_unix_nano} + ((start_time_unix_nano - {start_unix_nano}) / {step_nanos}) * {step_nanos} AS time_unix_nano, \
-                    count(*) AS calls, sum({ERROR}) AS errors, {} \
-             FROM spans WHERE {filter} GROUP BY 1 ORDER BY 1",
-            percentiles("duration_nanos", &levels)
-        );
-        let series = if kinds.is_empty() { Vec::new() } else { rows(&self.internal_sql(&series_sql).await?)? };
-        Ok(ServiceRed { service: service.to_string(), start_unix_nano, end_unix_nano, step_nanos, kinds, series, operations })
+        let series = buckets
+            .into_iter()
+            .map(|(time, (calls, errors, histogram))| RedPoint {
+                time_unix_nano: time,
+                calls,
+                errors,
+                p50_nanos: histogram.quantile(0.5),
+                p95_nanos: histogram.quantile(0.95),
+                p99_nanos: histogram.quantile(0.99),
+            })
+            .collect();
+        Ok(ServiceRed { service: service.to_string(), start_unix_nano, end_unix_nano, step_nanos: step, kinds, series, operations })
     }
 }
 

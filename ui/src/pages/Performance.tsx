@@ -1,10 +1,15 @@
-import { useMemo, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
+import cytoscape from "cytoscape";
+import dagre from "cytoscape-dagre";
 import { useSearchParams } from "react-router-dom";
 
-import { api, type CorrelationReport, type CriticalPathNode, type CriticalPathReport, type TrafficEstimate } from "../api";
+import { api, type ServiceGraph, type CorrelationReport, type CriticalPathNode, type CriticalPathReport, type TrafficEstimate } from "../api";
 import { Chart } from "../components/Chart";
-import { Empty, Picker, Show, useApi } from "../components/common";
+import { Empty, Picker, Show, currentTheme, useApi } from "../components/common";
+import { arrowEdge, labelledNode } from "../components/graphStyle";
 import { LOOKBACKS, duration, serviceColour } from "../format";
+
+cytoscape.use(dagre);
 
 const BASELINES: [string, string][] = [
   ["previous", "The window before"],
@@ -303,6 +308,7 @@ export function TrafficPage() {
     for (const p of plan) query.append("plan", `${p.rate} ${p.entry}`);
     return api.trafficEstimate(query);
   }, [lookback, others, params.getAll("plan").join("\n")]);
+  const graph = useApi(() => api.serviceGraph(new URLSearchParams({ lookback })), [lookback]);
   const update = (change: (next: URLSearchParams) => void) => {
     const next = new URLSearchParams(params);
     change(next);
@@ -361,7 +367,12 @@ export function TrafficPage() {
         </div>
       </div>
       <Show value={estimate} what="the estimate">
-        {(data) => <TrafficView estimate={data} />}
+        {(data) => (
+          <>
+            {graph.state === "done" && <HeadroomGraph estimate={data} graph={graph.data} />}
+            <TrafficView estimate={data} />
+          </>
+        )}
       </Show>
     </div>
   );
@@ -664,5 +675,61 @@ function CorrelationView({
         )}
       </div>
     </>
+  );
+}
+
+// The service map coloured by each service's least headroom under the plan: red where the
+// expected rate is above the busiest minute so far, amber under twice it, green beyond.
+function HeadroomGraph({ estimate, graph }: { estimate: TrafficEstimate; graph: ServiceGraph }) {
+  const element = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    if (!element.current) return;
+    const dark = currentTheme() === "dark";
+    const least = new Map<string, number>();
+    for (const t of estimate.targets) {
+      if (t.headroom === null) continue;
+      least.set(t.service, Math.min(least.get(t.service) ?? Infinity, t.headroom));
+    }
+    const colour = (name: string) => {
+      const h = least.get(name);
+      if (h === undefined) return dark ? "#3a4150" : "#dee2e6";
+      return h < 1 ? "#e15759" : h < 2 ? "#edc948" : "#59a14f";
+    };
+    const nodes = graph.nodes.filter((n) => n.kind !== "virtual");
+    const names = new Set(nodes.map((n) => n.name));
+    const instance = cytoscape({
+      container: element.current,
+      wheelSensitivity: 0.3,
+      elements: [
+        ...nodes.map((n) => {
+          const h = least.get(n.name);
+          return {
+            data: {
+              id: n.name,
+              label: h === undefined ? n.name : `${n.name}\n${h.toFixed(2)}×`,
+              colour: colour(n.name),
+              headroom: h === undefined ? "none" : h < 1 ? "short" : "ok",
+            },
+          };
+        }),
+        ...graph.edges
+          .filter((e) => names.has(e.parent) && names.has(e.child))
+          .map((e) => ({ data: { id: `${e.parent}->${e.child}`, source: e.parent, target: e.child } })),
+      ],
+      style: [
+        { selector: "node", style: { ...labelledNode(dark, 11), width: 22, height: 22 } },
+        { selector: "edge", style: arrowEdge(dark, 1.2) },
+      ],
+      layout: { name: "dagre", rankDir: "LR", nodeSep: 20, rankSep: 70 } as cytoscape.LayoutOptions,
+    });
+    return () => instance.destroy();
+  }, [estimate, graph]);
+  return (
+    <div className="panel">
+      <div ref={element} className="map" style={{ height: 420 }} data-testid="traffic-graph" />
+      <p className="muted" style={{ fontSize: 12, margin: 0 }}>
+        Each service's least headroom under the plan: red, it has never handled the expected rate; amber, less than twice it.
+      </p>
+    </div>
   );
 }
