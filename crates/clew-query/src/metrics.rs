@@ -8,7 +8,7 @@ use clew_model::LatencyHistogram;
 use clew_store::{EdgeKind, EdgeRow, OVERFLOW_PATH, REQUEST_PATH, ROLLUP_BUCKET_NANOS, in_minutes};
 use serde::{Deserialize, Serialize};
 
-use crate::{QueryEngine, QueryError, batches_to_json, quote};
+use crate::{QueryEngine, QueryError, batches_to_json};
 
 /// The name a call to an uninstrumented peer goes by: `peer.service`, then `server.address`,
 /// then `db.system`, then (for a message nobody instrumented consumes) the destination.

@@ -13,7 +13,7 @@
 //! time, the latency of its spans, and per trace the number of its spans and its critical-path
 //! time (as histograms, for "calls per request" and critical-path percentiles).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
@@ -21,13 +21,11 @@ use std::sync::{Arc, LazyLock};
 use clew_model::LatencyHistogram;
 use datafusion::arrow::array::{ArrayRef, AsArray, BinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, UInt64Builder};
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, UInt64Type};
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
 use twox_hash::XxHash64;
 
 use crate::StoreError;
+use crate::rollup::{Names, write_parquet};
 
 /// The request itself: the whole trace, from its first span's start to its last span's end.
 pub const REQUEST_PATH: u64 = 0;
@@ -346,30 +344,14 @@ pub fn write_paths(path: &Path, rows: &[PathRow]) -> Result<(), StoreError> {
     ];
     columns.extend(counters.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     columns.extend(histograms.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-    let batch = RecordBatch::try_new(Arc::clone(&PATH_SCHEMA), columns)?;
-    let temporary = path.with_extension("tmp");
-    {
-        let properties = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
-        let mut writer = ArrowWriter::try_new(fs::File::create(&temporary)?, Arc::clone(&PATH_SCHEMA), Some(properties))?;
-        writer.write(&batch)?;
-        writer.into_inner()?.sync_all()?;
-    }
-    fs::rename(&temporary, path)?;
-    Ok(())
+    write_parquet(path, RecordBatch::try_new(Arc::clone(&PATH_SCHEMA), columns)?)
 }
 
 /// Reads path rows written by [`write_paths`], ordered by minute.
 pub fn read_paths(path: &Path) -> Result<Vec<PathRow>, StoreError> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(path)?)?.build()?;
-    let mut names: HashSet<Arc<str>> = HashSet::new();
-    let mut intern = |name: &str| -> Arc<str> {
-        if let Some(existing) = names.get(name) {
-            return Arc::clone(existing);
-        }
-        let name: Arc<str> = Arc::from(name);
-        names.insert(Arc::clone(&name));
-        name
-    };
+    let mut names = Names::default();
+    let mut intern = |name: &str| names.get(name);
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch?;

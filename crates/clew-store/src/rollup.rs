@@ -106,7 +106,7 @@ type Key = (i64, Arc<str>, Arc<str>, EdgeKind, Option<Arc<str>>, Arc<str>);
 #[derive(Default)]
 pub struct RollupBuilder {
     rows: HashMap<Key, Totals>,
-    names: HashSet<Arc<str>>,
+    names: Names,
     services: HashMap<(i64, Arc<str>), (ServiceCounts, BTreeSet<(Arc<str>, Arc<str>)>)>,
     trace_classes: HashMap<(i64, Arc<str>, bool, Vec<Arc<str>>, bool), u64>,
     unanswered: HashMap<UnansweredKey, UnansweredTotals>,
@@ -249,12 +249,7 @@ impl<'a> Columns<'a> {
 
 impl RollupBuilder {
     fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(existing) = self.names.get(name) {
-            return Arc::clone(existing);
-        }
-        let name: Arc<str> = Arc::from(name);
-        self.names.insert(Arc::clone(&name));
-        name
+        self.names.get(name)
     }
 
     /// Adds the calls and adoption facts of every row of a span-table batch.
@@ -954,11 +949,15 @@ pub fn write_rollup(path: &Path, rows: &[EdgeRow]) -> Result<(), StoreError> {
         Arc::new(critical.finish()),
         Arc::new(histogram.finish()),
     ];
-    let batch = RecordBatch::try_new(Arc::clone(&ROLLUP_SCHEMA), columns)?;
+    write_parquet(path, RecordBatch::try_new(Arc::clone(&ROLLUP_SCHEMA), columns)?)
+}
+
+/// Writes one batch as a small zstd Parquet file, under a temporary name first, synced.
+pub(crate) fn write_parquet(path: &Path, batch: RecordBatch) -> Result<(), StoreError> {
     let temporary = path.with_extension("tmp");
     {
         let properties = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
-        let mut writer = ArrowWriter::try_new(fs::File::create(&temporary)?, Arc::clone(&ROLLUP_SCHEMA), Some(properties))?;
+        let mut writer = ArrowWriter::try_new(fs::File::create(&temporary)?, batch.schema(), Some(properties))?;
         writer.write(&batch)?;
         writer.into_inner()?.sync_all()?;
     }
@@ -966,18 +965,26 @@ pub fn write_rollup(path: &Path, rows: &[EdgeRow]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Reads rollup rows written by [`write_rollup`].
-pub fn read_rollup(path: &Path) -> Result<Vec<EdgeRow>, StoreError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(path)?)?.build()?;
-    let mut names: HashSet<Arc<str>> = HashSet::new();
-    let mut intern = |name: &str| -> Arc<str> {
-        if let Some(existing) = names.get(name) {
+/// One shared copy of each name read.
+#[derive(Default)]
+pub(crate) struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    pub(crate) fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(existing) = self.0.get(name) {
             return Arc::clone(existing);
         }
         let name: Arc<str> = Arc::from(name);
-        names.insert(Arc::clone(&name));
+        self.0.insert(Arc::clone(&name));
         name
-    };
+    }
+}
+
+/// Reads rollup rows written by [`write_rollup`].
+pub fn read_rollup(path: &Path) -> Result<Vec<EdgeRow>, StoreError> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(path)?)?.build()?;
+    let mut names = Names::default();
+    let mut intern = |name: &str| names.get(name);
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch?;
