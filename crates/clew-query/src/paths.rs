@@ -20,6 +20,19 @@ impl QueryEngine {
         entry: &EntryFilter,
         per_minute: bool,
     ) -> Result<Vec<PathRow>, QueryError> {
+        self.calling_contexts_where(start_unix_nano, end_unix_nano, entry, per_minute, |_| true).await
+    }
+
+    /// [`calling_contexts`](Self::calling_contexts), only the rows `keep` holds for (chosen
+    /// before merging, which is most of the work over a long window).
+    pub async fn calling_contexts_where(
+        &self,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+        entry: &EntryFilter,
+        per_minute: bool,
+        keep: impl Fn(&PathRow) -> bool,
+    ) -> Result<Vec<PathRow>, QueryError> {
         if end_unix_nano <= start_unix_nano {
             return Err(QueryError::Invalid("the window must end after it starts".into()));
         }
@@ -28,6 +41,7 @@ impl QueryEngine {
         let wanted = |row: &&PathRow| {
             entry.service.as_deref().is_none_or(|s| s == &*row.entry_service)
                 && entry.operation.as_deref().is_none_or(|o| o == &*row.entry_operation)
+                && keep(row)
         };
         if !per_minute {
             let rows = parts

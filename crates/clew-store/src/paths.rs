@@ -89,13 +89,15 @@ impl PathRow {
 
 /// The hash naming the context of a span called from `parent`.
 pub fn context_hash(parent: u64, service: &str, operation: &str, kind: &str) -> u64 {
-    let mut bytes = Vec::with_capacity(service.len() + operation.len() + kind.len() + 2);
-    bytes.extend_from_slice(service.as_bytes());
-    bytes.push(0x1f);
-    bytes.extend_from_slice(operation.as_bytes());
-    bytes.push(0x1f);
-    bytes.extend_from_slice(kind.as_bytes());
-    match XxHash64::oneshot(parent, &bytes) {
+    use std::hash::Hasher;
+    // Streamed: the same value as hashing the bytes `service 0x1f operation 0x1f kind` at once.
+    let mut hasher = XxHash64::with_seed(parent);
+    hasher.write(service.as_bytes());
+    hasher.write(&[0x1f]);
+    hasher.write(operation.as_bytes());
+    hasher.write(&[0x1f]);
+    hasher.write(kind.as_bytes());
+    match hasher.finish() {
         // The two reserved names are never a span's context.
         REQUEST_PATH | OVERFLOW_PATH => 2,
         hash => hash,
@@ -470,6 +472,14 @@ mod tests {
         let merged = merge_paths(rows.iter().chain(&read), 0);
         assert_eq!(merged.len(), rows.len());
         assert_eq!(merged.iter().find(|r| r.path == looped.path).unwrap().spans, 8);
+    }
+
+    #[test]
+    fn a_context_is_named_by_the_hash_of_its_chain() {
+        let parent = context_hash(REQUEST_PATH, "gateway", "GET /", "server");
+        assert_eq!(parent, XxHash64::oneshot(0, b"gateway\x1fGET /\x1fserver"), "the documented bytes, stable across processes");
+        assert_eq!(context_hash(parent, "db", "SELECT", "client"), XxHash64::oneshot(parent, b"db\x1fSELECT\x1fclient"));
+        assert_ne!(context_hash(parent, "db", "SELECT", "client"), context_hash(REQUEST_PATH, "db", "SELECT", "client"));
     }
 
     #[test]
