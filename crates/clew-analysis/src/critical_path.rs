@@ -299,14 +299,6 @@ pub fn critical_path(
         let before_latency = latency_of(of_entry(before, service, operation));
         let after = operation_totals(contexts.iter().copied());
         let earlier = operation_totals(of_entry(before, service, operation));
-        let calls = |rows: &mut dyn Iterator<Item = &PathRow>| {
-            let mut out: HashMap<(String, String, String), u64> = HashMap::new();
-            for row in rows.filter(|r| !is_request(r)) {
-                *out.entry((row.service.to_string(), row.operation.to_string(), row.kind.to_string())).or_default() += row.spans;
-            }
-            out
-        };
-        let (calls_after, calls_before) = (calls(&mut contexts.iter().copied()), calls(&mut of_entry(before, service, operation)));
         let before_requests = before_latency.requests.max(1) as f64;
         let mut keys: Vec<&(String, String, String)> = after.keys().chain(earlier.keys()).collect();
         keys.sort();
@@ -326,8 +318,8 @@ pub fn critical_path(
                     change_nanos: after_per - before_per,
                     before_p95_nanos: then.map_or(0.0, |t| t.histogram.quantile(0.95)),
                     after_p95_nanos: now.map_or(0.0, |t| t.histogram.quantile(0.95)),
-                    before_calls_per_request: calls_before.get(key).copied().unwrap_or(0) as f64 / before_requests,
-                    after_calls_per_request: calls_after.get(key).copied().unwrap_or(0) as f64 / requests,
+                    before_calls_per_request: then.map_or(0, |t| t.spans) as f64 / before_requests,
+                    after_calls_per_request: now.map_or(0, |t| t.spans) as f64 / requests,
                 }
             })
             .filter(|c| c.change_nanos != 0.0 || c.before_calls_per_request != c.after_calls_per_request)

@@ -95,6 +95,12 @@ pub struct TrafficEstimate {
 
 type OperationKey = (String, String, String);
 
+/// The per-minute rows an estimate reads: requests, and server and consumer spans (a reader may
+/// leave the rest out before merging).
+pub fn read_per_minute(row: &PathRow) -> bool {
+    row.path == REQUEST_PATH || takes_load(row)
+}
+
 fn takes_load(row: &PathRow) -> bool {
     row.path != REQUEST_PATH && row.path != OVERFLOW_PATH && (&*row.kind == "server" || &*row.kind == "consumer")
 }
@@ -104,7 +110,7 @@ fn key(row: &PathRow) -> OperationKey {
 }
 
 /// From the first to the last minute that holds a request, in seconds.
-pub fn observed_seconds(per_minute: &[PathRow]) -> f64 {
+fn observed_seconds(per_minute: &[PathRow]) -> f64 {
     let minutes = per_minute.iter().filter(|r| r.path == REQUEST_PATH).map(|r| r.minute_unix_nano);
     let (first, last) = minutes.fold((i64::MAX, i64::MIN), |(lo, hi), m| (lo.min(m), hi.max(m)));
     if first > last { 0.0 } else { (last - first) as f64 / 1e9 + 60.0 }
@@ -112,8 +118,7 @@ pub fn observed_seconds(per_minute: &[PathRow]) -> f64 {
 
 /// The fan-out of every entry operation in `rows` (merged over the window; one row per entry
 /// operation and calling context), with their observed rates from `per_minute` rows.
-pub fn fan_out(rows: &[PathRow], per_minute: &[PathRow]) -> Vec<EntryFanOut> {
-    let window_seconds = observed_seconds(per_minute);
+fn fan_out(rows: &[PathRow], per_minute: &[PathRow], window_seconds: f64) -> Vec<EntryFanOut> {
     let mut entries: BTreeMap<(String, String), (u64, BTreeMap<OperationKey, Vec<&PathRow>>)> = BTreeMap::new();
     for row in rows {
         let entry = entries.entry((row.entry_service.to_string(), row.entry_operation.to_string())).or_default();
@@ -173,7 +178,7 @@ pub fn estimate(
     others_factor: f64,
 ) -> TrafficEstimate {
     let window_seconds = observed_seconds(per_minute);
-    let entries = fan_out(rows, per_minute);
+    let entries = fan_out(rows, per_minute, window_seconds);
     let mut warnings = Vec::new();
     for planned in &plan {
         if !entries.iter().any(|e| e.service == planned.service && e.operation == planned.operation) {

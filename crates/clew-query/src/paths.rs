@@ -1,8 +1,6 @@
 //! Calling contexts of entry points, read from the rollups written at assembly: the critical
 //! path across traces and the fan-out of each entry point are computed from these rows.
 
-use std::collections::HashMap;
-
 use clew_store::{PathRow, in_minutes, merge_paths};
 
 use crate::metrics::first_minute;
@@ -43,26 +41,11 @@ impl QueryEngine {
                 && entry.operation.as_deref().is_none_or(|o| o == &*row.entry_operation)
                 && keep(row)
         };
-        if !per_minute {
-            let rows = parts
-                .iter()
-                .flat_map(|part| in_minutes(&part.for_window(first, last).paths, first, last, |row| row.minute_unix_nano))
-                .filter(wanted);
-            return Ok(merge_paths(rows, first));
-        }
-        let mut merged: HashMap<(i64, &str, &str, u64), PathRow> = HashMap::new();
-        for part in &parts {
-            for row in in_minutes(&part.paths, first, last, |row| row.minute_unix_nano).iter().filter(wanted) {
-                match merged.get_mut(&(row.minute_unix_nano, &row.entry_service, &row.entry_operation, row.path)) {
-                    Some(total) => total.add(row),
-                    None => {
-                        merged.insert((row.minute_unix_nano, &row.entry_service, &row.entry_operation, row.path), row.clone());
-                    }
-                }
-            }
-        }
-        let mut rows: Vec<PathRow> = merged.into_values().collect();
-        rows.sort_by_key(|r| r.minute_unix_nano);
-        Ok(rows)
+        let rows = parts.iter().flat_map(|part| {
+            // A window over every minute of a part may read its rows merged across minutes.
+            let part = if per_minute { part.as_ref() } else { part.for_window(first, last) };
+            in_minutes(&part.paths, first, last, |row| row.minute_unix_nano)
+        });
+        Ok(merge_paths(rows.filter(wanted), (!per_minute).then_some(first)))
     }
 }

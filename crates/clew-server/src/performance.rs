@@ -126,11 +126,7 @@ pub(crate) async fn traffic_estimate(State(state): State<ApiState>, RawQuery(raw
     };
     let entry = EntryFilter::default();
     let rows = state.query.calling_contexts(start, end, &entry, false).await?;
-    // Per minute, only what the peaks are read from: requests, and server and consumer spans.
-    let takes_load = |row: &clew_query::PathRow| {
-        row.path == clew_query::REQUEST_PATH || (row.path != clew_query::OVERFLOW_PATH && matches!(&*row.kind, "server" | "consumer"))
-    };
-    let per_minute = state.query.calling_contexts_where(start, end, &entry, true, takes_load).await?;
+    let per_minute = state.query.calling_contexts_where(start, end, &entry, true, clew_analysis::traffic::read_per_minute).await?;
     let estimate = clew_analysis::traffic::estimate((start, end), &rows, &per_minute, plan, others);
     if format == "csv" {
         return Ok(text("text/csv; charset=utf-8", estimate.to_csv()));

@@ -270,18 +270,25 @@ fn contexts(spans: &[PathSpan]) -> Vec<(u64, u64, u32)> {
     resolved.into_iter().map(|r| r.expect("every span resolved")).collect()
 }
 
-/// Merges rows of many minutes and parts into one row per (entry point, context), dated `minute`.
-pub fn merge_paths<'a>(rows: impl IntoIterator<Item = &'a PathRow>, minute: i64) -> Vec<PathRow> {
-    let mut merged: HashMap<(&str, &str, u64), PathRow> = HashMap::new();
+/// Merges rows of many parts into one row per (entry point, context): dated `into` when given
+/// (minutes merged too), else one per minute (ordered by minute).
+pub fn merge_paths<'a>(rows: impl IntoIterator<Item = &'a PathRow>, into: Option<i64>) -> Vec<PathRow> {
+    let mut merged: HashMap<(i64, &str, &str, u64), PathRow> = HashMap::new();
     for row in rows {
-        match merged.get_mut(&row.key()) {
+        let minute = into.unwrap_or(row.minute_unix_nano);
+        let (service, operation, path) = row.key();
+        match merged.get_mut(&(minute, service, operation, path)) {
             Some(total) => total.add(row),
             None => {
-                merged.insert(row.key(), PathRow { minute_unix_nano: minute, ..row.clone() });
+                merged.insert((minute, service, operation, path), PathRow { minute_unix_nano: minute, ..row.clone() });
             }
         }
     }
-    merged.into_values().collect()
+    let mut out: Vec<PathRow> = merged.into_values().collect();
+    if into.is_none() {
+        out.sort_by_key(|r| r.minute_unix_nano);
+    }
+    out
 }
 
 static PATH_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -469,7 +476,7 @@ mod tests {
         for row in &rows {
             assert!(read.contains(row), "{row:?} survives the file");
         }
-        let merged = merge_paths(rows.iter().chain(&read), 0);
+        let merged = merge_paths(rows.iter().chain(&read), Some(0));
         assert_eq!(merged.len(), rows.len());
         assert_eq!(merged.iter().find(|r| r.path == looped.path).unwrap().spans, 8);
     }

@@ -708,7 +708,7 @@ impl Rollup {
             roots: roots.into_values().collect(),
             deprecated: deprecated.into_values().collect(),
         };
-        (from, to, Rollup::new(edges.into_values().collect(), adoption, merge_paths(&self.paths, from)))
+        (from, to, Rollup::new(edges.into_values().collect(), adoption, merge_paths(&self.paths, Some(from))))
     }
 }
 

@@ -40,14 +40,6 @@ impl LatencyBuckets {
         self.sum_seconds += sum_nanos as f64 / 1e9;
     }
 
-    fn merge(&mut self, other: &LatencyBuckets) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts) {
-            *a += b;
-        }
-        self.sum_seconds += other.sum_seconds;
-        self.count += other.count;
-    }
-
     /// (upper bound, cumulative count) pairs, +Inf last.
     pub fn cumulative(&self) -> Vec<(f64, u64)> {
         let mut total = 0;
@@ -135,14 +127,6 @@ fn bounded<K: Ord + Clone, T: Default>(series: &mut BTreeMap<Option<K>, T>, labe
     let full = series.len() - usize::from(series.contains_key(&None)) >= MAX_SERIES;
     let key = if known || !full { labels } else { None };
     series.entry(key).or_default()
-}
-
-impl SpanTotals {
-    pub fn merge(&mut self, other: &SpanTotals) {
-        self.calls += other.calls;
-        self.errors += other.errors;
-        self.latency.merge(&other.latency);
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 import { useEffect, useState, type ReactNode } from "react";
 
+import { api } from "../api";
+
 // The result of a request: what the page shows while it loads, when it fails, and when it is
 // empty. API errors are shown, never swallowed.
 export type Loadable<T> = { state: "loading" } | { state: "error"; message: string } | { state: "done"; data: T };
@@ -113,4 +115,17 @@ export function Picker({
       </select>
     </label>
   );
+}
+
+// The entry operations (SERVER/CONSUMER roots) of the last `lookback`, busiest first, as picker
+// options: the value is `service\u0000operation`.
+export function useEntries(lookback: string) {
+  const entries = useApi(() => api.entryOperations(new URLSearchParams({ lookback })), [lookback]);
+  const options: [string, string][] =
+    entries.state === "done"
+      ? entries.data
+          .filter((e) => e.kind === "server" || e.kind === "consumer")
+          .map((e) => [`${e.service}\u0000${e.operation}`, `${e.service} ${e.operation} (${e.requests.toLocaleString()})`])
+      : [];
+  return { entries, options };
 }

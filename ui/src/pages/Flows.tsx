@@ -4,7 +4,7 @@ import cytoscape from "cytoscape";
 import dagre from "cytoscape-dagre";
 
 import { api, type Flow } from "../api";
-import { Empty, Picker, Show, currentTheme, useApi } from "../components/common";
+import { Empty, Picker, Show, currentTheme, useApi, useEntries } from "../components/common";
 import { arrowEdge, labelledNode } from "../components/graphStyle";
 import { LOOKBACKS, duration, percent, serviceColour } from "../format";
 
@@ -16,13 +16,7 @@ export function FlowsPage() {
   const [params, setParams] = useSearchParams();
   const lookback = params.get("lookback") ?? "1h";
   const entry = params.get("entry") ?? "";
-  const entries = useApi(() => api.entryOperations(new URLSearchParams({ lookback })), [lookback]);
-  const options: [string, string][] =
-    entries.state === "done"
-      ? entries.data
-          .filter((e) => e.kind === "server" || e.kind === "consumer")
-          .map((e) => [`${e.service}\u0000${e.operation}`, `${e.service} ${e.operation} (${e.requests.toLocaleString()})`])
-      : [];
+  const { entries, options } = useEntries(lookback);
   const chosen = entry || options[0]?.[0] || "";
   const [service, operation] = chosen.split("\u0000");
   const flow = useApi(

@@ -5,7 +5,7 @@ import { useSearchParams } from "react-router-dom";
 
 import { api, type ServiceGraph, type CorrelationReport, type CriticalPathNode, type CriticalPathReport, type TrafficEstimate } from "../api";
 import { Chart } from "../components/Chart";
-import { Empty, Picker, Show, currentTheme, useApi } from "../components/common";
+import { Empty, Picker, Show, currentTheme, useApi, useEntries } from "../components/common";
 import { arrowEdge, labelledNode } from "../components/graphStyle";
 import { LOOKBACKS, duration, serviceColour } from "../format";
 
@@ -27,18 +27,6 @@ function perSecond(value: number): string {
   if (value >= 100) return `${value.toFixed(0)}/s`;
   if (value >= 0.1) return `${value.toFixed(2)}/s`;
   return `${(value * 60).toFixed(2)}/min`;
-}
-
-// The entry operations of the window, as picker options.
-function useEntries(lookback: string) {
-  const entries = useApi(() => api.entryOperations(new URLSearchParams({ lookback })), [lookback]);
-  const options: [string, string][] =
-    entries.state === "done"
-      ? entries.data
-          .filter((e) => e.kind === "server" || e.kind === "consumer")
-          .map((e) => [`${e.service}\u0000${e.operation}`, `${e.service} ${e.operation} (${e.requests.toLocaleString()})`])
-      : [];
-  return { entries, options };
 }
 
 // The critical path of an entry operation across its requests (CRISP): a flame graph of the
