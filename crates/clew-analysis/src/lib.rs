@@ -12,6 +12,7 @@ pub mod directory;
 pub mod flows;
 pub mod plan;
 pub mod render;
+pub mod series;
 pub mod traffic;
 
 pub use catalog::{Catalog, CatalogEntry, CatalogError, CriticalOperation};

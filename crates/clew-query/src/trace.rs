@@ -38,6 +38,19 @@ impl QueryEngine {
         if stored.is_empty() {
             return Ok(None);
         }
+        Ok(Some(view(stored, adjust_skew)))
+    }
+
+    /// Several traces, read together, in the order asked; missing ones are left out.
+    pub async fn traces(&self, trace_ids: &[TraceId], adjust_skew: bool) -> Result<Vec<TraceView>, QueryError> {
+        let stored = self.storage.traces(trace_ids.to_vec()).await?;
+        Ok(stored.into_iter().map(|spans| view(spans, adjust_skew)).collect())
+    }
+}
+
+/// A trace re-assembled from its stored spans (see [`QueryEngine::trace_with`]).
+fn view(stored: Vec<clew_store::block::StoredSpan>, adjust_skew: bool) -> TraceView {
+    {
         let fragments_merged = stored.iter().any(|s| s.trace_flags & trace_flags::FRAGMENT != 0);
         let mut spans: Vec<Span> = stored.into_iter().map(|s| s.span).collect();
         let mut skew_warnings = Vec::new();
@@ -59,24 +72,7 @@ impl QueryEngine {
         let trace = assemble(spans);
         let mut warnings = warnings(&trace, fragments_merged);
         warnings.extend(skew_warnings);
-        Ok(Some(TraceView { trace, warnings, fragments_merged }))
-    }
-
-    /// Several traces, looked up a few at a time, in the order asked; missing ones are left out.
-    pub async fn traces(&self, trace_ids: &[TraceId], adjust_skew: bool) -> Result<Vec<TraceView>, QueryError> {
-        use futures::StreamExt;
-        let lookups = trace_ids.to_vec().into_iter().map(|id| {
-            let engine = self.clone();
-            async move { engine.trace_with(id, adjust_skew).await }
-        });
-        let found: Vec<Result<Option<TraceView>, QueryError>> = futures::stream::iter(lookups).buffered(4).collect().await;
-        let mut out = Vec::with_capacity(found.len());
-        for view in found {
-            if let Some(view) = view? {
-                out.push(view);
-            }
-        }
-        Ok(out)
+        TraceView { trace, warnings, fragments_merged }
     }
 }
 

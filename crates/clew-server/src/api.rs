@@ -49,6 +49,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/bottlenecks", get(crate::performance::bottlenecks))
         .route("/api/v1/correlations", get(crate::performance::correlations))
         .route("/api/v1/traffic-estimate", get(crate::performance::traffic_estimate))
+        .route("/api/v1/metrics/query_range", get(crate::performance::traceql_metrics))
         .route("/api/v1/openapi.yaml", get(openapi))
         .merge(crate::jaeger::routes())
         .fallback(page)

@@ -190,3 +190,37 @@ pub(crate) async fn correlations(State(state): State<ApiState>, RawQuery(raw): R
     let report = clew_analysis::correlations::correlations(service, scope.operation.as_deref(), described, (start, end), facts);
     Ok(respond(&report, format, &report.warnings, || report.to_markdown(), || report.to_table()))
 }
+
+/// `GET /api/v1/metrics/query_range?q=`: a TraceQL metrics query (`{ … } | rate() by (…)`,
+/// `count_over_time`, `min/max/avg/sum_over_time`, `quantile_over_time`,
+/// `histogram_over_time`, `| topk(n)`) as series. `start`/`end`/`lookback`, `step` (the window
+/// in 240 steps by default). `instant=true` answers one value per series over the window.
+/// `format=json|markdown|table|csv`.
+pub(crate) async fn traceql_metrics(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["q", "start", "end", "lookback", "step", "instant", "format"])?;
+    let format = format_param(&pairs, &["json", "markdown", "table", "csv"])?;
+    let q = param(&pairs, "q")
+        .ok_or_else(|| ApiError::bad_request("q is required: a TraceQL metrics query such as { } | rate() by (resource.service.name)"))?;
+    let (start, end) = window(&pairs)?;
+    let instant = match param(&pairs, "instant") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("instant is true or false, not {other:?}"))),
+    };
+    let step = match (instant, param(&pairs, "step")) {
+        (true, Some(_)) => return Err(ApiError::bad_request("an instant query has no step")),
+        (true, None) => end - start,
+        (false, Some(step)) => parse_duration_nanos(step).map_err(|e| ApiError::bad_request(format!("step: {e}")))?,
+        (false, None) => clew_query::traceql::default_step(start, end),
+    };
+    let request =
+        clew_query::traceql::MetricsRequest { start_unix_nano: start, end_unix_nano: end, step_nanos: step, evaluate_traces: false };
+    let result = state.query.traceql_metrics(q, &request).await?;
+    use clew_analysis::series;
+    if format == "csv" {
+        return Ok(text("text/csv; charset=utf-8", series::to_csv(&result)));
+    }
+    let warnings: Vec<String> = result.partial.iter().cloned().collect();
+    Ok(respond(&result, format, &warnings, || series::to_markdown(&result), || series::to_table(&result)))
+}

@@ -1,7 +1,8 @@
 //! The Tempo HTTP API on Tempo's port (3200), so that Grafana's Tempo data source works against
 //! Clew: `/api/echo`, `/ready`, `/api/status/buildinfo`, trace by ID (`/api/traces/{id}` and
 //! `/api/v2/traces/{id}`, OTLP JSON or protobuf by `Accept`), `/api/search` (TraceQL `q`, or
-//! logfmt `tags` with `minDuration`/`maxDuration`), and the tag name and value lists.
+//! logfmt `tags` with `minDuration`/`maxDuration`), the tag name and value lists, and TraceQL
+//! metrics (`/api/metrics/query_range`, `/api/metrics/query`).
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -28,6 +29,8 @@ pub fn router(query: QueryEngine) -> Router {
         .route("/api/v2/search/tags", get(tags_v2))
         .route("/api/search/tag/{tag}/values", get(tag_values_v1))
         .route("/api/v2/search/tag/{tag}/values", get(tag_values_v2))
+        .route("/api/metrics/query_range", get(metrics_query_range))
+        .route("/api/metrics/query", get(metrics_query_instant))
         .fallback(|| async { TempoError(StatusCode::NOT_FOUND, "no such endpoint in Clew's Tempo API".into()) })
         .with_state(query)
 }
@@ -203,7 +206,9 @@ async fn search(State(engine): State<QueryEngine>, RawQuery(raw): RawQuery) -> R
     // A tag search is a TraceQL filter built directly, not printed and parsed again.
     let query = match (param(&pairs, "q"), param(&pairs, "tags")) {
         (Some(q), _) => traceql::parse(q).map_err(|e| bad_request(e.to_string()))?,
-        (None, tags) => Query { first: SpansetExpr::Filter(tags_filter(tags.unwrap_or(""))?), stages: vec![], hints: vec![] },
+        (None, tags) => {
+            Query { first: SpansetExpr::Filter(tags_filter(tags.unwrap_or(""))?), stages: vec![], metrics: None, hints: vec![] }
+        }
     };
     let limit: usize = param(&pairs, "limit").map(|v| v.parse().map_err(|_| bad_request("limit is a number"))).transpose()?.unwrap_or(20);
     let spss: usize = param(&pairs, "spss").map(|v| v.parse().map_err(|_| bad_request("spss is a number"))).transpose()?.unwrap_or(3);
@@ -375,4 +380,125 @@ mod tests {
         assert_eq!(tags_filter("").unwrap(), Expr::Literal(Value::Bool(true)));
         assert!(tags_filter("novalue").is_err());
     }
+}
+
+// ---- TraceQL metrics ----
+
+/// A time as Tempo reads one: with a `.`, float seconds; up to 10 digits, Unix seconds; more,
+/// nanoseconds; otherwise RFC 3339.
+fn tempo_time(key: &str, text: &str) -> Result<u64, TempoError> {
+    let invalid = || bad_request(format!("{key} is Unix seconds, Unix nanoseconds or RFC 3339, not {text:?}"));
+    if text.contains('.') && !text.contains('-') {
+        let seconds: f64 = text.parse().map_err(|_| invalid())?;
+        return if seconds >= 0.0 { Ok((seconds * 1e9) as u64) } else { Err(invalid()) };
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        let number: u64 = text.parse().map_err(|_| invalid())?;
+        return Ok(if text.len() <= 10 { number.saturating_mul(1_000_000_000) } else { number });
+    }
+    let time = chrono::DateTime::parse_from_rfc3339(text).map_err(|_| invalid())?;
+    u64::try_from(time.timestamp_nanos_opt().ok_or_else(invalid)?).map_err(|_| invalid())
+}
+
+/// `q` (or `query`), and the window: `end` (now by default), `start` (`end` − `since`, one
+/// hour by default).
+fn metrics_params(pairs: &[(String, String)]) -> Result<(String, u64, u64), TempoError> {
+    let q = param(pairs, "q").or_else(|| param(pairs, "query")).ok_or_else(|| bad_request("q is required: a TraceQL metrics query"))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let end = param(pairs, "end").map(|v| tempo_time("end", v)).transpose()?.unwrap_or(now);
+    let start = match param(pairs, "start") {
+        Some(v) => tempo_time("start", v)?,
+        None => {
+            let since =
+                param(pairs, "since").map(|v| parse_duration_nanos(v).map_err(|e| bad_request(format!("since: {e}")))).transpose()?;
+            end.min(now).saturating_sub(since.unwrap_or(3_600_000_000_000))
+        }
+    };
+    if end <= start {
+        return Err(bad_request("end must be greater than start"));
+    }
+    Ok((q.to_string(), start, end))
+}
+
+/// A label as an OTLP `KeyValue` in JSON.
+fn metrics_label(key: &str, value: &traceql::LabelValue) -> Json {
+    match value {
+        traceql::LabelValue::Nil => json!({ "key": key, "value": {} }),
+        traceql::LabelValue::Str(s) => json!({ "key": key, "value": { "stringValue": s } }),
+        traceql::LabelValue::Float(f) => json!({ "key": key, "value": { "doubleValue": f } }),
+    }
+}
+
+/// A series' labels as Tempo gives them: `__name__` = the function when nothing else names the
+/// series; nil group values left out unless all are nil.
+fn tempo_labels(result: &traceql::MetricsResult, series: &traceql::Series) -> (Vec<Json>, String) {
+    let mut labels: Vec<&(String, traceql::LabelValue)> = series.labels.iter().filter(|(_, v)| *v != traceql::LabelValue::Nil).collect();
+    if labels.is_empty() && !series.labels.is_empty() {
+        labels.push(&series.labels[0]);
+    }
+    let mut json_labels: Vec<Json> = labels.iter().map(|(k, v)| metrics_label(k, v)).collect();
+    let mut prom: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", v.text().replace('"', "\\\""))).collect();
+    if labels.is_empty() {
+        json_labels.push(metrics_label("__name__", &traceql::LabelValue::Str(result.function.clone())));
+        prom.push(format!("__name__=\"{}\"", result.function));
+    }
+    (json_labels, format!("{{{}}}", prom.join(", ")))
+}
+
+fn metrics_stats(result: &traceql::MetricsResult) -> Json {
+    json!({ "inspectedTraces": result.inspected_traces, "completedJobs": 1, "totalJobs": 1 })
+}
+
+/// `GET /api/metrics/query_range?q=&start=&end=&since=&step=`: Tempo's series (labels,
+/// `timestampMs` as a string, value), sorted by their labels.
+async fn metrics_query_range(State(engine): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
+    let pairs = pairs(raw)?;
+    let (q, start, end) = metrics_params(&pairs)?;
+    let step = match param(&pairs, "step") {
+        None => traceql::default_step(start, end),
+        // A bare number is seconds, as in Prometheus.
+        Some(v) => match v.parse::<f64>() {
+            Ok(seconds) if seconds > 0.0 => (seconds * 1e9) as u64,
+            Ok(_) => return Err(bad_request("step must be greater than 0")),
+            Err(_) => parse_duration_nanos(v).map_err(|e| bad_request(format!("step: {e}")))?,
+        },
+    };
+    let request = traceql::MetricsRequest { start_unix_nano: start, end_unix_nano: end, step_nanos: step, evaluate_traces: false };
+    let result = engine.traceql_metrics(&q, &request).await?;
+    let mut series: Vec<(String, Json)> = result
+        .series
+        .iter()
+        .map(|s| {
+            let (labels, prom) = tempo_labels(&result, s);
+            let samples: Vec<Json> = s.samples.iter().map(|(t, v)| json!({ "timestampMs": t.to_string(), "value": v })).collect();
+            (prom.clone(), json!({ "labels": labels, "samples": samples, "promLabels": prom }))
+        })
+        .collect();
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut body = json!({ "series": series.into_iter().map(|(_, s)| s).collect::<Vec<_>>(), "metrics": metrics_stats(&result) });
+    if let Some(partial) = &result.partial {
+        body["status"] = json!("PARTIAL");
+        body["message"] = json!(partial);
+    }
+    Ok(axum::Json(body))
+}
+
+/// `GET /api/metrics/query?q=&start=&end=&since=`: one value per series over the whole window.
+async fn metrics_query_instant(State(engine): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
+    let pairs = pairs(raw)?;
+    let (q, start, end) = metrics_params(&pairs)?;
+    // One step exactly as long as the window (alignment then keeps it one step).
+    let request = traceql::MetricsRequest { start_unix_nano: start, end_unix_nano: end, step_nanos: end - start, evaluate_traces: false };
+    let result = engine.traceql_metrics(&q, &request).await?;
+    let mut series: Vec<(String, Json)> = result
+        .series
+        .iter()
+        .filter_map(|s| {
+            let value = s.samples.first()?.1;
+            let (labels, prom) = tempo_labels(&result, s);
+            Some((prom.clone(), json!({ "labels": labels, "value": value, "promLabels": prom })))
+        })
+        .collect();
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(axum::Json(json!({ "series": series.into_iter().map(|(_, s)| s).collect::<Vec<_>>(), "metrics": metrics_stats(&result) })))
 }

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clew_ingest::Limits;
 use clew_model::{Span, TraceId, assemble_borrowed, trace_flags};
-use datafusion::arrow::array::{AsArray, FixedSizeBinaryArray, RecordBatch, Scalar};
-use datafusion::arrow::compute::kernels::cmp::eq;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{filter_record_batch, interleave_record_batch};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::catalog::TableProvider;
@@ -717,26 +716,34 @@ impl EmbeddedStore {
         Ok(Appended { accepted: inserted.added, duplicates: inserted.duplicates })
     }
 
-    async fn trace_inner(self: Arc<Self>, trace_id: TraceId) -> Result<Vec<StoredSpan>, StoreError> {
-        tokio::task::spawn_blocking(move || self.trace_blocking(trace_id))
+    async fn traces_inner(self: Arc<Self>, trace_ids: Vec<TraceId>) -> Result<Vec<Vec<StoredSpan>>, StoreError> {
+        tokio::task::spawn_blocking(move || self.traces_blocking(&trace_ids))
             .await
             .map_err(|e| StoreError::Unavailable(format!("trace lookup failed: {e}")))?
     }
 
-    /// Trace by ID without a query plan: memory is filtered directly; in blocks, row groups
-    /// are skipped by their trace-ID range and bloom filter, and within a row group only the
-    /// rows of the trace are decoded (a row filter on `trace_id` with the page index).
-    fn trace_blocking(&self, trace_id: TraceId) -> Result<Vec<StoredSpan>, StoreError> {
+    /// Traces by ID without a query plan: memory is filtered directly; in blocks, row groups
+    /// are skipped unless some wanted ID falls in their trace-ID range and passes their bloom
+    /// filter, and within a row group only the rows of wanted traces are decoded (a row filter
+    /// on `trace_id`). Each block is read once for all the IDs. Returns the spans of each ID
+    /// that has any, in the order asked, duplicates removed.
+    fn traces_blocking(&self, trace_ids: &[TraceId]) -> Result<Vec<Vec<StoredSpan>>, StoreError> {
         let snapshot = self.snapshot()?;
         // Only the columns a span is rebuilt from: not the search maps and copies.
         let needed: Vec<usize> =
             SCHEMA.fields().iter().enumerate().filter(|(_, f)| SPAN_COLUMNS.contains(&f.name().as_str())).map(|(i, _)| i).collect();
-        let wanted = FixedSizeBinaryArray::try_from_iter(std::iter::once(trace_id.0.as_slice()))?;
+        let wanted: Arc<HashSet<[u8; 16]>> = Arc::new(trace_ids.iter().map(|id| id.0).collect());
+        let mut sorted: Vec<[u8; 16]> = wanted.iter().copied().collect();
+        sorted.sort_unstable();
+        let mask = |column: &ArrayRef, wanted: &HashSet<[u8; 16]>| -> BooleanArray {
+            let ids = column.as_fixed_size_binary();
+            (0..ids.len()).map(|row| Some(<[u8; 16]>::try_from(ids.value(row)).is_ok_and(|id| wanted.contains(&id)))).collect()
+        };
         let mut batches = Vec::new();
         for batch in &snapshot.memory {
-            let mask = eq(batch.column(0), &Scalar::new(&wanted))?;
-            if mask.true_count() > 0 {
-                batches.push(filter_record_batch(batch, &mask)?);
+            let keep = mask(batch.column(0), &wanted);
+            if keep.true_count() > 0 {
+                batches.push(filter_record_batch(batch, &keep)?);
             }
         }
         for block in &snapshot.blocks {
@@ -746,9 +753,11 @@ impl EmbeddedStore {
                 .iter()
                 .enumerate()
                 .filter(|(_, (min, max, bloom))| {
-                    min.as_slice() <= trace_id.0.as_slice()
-                        && trace_id.0.as_slice() <= max.as_slice()
-                        && bloom.as_ref().is_none_or(|b| b.check(&trace_id.0[..]))
+                    let first = sorted.partition_point(|id| id.as_slice() < min.as_slice());
+                    sorted[first..]
+                        .iter()
+                        .take_while(|id| id.as_slice() <= max.as_slice())
+                        .any(|id| bloom.as_ref().is_none_or(|b| b.check(&id[..])))
                 })
                 .map(|(i, _)| i)
                 .collect();
@@ -757,9 +766,9 @@ impl EmbeddedStore {
             }
             let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(fs::File::open(&block.path)?, reader.metadata.clone());
             let projection = ProjectionMask::roots(builder.parquet_schema(), needed.iter().copied());
-            let wanted = wanted.clone();
+            let wanted = Arc::clone(&wanted);
             let predicate = ArrowPredicateFn::new(ProjectionMask::roots(builder.parquet_schema(), [0]), move |batch| {
-                eq(batch.column(0), &Scalar::new(&wanted))
+                Ok(mask(batch.column(0), &wanted))
             });
             let rows = builder
                 .with_row_groups(groups)
@@ -770,10 +779,19 @@ impl EmbeddedStore {
                 batches.push(batch?);
             }
         }
-        let mut spans = spans_from_batches(&batches)?;
-        let mut seen = HashSet::new();
-        spans.retain(|s| seen.insert(s.span.span_id));
-        Ok(spans)
+        let mut by_trace: HashMap<TraceId, Vec<StoredSpan>> = HashMap::new();
+        for span in spans_from_batches(&batches)? {
+            by_trace.entry(span.span.trace_id).or_default().push(span);
+        }
+        Ok(trace_ids
+            .iter()
+            .filter_map(|id| {
+                let mut spans = by_trace.remove(id)?;
+                let mut seen = HashSet::new();
+                spans.retain(|s| seen.insert(s.span.span_id));
+                Some(spans)
+            })
+            .collect())
     }
 
     fn block_reader(&self, block: &BlockMeta) -> Result<Arc<BlockReader>, StoreError> {
@@ -814,7 +832,12 @@ impl Storage for Arc<EmbeddedStore> {
     }
 
     fn trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Vec<StoredSpan>, StoreError>> {
-        Box::pin(Arc::clone(self).trace_inner(trace_id))
+        let store = Arc::clone(self);
+        Box::pin(async move { Ok(store.traces_inner(vec![trace_id]).await?.pop().unwrap_or_default()) })
+    }
+
+    fn traces(&self, trace_ids: Vec<TraceId>) -> BoxFuture<'_, Result<Vec<Vec<StoredSpan>>, StoreError>> {
+        Box::pin(Arc::clone(self).traces_inner(trace_ids))
     }
 
     fn span_metrics(&self) -> SpanMetrics {

@@ -81,6 +81,20 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn pinned_spans_table(&self) -> Result<Arc<dyn TableProvider>, StoreError>;
     /// The spans of one trace wherever they are, duplicates removed, or empty.
     fn trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Vec<StoredSpan>, StoreError>>;
+    /// The spans of many traces, one list per ID that has any, in the order asked. A backend
+    /// that can read them together should: queries that evaluate thousands of traces ask this.
+    fn traces(&self, trace_ids: Vec<TraceId>) -> BoxFuture<'_, Result<Vec<Vec<StoredSpan>>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for id in trace_ids {
+                let spans = self.trace(id).await?;
+                if !spans.is_empty() {
+                    out.push(spans);
+                }
+            }
+            Ok(out)
+        })
+    }
     fn stats(&self) -> StoreStats;
     /// Span and service-graph metrics counted as traces were assembled since the store opened.
     fn span_metrics(&self) -> span_metrics::SpanMetrics {

@@ -266,6 +266,26 @@ pub enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
+    /// A TraceQL metrics query as time series, e.g.
+    /// `{ status = error } | rate() by (resource.service.name)`,
+    /// `{ kind = server } | quantile_over_time(duration, .99, .5)`, `… | topk(5)`.
+    Metrics {
+        /// The query: a spanset filter, then `| rate()`, `count_over_time()`,
+        /// `min/max/avg/sum_over_time(field)`, `quantile_over_time(field, q…)` or
+        /// `histogram_over_time(field)`, optionally `by (fields)`.
+        query: String,
+        /// The width of each step (default: the window in 240 steps).
+        #[arg(long)]
+        step: Option<String>,
+        /// One value per series over the whole window.
+        #[arg(long)]
+        instant: bool,
+        /// One CSV row per sample instead of the report.
+        #[arg(long)]
+        csv: bool,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
     /// Operations ranked by their time on the critical path over every entry operation.
     Bottlenecks {
         #[arg(long, default_value_t = 20.0)]
@@ -507,6 +527,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pairs.push(("errors", "true".into()));
             }
             crate::client::print_text(&report.server, "/api/v1/correlations", &pairs).await
+        }
+        Command::Metrics { query, step, instant, csv, report } => {
+            let format = if csv { "csv".to_string() } else { report.output.name() };
+            let mut pairs = vec![("lookback", report.lookback), ("format", format), ("q", query)];
+            pairs.extend(step.map(|s| ("step", s)));
+            if instant {
+                pairs.push(("instant", "true".into()));
+            }
+            crate::client::print_text(&report.server, "/api/v1/metrics/query_range", &pairs).await
         }
         Command::Bottlenecks { faster, report } => {
             let pairs = [("lookback", report.lookback), ("format", report.output.name()), ("faster", faster.to_string())];

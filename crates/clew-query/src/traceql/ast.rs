@@ -7,6 +7,9 @@ use clew_model::{SpanKind, StatusCode};
 pub struct Query {
     pub first: SpansetExpr,
     pub stages: Vec<Stage>,
+    /// A metrics query ends in a metrics function (`| rate() by (…)`): it is answered by the
+    /// metrics endpoints, not by search.
+    pub metrics: Option<Metrics>,
     pub hints: Vec<(String, Value)>,
 }
 
@@ -152,4 +155,62 @@ pub enum Intrinsic {
     LinkSpanId,
     ScopeName,
     ScopeVersion,
+}
+
+/// `| function by (fields) | topk(n)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub function: MetricsFunction,
+    pub by: Vec<Field>,
+    pub rank: Option<Rank>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricsFunction {
+    /// Matching spans per second.
+    Rate,
+    CountOverTime,
+    MinOverTime(Field),
+    MaxOverTime(Field),
+    AvgOverTime(Field),
+    SumOverTime(Field),
+    /// The field's quantiles, one series per quantile.
+    QuantileOverTime(Field, Vec<f64>),
+    /// Counts per power-of-two bucket of the field, one series per bucket.
+    HistogramOverTime(Field),
+}
+
+impl MetricsFunction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            MetricsFunction::Rate => "rate",
+            MetricsFunction::CountOverTime => "count_over_time",
+            MetricsFunction::MinOverTime(_) => "min_over_time",
+            MetricsFunction::MaxOverTime(_) => "max_over_time",
+            MetricsFunction::AvgOverTime(_) => "avg_over_time",
+            MetricsFunction::SumOverTime(_) => "sum_over_time",
+            MetricsFunction::QuantileOverTime(..) => "quantile_over_time",
+            MetricsFunction::HistogramOverTime(_) => "histogram_over_time",
+        }
+    }
+
+    /// The field whose values the function aggregates.
+    pub fn field(&self) -> Option<&Field> {
+        match self {
+            MetricsFunction::Rate | MetricsFunction::CountOverTime => None,
+            MetricsFunction::MinOverTime(f)
+            | MetricsFunction::MaxOverTime(f)
+            | MetricsFunction::AvgOverTime(f)
+            | MetricsFunction::SumOverTime(f)
+            | MetricsFunction::QuantileOverTime(f, _)
+            | MetricsFunction::HistogramOverTime(f) => Some(f),
+        }
+    }
+}
+
+/// `topk(n)` / `bottomk(n)`: at each timestamp, the n series with the highest (lowest) values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rank {
+    Top(usize),
+    Bottom(usize),
 }

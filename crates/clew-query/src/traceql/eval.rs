@@ -269,7 +269,7 @@ fn values(expr: &Expr, span: usize, context: &TraceContext<'_>) -> Vec<Value> {
     }
 }
 
-fn number(value: &Value) -> Option<f64> {
+pub(crate) fn number(value: &Value) -> Option<f64> {
     match value {
         Value::Int(i) => Some(*i as f64),
         Value::Float(f) => Some(*f),

@@ -5,6 +5,7 @@
 
 mod ast;
 mod eval;
+mod metrics;
 mod parse;
 
 use clew_model::TraceId;
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 pub use ast::*;
 pub use eval::{Spanset, TraceContext, evaluate, field_values};
+pub use metrics::{LabelValue, MAX_POINTS, MAX_SERIES, MAX_TRACES, MetricsRequest, MetricsResult, Series, default_step};
 pub use parse::{ParseError, field, parse, unit_nanos};
 
 use crate::{QueryEngine, QueryError, quote};
@@ -80,6 +82,12 @@ impl QueryEngine {
 
     /// Runs a parsed query; `request.query` is not read.
     pub async fn run_traceql(&self, query: &Query, request: &TraceQlRequest) -> Result<(Vec<TraceQlMatch>, TraceQlMetrics), QueryError> {
+        if let Some(metrics) = &query.metrics {
+            return Err(QueryError::Invalid(format!(
+                "{}() makes this a TraceQL metrics query: ask /api/metrics/query_range (Tempo API) or /api/v1/metrics/query_range, not search",
+                metrics.function.name()
+            )));
+        }
         let limit = request.limit.clamp(1, 10_000);
         let mut conditions = Vec::new();
         if let Some(start) = request.start_unix_nano {
@@ -371,6 +379,41 @@ fn condition_sql(expr: &Expr) -> Option<String> {
     }
 }
 
+/// The SQL for an attribute's value as text: its dedicated column, else the attribute maps.
+/// `None` for scopes the span table has no column for.
+pub(crate) fn attribute_column(scope: AttrScope, key: &str) -> Option<String> {
+    let dedicated = DEDICATED.iter().find(|(name, _)| *name == key).map(|(_, column)| column.to_string());
+    let key = quote(key);
+    Some(match (scope, dedicated) {
+        (AttrScope::Span, Some(column)) => column,
+        (AttrScope::Span, None) => format!("attributes[{key}]"),
+        (AttrScope::Resource, _) if key == "'service.name'" => "service_name".to_string(),
+        (AttrScope::Resource, _) => format!("resource_attributes[{key}]"),
+        (AttrScope::Any, Some(column)) => format!("coalesce({column}, resource_attributes[{key}])"),
+        (AttrScope::Any, None) if key == "'service.name'" => format!("coalesce(attributes[{key}], service_name)"),
+        (AttrScope::Any, None) => format!("coalesce(attributes[{key}], resource_attributes[{key}])"),
+        _ => return None,
+    })
+}
+
+/// The SQL that holds for exactly the spans a filter condition selects; `None` when any part
+/// of it cannot be said in SQL. Attribute values are compared as the span table stores them
+/// (text, numbers by `try_cast`), which is how the evaluation compares them too, except for
+/// array attributes (an element must match in TraceQL, the rendered array in SQL).
+pub(crate) fn exact_sql(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Literal(Value::Bool(true)) => Some("TRUE".into()),
+        Expr::And(a, b) => Some(format!("({} AND {})", exact_sql(a)?, exact_sql(b)?)),
+        Expr::Or(a, b) => Some(format!("({} OR {})", exact_sql(a)?, exact_sql(b)?)),
+        Expr::Compare(CompareOp::Ne, left, right) => {
+            // "Present and different": the equality is false, not unknown.
+            Some(format!("({}) IS FALSE", exact_sql(&Expr::Compare(CompareOp::Eq, left.clone(), right.clone()))?))
+        }
+        Expr::Compare(..) => condition_sql(expr),
+        _ => None,
+    }
+}
+
 fn flip(op: CompareOp) -> Option<CompareOp> {
     Some(match op {
         CompareOp::Eq => CompareOp::Eq,
@@ -421,21 +464,7 @@ fn compare_sql(field: &Field, value: &Value, op: CompareOp) -> Option<String> {
             Intrinsic::RootService => ("trace_root_service".to_string(), false),
             _ => return None,
         },
-        Field::Attribute { scope, key } => {
-            let dedicated = DEDICATED.iter().find(|(name, _)| *name == key).map(|(_, column)| column.to_string());
-            let key = quote(key);
-            let column = match (scope, dedicated) {
-                (AttrScope::Span, Some(column)) => column,
-                (AttrScope::Span, None) => format!("attributes[{key}]"),
-                (AttrScope::Resource, _) if key == "'service.name'" => "service_name".to_string(),
-                (AttrScope::Resource, _) => format!("resource_attributes[{key}]"),
-                (AttrScope::Any, Some(column)) => format!("coalesce({column}, resource_attributes[{key}])"),
-                (AttrScope::Any, None) if key == "'service.name'" => "coalesce(attributes[{key}], service_name)".replace("{key}", &key),
-                (AttrScope::Any, None) => format!("coalesce(attributes[{key}], resource_attributes[{key}])"),
-                _ => return None,
-            };
-            (column, false)
-        }
+        Field::Attribute { scope, key } => (attribute_column(*scope, key)?, false),
     };
     let literal = match value {
         Value::Str(text) => quote(text),

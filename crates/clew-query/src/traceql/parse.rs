@@ -229,6 +229,18 @@ impl<'a> Lexer<'a> {
     }
 }
 
+const METRICS_FUNCTIONS: &[&str] = &[
+    "rate",
+    "count_over_time",
+    "quantile_over_time",
+    "histogram_over_time",
+    "min_over_time",
+    "max_over_time",
+    "avg_over_time",
+    "sum_over_time",
+    "compare",
+];
+
 struct Parser {
     tokens: Vec<(Token, usize)>,
     index: usize,
@@ -295,8 +307,13 @@ impl Parser {
         } else {
             self.spanset_expr()?
         };
+        let mut metrics = None;
         while *self.peek() == Token::Pipe {
             self.advance();
+            if self.starts_metrics() {
+                metrics = Some(self.metrics()?);
+                break;
+            }
             stages.push(self.stage()?);
         }
         let mut hints = Vec::new();
@@ -317,7 +334,86 @@ impl Parser {
             }
             self.expect(Token::RParen, ") closing with(...)")?;
         }
-        Ok(Query { first, stages, hints })
+        Ok(Query { first, stages, metrics, hints })
+    }
+
+    fn starts_metrics(&self) -> bool {
+        matches!(self.peek(), Token::Ident(name) if METRICS_FUNCTIONS.contains(&name.as_str())) && *self.peek_at(1) == Token::LParen
+    }
+
+    /// `function(args) [by (fields)] [| topk(n) | bottomk(n)]`, the end of a metrics query.
+    fn metrics(&mut self) -> Result<Metrics, ParseError> {
+        let column = self.column();
+        let Token::Ident(name) = self.advance() else { unreachable!("starts_metrics checked the name") };
+        self.expect(Token::LParen, &format!("( after {name}"))?;
+        let function = match name.as_str() {
+            "rate" => MetricsFunction::Rate,
+            "count_over_time" => MetricsFunction::CountOverTime,
+            "compare" => return error(column, "compare() is not supported; use Clew's correlations (/api/v1/correlations)"),
+            _ => {
+                let field = self.field_or_error()?;
+                match name.as_str() {
+                    "min_over_time" => MetricsFunction::MinOverTime(field),
+                    "max_over_time" => MetricsFunction::MaxOverTime(field),
+                    "avg_over_time" => MetricsFunction::AvgOverTime(field),
+                    "sum_over_time" => MetricsFunction::SumOverTime(field),
+                    "histogram_over_time" => MetricsFunction::HistogramOverTime(field),
+                    _ => {
+                        let mut quantiles = Vec::new();
+                        while *self.peek() == Token::Comma {
+                            self.advance();
+                            let at = self.column();
+                            let q = match self.advance() {
+                                Token::Float(f) => f,
+                                Token::Int(i) => i as f64,
+                                other => return error(at, format!("expected a quantile between 0 and 1, found {}", describe(&other))),
+                            };
+                            if !(0.0..=1.0).contains(&q) {
+                                return error(at, format!("quantile {q} is not between 0 and 1"));
+                            }
+                            quantiles.push(q);
+                        }
+                        if quantiles.is_empty() {
+                            return error(
+                                self.column(),
+                                "quantile_over_time needs at least one quantile, e.g. quantile_over_time(duration, .99, .5)",
+                            );
+                        }
+                        MetricsFunction::QuantileOverTime(field, quantiles)
+                    }
+                }
+            }
+        };
+        self.expect(Token::RParen, &format!(") closing {name}(...)"))?;
+        let mut by = Vec::new();
+        if matches!(self.peek(), Token::Ident(word) if word == "by") {
+            self.advance();
+            self.expect(Token::LParen, "( after by")?;
+            by.push(self.field_or_error()?);
+            while *self.peek() == Token::Comma {
+                self.advance();
+                by.push(self.field_or_error()?);
+            }
+            self.expect(Token::RParen, ") closing by(...)")?;
+        }
+        let mut rank = None;
+        if *self.peek() == Token::Pipe {
+            self.advance();
+            let at = self.column();
+            let word = match self.advance() {
+                Token::Ident(word) if word == "topk" || word == "bottomk" => word,
+                other => return error(at, format!("only topk(n) or bottomk(n) may follow a metrics function, found {}", describe(&other))),
+            };
+            self.expect(Token::LParen, &format!("( after {word}"))?;
+            let at = self.column();
+            let n = match self.advance() {
+                Token::Int(n) if n > 0 => n as usize,
+                other => return error(at, format!("{word} needs a positive count, found {}", describe(&other))),
+            };
+            self.expect(Token::RParen, &format!(") closing {word}(...)"))?;
+            rank = Some(if word == "topk" { Rank::Top(n) } else { Rank::Bottom(n) });
+        }
+        Ok(Metrics { function, by, rank })
     }
 
     fn starts_aggregate(&self) -> bool {
@@ -364,22 +460,6 @@ impl Parser {
                     _ => Aggregate::Sum,
                 };
                 Ok(Stage::Aggregate { function, field, op, value })
-            }
-            Token::Ident(name)
-                if [
-                    "rate",
-                    "count_over_time",
-                    "quantile_over_time",
-                    "histogram_over_time",
-                    "min_over_time",
-                    "max_over_time",
-                    "avg_over_time",
-                    "sum_over_time",
-                    "compare",
-                ]
-                .contains(&name.as_str()) =>
-            {
-                error(column, format!("{name}() is a TraceQL metrics function: use /api/metrics/query_range, not search"))
             }
             other => error(column, format!("expected a spanset, by(), select() or an aggregate after |, found {}", describe(&other))),
         }

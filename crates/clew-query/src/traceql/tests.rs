@@ -149,7 +149,7 @@ fn parse_errors_point_at_the_column() {
         ("{ foo = 1 }", 3, "not an attribute"),
         ("{ duration > 5parsecs }", 14, "duration unit"),
         ("{ name =~ \"(\" }", 11, "regular expression"),
-        ("{ .a = 1 } | rate()", 14, "metrics function"),
+        ("{ .a = 1 } | rate() | sum()", 23, "metrics function"),
         ("{ .a = 1 } |", 13, "after |"),
         ("name = \"x\"", 1, "expected {"),
         ("{ .a = \"unterminated }", 8, "unterminated string"),
