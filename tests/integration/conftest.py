@@ -151,6 +151,11 @@ def wait_for_trace(server, trace_id, spans, timeout=20):
     raise AssertionError(f"trace {trace_id} did not reach {spans} spans: {last}")
 
 
+class DemoUrl(str):
+    """The demo's query API address; `.tempo` is its Tempo API's."""
+    tempo: str
+
+
 @contextlib.contextmanager
 def running_demo(*extra, ready, timeout=120):
     """`clew demo` on free ports with its own data directory, until `ready(base)` holds (it
@@ -168,7 +173,8 @@ def running_demo(*extra, ready, timeout=120):
              "--otlp-http", f"127.0.0.1:{http}", "--query", f"127.0.0.1:{query}", "--zipkin", f"127.0.0.1:{zipkin}",
              "--trace-idle-seconds", "1", *extra],
             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
-        base = f"http://127.0.0.1:{query}"
+        base = DemoUrl(f"http://127.0.0.1:{query}")
+        base.tempo = f"http://127.0.0.1:{tempo}"
         try:
             deadline = time.time() + timeout
             while time.time() < deadline:

@@ -321,3 +321,120 @@ def test_correlations_page_brushes_a_latency_range(shop, page):  # noqa: F811 (f
     first = page.locator("[data-testid=corr-row]").first
     assert (first.get_attribute("data-key"), first.get_attribute("data-value")) == ("span.cloud.region", region)
     page.screenshot(path=os.path.join(SHOTS, "correlations.png"), full_page=True)
+
+
+def tempo_metrics(base, path, **params):
+    response = requests.get(base.tempo + path, params=params, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def label_of(series, key):
+    return next((label["value"] for label in series["labels"] if label["key"] == key), None)
+
+
+def test_traceql_metrics_find_the_planted_causes(shop):
+    """TraceQL metrics over Tempo's API (as Grafana asks them) see the planted causes, and their
+    counts agree with SQL over the same spans."""
+    base, truth, windows = shop
+    before, after = windows["before"], windows["after"]
+    seconds = lambda t: str(t // 1_000_000_000)  # noqa: E731 (Grafana sends whole seconds)
+    # Counts agree with SQL over the same spans.
+    q = '{ resource.service.name = "web-gateway" && kind = server } | count_over_time() by (name)'
+    instant = tempo_metrics(base, "/api/metrics/query", q=q, start=seconds(before[0]), end=seconds(before[1]))
+    start_ns, end_ns = int(seconds(before[0])) * 10**9, int(seconds(before[1])) * 10**9
+    rows = get(base, "/api/v1/sql", q=f"SELECT name, count(*) AS n FROM spans WHERE service_name = 'web-gateway' "
+               f"AND kind = 'server' AND start_time_unix_nano >= {start_ns} AND start_time_unix_nano < {end_ns} "
+               "GROUP BY name").json()["rows"]
+    assert {label_of(s, "name")["stringValue"]: s["value"] for s in instant["series"]} == {r["name"]: r["n"] for r in rows}
+
+    # A range query: Tempo's shape, one sample per step, the rate as spans per second.
+    ranged = tempo_metrics(base, "/api/metrics/query_range", q="{ kind = server } | rate()",
+                           start=seconds(before[0]), end=seconds(before[1]), step="60s")
+    (series,) = ranged["series"]
+    assert series["labels"] == [{"key": "__name__", "value": {"stringValue": "rate"}}]
+    assert series["promLabels"] == '{__name__="rate"}'
+    stamps = [int(s["timestampMs"]) for s in series["samples"]]
+    assert stamps == sorted(stamps) and all(t % 60_000 == 0 for t in stamps) and len(stamps) >= 8
+    # The history's requests pass through several servers each: well above the entry rate.
+    assert all(s["value"] > RATE for s in series["samples"][1:-1]), series["samples"]
+
+    # Search is slow in one region: its median is higher by about the planted delay.
+    service, region, extra_ms = truth["incidents"]["slow_region"]
+    q = (f'{{ resource.service.name = "{service}" && name = "GET /search" && kind = server }} '
+         '| quantile_over_time(duration, .5) by (span.cloud.region)')
+    medians = tempo_metrics(base, "/api/metrics/query", q=q, start=seconds(before[0]), end=seconds(before[1]))
+    by_region = {label_of(s, "span.cloud.region")["stringValue"]: s["value"] for s in medians["series"]}
+    assert all(label_of(s, "p") == {"doubleValue": 0.5} for s in medians["series"])
+    others = [v for r, v in by_region.items() if r != region]
+    assert others, by_region
+    for other in others:
+        assert 0.6 * extra_ms <= (by_region[region] - other) * 1000 <= 1.4 * extra_ms, (by_region, extra_ms)
+
+    # One version of the cart fails: its errors are that version's, at about the planted rate.
+    service, version, error_rate = truth["incidents"]["erroring_version"]
+    window = dict(start=seconds(before[0]), end=seconds(after[1]))
+    q = f'{{ resource.service.name = "{service}" && kind = server }} | count_over_time() by (resource.service.version)'
+    calls = {label_of(s, "resource.service.version")["stringValue"]: s["value"]
+             for s in tempo_metrics(base, "/api/metrics/query", q=q, **window)["series"]}
+    q = (f'{{ resource.service.name = "{service}" && kind = server && status = error }} '
+         '| count_over_time() by (resource.service.version)')
+    errors = {label_of(s, "resource.service.version")["stringValue"]: s["value"]
+              for s in tempo_metrics(base, "/api/metrics/query", q=q, **window)["series"]}
+    assert errors[version] >= 0.9 * sum(errors.values()), errors
+    assert abs(errors[version] / calls[version] - error_rate) < 0.05, (errors, calls, error_rate)
+
+    # A latency heatmap: power-of-two buckets in seconds, as Grafana draws them.
+    heat = tempo_metrics(base, "/api/metrics/query_range", q="{ kind = server } | histogram_over_time(duration)",
+                         start=seconds(before[0]), end=seconds(before[1]), step="120s")
+    buckets = sorted(label_of(s, "__bucket")["doubleValue"] for s in heat["series"])
+    assert len(buckets) >= 5
+    for bucket in buckets:
+        assert math.isclose(math.log2(bucket * 1e9), round(math.log2(bucket * 1e9)), abs_tol=1e-9), bucket
+
+
+def test_traceql_metrics_of_structure_and_their_errors(shop):
+    """A structural query is evaluated trace by trace and agrees with SQL; bad queries get 400
+    with the reason."""
+    base, truth, windows = shop
+    start, end = windows["before"]
+    # Error spans whose parent is in their trace: evaluation against the span table's facts.
+    result = get(base, "/api/v1/metrics/query_range", q="{ } > { status = error } | count_over_time()",
+                 start=str(start), end=str(end), instant="true").json()
+    assert result["path"] == "traces" and result["partial"] is None
+    rows = get(base, "/api/v1/sql", q="SELECT count(*) AS n FROM spans WHERE status_code = 'error' AND parent_service "
+               f"IS NOT NULL AND start_time_unix_nano >= {start} AND start_time_unix_nano < {end}").json()["rows"]
+    assert result["matched_spans"] == rows[0]["n"] > 0
+    # The CLI prints the series as a table.
+    table = subprocess.run([CLEW_BIN, "metrics", '{ resource.service.name = "web-gateway" && kind = server } | rate() by (name)',
+                            "--lookback", "30m", "--step", "1m", "--server", base], capture_output=True, text=True, check=True).stdout
+    assert "steps of 60 s" in table and "name=POST /checkout" in table, table
+    for q, status, words in (("{ } | rate() | sum()", 400, "topk"),
+                             ("{ status = error }", 400, "not a metrics query"),
+                             ("{ } | quantile_over_time(duration)", 400, "at least one quantile")):
+        response = requests.get(base.tempo + "/api/metrics/query_range", params={"q": q}, timeout=30)
+        assert response.status_code == status and words in response.text, response.text
+    response = requests.get(base.tempo + "/api/search", params={"q": "{ } | rate()"}, timeout=30)
+    assert response.status_code == 400 and "metrics query" in response.text
+    response = requests.get(base + "/api/v1/metrics/query_range", params={"q": "{ } | rate()", "step": "1ns"}, timeout=30)
+    assert response.status_code == 400 and "points per series" in response.json()["error"]["message"]
+
+
+def test_metrics_page_draws_the_series(shop, page):  # noqa: F811 (fixture)
+    base, truth, windows = shop
+    service = truth["incidents"]["slow_region"][0]
+    q = f'{{ resource.service.name = "{service}" && kind = server }} | quantile_over_time(duration, .9) by (span.cloud.region)'
+    page.goto(f"{base}/traceql-metrics?lookback=30m&q={requests.utils.quote(q)}")
+    page.wait_for_selector("[data-testid=metrics-chart] canvas", timeout=30_000)
+    rows = page.locator("[data-testid=metrics-row]")
+    names = [rows.nth(i).get_attribute("data-series") for i in range(rows.count())]
+    region = truth["incidents"]["slow_region"][1]
+    assert f"span.cloud.region={region}, p=0.9" in names, names
+    assert "one scan" in page.locator("[data-testid=metrics-summary]").inner_text()
+    page.screenshot(path=os.path.join(SHOTS, "metrics.png"), full_page=True)
+    # An example query: the latency heatmap.
+    page.get_by_role("button", name="Latency heatmap of server spans").click()
+    page.wait_for_function("() => new URL(location.href).searchParams.get('q').includes('histogram_over_time')")
+    page.wait_for_selector("[data-testid=metrics-chart] canvas", timeout=30_000)
+    assert page.locator("[data-testid=metrics-table]").count() == 0
+    page.screenshot(path=os.path.join(SHOTS, "metrics-heatmap.png"), full_page=True)

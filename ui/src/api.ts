@@ -451,6 +451,27 @@ export interface CorrelationReport {
   warnings: string[];
 }
 
+export type LabelValue = string | number | null;
+
+export interface MetricsSeries {
+  labels: [string, LabelValue][];
+  samples: [number, number][];
+}
+
+export interface MetricsResult {
+  function: string;
+  unit: string;
+  start_unix_nano: number;
+  end_unix_nano: number;
+  step_nanos: number;
+  series: MetricsSeries[];
+  matched_spans: number;
+  path: "sql" | "traces";
+  inspected_traces: number;
+  partial: string | null;
+  warnings: string[];
+}
+
 export const api = {
   services: () => get<{ services: Service[] }>("/api/v1/services").then((r) => r.services),
   operations: (service: string) =>
@@ -481,6 +502,7 @@ export const api = {
     get<{ operations: CriticalOperationReport[]; warnings: string[] }>("/api/v1/critical-operations", params),
   criticalPath: (params: URLSearchParams) => get<CriticalPathReport>("/api/v1/critical-path", params),
   correlations: (params: URLSearchParams) => get<CorrelationReport>("/api/v1/correlations", params),
+  traceqlMetrics: (params: URLSearchParams) => get<MetricsResult>("/api/v1/metrics/query_range", params),
   trafficEstimate: (params: URLSearchParams) => get<TrafficEstimate>("/api/v1/traffic-estimate", params),
   serviceRed: (service: string, params: URLSearchParams) =>
     get<ServiceRed>(`/api/v1/services/${encodeURIComponent(service)}/red`, params),

@@ -57,6 +57,7 @@ export function serviceColour(service: string): string {
 export const LOOKBACKS: [string, string][] = [
   ["5m", "Last 5 minutes"],
   ["15m", "Last 15 minutes"],
+  ["30m", "Last 30 minutes"],
   ["1h", "Last hour"],
   ["6h", "Last 6 hours"],
   ["24h", "Last 24 hours"],

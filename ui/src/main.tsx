@@ -19,12 +19,14 @@ const FlowsPage = lazy(() => import("./pages/Flows").then((m) => ({ default: m.F
 const CriticalPathPage = lazy(() => import("./pages/Performance").then((m) => ({ default: m.CriticalPathPage })));
 const CorrelationsPage = lazy(() => import("./pages/Performance").then((m) => ({ default: m.CorrelationsPage })));
 const TrafficPage = lazy(() => import("./pages/Performance").then((m) => ({ default: m.TrafficPage })));
+const MetricsPage = lazy(() => import("./pages/Metrics").then((m) => ({ default: m.MetricsPage })));
 const ComparePage = lazy(() => import("./pages/Compare").then((m) => ({ default: m.ComparePage })));
 
 // The navigation. Analyses that later work adds (coverage, rollout plan, critical user
 // operations, traffic estimation, correlations) get their entry here and a route below.
 const NAVIGATION: { to: string; label: string }[] = [
   { to: "/search", label: "Search" },
+  { to: "/traceql-metrics", label: "Metrics" },
   { to: "/map", label: "Service map" },
   { to: "/services", label: "Services" },
   { to: "/flows", label: "Flows" },
@@ -79,6 +81,7 @@ function App() {
           <Route path="/map" element={<ServiceMapPage />} />
           <Route path="/services" element={<ServicesPage />} />
           <Route path="/services/:service" element={<ServicePage />} />
+          <Route path="/traceql-metrics" element={<MetricsPage />} />
           <Route path="/compare" element={<ComparePage />} />
           <Route path="/flows" element={<FlowsPage />} />
           <Route path="/critical-path" element={<CriticalPathPage />} />

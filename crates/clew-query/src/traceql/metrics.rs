@@ -74,6 +74,9 @@ pub struct Series {
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricsResult {
     pub function: String,
+    /// What the values count or measure: `spans/s`, `spans`, `seconds`, or the attribute's own
+    /// unit (empty).
+    pub unit: &'static str,
     pub start_unix_nano: u64,
     pub end_unix_nano: u64,
     pub step_nanos: u64,
@@ -281,8 +284,15 @@ impl QueryEngine {
             partial.push(format!("the query needed every trace evaluated; only the newest {MAX_TRACES} candidate traces were"));
         }
         let series = series(metrics, request, &accumulator);
+        let unit = match &metrics.function {
+            MetricsFunction::Rate => "spans/s",
+            MetricsFunction::CountOverTime | MetricsFunction::HistogramOverTime(_) => "spans",
+            other if other.field().is_some_and(is_duration) => "seconds",
+            _ => "",
+        };
         Ok(MetricsResult {
             function: metrics.function.name().into(),
+            unit,
             start_unix_nano: request.start_unix_nano,
             end_unix_nano: request.end_unix_nano,
             step_nanos: request.step_nanos,
