@@ -285,7 +285,7 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     }
     // Performance analytics over the whole day: the critical path of one entry operation, the
     // bottlenecks of all, a traffic estimate, and correlations over the spans of a busy service.
-    let analytics: [(&str, &str, Vec<(&str, &str)>); 4] = [
+    let analytics: [(&str, &str, Vec<(&str, &str)>); 6] = [
         (
             "critical-path flame graph, one entry op (ms)",
             "/api/v1/critical-path",
@@ -298,6 +298,16 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
             "/api/v1/correlations",
             vec![("service", "pricing-service"), ("min_duration", "5ms"), ("lookback", "24h")],
         ),
+        (
+            "TraceQL metrics: server rate by service (ms)",
+            "/api/v1/metrics/query_range",
+            vec![("q", "{ kind = server } | rate() by (resource.service.name)"), ("lookback", "24h")],
+        ),
+        (
+            "TraceQL metrics: server p99 by service (ms)",
+            "/api/v1/metrics/query_range",
+            vec![("q", "{ kind = server } | quantile_over_time(duration, .99) by (resource.service.name)"), ("lookback", "24h")],
+        ),
     ];
     let mut analytics_times: Vec<(&str, Vec<Duration>, u64)> = Vec::new();
     for (name, path, params) in analytics {
@@ -309,7 +319,9 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
             anyhow::ensure!(response.status().is_success(), "{path}: {}", response.status());
             let body: serde_json::Value = response.json().await?;
             times.push(sent.elapsed());
-            spans = body["selected"].as_u64().unwrap_or(0) + body["baseline"].as_u64().unwrap_or(0);
+            spans = body["selected"].as_u64().unwrap_or(0)
+                + body["baseline"].as_u64().unwrap_or(0)
+                + body["matched_spans"].as_u64().unwrap_or(0);
         }
         times.sort();
         analytics_times.push((name, times, spans));
