@@ -296,7 +296,7 @@ def test_correlations_rank_the_planted_causes_first(shop):
                **window_params(window)).text
     assert version in text
     for params, message in (({"service": service}, "selection"),
-                            ({"service": service, "errors": "true", "min_duration": "1ms"}, "not both"),
+                            ({"service": service, "errors": "true", "min_duration": "1ms"}, "not several"),
                             ({"service": service, "min_duration": "5ms", "max_duration": "1ms"}, "below")):
         bad = requests.get(base + "/api/v1/correlations", params=params, timeout=30)
         assert bad.status_code == 400 and message in bad.json()["error"]["message"], bad.text
@@ -321,6 +321,169 @@ def test_correlations_page_brushes_a_latency_range(shop, page):  # noqa: F811 (f
     first = page.locator("[data-testid=corr-row]").first
     assert (first.get_attribute("data-key"), first.get_attribute("data-value")) == ("span.cloud.region", region)
     page.screenshot(path=os.path.join(SHOTS, "correlations.png"), full_page=True)
+
+
+def sql_rows(base, query):
+    return get(base, "/api/v1/sql", q=query).json()["rows"]
+
+
+def test_correlations_of_a_traceql_selection_and_of_numbers(shop):
+    """A TraceQL selection, said exactly in SQL or evaluated trace by trace, selects the same
+    spans; a numeric attribute that drives latency is found by its distribution."""
+    base, truth, windows = shop
+    service, region, _ = truth["incidents"]["slow_region"]
+    scope = {"service": service, "operation": "GET /search", "kind": "server", **window_params(windows["before"])}
+    exact = get(base, "/api/v1/correlations", q=f'{{ span.cloud.region = "{region}" }}', **scope).json()
+    # The same spans through a structural query, which each candidate trace answers.
+    structural = get(base, "/api/v1/correlations",
+                     q=f'{{ resource.service.name = "web-gateway" }} >> {{ span.cloud.region = "{region}" }}', **scope).json()
+    start, end = windows["before"]
+    (row,) = sql_rows(base, f"SELECT count(*) AS n FROM spans WHERE service_name = '{service}' AND name = 'GET /search' "
+                            f"AND kind = 'server' AND attributes['cloud.region'] = '{region}' "
+                            f"AND start_time_unix_nano >= {start} AND start_time_unix_nano < {end}")
+    assert exact["selected"] == structural["selected"] == row["n"] > 50
+    for report in (exact, structural):
+        first = report["correlations"][0]
+        assert (first["key"], first["value"], first["score"]) == ("span.cloud.region", region, 1.0)
+        assert report["compared_selected"] == report["selected"] and report["sampled_traces"] is None
+    # Search takes longer the more hits it returns: among the other regions' spans, the slowest
+    # quarter has more hits, and the hits are compared as numbers, not value by value.
+    (row,) = sql_rows(base, f"SELECT approx_percentile_cont(duration_nanos, 0.75) AS p FROM spans "
+                            f"WHERE service_name = '{service}' AND kind = 'server' AND attributes['cloud.region'] != '{region}' "
+                            f"AND start_time_unix_nano >= {start} AND start_time_unix_nano < {end}")
+    slow_ms = int(row["p"] / 1e6)
+    report = get(base, "/api/v1/correlations", q=f'{{ span.cloud.region != "{region}" && duration > {slow_ms}ms }}', **scope).json()
+    hits = next(n for n in report["numeric"] if n["key"] == "span.app.search.hits")
+    assert hits["significant"] and hits["direction"] == "higher", hits
+    assert hits["selected_median"] > hits["baseline_median"] + 40, hits
+    assert report["numeric"][0]["key"] == "span.app.search.hits", report["numeric"][:2]
+    assert not any(c["key"] == "span.app.search.hits" for c in report["correlations"])
+    text = get(base, "/api/v1/correlations", q=f'{{ span.cloud.region != "{region}" && duration > {slow_ms}ms }}',
+               format="markdown", **scope).text
+    assert "Numeric attributes" in text and "app.search.hits" in text
+    for params, message in (({"q": "{ span.a = }"}, "q:"),
+                            ({"q": "{ }", "errors": "true"}, "not several"),
+                            ({"q": "{ } | rate()"}, "metrics function"),
+                            ({"q": "{ }", "sample": "10"}, "sample"),
+                            ({"operation": "GET /search", "q": "{ }"}, "service")):
+        bad = requests.get(base + "/api/v1/correlations", params=params, timeout=30)
+        assert bad.status_code == 400 and message in bad.json()["error"]["message"], (params, bad.text)
+
+
+def test_correlations_of_a_heatmap_region_and_on_a_sample(shop):
+    """A region of time × latency selects exactly the spans in it; over a scope larger than the
+    sample, the whole selection is compared with a sample of the baseline, and the planted cause
+    still ranks first."""
+    base, truth, windows = shop
+    service, region, extra_ms = truth["incidents"]["slow_region"]
+    start, end = windows["before"]
+    middle = (start + end) // 2
+    scope = {"service": service, "operation": "GET /search", "kind": "server", **window_params(windows["before"])}
+    report = get(base, "/api/v1/correlations", min_duration=f"{int(extra_ms)}ms", max_duration="10s",
+                 **{"from": str(start), "to": str(middle)}, **scope).json()
+    (row,) = sql_rows(base, f"SELECT count(*) AS n FROM spans WHERE service_name = '{service}' AND name = 'GET /search' "
+                            f"AND kind = 'server' AND duration_nanos >= {int(extra_ms * 1e6)} AND duration_nanos < 10000000000 "
+                            f"AND start_time_unix_nano >= {start} AND start_time_unix_nano < {middle}")
+    assert report["selected"] == row["n"] > 20
+    assert "chosen time range" in report["selection"]
+    cells = report["heatmap"]
+    assert sum(c["spans"] for c in cells) == report["selected"] + report["baseline"]
+    assert sum(c["selected"] for c in cells) == report["selected"]
+    step = report["heatmap_step_nanos"]
+    # Selected cells lie in the first half of the window and at or above the latency bound.
+    for cell in cells:
+        if cell["selected"]:
+            assert start + cell["column"] * step < middle and cell["max_nanos"] > extra_ms * 1e6, cell
+    assert report["correlations"][0]["value"] == region
+    # On a sample: more spans in scope than the sample, so the baseline is sampled by trace.
+    sampled = get(base, "/api/v1/correlations", min_duration=f"{int(extra_ms)}ms", sample="1000", **scope).json()
+    assert sampled["selected"] + sampled["baseline"] > 1000
+    share = sampled["sampled_traces"]
+    assert 0 < share < 1
+    assert sampled["compared_selected"] == sampled["selected"]
+    # About that share of the baseline (trace IDs are random): within a generous band.
+    assert 0.5 * share * sampled["baseline"] < sampled["compared_baseline"] < 2 * share * sampled["baseline"] + 50, sampled
+    assert any("sample" in note for note in sampled["notes"])
+    first = sampled["correlations"][0]
+    assert (first["key"], first["value"]) == ("span.cloud.region", region) and first["significant"]
+
+
+def test_group_comparison_finds_the_n_plus_one_between_versions(shop):
+    base, truth, windows = shop
+    service, operation, callee = truth["incidents"]["n_plus_one"][:3]
+    callee_service = callee.split(" ", 1)[0]
+    before_calls, after_calls = truth["incidents"]["n_plus_one"][3], truth["incidents"]["n_plus_one"][4]
+    window = (windows["before"][0], windows["after"][1])
+    rows = sql_rows(base, f"SELECT DISTINCT resource_attributes['service.version'] AS v FROM spans WHERE service_name = '{service}' "
+                          f"AND start_time_unix_nano >= {windows['before'][0]} AND start_time_unix_nano < {windows['before'][1]}")
+    (old,) = [r["v"] for r in rows]
+    new = truth["incidents"]["deployed"][service]
+    group = lambda version: (f'{{ resource.service.name = "{service}" && resource.service.version = "{version}" '  # noqa: E731
+                             f'&& kind = server && name = "{operation}" }}')
+    report = get(base, "/api/v1/compare-groups", a=group(old), b=group(new), **window_params(window)).json()
+    assert report["a"]["matched"] > 100 and report["b"]["matched"] > 100, report["warnings"]
+    # The loop ranks first: the catalog's client calls to pricing (they wrap the pricing
+    # server spans) and the pricing server spans below them, each five times as often.
+    expected = after_calls / before_calls
+    top = report["changes"][:2]
+    assert {c["service"] for c in top} == {service, callee_service}, report["changes"][:3]
+    for change in top:
+        assert change["change"] == "more calls", change
+        if change["service"] == callee_service:
+            assert change["path"][-1] == f"{callee_service}: {callee.split(' ', 1)[1]}", change
+        assert abs(change["calls_ratio"] - expected) <= 0.15 * expected, (change["calls_ratio"], expected)
+        assert change["ms_per_match_change"] > 0
+    assert report["matched_b"]["p50_ms"] > report["matched_a"]["p50_ms"]
+    text = get(base, "/api/v1/compare-groups", a=group(old), b=group(new), format="table", **window_params(window)).text
+    assert "more calls" in text and callee_service in text
+    out = subprocess.run([CLEW_BIN, "compare-groups", "--a", group(old), "--b", group(new), "--lookback", "30m",
+                          "--server", base], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "more calls" in out.stdout, out.stderr
+    bad = requests.get(base + "/api/v1/compare-groups", params={"a": group(old)}, timeout=30)
+    assert bad.status_code == 400 and "b is required" in bad.json()["error"]["message"]
+
+
+def test_correlations_heatmap_and_group_pages(shop, page):  # noqa: F811 (fixture)
+    base, truth, windows = shop
+    service, region, _ = truth["incidents"]["slow_region"]
+    page.goto(f"{base}/correlations?lookback=30m&mode=region&service={service}&operation={requests.utils.quote('GET /search')}")
+    page.wait_for_selector("[data-testid=corr-heatmap] canvas", timeout=30_000)
+    # Brush the top of the heatmap, across its whole width: the slowest spans at any time.
+    box = page.locator("[data-testid=corr-heatmap] canvas").first.bounding_box()
+    page.mouse.move(box["x"] + 72, box["y"] + 30)  # inside the grid's top left corner
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.2, steps=8)
+    page.mouse.move(box["x"] + box["width"] - 110, box["y"] + box["height"] * 0.3, steps=8)
+    page.mouse.up()
+    page.wait_for_function("() => new URL(location.href).searchParams.has('from')", timeout=10_000)
+    page.wait_for_selector("[data-testid=corr-row]", timeout=30_000)
+    first = page.locator("[data-testid=corr-row]").first
+    assert (first.get_attribute("data-key"), first.get_attribute("data-value")) == ("span.cloud.region", region)
+    page.screenshot(path=os.path.join(SHOTS, "correlations-heatmap.png"), full_page=True)
+    # A TraceQL selection: the slow spans outside the slow region have more hits.
+    page.select_option("[data-testid=corr-mode]", "traceql")
+    (row,) = sql_rows(base, f"SELECT approx_percentile_cont(duration_nanos, 0.75) AS p FROM spans "
+                            f"WHERE service_name = '{service}' AND kind = 'server' AND attributes['cloud.region'] != '{region}'")
+    page.fill("[data-testid=corr-traceql]", f'{{ span.cloud.region != "{region}" && duration > {int(row["p"] / 1e6)}ms }}')
+    page.click("[data-testid=corr-run]")
+    page.wait_for_selector("[data-testid=corr-numeric-row]", timeout=30_000)
+    row = page.locator("[data-testid=corr-numeric-row]").first
+    assert (row.get_attribute("data-key"), row.get_attribute("data-direction")) == ("span.app.search.hits", "higher")
+    page.screenshot(path=os.path.join(SHOTS, "correlations-traceql.png"), full_page=True)
+    # Two groups of requests: the deployed catalog calls pricing in a loop.
+    catalog, operation, callee = truth["incidents"]["n_plus_one"][:3]
+    versions = sql_rows(base, f"SELECT resource_attributes['service.version'] AS v, min(start_time_unix_nano) AS t FROM spans "
+                              f"WHERE service_name = '{catalog}' GROUP BY 1 ORDER BY t")
+    old, new = versions[0]["v"], truth["incidents"]["deployed"][catalog]
+    group = lambda version: (f'{{ resource.service.name = "{catalog}" && resource.service.version = "{version}" '  # noqa: E731
+                             f'&& kind = server && name = "{operation}" }}')
+    page.goto(f"{base}/compare?mode=groups&lookback=30m&ga={requests.utils.quote(group(old))}&gb={requests.utils.quote(group(new))}")
+    page.wait_for_selector("[data-testid=groups-row]", timeout=60_000)
+    rows = page.locator("[data-testid=groups-row]")
+    top = {(rows.nth(i).get_attribute("data-service"), rows.nth(i).get_attribute("data-change")) for i in range(2)}
+    assert top == {(catalog, "more calls"), (callee.split(" ", 1)[0], "more calls")}, top
+    page.wait_for_selector("[data-testid=groups-chart] canvas", timeout=10_000)
+    page.screenshot(path=os.path.join(SHOTS, "compare-groups.png"), full_page=True)
 
 
 def tempo_metrics(base, path, **params):

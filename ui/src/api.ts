@@ -437,17 +437,75 @@ export interface Correlation {
   q_value: number;
   significant: boolean;
 }
+export interface NumericDifference {
+  key: string;
+  statistic: number;
+  p_value: number;
+  significant: boolean;
+  direction: "higher" | "lower";
+  selected_median: number;
+  baseline_median: number;
+  selected_p90: number;
+  baseline_p90: number;
+  selected_spans: number;
+  baseline_spans: number;
+}
+export interface HeatCell {
+  column: number;
+  min_nanos: number;
+  max_nanos: number;
+  spans: number;
+  selected: number;
+}
 export interface CorrelationReport {
-  service: string;
+  service: string | null;
   operation: string | null;
   selection: string;
+  start_unix_nano: number;
+  end_unix_nano: number;
   selected: number;
   baseline: number;
+  compared_selected: number;
+  compared_baseline: number;
+  sampled_traces: number | null;
   correlations: Correlation[];
   attributes: { key: string; distance: number; value: string; difference: number }[];
+  numeric: NumericDifference[];
   high_cardinality: string[];
   latency: [number, number][];
   selected_latency: [number, number][];
+  heatmap_step_nanos: number;
+  heatmap: HeatCell[];
+  notes: string[];
+  warnings: string[];
+}
+
+export interface GroupPathSide {
+  calls_per_match: number;
+  reach: number;
+  mean_ms: number;
+  p50_ms: number;
+  p95_ms: number;
+  error_share: number;
+  ms_per_match: number;
+}
+export interface GroupComparison {
+  a: { query: string; matched: number; traces: number; partial: boolean };
+  b: { query: string; matched: number; traces: number; partial: boolean };
+  matched_a: GroupPathSide | null;
+  matched_b: GroupPathSide | null;
+  changes: {
+    path: string[];
+    service: string;
+    operation: string;
+    depth: number;
+    a: GroupPathSide | null;
+    b: GroupPathSide | null;
+    calls_ratio: number | null;
+    ms_per_match_change: number;
+    latency_change_ms: number | null;
+    change: string;
+  }[];
   warnings: string[];
 }
 
@@ -502,6 +560,7 @@ export const api = {
     get<{ operations: CriticalOperationReport[]; warnings: string[] }>("/api/v1/critical-operations", params),
   criticalPath: (params: URLSearchParams) => get<CriticalPathReport>("/api/v1/critical-path", params),
   correlations: (params: URLSearchParams) => get<CorrelationReport>("/api/v1/correlations", params),
+  compareGroups: (params: URLSearchParams) => get<GroupComparison>("/api/v1/compare-groups", params),
   traceqlMetrics: (params: URLSearchParams) => get<MetricsResult>("/api/v1/metrics/query_range", params),
   trafficEstimate: (params: URLSearchParams) => get<TrafficEstimate>("/api/v1/traffic-estimate", params),
   serviceRed: (service: string, params: URLSearchParams) =>

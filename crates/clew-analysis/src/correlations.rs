@@ -4,7 +4,8 @@
 //! `(p_sel − p_base) / (p_sel + p_base)` in [−1, +1] (+1: only in the selection; −1: never in
 //! it), a two-proportion z-test, and a Benjamini–Hochberg correction over every value compared;
 //! a value ranks only with enough support. Each attribute also gets the total-variation distance
-//! between its value distributions in the two groups.
+//! between its value distributions in the two groups. Numeric attributes that take many values
+//! (sizes, counts) are compared as distributions with the two-sample Kolmogorov–Smirnov test.
 
 use std::collections::BTreeMap;
 
@@ -49,24 +50,141 @@ pub struct AttributeDifference {
     pub difference: f64,
 }
 
+/// A numeric attribute whose distribution differs between the selection and the baseline.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NumericDifference {
+    pub key: String,
+    /// The Kolmogorov–Smirnov statistic: the largest gap between the two cumulative
+    /// distributions, in [0, 1].
+    pub statistic: f64,
+    pub p_value: f64,
+    /// p under the false-discovery rate after a Bonferroni correction over the numeric keys,
+    /// with enough support on both sides.
+    pub significant: bool,
+    /// `higher` or `lower`: the selection's median against the baseline's.
+    pub direction: String,
+    pub selected_median: f64,
+    pub baseline_median: f64,
+    pub selected_p90: f64,
+    pub baseline_p90: f64,
+    /// Spans that carried the key on each side (the test reads a sample of at most 2,000 each).
+    pub selected_spans: u64,
+    pub baseline_spans: u64,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CorrelationReport {
-    pub service: String,
+    /// The service compared, or every service.
+    pub service: Option<String>,
     pub operation: Option<String>,
     pub selection: String,
     pub start_unix_nano: u64,
     pub end_unix_nano: u64,
     pub selected: u64,
     pub baseline: u64,
+    /// Spans whose attributes were compared (a sample of the baseline, or of both, over a
+    /// large scope: see `notes`).
+    pub compared_selected: u64,
+    pub compared_baseline: u64,
+    pub sampled_traces: Option<f64>,
     /// Significant over-represented values first (by score), then significant under-represented
     /// ones (by |score|), then the rest.
     pub correlations: Vec<Correlation>,
     /// Attributes whose distribution differs most, first.
     pub attributes: Vec<AttributeDifference>,
+    /// Numeric attributes, the most different distribution first.
+    pub numeric: Vec<NumericDifference>,
     pub high_cardinality: Vec<String>,
     pub latency: Vec<(f64, u64)>,
     pub selected_latency: Vec<(f64, u64)>,
+    pub heatmap_step_nanos: u64,
+    pub heatmap: Vec<clew_query::HeatCell>,
+    /// How the counts were made (sampling, a capped TraceQL evaluation).
+    pub notes: Vec<String>,
     pub warnings: Vec<String>,
+}
+
+/// The Kolmogorov–Smirnov statistic of two samples and its asymptotic p-value (Numerical
+/// Recipes' `probks` with Stephens' small-sample correction).
+pub fn kolmogorov_smirnov(a: &[f64], b: &[f64]) -> (f64, f64) {
+    if a.is_empty() || b.is_empty() {
+        return (0.0, 1.0);
+    }
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (n, m) = (a.len() as f64, b.len() as f64);
+    let (mut i, mut j, mut d) = (0usize, 0usize, 0.0f64);
+    while i < a.len() && j < b.len() {
+        let x = a[i].min(b[j]);
+        while i < a.len() && a[i] <= x {
+            i += 1;
+        }
+        while j < b.len() && b[j] <= x {
+            j += 1;
+        }
+        d = d.max((i as f64 / n - j as f64 / m).abs());
+    }
+    let effective = (n * m / (n + m)).sqrt();
+    let lambda = (effective + 0.12 + 0.11 / effective) * d;
+    (d, kolmogorov_q(lambda))
+}
+
+/// Q_KS(λ) = 2 Σ_{k≥1} (−1)^{k−1} e^{−2k²λ²}.
+fn kolmogorov_q(lambda: f64) -> f64 {
+    if lambda < 0.2 {
+        return 1.0;
+    }
+    let mut sum = 0.0;
+    let mut sign = 1.0;
+    for k in 1..=100 {
+        let term = (-2.0 * (k * k) as f64 * lambda * lambda).exp();
+        sum += sign * term;
+        if term < 1e-12 {
+            break;
+        }
+        sign = -sign;
+    }
+    (2.0 * sum).clamp(0.0, 1.0)
+}
+
+fn quantile_of(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn numeric_differences(numeric: &[clew_query::NumericValues]) -> Vec<NumericDifference> {
+    let keys = numeric.len().max(1) as f64;
+    let mut out: Vec<NumericDifference> = numeric
+        .iter()
+        .map(|n| {
+            let (statistic, p_value) = kolmogorov_smirnov(&n.selected, &n.baseline);
+            let (selected_median, baseline_median) = (quantile_of(&n.selected, 0.5), quantile_of(&n.baseline, 0.5));
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+            let higher =
+                if selected_median != baseline_median { selected_median > baseline_median } else { mean(&n.selected) >= mean(&n.baseline) };
+            NumericDifference {
+                key: n.key.clone(),
+                statistic,
+                p_value,
+                significant: p_value * keys < FALSE_DISCOVERY_RATE && n.selected_spans >= MIN_SUPPORT && n.baseline_spans >= MIN_SUPPORT,
+                direction: if higher { "higher" } else { "lower" }.into(),
+                selected_median,
+                baseline_median,
+                selected_p90: quantile_of(&n.selected, 0.9),
+                baseline_p90: quantile_of(&n.baseline, 0.9),
+                selected_spans: n.selected_spans,
+                baseline_spans: n.baseline_spans,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.significant.cmp(&a.significant).then(b.statistic.total_cmp(&a.statistic)).then_with(|| a.key.cmp(&b.key)));
+    out
 }
 
 /// Two-sided p-value of the two-proportion z-test.
@@ -82,20 +200,21 @@ fn p_value(normal: &Normal, selected: u64, selected_total: u64, baseline: u64, b
 }
 
 pub fn correlations(
-    service: &str,
+    service: Option<&str>,
     operation: Option<&str>,
     selection: String,
     window: (u64, u64),
     facts: CorrelationFacts,
 ) -> CorrelationReport {
     let mut warnings = Vec::new();
-    let (n_sel, n_base) = (facts.selected, facts.baseline);
-    if n_sel == 0 {
-        warnings.push("no span of the operation is in the selection: widen it or the time range".into());
+    if facts.selected == 0 {
+        warnings.push("no span of the scope is in the selection: widen it or the time range".into());
     }
-    if n_base == 0 {
-        warnings.push("every span of the operation is in the selection: there is no baseline to compare with".into());
+    if facts.baseline == 0 {
+        warnings.push("every span of the scope is in the selection: there is no baseline to compare with".into());
     }
+    // Shares are of the spans whose attributes were compared.
+    let (n_sel, n_base) = (facts.compared_selected, facts.compared_baseline);
     let normal = Normal::standard();
     let mut correlations: Vec<Correlation> = Vec::new();
     if n_sel > 0 && n_base > 0 {
@@ -171,28 +290,53 @@ pub fn correlations(
         .collect();
     attributes.sort_by(|a, b| b.distance.total_cmp(&a.distance).then_with(|| a.key.cmp(&b.key)));
     CorrelationReport {
-        service: service.to_string(),
+        service: service.map(str::to_string),
         operation: operation.map(str::to_string),
         selection,
         start_unix_nano: window.0,
         end_unix_nano: window.1,
-        selected: n_sel,
-        baseline: n_base,
+        selected: facts.selected,
+        baseline: facts.baseline,
+        compared_selected: n_sel,
+        compared_baseline: n_base,
+        sampled_traces: facts.sampled_traces,
         correlations,
         attributes,
+        numeric: numeric_differences(&facts.numeric),
         high_cardinality: facts.high_cardinality,
         latency: facts.latency,
         selected_latency: facts.selected_latency,
+        heatmap_step_nanos: facts.heatmap_step_nanos,
+        heatmap: facts.heatmap,
+        notes: facts.notes,
         warnings,
     }
 }
 
 impl CorrelationReport {
     fn title(&self) -> String {
+        let service = self.service.as_deref().unwrap_or("every service");
         match &self.operation {
-            Some(operation) => format!("{} {}", self.service, operation),
-            None => self.service.clone(),
+            Some(operation) => format!("{service} {operation}"),
+            None => service.to_string(),
         }
+    }
+
+    fn numeric_rows(&self) -> Vec<[String; 5]> {
+        self.numeric
+            .iter()
+            .filter(|n| n.significant)
+            .take(10)
+            .map(|n| {
+                [
+                    n.key.clone(),
+                    format!("{:.2}", n.statistic),
+                    format!("{} ({} vs {})", n.direction, number(n.selected_median), number(n.baseline_median)),
+                    format!("{} vs {}", number(n.selected_p90), number(n.baseline_p90)),
+                    format!("{:.1e}", n.p_value),
+                ]
+            })
+            .collect()
     }
 
     pub fn to_markdown(&self) -> String {
@@ -216,6 +360,16 @@ impl CorrelationReport {
                 c.q_value
             ));
         }
+        let numeric = self.numeric_rows();
+        if !numeric.is_empty() {
+            out.push_str("\n### Numeric attributes whose distribution differs\n\n| Attribute | KS statistic | Median, selection vs baseline | p90 | p-value |\n|---|---|---|---|---|\n");
+            for row in numeric {
+                out.push_str(&format!("| {} |\n", row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")));
+            }
+        }
+        for note in &self.notes {
+            out.push_str(&format!("\n_{}_\n", cell(note)));
+        }
         out
     }
 
@@ -231,8 +385,25 @@ impl CorrelationReport {
                 format!("{:.1e}", c.q_value),
             ]);
         }
-        format!("{} in {}: {} selected, {} baseline\n{}", self.selection, self.title(), self.selected, self.baseline, table(&rows))
+        let mut out =
+            format!("{} in {}: {} selected, {} baseline\n{}", self.selection, self.title(), self.selected, self.baseline, table(&rows));
+        let numeric = self.numeric_rows();
+        if !numeric.is_empty() {
+            let mut rows = vec![["NUMERIC ATTRIBUTE".to_string(), "KS".into(), "MEDIAN".into(), "P90".into(), "P".into()]];
+            rows.extend(numeric);
+            out.push('\n');
+            out.push_str(&table(&rows));
+        }
+        for note in &self.notes {
+            out.push_str(&format!("\nnote: {note}"));
+        }
+        out
     }
+}
+
+/// A number as people write it: whole numbers without decimals.
+fn number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 { format!("{value:.0}") } else { format!("{value:.3}") }
 }
 
 #[cfg(test)]
@@ -245,6 +416,8 @@ mod tests {
         CorrelationFacts {
             selected,
             baseline,
+            compared_selected: selected,
+            compared_baseline: baseline,
             values: values
                 .iter()
                 .map(|(k, v, s, b)| ValueCounts { key: k.to_string(), value: v.to_string(), selected: *s, baseline: *b })
@@ -256,7 +429,7 @@ mod tests {
     #[test]
     fn the_over_represented_value_ranks_first_with_the_documented_endpoints() {
         let report = correlations(
-            "search",
+            Some("search"),
             Some("GET /search"),
             "slow".into(),
             (0, 1),
@@ -291,8 +464,54 @@ mod tests {
 
     #[test]
     fn an_empty_side_is_said_not_scored() {
-        let report = correlations("a", None, "errors".into(), (0, 1), facts(&[("span.k", "v", 0, 10)], 0, 10));
+        let report = correlations(Some("a"), None, "errors".into(), (0, 1), facts(&[("span.k", "v", 0, 10)], 0, 10));
         assert!(report.correlations.is_empty());
         assert!(report.warnings[0].contains("no span"));
+    }
+
+    #[test]
+    fn kolmogorov_smirnov_matches_known_values() {
+        // Identical samples: no difference.
+        let a: Vec<f64> = (0..100).map(f64::from).collect();
+        let (d, p) = kolmogorov_smirnov(&a, &a);
+        assert_eq!(d, 0.0);
+        assert_eq!(p, 1.0);
+        // Disjoint samples: the largest statistic, and a tiny p.
+        let b: Vec<f64> = (1000..1100).map(f64::from).collect();
+        let (d, p) = kolmogorov_smirnov(&a, &b);
+        assert_eq!(d, 1.0);
+        assert!(p < 1e-20);
+        // Shifted by a quarter of the range: D = 0.25, and with n = m = 100 the asymptotic
+        // p-value is 2·e^(−2λ²) ≈ 0.0030 (λ = (√50 + 0.12 + 0.11/√50) · 0.25 ≈ 1.80).
+        let c: Vec<f64> = (25..125).map(f64::from).collect();
+        let (d, p) = kolmogorov_smirnov(&a, &c);
+        assert!((d - 0.25).abs() < 1e-12, "{d}");
+        assert!((p - 0.0030).abs() < 0.0002, "{p}");
+    }
+
+    #[test]
+    fn a_larger_numeric_attribute_in_the_selection_is_significant_and_higher() {
+        let numeric = vec![
+            clew_query::NumericValues {
+                key: "span.rows".into(),
+                selected: (0..500).map(|i| 100.0 + i as f64).collect(),
+                baseline: (0..1500).map(|i| i as f64 / 3.0).collect(),
+                selected_spans: 500,
+                baseline_spans: 1500,
+            },
+            clew_query::NumericValues {
+                key: "span.same".into(),
+                selected: (0..500).map(f64::from).collect(),
+                baseline: (0..500).map(f64::from).collect(),
+                selected_spans: 500,
+                baseline_spans: 500,
+            },
+        ];
+        let differences = numeric_differences(&numeric);
+        assert_eq!(differences[0].key, "span.rows");
+        assert!(differences[0].significant);
+        assert_eq!(differences[0].direction, "higher");
+        assert_eq!(differences[0].selected_median, 350.0);
+        assert!(!differences[1].significant);
     }
 }

@@ -10,6 +10,7 @@ pub mod critical;
 pub mod critical_path;
 pub mod directory;
 pub mod flows;
+pub mod groups;
 pub mod plan;
 pub mod render;
 pub mod series;

@@ -521,6 +521,8 @@ const ERRORING_RATE: f64 = 0.15;
 /// Search in one region is slow.
 const SLOW_REGION: (&str, &str, f64) = ("search-service", "us-east-1", 60.0);
 const SLOW_DEPENDENCY: &str = "recommendation-service";
+/// Search takes longer the more hits it returns: (service, attribute, most hits, µs per hit).
+pub const HITS: (&str, &str, u16, u64) = ("search-service", "app.search.hits", 400, 40);
 
 /// The topology after the deploy.
 fn deploy(operation: &mut Operation) {
@@ -947,6 +949,11 @@ impl Builder<'_> {
         if self.slow_region && operation.service == SLOW_REGION.0 && region == SLOW_REGION.1 {
             self_time += (SLOW_REGION.2 * 1e6) as u64;
         }
+        // Drawn from the span ID, so that the other draws stay as they were.
+        let hits = (operation.service == HITS.0).then(|| u16::from_be_bytes([span_id[4], span_id[5]]) % (HITS.2 + 1));
+        if let Some(hits) = hits {
+            self_time += hits as u64 * HITS.3 * 1_000;
+        }
         let mut cursor = start + self_time / 2;
         let mut child_failed = false;
         let traced = !self.untraced.contains(operation.service);
@@ -983,6 +990,9 @@ impl Builder<'_> {
             attributes.push(kv("messaging.destination.name", "order-events"));
         }
         attributes.push(kv("cloud.region", region));
+        if let Some(hits) = hits {
+            attributes.push(kv_int(HITS.1, hits as i64));
+        }
         let events = if failed { vec![exception(end, operation.service)] } else { vec![] };
         self.push(
             operation.service,

@@ -1,22 +1,35 @@
-//! The counts behind correlations: for the spans of one operation in a window, split into a
-//! selection (a latency range, or the failed ones) and the baseline (the rest), how many of each
-//! carry each attribute value: span attributes, resource attributes, and the services their
-//! trace passes through. Counted in one streaming pass over the operation's spans.
+//! The counts behind correlations: for the spans in a scope (a service, an operation, or every
+//! span) within a window, split into a selection (a latency range, optionally within a time
+//! range; the failed spans; or what a TraceQL query matches) and the baseline (the rest), how
+//! many of each carry each attribute value: span attributes, resource attributes, and the
+//! services their trace passes through; and, for numeric attributes, a sample of their values
+//! on each side, to compare as distributions.
+//!
+//! Totals, the latency histogram and the time × latency heatmap count every span of the scope
+//! (one scan of narrow columns). Attribute values are the expensive part (two maps decoded per
+//! span), so over a large scope they are counted on a uniform sample of traces: blocks are
+//! sorted by trace ID, so "trace IDs below T" is a random share of the traces that Parquet
+//! reads without touching the other row groups. Every selected span is still counted when SQL
+//! can state the selection (a stratified sample: the whole selection against a sample of the
+//! baseline), so a small selection keeps its support.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use clew_model::LatencyHistogram;
-use datafusion::arrow::array::{Array, AsArray, MapArray, StringArray};
+use clew_model::{LatencyHistogram, SpanId, TraceId};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, MapArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::Int64Type;
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::traceql::{Query, SpanSelection};
 use crate::{QueryEngine, QueryError, quote};
 
 /// Which spans are compared.
 #[derive(Debug, Clone, Default)]
 pub struct CorrelationScope {
-    pub service: String,
+    /// Every service when absent.
+    pub service: Option<String>,
     /// The span name; every operation of the service when absent.
     pub operation: Option<String>,
     /// `server`, `client`, …; any kind when absent.
@@ -26,19 +39,33 @@ pub struct CorrelationScope {
 /// The selection within the scope; the rest is the baseline.
 #[derive(Debug, Clone)]
 pub enum Selection {
-    /// Spans at least `min` and below `max` long (either bound may be open).
-    Latency { min_nanos: Option<i64>, max_nanos: Option<i64> },
+    /// Spans at least `min` and below `max` long (either bound may be open), and, when given,
+    /// started within [from, to): a region of the time × latency heatmap.
+    Latency { min_nanos: Option<i64>, max_nanos: Option<i64>, from_unix_nano: Option<u64>, to_unix_nano: Option<u64> },
     /// Spans with an error status.
     Errors,
+    /// The spans a TraceQL spanset query matches.
+    TraceQl(Box<Query>),
 }
 
 impl Selection {
-    fn holds(&self, duration: i64, error: bool) -> bool {
+    /// A latency range over the whole window.
+    pub fn latency(min_nanos: Option<i64>, max_nanos: Option<i64>) -> Self {
+        Selection::Latency { min_nanos, max_nanos, from_unix_nano: None, to_unix_nano: None }
+    }
+
+    fn sql(&self) -> Option<String> {
         match self {
-            Selection::Latency { min_nanos, max_nanos } => {
-                min_nanos.is_none_or(|min| duration >= min) && max_nanos.is_none_or(|max| duration < max)
+            Selection::Latency { min_nanos, max_nanos, from_unix_nano, to_unix_nano } => {
+                let mut parts = vec!["TRUE".to_string()];
+                parts.extend(min_nanos.map(|n| format!("duration_nanos >= {n}")));
+                parts.extend(max_nanos.map(|n| format!("duration_nanos < {n}")));
+                parts.extend(from_unix_nano.map(|n| format!("start_time_unix_nano >= {n}")));
+                parts.extend(to_unix_nano.map(|n| format!("start_time_unix_nano < {n}")));
+                Some(parts.join(" AND "))
             }
-            Selection::Errors => error,
+            Selection::Errors => Some("status_code = 'error'".into()),
+            Selection::TraceQl(_) => None,
         }
     }
 }
@@ -52,23 +79,68 @@ pub struct ValueCounts {
     pub baseline: u64,
 }
 
+/// The values of a numeric attribute on each side: a uniform sample of at most
+/// [`NUMERIC_SAMPLE`] each, and how many spans carried the key.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct NumericValues {
+    pub key: String,
+    pub selected: Vec<f64>,
+    pub baseline: Vec<f64>,
+    pub selected_spans: u64,
+    pub baseline_spans: u64,
+}
+
+/// One cell of the time × latency heatmap: spans started in column `column` (of the window cut
+/// into [`HEATMAP_COLUMNS`]) lasting from `min_nanos` to below `max_nanos`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HeatCell {
+    pub column: u32,
+    pub min_nanos: f64,
+    pub max_nanos: f64,
+    pub spans: u64,
+    pub selected: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct CorrelationFacts {
+    /// Every span of the scope, in the selection and not.
     pub selected: u64,
     pub baseline: u64,
+    /// The spans whose attributes were counted (fewer when sampled).
+    pub compared_selected: u64,
+    pub compared_baseline: u64,
+    /// Share of the traces whose spans were compared, when attributes were counted on a sample.
+    pub sampled_traces: Option<f64>,
     pub values: Vec<ValueCounts>,
-    /// Keys with more distinct values than are compared (IDs and the like): left out.
+    /// Attributes whose every value is a number and which take more than a handful of values.
+    pub numeric: Vec<NumericValues>,
+    /// Keys with more distinct values than are compared (IDs and the like) that are not numbers.
     pub high_cardinality: Vec<String>,
     /// The scope's latency distribution: (nanoseconds, spans) per logarithmic bucket.
     pub latency: Vec<(f64, u64)>,
     /// Spans in the scope that the selection holds, per latency bucket (same buckets).
     pub selected_latency: Vec<(f64, u64)>,
+    /// Width of a heatmap column (ns); the first starts at the window's start.
+    pub heatmap_step_nanos: u64,
+    pub heatmap: Vec<HeatCell>,
+    /// What the reader should know about how the counts were made.
+    pub notes: Vec<String>,
 }
 
-/// More distinct values than this for one key and the key is left out.
+/// More distinct values than this for one key and the key is left out of the value counts.
 pub const MAX_VALUES_PER_KEY: usize = 500;
 /// At most this many keys are compared.
 pub const MAX_KEYS: usize = 1_000;
+/// Over a scope of more spans than this, attribute values are counted on a sample of traces
+/// (every selected span still counted when SQL states the selection).
+pub const DEFAULT_SAMPLE_SPANS: u64 = 200_000;
+/// Values kept per side of a numeric attribute.
+pub const NUMERIC_SAMPLE: usize = 2_000;
+/// A numeric attribute is compared as a distribution when it takes more distinct values.
+const NUMERIC_MIN_DISTINCT: usize = 10;
+pub const HEATMAP_COLUMNS: u64 = 60;
+/// Heatmap rows per power of two of latency.
+const HEATMAP_ROWS_PER_OCTAVE: f64 = 2.0;
 /// Span attributes that record a failure rather than explain it (a key ending in `.` is a
 /// prefix): left out of an error selection, where they would trivially rank first.
 const ERROR_RECORDS: &[&str] = &[
@@ -84,15 +156,141 @@ const ERROR_RECORDS: &[&str] = &[
 /// Attribute values longer than this are not compared.
 const MAX_VALUE_LENGTH: usize = 200;
 
-#[derive(Default)]
-struct Counter {
-    keys: HashMap<String, KeyCounts>,
+/// A uniform sample of a stream of numbers (Vitter's algorithm R), seeded so that the same
+/// data gives the same answer.
+#[derive(Debug, Clone)]
+struct Reservoir {
+    values: Vec<f64>,
+    seen: u64,
+    state: u64,
+}
+
+impl Default for Reservoir {
+    fn default() -> Self {
+        Self { values: Vec::new(), seen: 0, state: 0x5DEE_CE66_D1CE_4E5B }
+    }
+}
+
+impl Reservoir {
+    fn next(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn push(&mut self, value: f64) {
+        self.seen += 1;
+        if self.values.len() < NUMERIC_SAMPLE {
+            self.values.push(value);
+        } else {
+            let slot = self.next() % self.seen;
+            if (slot as usize) < NUMERIC_SAMPLE {
+                self.values[slot as usize] = value;
+            }
+        }
+    }
+
+    /// Puts a random `n` of the values first.
+    fn shuffle_prefix(&mut self, n: usize) {
+        for i in 0..n.min(self.values.len()) {
+            let j = i + (self.next() % (self.values.len() - i) as u64) as usize;
+            self.values.swap(i, j);
+        }
+    }
+
+    /// A uniform sample of both streams together: each side contributes in proportion to what
+    /// it saw.
+    fn merge(&mut self, mut other: Reservoir) {
+        let seen = self.seen + other.seen;
+        if self.values.len() + other.values.len() <= NUMERIC_SAMPLE {
+            self.values.append(&mut other.values);
+        } else {
+            let from_self = ((NUMERIC_SAMPLE as f64 * self.seen as f64 / seen as f64).round() as usize).min(self.values.len());
+            let from_other = (NUMERIC_SAMPLE - from_self).min(other.values.len());
+            self.shuffle_prefix(from_self);
+            other.shuffle_prefix(from_other);
+            self.values.truncate(from_self);
+            self.values.extend_from_slice(&other.values[..from_other]);
+        }
+        self.seen = seen;
+    }
+}
+
+#[derive(Debug, Default)]
+enum Numbers {
+    /// Every value so far was a number.
+    #[default]
+    Unknown,
+    Numeric {
+        selected: Box<Reservoir>,
+        baseline: Box<Reservoir>,
+    },
+    NotNumeric,
 }
 
 #[derive(Default)]
 struct KeyCounts {
     values: HashMap<String, (u64, u64)>,
     too_many: bool,
+    numbers: Numbers,
+}
+
+impl KeyCounts {
+    fn number(&mut self, value: &str, selected: bool) {
+        if matches!(self.numbers, Numbers::NotNumeric) {
+            return;
+        }
+        let starts_like_a_number = value.as_bytes().first().is_some_and(|b| b.is_ascii_digit() || *b == b'-' || *b == b'.');
+        match value.parse::<f64>().ok().filter(|v| starts_like_a_number && v.is_finite()) {
+            Some(number) => {
+                if matches!(self.numbers, Numbers::Unknown) {
+                    self.numbers = Numbers::Numeric { selected: Box::default(), baseline: Box::default() };
+                }
+                if let Numbers::Numeric { selected: s, baseline: b } = &mut self.numbers {
+                    if selected { s.push(number) } else { b.push(number) }
+                }
+            }
+            None => self.numbers = Numbers::NotNumeric,
+        }
+    }
+
+    fn merge(&mut self, other: KeyCounts) {
+        if !self.too_many {
+            if other.too_many {
+                self.too_many = true;
+                self.values.clear();
+            } else {
+                for (value, (s, b)) in other.values {
+                    let slot = self.values.entry(value).or_default();
+                    slot.0 += s;
+                    slot.1 += b;
+                }
+                if self.values.len() > MAX_VALUES_PER_KEY {
+                    self.too_many = true;
+                    self.values.clear();
+                }
+            }
+        }
+        self.numbers = match (std::mem::take(&mut self.numbers), other.numbers) {
+            (Numbers::NotNumeric, _) | (_, Numbers::NotNumeric) => Numbers::NotNumeric,
+            (Numbers::Unknown, other) => other,
+            (mine, Numbers::Unknown) => mine,
+            (Numbers::Numeric { selected: mut s1, baseline: mut b1 }, Numbers::Numeric { selected: s2, baseline: b2 }) => {
+                s1.merge(*s2);
+                b1.merge(*b2);
+                Numbers::Numeric { selected: s1, baseline: b1 }
+            }
+        };
+    }
+}
+
+#[derive(Default)]
+struct Counter {
+    keys: HashMap<String, KeyCounts>,
+    selected: u64,
+    baseline: u64,
 }
 
 impl Counter {
@@ -107,6 +305,7 @@ impl Counter {
             self.keys.insert(key.to_string(), KeyCounts::default());
         }
         let counts = self.keys.get_mut(key).expect("inserted above");
+        counts.number(value, selected);
         if counts.too_many {
             return;
         }
@@ -146,87 +345,378 @@ impl Counter {
             self.count(key, values.value(i), selected);
         }
     }
+
+    fn merge(&mut self, other: Counter) {
+        self.selected += other.selected;
+        self.baseline += other.baseline;
+        for (key, counts) in other.keys {
+            let room = self.keys.len() < MAX_KEYS;
+            match self.keys.get_mut(&key) {
+                Some(mine) => mine.merge(counts),
+                None if room => {
+                    self.keys.insert(key, counts);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// What every counting task needs to know.
+struct Pass {
+    /// Spans of this service are not counted as a service their trace passes through.
+    service: Option<String>,
+    spans: Option<Arc<HashSet<(TraceId, SpanId)>>>,
+    skip: &'static [&'static str],
+    compare_status: bool,
+    /// Count only selected spans (the rest of a stratified sample).
+    only_selected: bool,
+}
+
+impl Pass {
+    /// Which rows of a batch are in the selection: the `selected` column, or membership of the
+    /// matched spans.
+    fn flags(&self, batch: &RecordBatch) -> Vec<bool> {
+        match &self.spans {
+            None => {
+                let column: &BooleanArray = batch.column_by_name("selected").expect("selected is projected").as_boolean();
+                (0..batch.num_rows()).map(|row| column.is_valid(row) && column.value(row)).collect()
+            }
+            Some(spans) => {
+                let trace = batch.column_by_name("trace_id").expect("trace_id is projected").as_fixed_size_binary();
+                let span = batch.column_by_name("span_id").expect("span_id is projected").as_fixed_size_binary();
+                (0..batch.num_rows())
+                    .map(|row| match (TraceId::from_slice(trace.value(row)), SpanId::from_slice(span.value(row))) {
+                        (Ok(t), Ok(s)) => spans.contains(&(t, s)),
+                        _ => false,
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn count(&self, batch: &RecordBatch, counter: &mut Counter) {
+        let flags = self.flags(batch);
+        let status: &StringArray = batch.column_by_name("status_code").expect("projected").as_string::<i32>();
+        let attributes = batch.column_by_name("attributes").expect("projected").as_map();
+        let resource = batch.column_by_name("resource_attributes").expect("projected").as_map();
+        let services: &StringArray = batch.column_by_name("trace_services").expect("projected").as_string::<i32>();
+        let mut key = String::new();
+        for (row, &selected) in flags.iter().enumerate() {
+            if self.only_selected && !selected {
+                continue;
+            }
+            if selected {
+                counter.selected += 1;
+            } else {
+                counter.baseline += 1;
+            }
+            counter.map("span.", attributes, row, selected, &mut key, self.skip);
+            counter.map("resource.", resource, row, selected, &mut key, &[]);
+            if self.compare_status {
+                counter.count("status", status.value(row), selected);
+            }
+            for service in services.value(row).split(',').filter(|s| !s.is_empty() && Some(*s) != self.service.as_deref()) {
+                counter.count("trace.service", service, selected);
+            }
+        }
+    }
+}
+
+/// The heatmap row of a duration: `floor(2 · log2(nanos))`.
+fn heat_row(nanos: i64) -> i32 {
+    if nanos <= 1 { 0 } else { ((nanos as f64).log2() * HEATMAP_ROWS_PER_OCTAVE).floor() as i32 }
+}
+
+fn heat_bound(row: i32) -> f64 {
+    (row as f64 / HEATMAP_ROWS_PER_OCTAVE).exp2()
+}
+
+/// The smallest 16-byte trace ID at or above `share` of the ID space (big-endian).
+fn trace_id_threshold(share: f64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    let prefix = (share.clamp(0.0, 1.0) * u64::MAX as f64) as u64;
+    id[..8].copy_from_slice(&prefix.to_be_bytes());
+    id
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl QueryEngine {
-    /// Attribute value counts of the scope's spans started within [start, end] (Unix ns).
+    /// Attribute value counts of the scope's spans started within [start, end) (Unix ns).
+    /// `sample_spans`: count attributes on a sample of traces when the scope holds more spans
+    /// (`None`: every span).
     pub async fn correlation_facts(
         &self,
         scope: &CorrelationScope,
         selection: &Selection,
         start_unix_nano: u64,
         end_unix_nano: u64,
+        sample_spans: Option<u64>,
     ) -> Result<CorrelationFacts, QueryError> {
         if end_unix_nano <= start_unix_nano {
             return Err(QueryError::Invalid("the window must end after it starts".into()));
         }
-        let mut conditions = vec![
-            format!("service_name = {}", quote(&scope.service)),
-            format!("start_time_unix_nano >= {start_unix_nano} AND start_time_unix_nano < {end_unix_nano}"),
-        ];
+        // One snapshot for every pass, so that the sample and the totals agree.
+        let engine = self.pinned().await?;
+        let mut conditions = vec![format!("start_time_unix_nano >= {start_unix_nano} AND start_time_unix_nano < {end_unix_nano}")];
+        if let Some(service) = &scope.service {
+            conditions.push(format!("service_name = {}", quote(service)));
+        }
         if let Some(operation) = &scope.operation {
             conditions.push(format!("name = {}", quote(operation)));
         }
         if let Some(kind) = &scope.kind {
             conditions.push(format!("kind = {}", quote(kind)));
         }
-        let sql = format!(
-            "SELECT duration_nanos, status_code, attributes, resource_attributes, trace_services FROM spans WHERE {}",
-            conditions.join(" AND ")
-        );
-        let mut stream = self.context.sql(&sql).await?.execute_stream().await?;
-        let mut counter = Counter::default();
+        let scope_sql = conditions.join(" AND ");
+        let mut facts = CorrelationFacts::default();
+        // How a row is known to be selected: a SQL column, or the matched span IDs.
+        let (selected_sql, spans) = match selection {
+            Selection::TraceQl(query) => match engine.select_spans(query, start_unix_nano, end_unix_nano).await? {
+                SpanSelection::Sql(sql) => (Some(sql), None),
+                SpanSelection::Spans { spans, inspected_traces, partial } => {
+                    if partial {
+                        facts.notes.push(format!(
+                            "the query needed each trace evaluated: only the newest {inspected_traces} candidate traces were, so older matches count as baseline"
+                        ));
+                    }
+                    (None, Some(Arc::new(spans)))
+                }
+            },
+            other => (other.sql(), None),
+        };
+        let selected_column = match &selected_sql {
+            Some(sql) => format!("({sql}) IS TRUE AS selected"),
+            None => "trace_id, span_id".to_string(),
+        };
+        let pass = Pass {
+            service: scope.service.clone(),
+            spans,
+            skip: if matches!(selection, Selection::Errors) { ERROR_RECORDS } else { &[] },
+            compare_status: matches!(selection, Selection::Latency { .. }),
+            only_selected: false,
+        };
+
+        // Every span: totals, the latency histogram and the heatmap.
+        let step = (end_unix_nano - start_unix_nano).div_ceil(HEATMAP_COLUMNS).max(1);
+        facts.heatmap_step_nanos = step;
+        let sql = format!("SELECT duration_nanos, start_time_unix_nano, {selected_column} FROM spans WHERE {scope_sql}");
         let (mut all, mut chosen) = (LatencyHistogram::default(), LatencyHistogram::default());
-        let (mut selected_total, mut baseline_total) = (0u64, 0u64);
-        let mut key = String::new();
-        // Failures are compared on what could explain them, not on how they were recorded.
-        let skip: &[&str] = if matches!(selection, Selection::Errors) { ERROR_RECORDS } else { &[] };
+        let mut cells: HashMap<(u32, i32), (u64, u64)> = HashMap::new();
+        let mut stream = engine.context.sql(&sql).await?.execute_stream().await?;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
+            let flags = pass.flags(&batch);
             let duration = batch.column(0).as_primitive::<Int64Type>();
-            let status: &StringArray = batch.column(1).as_string::<i32>();
-            let (attributes, resource) = (batch.column(2).as_map(), batch.column(3).as_map());
-            let services: &StringArray = batch.column(4).as_string::<i32>();
-            for row in 0..batch.num_rows() {
-                let error = status.value(row) == "error";
-                let selected = selection.holds(duration.value(row), error);
-                all.record(duration.value(row));
+            let started = batch.column(1).as_primitive::<Int64Type>();
+            for (row, &selected) in flags.iter().enumerate() {
+                let nanos = duration.value(row);
+                all.record(nanos);
+                let column = ((started.value(row) as u64).saturating_sub(start_unix_nano) / step) as u32;
+                let cell = cells.entry((column, heat_row(nanos))).or_default();
+                cell.0 += 1;
                 if selected {
-                    selected_total += 1;
-                    chosen.record(duration.value(row));
+                    facts.selected += 1;
+                    chosen.record(nanos);
+                    cell.1 += 1;
                 } else {
-                    baseline_total += 1;
-                }
-                counter.map("span.", attributes, row, selected, &mut key, skip);
-                counter.map("resource.", resource, row, selected, &mut key, &[]);
-                if matches!(selection, Selection::Latency { .. }) {
-                    counter.count("status", status.value(row), selected);
-                }
-                for service in services.value(row).split(',').filter(|s| !s.is_empty() && *s != scope.service) {
-                    counter.count("trace.service", service, selected);
+                    facts.baseline += 1;
                 }
             }
         }
-        let mut values = Vec::new();
-        let mut high_cardinality = Vec::new();
+        let mut heatmap: Vec<HeatCell> = cells
+            .into_iter()
+            .map(|((column, row), (spans, selected))| HeatCell {
+                column,
+                min_nanos: heat_bound(row),
+                max_nanos: heat_bound(row + 1),
+                spans,
+                selected,
+            })
+            .collect();
+        heatmap.sort_by(|a, b| (a.column, a.min_nanos).partial_cmp(&(b.column, b.min_nanos)).expect("finite"));
+        facts.heatmap = heatmap;
+        facts.latency = all.values().collect();
+        facts.selected_latency = chosen.values().collect();
+
+        // Attribute values: of every span, or of a sample of traces.
+        let total = facts.selected + facts.baseline;
+        let attributes = "status_code, attributes, resource_attributes, trace_services";
+        let project = format!("{selected_column}, {attributes}");
+        let share = match sample_spans {
+            Some(limit) if total > limit.max(1) => limit.max(1) as f64 / total as f64,
+            _ => 1.0,
+        };
+        let counter;
+        let pass = Arc::new(pass);
+        if share < 1.0 {
+            let threshold = format!("arrow_cast(X'{}', 'FixedSizeBinary(16)')", hex(&trace_id_threshold(share)));
+            let sampled = engine
+                .count_attributes(&format!("SELECT {project} FROM spans WHERE {scope_sql} AND trace_id < {threshold}"), Arc::clone(&pass))
+                .await?;
+            let expected = share * total as f64;
+            let seen = (sampled.selected + sampled.baseline) as f64;
+            if expected >= 1_000.0 && (seen < 0.5 * expected || seen > 2.0 * expected) {
+                // IDs that are not random (a timestamp or zeros in their first bytes) give no
+                // fair sample by range: count every span instead.
+                facts.notes.push(format!(
+                    "trace IDs are not uniformly spread ({seen} spans where {expected:.0} were expected in a {:.1}% sample), so every span was compared",
+                    100.0 * share
+                ));
+                counter = engine.count_attributes(&format!("SELECT {project} FROM spans WHERE {scope_sql}"), Arc::clone(&pass)).await?;
+            } else {
+                let mut sampled = sampled;
+                facts.sampled_traces = Some(share);
+                if let Some(sql) = &selected_sql {
+                    // The rest of the selection, so that it is compared whole.
+                    let rest = Pass {
+                        service: pass.service.clone(),
+                        spans: None,
+                        skip: pass.skip,
+                        compare_status: pass.compare_status,
+                        only_selected: true,
+                    };
+                    let more = engine
+                        .count_attributes(
+                            &format!("SELECT {project} FROM spans WHERE {scope_sql} AND ({sql}) IS TRUE AND trace_id >= {threshold}"),
+                            Arc::new(rest),
+                        )
+                        .await?;
+                    sampled.merge(more);
+                    facts.notes.push(format!(
+                        "attribute values compare all {} selected spans with the baseline spans of a uniform {:.1}% sample of traces ({} spans)",
+                        sampled.selected,
+                        100.0 * share,
+                        sampled.baseline
+                    ));
+                } else {
+                    facts.notes.push(format!(
+                        "attribute values were counted on a uniform {:.1}% sample of traces ({} selected and {} baseline spans)",
+                        100.0 * share,
+                        sampled.selected,
+                        sampled.baseline
+                    ));
+                }
+                counter = sampled;
+            }
+        } else {
+            counter = engine.count_attributes(&format!("SELECT {project} FROM spans WHERE {scope_sql}"), Arc::clone(&pass)).await?;
+        }
+        facts.compared_selected = counter.selected;
+        facts.compared_baseline = counter.baseline;
+
         for (key, counts) in counter.keys {
-            if counts.too_many {
-                high_cardinality.push(key);
-                continue;
+            let distinct = if counts.too_many { usize::MAX } else { counts.values.len() };
+            // A number that takes many values is compared as a distribution, not value by value.
+            match counts.numbers {
+                Numbers::Numeric { selected, baseline } if distinct > NUMERIC_MIN_DISTINCT => {
+                    facts.numeric.push(NumericValues {
+                        key: key.clone(),
+                        selected_spans: selected.seen,
+                        baseline_spans: baseline.seen,
+                        selected: selected.values,
+                        baseline: baseline.values,
+                    });
+                    continue;
+                }
+                _ if counts.too_many => {
+                    facts.high_cardinality.push(key.clone());
+                    continue;
+                }
+                _ => {}
             }
             for (value, (selected, baseline)) in counts.values {
-                values.push(ValueCounts { key: key.clone(), value, selected, baseline });
+                facts.values.push(ValueCounts { key: key.clone(), value, selected, baseline });
             }
         }
-        values.sort_by(|a, b| (&a.key, &a.value).cmp(&(&b.key, &b.value)));
-        high_cardinality.sort();
-        Ok(CorrelationFacts {
-            selected: selected_total,
-            baseline: baseline_total,
-            values,
-            high_cardinality,
-            latency: all.values().collect(),
-            selected_latency: chosen.values().collect(),
-        })
+        facts.values.sort_by(|a, b| (&a.key, &a.value).cmp(&(&b.key, &b.value)));
+        facts.numeric.sort_by(|a, b| a.key.cmp(&b.key));
+        facts.high_cardinality.sort();
+        Ok(facts)
+    }
+
+    /// Counts attribute values over the rows of `sql`, one task per partition of the plan.
+    async fn count_attributes(&self, sql: &str, pass: Arc<Pass>) -> Result<Counter, QueryError> {
+        let streams = self.context.sql(sql).await?.execute_stream_partitioned().await?;
+        let mut tasks = Vec::new();
+        for mut stream in streams {
+            let pass = Arc::clone(&pass);
+            tasks.push(tokio::spawn(async move {
+                let mut counter = Counter::default();
+                while let Some(batch) = stream.next().await {
+                    pass.count(&batch?, &mut counter);
+                }
+                Ok::<_, QueryError>(counter)
+            }));
+        }
+        let mut counter = Counter::default();
+        for task in tasks {
+            let part = task.await.map_err(|e| QueryError::Encode(format!("a counting task failed: {e}")))??;
+            counter.merge(part);
+        }
+        Ok(counter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merged_reservoir_is_a_fair_sample_of_both() {
+        let (mut a, mut b) = (Reservoir::default(), Reservoir::default());
+        for i in 0..30_000 {
+            a.push(i as f64);
+        }
+        for _ in 0..10_000 {
+            b.push(-1.0);
+        }
+        a.merge(b);
+        assert_eq!(a.seen, 40_000);
+        assert_eq!(a.values.len(), NUMERIC_SAMPLE);
+        let negative = a.values.iter().filter(|v| **v < 0.0).count();
+        assert_eq!(negative, NUMERIC_SAMPLE / 4, "a quarter of what was seen came from the second stream");
+        // The first stream's sample is spread over its whole range, not its first values.
+        let mean = a.values.iter().filter(|v| **v >= 0.0).sum::<f64>() / (NUMERIC_SAMPLE - negative) as f64;
+        assert!((mean - 15_000.0).abs() < 1_500.0, "mean {mean}");
+    }
+
+    #[test]
+    fn a_key_with_one_word_among_numbers_is_not_numeric() {
+        let mut counter = Counter::default();
+        for i in 0..50 {
+            counter.count("span.size", &format!("{i}"), i % 2 == 0);
+        }
+        assert!(matches!(counter.keys["span.size"].numbers, Numbers::Numeric { .. }));
+        counter.count("span.size", "large", true);
+        assert!(matches!(counter.keys["span.size"].numbers, Numbers::NotNumeric));
+        // Hexadecimal IDs that start with a digit are words too.
+        counter.count("span.id", "1e3f0a", true);
+        assert!(matches!(counter.keys["span.id"].numbers, Numbers::NotNumeric));
+    }
+
+    #[test]
+    fn merging_counters_keeps_the_cap_on_values() {
+        let (mut a, mut b) = (Counter::default(), Counter::default());
+        for i in 0..300 {
+            a.count("span.k", &format!("a{i}"), true);
+            b.count("span.k", &format!("b{i}"), false);
+        }
+        a.count("span.region", "eu", true);
+        b.count("span.region", "eu", false);
+        a.merge(b);
+        assert!(a.keys["span.k"].too_many);
+        assert_eq!(a.keys["span.region"].values["eu"], (1, 1));
+    }
+
+    #[test]
+    fn the_threshold_splits_the_id_space() {
+        assert_eq!(trace_id_threshold(0.5)[..2], [0x80, 0x00]);
+        assert_eq!(trace_id_threshold(0.25)[..2], [0x40, 0x00]);
+        assert_eq!(trace_id_threshold(1.0)[..8], [0xff; 8]);
+        assert_eq!(trace_id_threshold(0.0), [0u8; 16]);
     }
 }

@@ -6,6 +6,7 @@ mod adoption;
 mod correlations;
 mod flows;
 mod graph;
+mod groups;
 mod metrics;
 mod paths;
 mod search;
@@ -24,9 +25,10 @@ pub use adoption::{
     RequestPoint, RequestStats, RootOperation, ServiceCall, ServiceFacts, UnansweredCalls,
 };
 pub use clew_store::{OVERFLOW_KIND, OVERFLOW_PATH, PathRow, REQUEST_KIND, REQUEST_PATH};
-pub use correlations::{CorrelationFacts, CorrelationScope, Selection, ValueCounts};
+pub use correlations::{CorrelationFacts, CorrelationScope, DEFAULT_SAMPLE_SPANS, HeatCell, NumericValues, Selection, ValueCounts};
 pub use flows::{EntryOperation, FlowCount, FlowFacts, FlowSpans};
 pub use graph::Dependency;
+pub use groups::{GroupNode, GroupSummary, GroupTree, MAX_PATHS as MAX_GROUP_PATHS};
 pub use metrics::{CallStats, EntryFilter, GraphEdge, GraphNode, NodeKind, OperationStats, RedPoint, ServiceGraph, ServiceRed};
 pub use search::{AttributeFilter, AttributeScope, CompareOp, SearchRequest, SortOrder, TraceSummary};
 pub use trace::{TraceView, TraceWarning};

@@ -48,6 +48,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/critical-path", get(crate::performance::critical_path))
         .route("/api/v1/bottlenecks", get(crate::performance::bottlenecks))
         .route("/api/v1/correlations", get(crate::performance::correlations))
+        .route("/api/v1/compare-groups", get(crate::performance::compare_groups))
         .route("/api/v1/traffic-estimate", get(crate::performance::traffic_estimate))
         .route("/api/v1/metrics/query_range", get(crate::performance::traceql_metrics))
         .route("/api/v1/openapi.yaml", get(openapi))

@@ -135,16 +135,34 @@ pub(crate) async fn traffic_estimate(State(state): State<ApiState>, RawQuery(raw
 }
 
 /// `GET /api/v1/correlations?service=&operation=`: which attribute values set a selection of
-/// the operation's spans apart from the rest. The selection is a latency range
-/// (`min_duration`/`max_duration`, e.g. `250ms`) or `errors=true`. `kind` limits the spans to
-/// one span kind. `start`/`end`/`lookback`, `format=json|markdown|table`.
+/// spans apart from the rest of the scope (`service`, `operation`, `kind`; every span when
+/// none is given). The selection is a latency range (`min_duration`/`max_duration`, e.g.
+/// `250ms`), optionally within a time range (`from`/`to`, Unix ns: a region of the heatmap);
+/// `errors=true`; or `q`, a TraceQL spanset query. Over a scope of more than `sample` spans
+/// (200,000 by default; `all` for none) attribute values are counted on a uniform sample of
+/// traces. `start`/`end`/`lookback`, `format=json|markdown|table`.
 pub(crate) async fn correlations(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let pairs = pairs(raw)?;
-    only_params(&pairs, &["start", "end", "lookback", "service", "operation", "kind", "min_duration", "max_duration", "errors", "format"])?;
+    only_params(
+        &pairs,
+        &[
+            "start",
+            "end",
+            "lookback",
+            "service",
+            "operation",
+            "kind",
+            "min_duration",
+            "max_duration",
+            "from",
+            "to",
+            "errors",
+            "q",
+            "sample",
+            "format",
+        ],
+    )?;
     let format = format_param(&pairs, &["json", "markdown", "table"])?;
-    let Some(service) = param(&pairs, "service") else {
-        return Err(ApiError::bad_request("service (and usually operation) name the spans to compare"));
-    };
     let (start, end) = window(&pairs)?;
     let duration = |key: &str| -> Result<Option<i64>, ApiError> {
         param(&pairs, key)
@@ -153,41 +171,114 @@ pub(crate) async fn correlations(State(state): State<ApiState>, RawQuery(raw): R
             })
             .transpose()
     };
+    let instant = |key: &str| -> Result<Option<u64>, ApiError> {
+        param(&pairs, key)
+            .map(|text| {
+                text.parse::<u64>().map_err(|_| ApiError::bad_request(format!("{key} is a time in Unix nanoseconds, not {text:?}")))
+            })
+            .transpose()
+    };
     let (min, max) = (duration("min_duration")?, duration("max_duration")?);
+    let (from, to) = (instant("from")?, instant("to")?);
     let errors = match param(&pairs, "errors") {
         None | Some("false") => false,
         Some("true") => true,
         Some(other) => return Err(ApiError::bad_request(format!("errors is true or false, not {other:?}"))),
     };
-    let (selection, described) = match (errors, min, max) {
-        (true, None, None) => (clew_query::Selection::Errors, "failed spans".to_string()),
-        (false, None, None) => {
-            return Err(ApiError::bad_request("choose the selection: min_duration and/or max_duration (a latency range), or errors=true"));
+    let query = param(&pairs, "q");
+    let latency = min.is_some() || max.is_some() || from.is_some() || to.is_some();
+    let (selection, described) = match (errors, query, latency) {
+        (true, None, false) => (clew_query::Selection::Errors, "failed spans".to_string()),
+        (false, Some(q), false) => {
+            let parsed = clew_query::traceql::parse(q).map_err(|e| ApiError::bad_request(format!("q: {e}")))?;
+            (clew_query::Selection::TraceQl(Box::new(parsed)), format!("spans matching {q}"))
         }
-        (true, _, _) => return Err(ApiError::bad_request("the selection is a latency range or errors=true, not both")),
-        (false, min, max) => {
+        (false, None, true) => {
             if let (Some(a), Some(b)) = (min, max)
                 && a >= b
             {
                 return Err(ApiError::bad_request("min_duration must be below max_duration"));
             }
+            if let (Some(a), Some(b)) = (from, to)
+                && a >= b
+            {
+                return Err(ApiError::bad_request("from must be before to"));
+            }
             let text = |n: i64| format!("{:.1} ms", n as f64 / 1e6);
-            let described = match (min, max) {
+            let mut described = match (min, max) {
                 (Some(a), Some(b)) => format!("spans from {} to {}", text(a), text(b)),
                 (Some(a), None) => format!("spans of {} or more", text(a)),
                 (None, Some(b)) => format!("spans under {}", text(b)),
-                (None, None) => unreachable!("handled above"),
+                (None, None) => "spans".to_string(),
             };
-            (clew_query::Selection::Latency { min_nanos: min, max_nanos: max }, described)
+            if from.is_some() || to.is_some() {
+                described.push_str(" started in the chosen time range");
+            }
+            (clew_query::Selection::Latency { min_nanos: min, max_nanos: max, from_unix_nano: from, to_unix_nano: to }, described)
         }
+        (false, None, false) => {
+            return Err(ApiError::bad_request(
+                "choose the selection: min_duration and/or max_duration (a latency range, with from/to for a region of time), errors=true, or q (a TraceQL query)",
+            ));
+        }
+        _ => return Err(ApiError::bad_request("the selection is one of a latency range, errors=true or q, not several")),
+    };
+    let sample = match param(&pairs, "sample") {
+        None => Some(clew_query::DEFAULT_SAMPLE_SPANS),
+        Some("all") => None,
+        Some(text) => match text.parse::<u64>() {
+            Ok(n) if n >= 1_000 => Some(n),
+            _ => return Err(ApiError::bad_request(format!("sample is a number of spans of at least 1000, or all; not {text:?}"))),
+        },
     };
     let scope = clew_query::CorrelationScope {
-        service: service.to_string(),
+        service: param(&pairs, "service").map(str::to_string),
         operation: param(&pairs, "operation").map(str::to_string),
         kind: param(&pairs, "kind").map(str::to_string),
     };
-    let facts = state.query.correlation_facts(&scope, &selection, start, end).await?;
-    let report = clew_analysis::correlations::correlations(service, scope.operation.as_deref(), described, (start, end), facts);
+    if scope.service.is_none() && scope.operation.is_some() {
+        return Err(ApiError::bad_request("operation needs its service"));
+    }
+    let facts = state.query.correlation_facts(&scope, &selection, start, end, sample).await?;
+    let report =
+        clew_analysis::correlations::correlations(scope.service.as_deref(), scope.operation.as_deref(), described, (start, end), facts);
+    Ok(respond(&report, format, &report.warnings, || report.to_markdown(), || report.to_table()))
+}
+
+/// `GET /api/v1/compare-groups?a=&b=`: two groups of spans, each a TraceQL spanset query
+/// (`{ resource.service.name = "catalog" && resource.service.version = "4.4.0" }` against
+/// `… "4.5.0"`), compared by the calls below their matched spans, path by path.
+/// `start`/`end`/`lookback` for both, or `a_start`/`a_end` and `b_start`/`b_end` (Unix ns) to
+/// compare one query across two windows. `format=json|markdown|table`.
+pub(crate) async fn compare_groups(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["a", "b", "start", "end", "lookback", "a_start", "a_end", "b_start", "b_end", "format"])?;
+    let format = format_param(&pairs, &["json", "markdown", "table"])?;
+    let (start, end) = window(&pairs)?;
+    let instant = |key: &str, default: u64| -> Result<u64, ApiError> {
+        match param(&pairs, key) {
+            None => Ok(default),
+            Some(text) => {
+                text.parse::<u64>().map_err(|_| ApiError::bad_request(format!("{key} is a time in Unix nanoseconds, not {text:?}")))
+            }
+        }
+    };
+    let mut groups = Vec::new();
+    for name in ["a", "b"] {
+        let text = param(&pairs, name).ok_or_else(|| {
+            ApiError::bad_request(format!("{name} is required: a TraceQL spanset query, e.g. {{ resource.service.version = \"1.2.0\" }}"))
+        })?;
+        let query = clew_query::traceql::parse(text).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))?;
+        let (from, to) = (instant(&format!("{name}_start"), start)?, instant(&format!("{name}_end"), end)?);
+        if from >= to {
+            return Err(ApiError::bad_request(format!("{name}_start must be before {name}_end")));
+        }
+        let tree = state.query.group_tree(&query, from, to).await?;
+        groups.push((text.to_string(), tree));
+    }
+    let b = groups.pop().expect("two groups");
+    let a = groups.pop().expect("two groups");
+    let report = clew_analysis::groups::compare_groups(a, b, (start, end));
     Ok(respond(&report, format, &report.warnings, || report.to_markdown(), || report.to_table()))
 }
 

@@ -285,7 +285,7 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     }
     // Performance analytics over the whole day: the critical path of one entry operation, the
     // bottlenecks of all, a traffic estimate, and correlations over the spans of a busy service.
-    let analytics: [(&str, &str, Vec<(&str, &str)>); 6] = [
+    let analytics: [(&str, &str, Vec<(&str, &str)>); 8] = [
         (
             "critical-path flame graph, one entry op (ms)",
             "/api/v1/critical-path",
@@ -297,6 +297,16 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
             "correlations, pricing-service spans ≥ 5 ms (ms)",
             "/api/v1/correlations",
             vec![("service", "pricing-service"), ("min_duration", "5ms"), ("lookback", "24h")],
+        ),
+        (
+            "correlations, every span compared (ms)",
+            "/api/v1/correlations",
+            vec![("service", "pricing-service"), ("min_duration", "5ms"), ("lookback", "24h"), ("sample", "all")],
+        ),
+        (
+            "correlations of a TraceQL selection (ms)",
+            "/api/v1/correlations",
+            vec![("service", "search-service"), ("q", "{ span.cloud.region = \"us-east-1\" && duration > 40ms }"), ("lookback", "24h")],
         ),
         (
             "TraceQL metrics: server rate by service (ms)",

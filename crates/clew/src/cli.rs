@@ -245,12 +245,21 @@ pub enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
-    /// Which attribute values set slow (or failed) spans of an operation apart from the rest:
-    /// span and resource attributes and the services their traces pass through, ranked.
+    /// Which attribute values set slow (or failed, or TraceQL-selected) spans apart from the
+    /// rest: span and resource attributes and the services their traces pass through, ranked;
+    /// numeric attributes compared as distributions.
     Correlations {
-        service: String,
+        /// The service whose spans are compared; every service when left out (with --query).
+        service: Option<String>,
         /// The span name; every operation of the service when left out.
         operation: Option<String>,
+        /// The selection: the spans a TraceQL query matches, e.g. '{ span.http.route = "/search" && duration > 100ms }'.
+        #[arg(long, short = 'q')]
+        query: Option<String>,
+        /// Count attribute values on a sample of traces when the scope holds more spans than
+        /// this (`all`: every span).
+        #[arg(long)]
+        sample: Option<String>,
         /// The selection: spans at least this long (e.g. 250ms).
         #[arg(long)]
         min_duration: Option<String>,
@@ -263,6 +272,18 @@ pub enum Command {
         /// Only spans of this kind (server, client, …).
         #[arg(long)]
         kind: Option<String>,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// Two groups of spans compared by the calls below them, path by path: e.g. version A
+    /// against B, `--a '{ resource.service.version = "4.4.0" }' --b '{ resource.service.version = "4.5.0" }'`.
+    CompareGroups {
+        /// Group A: a TraceQL spanset query.
+        #[arg(long)]
+        a: String,
+        /// Group B: a TraceQL spanset query.
+        #[arg(long)]
+        b: String,
         #[command(flatten)]
         report: ReportArgs,
     },
@@ -517,9 +538,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pairs.extend(baseline.map(|b| ("baseline", b)));
             crate::client::print_text(&report.server, "/api/v1/critical-path", &pairs).await
         }
-        Command::Correlations { service, operation, min_duration, max_duration, errors, kind, report } => {
-            let mut pairs = vec![("lookback", report.lookback), ("format", report.output.name()), ("service", service)];
+        Command::Correlations { service, operation, query, sample, min_duration, max_duration, errors, kind, report } => {
+            let mut pairs = vec![("lookback", report.lookback), ("format", report.output.name())];
+            pairs.extend(service.map(|s| ("service", s)));
             pairs.extend(operation.map(|o| ("operation", o)));
+            pairs.extend(query.map(|q| ("q", q)));
+            pairs.extend(sample.map(|s| ("sample", s)));
             pairs.extend(min_duration.map(|d| ("min_duration", d)));
             pairs.extend(max_duration.map(|d| ("max_duration", d)));
             pairs.extend(kind.map(|k| ("kind", k)));
@@ -527,6 +551,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pairs.push(("errors", "true".into()));
             }
             crate::client::print_text(&report.server, "/api/v1/correlations", &pairs).await
+        }
+        Command::CompareGroups { a, b, report } => {
+            let pairs = vec![("lookback", report.lookback), ("format", report.output.name()), ("a", a), ("b", b)];
+            crate::client::print_text(&report.server, "/api/v1/compare-groups", &pairs).await
         }
         Command::Metrics { query, step, instant, csv, report } => {
             let format = if csv { "csv".to_string() } else { report.output.name() };

@@ -37,6 +37,7 @@ export function Chart({
   height = 260,
   onClick,
   onBrush,
+  onBrushArea,
   testId,
 }: {
   option: echarts.EChartsCoreOption;
@@ -45,6 +46,9 @@ export function Chart({
   // With a `brush` in the option (debounced): called with the data indexes of the first series
   // inside the brushed range once the brush stops moving; the brush is the chart's cursor.
   onBrush?: (dataIndexes: number[]) => void;
+  // A rectangle brush instead (`brush` with `xAxisIndex` and `yAxisIndex` in the option): called with the brushed
+  // area's [[x from, x to], [y from, y to]] in axis values (category indexes on category axes).
+  onBrushArea?: (coordRange: number[][]) => void;
   testId?: string;
 }) {
   const element = useRef<HTMLDivElement>(null);
@@ -70,24 +74,31 @@ export function Chart({
   useEffect(() => {
     // No entry animation: a dashboard redrawn every refresh should not sweep in each time.
     chart.current?.setOption({ backgroundColor: "transparent", animation: false, ...option }, true);
-    if (onBrush) {
-      chart.current?.dispatchAction({ type: "takeGlobalCursor", key: "brush", brushOption: { brushType: "lineX", brushMode: "single" } });
+    if (onBrush || onBrushArea) {
+      const brushType = onBrushArea ? "rect" : "lineX";
+      chart.current?.dispatchAction({ type: "takeGlobalCursor", key: "brush", brushOption: { brushType, brushMode: "single" } });
     }
-  }, [option, theme, onBrush]);
+  }, [option, theme, onBrush, onBrushArea]);
   useEffect(() => {
     const instance = chart.current;
-    if (!instance || !onBrush) return;
+    if (!instance || !(onBrush || onBrushArea)) return;
     const selected = (params: unknown) => {
-      const batch = (params as { batch?: { selected?: { dataIndex: number[] }[] }[] }).batch;
+      const batch = (params as { batch?: { selected?: { dataIndex: number[] }[]; areas?: { coordRange?: number[][] }[] }[] })
+        .batch;
+      if (onBrushArea) {
+        const range = batch?.[0]?.areas?.[0]?.coordRange;
+        // Redrawing clears the brush and reports no area: not a choice.
+        if (range && range.length === 2) onBrushArea(range);
+        return;
+      }
       const indexes = batch?.[0]?.selected?.[0]?.dataIndex ?? [];
-      // Redrawing clears the brush and reports an empty selection: not a choice.
-      if (indexes.length) onBrush(indexes);
+      if (indexes.length && onBrush) onBrush(indexes);
     };
     instance.on("brushselected", selected);
     return () => {
       instance.off("brushselected", selected);
     };
-  }, [onBrush, theme]);
+  }, [onBrush, onBrushArea, theme]);
   useEffect(() => {
     const instance = chart.current;
     if (!instance || !onClick) return;

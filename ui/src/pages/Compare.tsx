@@ -1,8 +1,10 @@
 import { useMemo, useState } from "react";
 import { Link, useSearchParams } from "react-router-dom";
 
-import { api, type Trace } from "../api";
-import { Empty, Show, useApi, type Loadable } from "../components/common";
+import { api, type GroupComparison, type Trace } from "../api";
+import { Chart } from "../components/Chart";
+import { Empty, Picker, Show, useApi, type Loadable } from "../components/common";
+import { LOOKBACKS } from "../format";
 import { duration, serviceColour } from "../format";
 import { buildModel, visibleRows } from "./traceModel";
 
@@ -82,6 +84,31 @@ function TraceIdInput({ label, value, onChange, testId }: { label: string; value
 
 export function ComparePage() {
   const [params, setParams] = useSearchParams();
+  const mode = params.get("mode") === "groups" ? "groups" : "traces";
+  const setMode = (value: string) => {
+    const next = new URLSearchParams(params);
+    next.set("mode", value);
+    setParams(next);
+  };
+  return (
+    <div>
+      <div className="form-row" style={{ marginBottom: 8 }}>
+        <h1 style={{ margin: 0 }}>{mode === "groups" ? "Compare two groups" : "Compare two traces"}</h1>
+        <label className="field">
+          Compare
+          <select value={mode} onChange={(e) => setMode(e.target.value)} data-testid="compare-mode">
+            <option value="traces">Two traces</option>
+            <option value="groups">Two groups of requests (TraceQL)</option>
+          </select>
+        </label>
+      </div>
+      {mode === "groups" ? <GroupsCompare /> : <TracesCompare />}
+    </div>
+  );
+}
+
+function TracesCompare() {
+  const [params, setParams] = useSearchParams();
   const a = params.get("a") ?? "";
   const b = params.get("b") ?? "";
   const set = (key: string, value: string) => {
@@ -94,7 +121,6 @@ export function ComparePage() {
   const traceB = useApi(() => (b ? api.trace(b) : Promise.resolve(undefined)), [b]);
   return (
     <div>
-      <h1>Compare two traces</h1>
       <div className="form-row panel">
         <TraceIdInput label="Trace A (before)" value={a} onChange={(v) => set("a", v)} testId="compare-a" />
         <TraceIdInput label="Trace B (after)" value={b} onChange={(v) => set("b", v)} testId="compare-b" />
@@ -203,5 +229,167 @@ function Diff({ a, b }: { a: Trace; b: Trace }) {
         </table>
       </div>
     </div>
+  );
+}
+
+// Two groups of requests (each the spans a TraceQL query matches), aligned by the path of calls
+// below the matched span: what changed between version A and B, before and after a deploy.
+function GroupsCompare() {
+  const [params, setParams] = useSearchParams();
+  const lookback = params.get("lookback") ?? "1h";
+  const ga = params.get("ga") ?? "";
+  const gb = params.get("gb") ?? "";
+  const [draftA, setDraftA] = useState(ga);
+  const [draftB, setDraftB] = useState(gb);
+  const report = useApi(
+    () => (ga && gb ? api.compareGroups(new URLSearchParams({ a: ga, b: gb, lookback })) : Promise.resolve(undefined)),
+    [ga, gb, lookback],
+  );
+  const update = (change: (next: URLSearchParams) => void) => {
+    const next = new URLSearchParams(params);
+    change(next);
+    setParams(next);
+  };
+  return (
+    <div>
+      <form
+        className="panel"
+        onSubmit={(e) => {
+          e.preventDefault();
+          update((n) => {
+            n.set("ga", draftA);
+            n.set("gb", draftB);
+          });
+        }}
+      >
+        <div className="form-row">
+          <label className="field" style={{ flex: 1 }}>
+            Group A (before)
+            <input
+              className="mono"
+              value={draftA}
+              placeholder='{ resource.service.name = "product-catalog" && resource.service.version = "4.4.0" }'
+              onChange={(e) => setDraftA(e.target.value)}
+              data-testid="groups-a"
+            />
+          </label>
+          <label className="field" style={{ flex: 1 }}>
+            Group B (after)
+            <input
+              className="mono"
+              value={draftB}
+              placeholder='{ resource.service.name = "product-catalog" && resource.service.version = "4.5.0" }'
+              onChange={(e) => setDraftB(e.target.value)}
+              data-testid="groups-b"
+            />
+          </label>
+          <Picker label="Time range" value={lookback} onChange={(v) => update((n) => n.set("lookback", v))} options={LOOKBACKS} />
+          <button type="submit" data-testid="groups-run">
+            Compare
+          </button>
+        </div>
+      </form>
+      <Show value={report} what="the comparison">
+        {(data) =>
+          data ? (
+            <GroupsView report={data} />
+          ) : (
+            <Empty>Write two TraceQL queries: each group is the spans its query matches, compared by the calls below them.</Empty>
+          )
+        }
+      </Show>
+    </div>
+  );
+}
+
+function GroupsView({ report }: { report: GroupComparison }) {
+  const changed = report.changes.filter((c) => c.change !== "same");
+  const option = useMemo(() => {
+    const top = changed.slice(0, 15).reverse();
+    return {
+      tooltip: { trigger: "axis", axisPointer: { type: "shadow" } },
+      grid: { left: 280, right: 24, top: 8, bottom: 28 },
+      xAxis: { type: "value", name: "Δ ms per request" },
+      yAxis: {
+        type: "category",
+        // The call itself; the tooltip names its whole path.
+        data: top.map((c) => `${"› ".repeat(c.depth - 1)}${c.path[c.path.length - 1]}`),
+        axisLabel: { width: 270, overflow: "truncate" },
+      },
+      series: [
+        {
+          type: "bar",
+          data: top.map((c) => ({ value: Number(c.ms_per_match_change.toFixed(3)), itemStyle: { color: c.ms_per_match_change > 0 ? "#e15759" : "#4e79a7" } })),
+        },
+      ],
+    };
+  }, [changed]);
+  const side = (s: GroupComparison["matched_a"]) => (s ? `p50 ${s.p50_ms.toFixed(1)} ms · p95 ${s.p95_ms.toFixed(1)} ms` : "—");
+  const num = (s: GroupComparison["matched_a"], pick: (v: NonNullable<GroupComparison["matched_a"]>) => number, digits = 2) =>
+    s ? pick(s).toFixed(digits) : "—";
+  return (
+    <>
+      {report.warnings.map((w) => (
+        <div key={w} className="panel warning">
+          {w}
+        </div>
+      ))}
+      <div className="grid-2" data-testid="groups-summary">
+        {(["a", "b"] as const).map((g) => (
+          <div key={g} className="panel">
+            <strong>{g.toUpperCase()}:</strong> <code>{report[g].query}</code>
+            <div>
+              {report[g].matched.toLocaleString()} matched spans in {report[g].traces.toLocaleString()} traces ·{" "}
+              {side(g === "a" ? report.matched_a : report.matched_b)}
+            </div>
+          </div>
+        ))}
+      </div>
+      {changed.length > 0 && (
+        <div className="panel">
+          <Chart option={option} height={Math.max(160, 24 * Math.min(changed.length, 15) + 40)} testId="groups-chart" />
+        </div>
+      )}
+      <div className="panel">
+        {changed.length === 0 ? (
+          <Empty>The calls below the two groups do not differ.</Empty>
+        ) : (
+          <table className="data" data-testid="groups-table">
+            <thead>
+              <tr>
+                <th>Path below the matched span</th>
+                <th>Change</th>
+                <th className="num">Calls per request A → B</th>
+                <th className="num">Mean ms A → B</th>
+                <th className="num">Δ ms per request</th>
+                <th className="num">Errors A → B</th>
+              </tr>
+            </thead>
+            <tbody>
+              {changed.slice(0, 50).map((c) => (
+                <tr key={c.path.join(">")} data-testid="groups-row" data-change={c.change} data-service={c.service}>
+                  <td style={{ paddingLeft: 8 + (c.depth - 1) * 14, wordBreak: "break-word" }} title={c.path.join(" › ")}>
+                    {c.path[c.path.length - 1]}
+                  </td>
+                  <td>
+                    <span className="badge warn">{c.change}</span>
+                  </td>
+                  <td className="num">
+                    {num(c.a, (s) => s.calls_per_match)} → {num(c.b, (s) => s.calls_per_match)}
+                  </td>
+                  <td className="num">
+                    {num(c.a, (s) => s.mean_ms)} → {num(c.b, (s) => s.mean_ms)}
+                  </td>
+                  <td className="num">{(c.ms_per_match_change > 0 ? "+" : "") + c.ms_per_match_change.toFixed(2)}</td>
+                  <td className="num">
+                    {num(c.a, (s) => 100 * s.error_share, 1)}% → {num(c.b, (s) => 100 * s.error_share, 1)}%
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </div>
+    </>
   );
 }

@@ -459,36 +459,50 @@ const PER_OCTAVE = 4;
 const displayBucket = (nanos: number) => Math.floor(PER_OCTAVE * Math.log2(Math.max(nanos, 1)));
 const bucketStart = (bucket: number) => Math.pow(2, bucket / PER_OCTAVE);
 
-// Correlations (BubbleUp): brush a range of an operation's latency histogram, or pick its
-// failures, and see which attribute values set those spans apart from the rest.
+// Correlations (BubbleUp): brush a range of an operation's latency histogram, a region of its
+// time × latency heatmap, pick its failures, or write a TraceQL query; see which attribute
+// values (and which numeric attributes' distributions) set those spans apart from the rest.
+type CorrelationMode = "latency" | "region" | "errors" | "traceql";
+
 export function CorrelationsPage() {
   const [params, setParams] = useSearchParams();
   const lookback = params.get("lookback") ?? "1h";
   const service = params.get("service") ?? "";
   const operation = params.get("operation") ?? "";
-  const errors = params.get("errors") === "true";
+  const mode: CorrelationMode =
+    params.get("errors") === "true" ? "errors" : ((params.get("mode") as CorrelationMode | null) ?? "latency");
   const min = params.get("min_duration") ?? "";
   const max = params.get("max_duration") ?? "";
+  const from = params.get("from") ?? "";
+  const to = params.get("to") ?? "";
+  const q = params.get("q") ?? "";
+  const [draft, setDraft] = useState(q);
+  useEffect(() => setDraft(q), [q]);
   const services = useApi(() => api.services(), []);
   const operations = useApi(() => (service ? api.operations(service) : Promise.resolve([])), [service]);
-  const chosenService = service || (services.state === "done" ? services.data[0]?.name ?? "" : "");
-  const hasSelection = errors || min !== "" || max !== "";
+  // A TraceQL selection may range over every service; the other selections need one.
+  const chosenService = service || (mode === "traceql" ? "" : services.state === "done" ? services.data[0]?.name ?? "" : "");
   const report = useApi(() => {
-    if (!chosenService) return Promise.resolve(undefined);
-    const query = new URLSearchParams({ lookback, service: chosenService });
+    if (!chosenService && mode !== "traceql") return Promise.resolve(undefined);
+    if (mode === "traceql" && !q) return Promise.resolve(undefined);
+    const query = new URLSearchParams({ lookback });
+    if (chosenService) query.set("service", chosenService);
     // One operation, or the service's requests (its SERVER spans): not spans of every kind mixed.
     if (operation) query.set("operation", operation);
-    else query.set("kind", "server");
-    if (errors) query.set("errors", "true");
-    else if (hasSelection) {
+    else if (chosenService) query.set("kind", "server");
+    if (mode === "errors") query.set("errors", "true");
+    else if (mode === "traceql") query.set("q", q);
+    else if (min || max || from || to) {
       if (min) query.set("min_duration", min);
       if (max) query.set("max_duration", max);
+      if (mode === "region" && from) query.set("from", from);
+      if (mode === "region" && to) query.set("to", to);
     } else {
       // Before a selection is brushed: the slowest spans (from 1 s down), a useful default.
       query.set("min_duration", "1000000000");
     }
     return api.correlations(query);
-  }, [lookback, chosenService, operation, errors, min, max]);
+  }, [lookback, chosenService, operation, mode, min, max, from, to, q]);
   const update = (change: (next: URLSearchParams) => void) => {
     const next = new URLSearchParams(params);
     change(next);
@@ -501,6 +515,29 @@ export function CorrelationsPage() {
       next.set("min_duration", String(Math.round(range[0])));
       next.set("max_duration", String(Math.round(range[1])));
     });
+  const onRegion = (region: { from: number; to: number; min: number; max: number }) =>
+    update((next) => {
+      next.delete("errors");
+      next.set("mode", "region");
+      next.set("from", String(Math.round(region.from)));
+      next.set("to", String(Math.round(region.to)));
+      next.set("min_duration", String(Math.round(region.min)));
+      next.set("max_duration", String(Math.round(region.max)));
+    });
+  const setMode = (value: string) =>
+    update((n) => {
+      n.delete("errors");
+      n.set("mode", value);
+      if (value === "errors" || value === "traceql") {
+        n.delete("min_duration");
+        n.delete("max_duration");
+      }
+      if (value !== "region") {
+        n.delete("from");
+        n.delete("to");
+      }
+      if (value !== "traceql") n.delete("q");
+    });
   return (
     <div>
       <div className="form-row" style={{ marginBottom: 12 }}>
@@ -509,9 +546,11 @@ export function CorrelationsPage() {
         <Picker
           label="Service"
           value={chosenService}
+          none={mode === "traceql" ? "Every service" : undefined}
           onChange={(v) =>
             update((n) => {
-              n.set("service", v);
+              if (v) n.set("service", v);
+              else n.delete("service");
               n.delete("operation");
             })
           }
@@ -529,39 +568,76 @@ export function CorrelationsPage() {
         />
         <label className="field">
           Compare
-          <select
-            value={errors ? "errors" : "latency"}
-            onChange={(e) =>
-              update((n) => {
-                if (e.target.value === "errors") {
-                  n.set("errors", "true");
-                  n.delete("min_duration");
-                  n.delete("max_duration");
-                } else n.delete("errors");
-              })
-            }
-            data-testid="corr-mode"
-          >
-            <option value="latency">A latency range (brush it below)</option>
+          <select value={mode} onChange={(e) => setMode(e.target.value)} data-testid="corr-mode">
+            <option value="latency">A latency range (brush the histogram)</option>
+            <option value="region">A region of time × latency (brush the heatmap)</option>
             <option value="errors">The failed spans</option>
+            <option value="traceql">The spans a TraceQL query matches</option>
           </select>
         </label>
       </div>
+      {mode === "traceql" && (
+        <form
+          className="form-row"
+          style={{ marginBottom: 12 }}
+          onSubmit={(e) => {
+            e.preventDefault();
+            update((n) => n.set("q", draft));
+          }}
+        >
+          <input
+            className="mono"
+            style={{ flex: 1 }}
+            value={draft}
+            placeholder='{ span.cloud.region = "us-east-1" && duration > 50ms }'
+            onChange={(e) => setDraft(e.target.value)}
+            data-testid="corr-traceql"
+          />
+          <button type="submit" data-testid="corr-run">
+            Compare
+          </button>
+        </form>
+      )}
       <Show value={report} what="the correlations">
-        {(data) => (data ? <CorrelationView report={data} errors={errors} onBrush={onBrush} /> : <Empty>No service yet.</Empty>)}
+        {(data) =>
+          data ? (
+            <CorrelationView
+              report={data}
+              mode={mode}
+              chosen={mode === "errors" || mode === "traceql" || !!(min || max || from || to)}
+              onBrush={onBrush}
+              onRegion={onRegion}
+            />
+          ) : (
+            <Empty>{mode === "traceql" ? "Write a TraceQL query to choose the spans to explain." : "No service yet."}</Empty>
+          )
+        }
       </Show>
     </div>
   );
 }
 
+// Heatmap rows: two per power of two, as the server counts them.
+const heatRow = (nanos: number) => Math.round(2 * Math.log2(Math.max(nanos, 1)));
+const heatBound = (row: number) => Math.pow(2, row / 2);
+
+function clockTime(unixNanos: number): string {
+  return new Date(unixNanos / 1e6).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
 function CorrelationView({
   report,
-  errors,
+  mode,
+  chosen,
   onBrush,
+  onRegion,
 }: {
   report: CorrelationReport;
-  errors: boolean;
+  mode: CorrelationMode;
+  // Whether the person chose the selection (else it is the default: spans of a second or more).
+  chosen: boolean;
   onBrush: (range: [number, number] | null) => void;
+  onRegion: (region: { from: number; to: number; min: number; max: number }) => void;
 }) {
   const { buckets, option } = useMemo(() => {
     const all = new Map<number, number>();
@@ -603,20 +679,78 @@ function CorrelationView({
     },
     [buckets, onBrush],
   );
+  const heat = useMemo(() => {
+    const columns = Math.max(1, Math.ceil((report.end_unix_nano - report.start_unix_nano) / Math.max(report.heatmap_step_nanos, 1)));
+    const rowsSeen = report.heatmap.map((c) => heatRow(c.min_nanos));
+    const low = Math.min(...rowsSeen);
+    const high = Math.max(...rowsSeen);
+    const rows: number[] = [];
+    for (let r = low; rowsSeen.length && r <= high; r++) rows.push(r);
+    const columnStart = (c: number) => report.start_unix_nano + c * report.heatmap_step_nanos;
+    let most = 1;
+    const data = report.heatmap.map((c) => {
+      most = Math.max(most, c.spans);
+      return {
+        value: [c.column, heatRow(c.min_nanos) - low, c.spans, c.selected],
+        itemStyle: c.selected > 0 ? { borderColor: "#e15759", borderWidth: 1.5 } : undefined,
+      };
+    });
+    const option = {
+      tooltip: {
+        formatter: (p: { value: number[] }) =>
+          `${clockTime(columnStart(p.value[0]))}, ${duration(heatBound(rows[p.value[1]]))}–${duration(heatBound(rows[p.value[1]] + 1))}<br/>${p.value[2]} spans, ${p.value[3]} selected`,
+      },
+      grid: { left: 64, right: 96, top: 24, bottom: 32 },
+      brush: { xAxisIndex: 0, yAxisIndex: 0, brushType: "rect", brushMode: "single", throttleType: "debounce", throttleDelay: 400 },
+      xAxis: { type: "category", data: Array.from({ length: columns }, (_, c) => clockTime(columnStart(c))), splitArea: { show: false } },
+      yAxis: { type: "category", data: rows.map((r) => duration(heatBound(r))), name: "latency" },
+      visualMap: {
+        // The colour is the span count (the value's third dimension), not the selected count.
+        dimension: 2,
+        min: 0,
+        max: most,
+        calculable: true,
+        orient: "vertical",
+        right: 8,
+        top: "middle",
+        text: ["spans", ""],
+        inRange: { color: ["#e8eef5", "#4e79a7", "#1b2a49"] },
+      },
+      series: [{ type: "heatmap", data }],
+    };
+    const toRegion = (range: number[][]) => {
+      const [[x0, x1], [y0, y1]] = range.map((r) => [Math.max(0, Math.round(Math.min(...r))), Math.round(Math.max(...r))]);
+      const top = Math.min(y1, rows.length - 1);
+      if (!rows.length || y0 > top) return;
+      onRegion({ from: columnStart(x0), to: columnStart(Math.min(x1, columns - 1) + 1), min: heatBound(rows[y0]), max: heatBound(rows[top] + 1) });
+    };
+    return { option, toRegion };
+  }, [report, onRegion]);
   const shown = report.correlations.filter((c) => c.significant).slice(0, 25);
+  const numeric = report.numeric.filter((n) => n.significant).slice(0, 10);
   return (
     <>
-      {report.warnings.map((w) => (
+      {(chosen || report.selected > 0 ? report.warnings : []).map((w) => (
         <div key={w} className="panel warning">
           {w}
         </div>
       ))}
       <div className="panel" data-testid="corr-summary">
         <b>{report.selection}</b>: {report.selected.toLocaleString()} spans against {report.baseline.toLocaleString()} others.{" "}
-        {!errors && <span className="muted">Drag across the histogram to choose another latency range.</span>}
+        {mode === "latency" && <span className="muted">Drag across the histogram to choose another latency range.</span>}
+        {mode === "region" && <span className="muted">Drag a rectangle over the heatmap to choose a time and latency region.</span>}
+        {report.notes.map((n) => (
+          <div key={n} className="muted" style={{ fontSize: 12 }} data-testid="corr-note">
+            {n}
+          </div>
+        ))}
       </div>
       <div className="panel">
-        <Chart option={option} height={240} onBrush={errors ? undefined : brushed} testId="corr-histogram" />
+        {mode === "region" ? (
+          <Chart option={heat.option} height={320} onBrushArea={heat.toRegion} testId="corr-heatmap" />
+        ) : (
+          <Chart option={option} height={240} onBrush={mode === "latency" ? brushed : undefined} testId="corr-histogram" />
+        )}
       </div>
       <div className="panel">
         {shown.length === 0 ? (
@@ -662,6 +796,40 @@ function CorrelationView({
           </table>
         )}
       </div>
+      {numeric.length > 0 && (
+        <div className="panel">
+          <h3 style={{ marginTop: 0 }}>Numeric attributes whose distribution differs</h3>
+          <table className="data" data-testid="corr-numeric">
+            <thead>
+              <tr>
+                <th>Attribute</th>
+                <th>Difference (KS)</th>
+                <th className="num">Median: selection / baseline</th>
+                <th className="num">p90: selection / baseline</th>
+              </tr>
+            </thead>
+            <tbody>
+              {numeric.map((n) => (
+                <tr key={n.key} data-testid="corr-numeric-row" data-key={n.key} data-direction={n.direction}>
+                  <td>{n.key}</td>
+                  <td>
+                    <span
+                      style={{ display: "inline-block", width: 60 * n.statistic, height: 8, background: n.direction === "higher" ? "#e15759" : "#4e79a7" }}
+                    />{" "}
+                    {n.statistic.toFixed(2)} ({n.direction} in the selection)
+                  </td>
+                  <td className="num">
+                    {n.selected_median.toLocaleString()} / {n.baseline_median.toLocaleString()}
+                  </td>
+                  <td className="num">
+                    {n.selected_p90.toLocaleString()} / {n.baseline_p90.toLocaleString()}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
     </>
   );
 }

@@ -393,25 +393,7 @@ impl QueryEngine {
         accumulator: &mut Accumulator,
     ) -> Result<(usize, bool), QueryError> {
         let (start, end, step) = (request.start_unix_nano, request.end_unix_nano, request.step_nanos);
-        let mut conditions = vec![format!("start_time_unix_nano >= {start} AND start_time_unix_nano < {end}")];
-        let mut having = String::new();
-        if let Some((spans, trace)) = super::prefilter(query) {
-            conditions.push(format!("({spans})"));
-            having = format!("HAVING {trace}");
-        }
-        let sql = format!(
-            "SELECT trace_id, max(trace_start_unix_nano) AS started FROM spans WHERE {} GROUP BY trace_id {having} \
-             ORDER BY started DESC, trace_id LIMIT {}",
-            conditions.join(" AND "),
-            MAX_TRACES + 1
-        );
-        let mut ids = Vec::new();
-        for batch in self.internal_sql(&sql).await? {
-            let column = batch.column(0).as_fixed_size_binary();
-            ids.extend((0..batch.num_rows()).filter_map(|row| clew_model::TraceId::from_slice(column.value(row)).ok()));
-        }
-        let partial = ids.len() > MAX_TRACES;
-        ids.truncate(MAX_TRACES);
+        let (ids, partial) = self.candidate_traces(query, start, end).await?;
         let field = metrics.function.field();
         let mut inspected = 0;
         for chunk in ids.chunks(1_000) {

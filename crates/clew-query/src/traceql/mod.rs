@@ -7,6 +7,7 @@ mod ast;
 mod eval;
 mod metrics;
 mod parse;
+mod select;
 
 use clew_model::TraceId;
 use serde::Serialize;
@@ -15,6 +16,7 @@ pub use ast::*;
 pub use eval::{Spanset, TraceContext, evaluate, field_values};
 pub use metrics::{LabelValue, MAX_POINTS, MAX_SERIES, MAX_TRACES, MetricsRequest, MetricsResult, Series, default_step};
 pub use parse::{ParseError, field, parse, unit_nanos};
+pub use select::{SpanSelection, exact_filter};
 
 use crate::{QueryEngine, QueryError, quote};
 use clew_store::block::DEDICATED;
