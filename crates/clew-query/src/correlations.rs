@@ -9,9 +9,9 @@
 //! (one scan of narrow columns). Attribute values are the expensive part (two maps decoded per
 //! span), so over a large scope they are counted on a uniform sample of traces: blocks are
 //! sorted by trace ID, so "trace IDs below T" is a random share of the traces that Parquet
-//! reads without touching the other row groups. Every selected span is still counted when SQL
-//! can state the selection (a stratified sample: the whole selection against a sample of the
-//! baseline), so a small selection keeps its support.
+//! reads without touching the other row groups. When the sample holds few selected spans and
+//! SQL can state the selection, every selected span is counted (a stratified sample: the whole
+//! selection against a sample of the baseline), so a small selection keeps its support.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -134,6 +134,9 @@ pub const MAX_KEYS: usize = 1_000;
 /// Over a scope of more spans than this, attribute values are counted on a sample of traces
 /// (every selected span still counted when SQL states the selection).
 pub const DEFAULT_SAMPLE_SPANS: u64 = 200_000;
+/// A sampled selection smaller than this is completed with the selected spans outside the
+/// sample (a larger one is compared as sampled).
+const WHOLE_SELECTION_BELOW: u64 = 20_000;
 /// Values kept per side of a numeric attribute.
 pub const NUMERIC_SAMPLE: usize = 2_000;
 /// A numeric attribute is compared as a distribution when it takes more distinct values.
@@ -153,6 +156,8 @@ const ERROR_RECORDS: &[&str] = &[
     "otel.status_description",
     "exception.",
 ];
+/// Distinct resources remembered per counting task; spans of further ones are counted one by one.
+const MAX_RESOURCES: usize = 50_000;
 /// Attribute values longer than this are not compared.
 const MAX_VALUE_LENGTH: usize = 200;
 
@@ -238,7 +243,8 @@ struct KeyCounts {
 }
 
 impl KeyCounts {
-    fn number(&mut self, value: &str, selected: bool) {
+    /// Records `value` on each side, `selected` and `baseline` times.
+    fn number(&mut self, value: &str, selected: u64, baseline: u64) {
         if matches!(self.numbers, Numbers::NotNumeric) {
             return;
         }
@@ -249,7 +255,8 @@ impl KeyCounts {
                     self.numbers = Numbers::Numeric { selected: Box::default(), baseline: Box::default() };
                 }
                 if let Numbers::Numeric { selected: s, baseline: b } = &mut self.numbers {
-                    if selected { s.push(number) } else { b.push(number) }
+                    (0..selected).for_each(|_| s.push(number));
+                    (0..baseline).for_each(|_| b.push(number));
                 }
             }
             None => self.numbers = Numbers::NotNumeric,
@@ -286,15 +293,81 @@ impl KeyCounts {
     }
 }
 
+/// Resource attributes are the same for every span a process sends: each distinct resource is
+/// counted once per side, and its attributes expanded into the counts at the end.
+#[derive(Default)]
+struct Resources {
+    /// By the hash of the resource's attributes: indexes into `seen`.
+    by_hash: HashMap<u64, Vec<usize>>,
+    seen: Vec<(Vec<(String, String)>, u64, u64)>,
+}
+
+impl Resources {
+    fn count(&mut self, map: &MapArray, row: usize, selected: bool) {
+        use std::hash::Hasher;
+        if map.is_null(row) {
+            return;
+        }
+        let offsets = map.value_offsets();
+        let (keys, values) = (map.keys().as_string::<i32>(), map.values().as_string::<i32>());
+        let range = offsets[row] as usize..offsets[row + 1] as usize;
+        let mut hasher = twox_hash::XxHash64::with_seed(0);
+        for i in range.clone() {
+            hasher.write(keys.value(i).as_bytes());
+            hasher.write(&[0x1f]);
+            if values.is_valid(i) {
+                hasher.write(values.value(i).as_bytes());
+            }
+            hasher.write(&[0x1e]);
+        }
+        // The stored entries leave out null values, as the row is read.
+        let same = |entries: &[(String, String)]| {
+            let mut stored = entries.iter();
+            for i in range.clone().filter(|&i| values.is_valid(i)) {
+                match stored.next() {
+                    Some((k, v)) if keys.value(i) == k && values.value(i) == v => {}
+                    _ => return false,
+                }
+            }
+            stored.next().is_none()
+        };
+        let candidates = self.by_hash.entry(hasher.finish()).or_default();
+        let found = candidates.iter().copied().find(|&index| same(&self.seen[index].0));
+        let index = match found {
+            Some(index) => index,
+            None => {
+                let entries =
+                    range.filter(|&i| values.is_valid(i)).map(|i| (keys.value(i).to_string(), values.value(i).to_string())).collect();
+                self.seen.push((entries, 0, 0));
+                candidates.push(self.seen.len() - 1);
+                self.seen.len() - 1
+            }
+        };
+        let slot = &mut self.seen[index];
+        if selected {
+            slot.1 += 1;
+        } else {
+            slot.2 += 1;
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counter {
     keys: HashMap<String, KeyCounts>,
+    resources: Resources,
     selected: u64,
     baseline: u64,
 }
 
 impl Counter {
     fn count(&mut self, key: &str, value: &str, selected: bool) {
+        let (s, b) = if selected { (1, 0) } else { (0, 1) };
+        self.add(key, value, s, b);
+    }
+
+    /// Counts `selected` spans of the selection and `baseline` of the baseline with key = value.
+    fn add(&mut self, key: &str, value: &str, selected: u64, baseline: u64) {
         if value.len() > MAX_VALUE_LENGTH {
             return;
         }
@@ -305,7 +378,7 @@ impl Counter {
             self.keys.insert(key.to_string(), KeyCounts::default());
         }
         let counts = self.keys.get_mut(key).expect("inserted above");
-        counts.number(value, selected);
+        counts.number(value, selected, baseline);
         if counts.too_many {
             return;
         }
@@ -318,10 +391,21 @@ impl Counter {
             counts.values.insert(value.to_string(), (0, 0));
         }
         let slot = counts.values.get_mut(value).expect("inserted above");
-        if selected {
-            slot.0 += 1;
-        } else {
-            slot.1 += 1;
+        slot.0 += selected;
+        slot.1 += baseline;
+    }
+
+    /// Adds the attributes of each distinct resource seen, as often as its spans were.
+    fn expand_resources(&mut self) {
+        let resources = std::mem::take(&mut self.resources);
+        let mut key = String::new();
+        for (entries, selected, baseline) in resources.seen {
+            for (name, value) in entries {
+                key.clear();
+                key.push_str("resource.");
+                key.push_str(&name);
+                self.add(&key, &value, selected, baseline);
+            }
         }
     }
 
@@ -412,7 +496,11 @@ impl Pass {
                 counter.baseline += 1;
             }
             counter.map("span.", attributes, row, selected, &mut key, self.skip);
-            counter.map("resource.", resource, row, selected, &mut key, &[]);
+            if counter.resources.seen.len() < MAX_RESOURCES {
+                counter.resources.count(resource, row, selected);
+            } else {
+                counter.map("resource.", resource, row, selected, &mut key, &[]);
+            }
             if self.compare_status {
                 counter.count("status", status.value(row), selected);
             }
@@ -570,8 +658,8 @@ impl QueryEngine {
             } else {
                 let mut sampled = sampled;
                 facts.sampled_traces = Some(share);
-                if let Some(sql) = &selected_sql {
-                    // The rest of the selection, so that it is compared whole.
+                if let Some(sql) = selected_sql.as_ref().filter(|_| sampled.selected < WHOLE_SELECTION_BELOW) {
+                    // A small selection: the rest of it too, so that it is compared whole.
                     let rest = Pass {
                         service: pass.service.clone(),
                         spans: None,
@@ -649,6 +737,7 @@ impl QueryEngine {
                 while let Some(batch) = stream.next().await {
                     pass.count(&batch?, &mut counter);
                 }
+                counter.expand_resources();
                 Ok::<_, QueryError>(counter)
             }));
         }
@@ -710,6 +799,29 @@ mod tests {
         a.merge(b);
         assert!(a.keys["span.k"].too_many);
         assert_eq!(a.keys["span.region"].values["eu"], (1, 1));
+    }
+
+    #[test]
+    fn each_resource_is_counted_as_often_as_its_spans() {
+        use datafusion::arrow::array::{MapBuilder, StringBuilder};
+        let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        for (version, pid) in [("1.0", "7"), ("1.0", "7"), ("2.0", "7"), ("1.0", "7")] {
+            builder.keys().append_value("service.version");
+            builder.values().append_value(version);
+            builder.keys().append_value("process.pid");
+            builder.values().append_value(pid);
+            builder.append(true).unwrap();
+        }
+        let map = builder.finish();
+        let mut counter = Counter::default();
+        for (row, selected) in [(0, true), (1, false), (2, true), (3, false)] {
+            counter.resources.count(&map, row, selected);
+        }
+        assert_eq!(counter.resources.seen.len(), 2, "two distinct resources");
+        counter.expand_resources();
+        assert_eq!(counter.keys["resource.service.version"].values["1.0"], (1, 2));
+        assert_eq!(counter.keys["resource.service.version"].values["2.0"], (1, 0));
+        assert_eq!(counter.keys["resource.process.pid"].values["7"], (2, 2));
     }
 
     #[test]
