@@ -43,6 +43,19 @@ export function Empty({ children }: { children: ReactNode }) {
   return <div className="empty">{children}</div>;
 }
 
+// A report's warnings, a panel each.
+export function WarningPanels({ warnings }: { warnings: string[] }) {
+  return (
+    <>
+      {warnings.map((w) => (
+        <div key={w} className="panel warning">
+          {w}
+        </div>
+      ))}
+    </>
+  );
+}
+
 export function Show<T>({
   value,
   what,

@@ -3,7 +3,7 @@ import { Link, useSearchParams } from "react-router-dom";
 
 import { api, type GroupComparison, type Trace } from "../api";
 import { Chart } from "../components/Chart";
-import { Empty, Picker, Show, useApi, type Loadable } from "../components/common";
+import { Empty, Picker, Show, WarningPanels, useApi, type Loadable } from "../components/common";
 import { LOOKBACKS } from "../format";
 import { duration, serviceColour } from "../format";
 import { buildModel, visibleRows } from "./traceModel";
@@ -329,11 +329,7 @@ function GroupsView({ report }: { report: GroupComparison }) {
     s ? pick(s).toFixed(digits) : "—";
   return (
     <>
-      {report.warnings.map((w) => (
-        <div key={w} className="panel warning">
-          {w}
-        </div>
-      ))}
+      <WarningPanels warnings={report.warnings} />
       <div className="grid-2" data-testid="groups-summary">
         {(["a", "b"] as const).map((g) => (
           <div key={g} className="panel">

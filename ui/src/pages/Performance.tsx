@@ -5,7 +5,7 @@ import { useSearchParams } from "react-router-dom";
 
 import { api, type ServiceGraph, type CorrelationReport, type CriticalPathNode, type CriticalPathReport, type TrafficEstimate } from "../api";
 import { Chart } from "../components/Chart";
-import { Empty, Picker, Show, currentTheme, useApi, useEntries } from "../components/common";
+import { Empty, Picker, Show, WarningPanels, currentTheme, useApi, useEntries } from "../components/common";
 import { arrowEdge, labelledNode } from "../components/graphStyle";
 import { LOOKBACKS, duration, serviceColour } from "../format";
 
@@ -391,11 +391,7 @@ function TrafficView({ estimate }: { estimate: TrafficEstimate }) {
   );
   return (
     <>
-      {estimate.warnings.map((w) => (
-        <div key={w} className="panel warning">
-          {w}
-        </div>
-      ))}
+      <WarningPanels warnings={estimate.warnings} />
       <div className="panel" data-testid="traffic-summary">
         {estimate.scale_services.length === 0 ? (
           <span>Every operation has already handled at least its expected rate.</span>
@@ -730,11 +726,7 @@ function CorrelationView({
   const numeric = report.numeric.filter((n) => n.significant).slice(0, 10);
   return (
     <>
-      {(chosen || report.selected > 0 ? report.warnings : []).map((w) => (
-        <div key={w} className="panel warning">
-          {w}
-        </div>
-      ))}
+      <WarningPanels warnings={chosen || report.selected > 0 ? report.warnings : []} />
       <div className="panel" data-testid="corr-summary">
         <b>{report.selection}</b>: {report.selected.toLocaleString()} spans against {report.baseline.toLocaleString()} others.{" "}
         {mode === "latency" && <span className="muted">Drag across the histogram to choose another latency range.</span>}
