@@ -107,13 +107,20 @@ pub struct CorrelationReport {
 /// The Kolmogorov–Smirnov statistic of two samples and its asymptotic p-value (Numerical
 /// Recipes' `probks` with Stephens' small-sample correction).
 pub fn kolmogorov_smirnov(a: &[f64], b: &[f64]) -> (f64, f64) {
+    kolmogorov_smirnov_sorted(&sorted(a), &sorted(b))
+}
+
+fn sorted(values: &[f64]) -> Vec<f64> {
+    let mut values = values.to_vec();
+    values.sort_by(f64::total_cmp);
+    values
+}
+
+/// [`kolmogorov_smirnov`] of samples already in ascending order.
+fn kolmogorov_smirnov_sorted(a: &[f64], b: &[f64]) -> (f64, f64) {
     if a.is_empty() || b.is_empty() {
         return (0.0, 1.0);
     }
-    let mut a = a.to_vec();
-    let mut b = b.to_vec();
-    a.sort_by(f64::total_cmp);
-    b.sort_by(f64::total_cmp);
     let (n, m) = (a.len() as f64, b.len() as f64);
     let (mut i, mut j, mut d) = (0usize, 0usize, 0.0f64);
     while i < a.len() && j < b.len() {
@@ -149,12 +156,11 @@ fn kolmogorov_q(lambda: f64) -> f64 {
     (2.0 * sum).clamp(0.0, 1.0)
 }
 
-fn quantile_of(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
+/// The `q` quantile of values in ascending order (nearest rank).
+fn quantile_of(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
         return f64::NAN;
     }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
@@ -163,8 +169,9 @@ fn numeric_differences(numeric: &[clew_query::NumericValues]) -> Vec<NumericDiff
     let mut out: Vec<NumericDifference> = numeric
         .iter()
         .map(|n| {
-            let (statistic, p_value) = kolmogorov_smirnov(&n.selected, &n.baseline);
-            let (selected_median, baseline_median) = (quantile_of(&n.selected, 0.5), quantile_of(&n.baseline, 0.5));
+            let (selected, baseline) = (sorted(&n.selected), sorted(&n.baseline));
+            let (statistic, p_value) = kolmogorov_smirnov_sorted(&selected, &baseline);
+            let (selected_median, baseline_median) = (quantile_of(&selected, 0.5), quantile_of(&baseline, 0.5));
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
             let higher =
                 if selected_median != baseline_median { selected_median > baseline_median } else { mean(&n.selected) >= mean(&n.baseline) };
@@ -176,8 +183,8 @@ fn numeric_differences(numeric: &[clew_query::NumericValues]) -> Vec<NumericDiff
                 direction: if higher { "higher" } else { "lower" }.into(),
                 selected_median,
                 baseline_median,
-                selected_p90: quantile_of(&n.selected, 0.9),
-                baseline_p90: quantile_of(&n.baseline, 0.9),
+                selected_p90: quantile_of(&selected, 0.9),
+                baseline_p90: quantile_of(&baseline, 0.9),
                 selected_spans: n.selected_spans,
                 baseline_spans: n.baseline_spans,
             }

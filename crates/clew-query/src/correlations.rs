@@ -49,11 +49,6 @@ pub enum Selection {
 }
 
 impl Selection {
-    /// A latency range over the whole window.
-    pub fn latency(min_nanos: Option<i64>, max_nanos: Option<i64>) -> Self {
-        Selection::Latency { min_nanos, max_nanos, from_unix_nano: None, to_unix_nano: None }
-    }
-
     fn sql(&self) -> Option<String> {
         match self {
             Selection::Latency { min_nanos, max_nanos, from_unix_nano, to_unix_nano } => {
@@ -447,6 +442,7 @@ impl Counter {
 }
 
 /// What every counting task needs to know.
+#[derive(Clone)]
 struct Pass {
     /// Spans of this service are not counted as a service their trace passes through.
     service: Option<String>,
@@ -660,13 +656,7 @@ impl QueryEngine {
                 facts.sampled_traces = Some(share);
                 if let Some(sql) = selected_sql.as_ref().filter(|_| sampled.selected < WHOLE_SELECTION_BELOW) {
                     // A small selection: the rest of it too, so that it is compared whole.
-                    let rest = Pass {
-                        service: pass.service.clone(),
-                        spans: None,
-                        skip: pass.skip,
-                        compare_status: pass.compare_status,
-                        only_selected: true,
-                    };
+                    let rest = Pass { only_selected: true, ..(*pass).clone() };
                     let more = engine
                         .count_attributes(
                             &format!("SELECT {project} FROM spans WHERE {scope_sql} AND ({sql}) IS TRUE AND trace_id >= {threshold}"),

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use clew_model::{LatencyHistogram, SpanId, StatusCode};
 use serde::Serialize;
 
-use crate::traceql::{Query, TraceContext, evaluate};
+use crate::traceql::Query;
 use crate::{QueryEngine, QueryError};
 
 /// Paths deeper than this below a matched span are cut.
@@ -58,23 +58,11 @@ impl QueryEngine {
         if query.metrics.is_some() {
             return Err(QueryError::Invalid("a group is a spanset query, without a metrics function".into()));
         }
-        let (ids, partial) = self.candidate_traces(query, start_unix_nano, end_unix_nano).await?;
-        let mut tree = GroupTree { partial, ..Default::default() };
+        let mut tree = GroupTree::default();
         let mut index: HashMap<Vec<(String, String)>, usize> = HashMap::new();
-        for chunk in ids.chunks(1_000) {
-            for view in self.traces(chunk, false).await? {
+        let (_, partial) = self
+            .evaluate_candidates(query, start_unix_nano, end_unix_nano, |view, _, matched| {
                 let spans = &view.trace.spans;
-                let context = TraceContext::new(&view.trace);
-                let mut matched: Vec<usize> = evaluate(query, &context)
-                    .into_iter()
-                    .flat_map(|set| set.spans)
-                    .filter(|&i| (start_unix_nano..end_unix_nano).contains(&spans[i].start_time_unix_nano))
-                    .collect();
-                matched.sort_unstable();
-                matched.dedup();
-                if matched.is_empty() {
-                    continue;
-                }
                 tree.traces += 1;
                 let mut children: HashMap<SpanId, Vec<usize>> = HashMap::new();
                 for (i, span) in spans.iter().enumerate() {
@@ -82,7 +70,7 @@ impl QueryEngine {
                         children.entry(parent).or_default().push(i);
                     }
                 }
-                for top in matched {
+                for &top in matched {
                     tree.matched += 1;
                     let mut seen_paths: Vec<usize> = Vec::new();
                     // Depth-first below the matched span, carrying the path.
@@ -129,8 +117,9 @@ impl QueryEngine {
                         tree.nodes[slot].reached += 1;
                     }
                 }
-            }
-        }
+            })
+            .await?;
+        tree.partial = partial;
         Ok(tree)
     }
 }

@@ -134,6 +134,13 @@ pub(crate) async fn traffic_estimate(State(state): State<ApiState>, RawQuery(raw
     Ok(respond(&estimate, format, &estimate.warnings, || estimate.to_markdown(), || estimate.to_table()))
 }
 
+/// A time parameter in Unix nanoseconds, when given.
+fn unix_nanos_param(pairs: &[(String, String)], key: &str) -> Result<Option<u64>, ApiError> {
+    param(pairs, key)
+        .map(|text| text.parse::<u64>().map_err(|_| ApiError::bad_request(format!("{key} is a time in Unix nanoseconds, not {text:?}"))))
+        .transpose()
+}
+
 /// `GET /api/v1/correlations?service=&operation=`: which attribute values set a selection of
 /// spans apart from the rest of the scope (`service`, `operation`, `kind`; every span when
 /// none is given). The selection is a latency range (`min_duration`/`max_duration`, e.g.
@@ -171,15 +178,8 @@ pub(crate) async fn correlations(State(state): State<ApiState>, RawQuery(raw): R
             })
             .transpose()
     };
-    let instant = |key: &str| -> Result<Option<u64>, ApiError> {
-        param(&pairs, key)
-            .map(|text| {
-                text.parse::<u64>().map_err(|_| ApiError::bad_request(format!("{key} is a time in Unix nanoseconds, not {text:?}")))
-            })
-            .transpose()
-    };
     let (min, max) = (duration("min_duration")?, duration("max_duration")?);
-    let (from, to) = (instant("from")?, instant("to")?);
+    let (from, to) = (unix_nanos_param(&pairs, "from")?, unix_nanos_param(&pairs, "to")?);
     let errors = match param(&pairs, "errors") {
         None | Some("false") => false,
         Some("true") => true,
@@ -255,21 +255,14 @@ pub(crate) async fn compare_groups(State(state): State<ApiState>, RawQuery(raw):
     only_params(&pairs, &["a", "b", "start", "end", "lookback", "a_start", "a_end", "b_start", "b_end", "format"])?;
     let format = format_param(&pairs, &["json", "markdown", "table"])?;
     let (start, end) = window(&pairs)?;
-    let instant = |key: &str, default: u64| -> Result<u64, ApiError> {
-        match param(&pairs, key) {
-            None => Ok(default),
-            Some(text) => {
-                text.parse::<u64>().map_err(|_| ApiError::bad_request(format!("{key} is a time in Unix nanoseconds, not {text:?}")))
-            }
-        }
-    };
     let mut groups = Vec::new();
     for name in ["a", "b"] {
         let text = param(&pairs, name).ok_or_else(|| {
             ApiError::bad_request(format!("{name} is required: a TraceQL spanset query, e.g. {{ resource.service.version = \"1.2.0\" }}"))
         })?;
         let query = clew_query::traceql::parse(text).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))?;
-        let (from, to) = (instant(&format!("{name}_start"), start)?, instant(&format!("{name}_end"), end)?);
+        let from = unix_nanos_param(&pairs, &format!("{name}_start"))?.unwrap_or(start);
+        let to = unix_nanos_param(&pairs, &format!("{name}_end"))?.unwrap_or(end);
         if from >= to {
             return Err(ApiError::bad_request(format!("{name}_start must be before {name}_end")));
         }

@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::{AttrScope, Field, Intrinsic, Metrics, MetricsFunction, Query, Rank, SpansetExpr, TraceContext, evaluate, field_values};
+use super::{AttrScope, Field, Intrinsic, Metrics, MetricsFunction, Query, Rank, field_values};
 use crate::{QueryEngine, QueryError};
 
 /// Sample points per series at most (as Prometheus allows).
@@ -393,47 +393,29 @@ impl QueryEngine {
         accumulator: &mut Accumulator,
     ) -> Result<(usize, bool), QueryError> {
         let (start, end, step) = (request.start_unix_nano, request.end_unix_nano, request.step_nanos);
-        let (ids, partial) = self.candidate_traces(query, start, end).await?;
         let field = metrics.function.field();
-        let mut inspected = 0;
-        for chunk in ids.chunks(1_000) {
-            for view in self.traces(chunk, false).await? {
-                inspected += 1;
-                let context = TraceContext::new(&view.trace);
-                let mut counted = vec![false; view.trace.spans.len()];
-                for set in evaluate(query, &context) {
-                    for index in set.spans {
-                        if std::mem::replace(&mut counted[index], true) {
-                            continue;
-                        }
-                        let span_start = view.trace.spans[index].start_time_unix_nano;
-                        if span_start < start || span_start >= end {
-                            continue;
-                        }
-                        let key: Vec<LabelValue> = metrics
-                            .by
-                            .iter()
-                            .map(|by| {
-                                field_values(by, index, &context)
-                                    .first()
-                                    .map(|v| LabelValue::Str(super::value_text(v)))
-                                    .unwrap_or(LabelValue::Nil)
-                            })
-                            .collect();
-                        accumulator.matched += 1;
-                        let Some(cells) = accumulator.cells(key) else { continue };
-                        let cell = &mut cells[((span_start - start) / step) as usize];
-                        cell.count += 1;
-                        let value = field.and_then(|f| field_values(f, index, &context).first().and_then(super::eval::number));
-                        if let Some(value) = value {
-                            cell.add_values(1, value, value, value);
-                            *cell.buckets.entry(bucket_of(value)).or_default() += 1;
-                        }
-                    }
+        self.evaluate_candidates(query, start, end, |view, context, matched| {
+            for &index in matched {
+                let span_start = view.trace.spans[index].start_time_unix_nano;
+                let key: Vec<LabelValue> = metrics
+                    .by
+                    .iter()
+                    .map(|by| {
+                        field_values(by, index, context).first().map(|v| LabelValue::Str(super::value_text(v))).unwrap_or(LabelValue::Nil)
+                    })
+                    .collect();
+                accumulator.matched += 1;
+                let Some(cells) = accumulator.cells(key) else { continue };
+                let cell = &mut cells[((span_start - start) / step) as usize];
+                cell.count += 1;
+                let value = field.and_then(|f| field_values(f, index, context).first().and_then(super::eval::number));
+                if let Some(value) = value {
+                    cell.add_values(1, value, value, value);
+                    *cell.buckets.entry(bucket_of(value)).or_default() += 1;
                 }
             }
-        }
-        Ok((inspected, partial))
+        })
+        .await
     }
 }
 
@@ -446,11 +428,7 @@ struct SqlPlan {
 }
 
 fn sql_plan(query: &Query, metrics: &Metrics) -> Option<SqlPlan> {
-    if !query.stages.is_empty() {
-        return None;
-    }
-    let SpansetExpr::Filter(expr) = &query.first else { return None };
-    let condition = super::exact_sql(expr)?;
+    let condition = super::exact_filter(query)?;
     let groups = metrics.by.iter().map(text_column).collect::<Option<Vec<_>>>()?;
     let value = match metrics.function.field() {
         Some(field) => Some(number_column(field)?),

@@ -8,7 +8,7 @@ use clew_model::{SpanId, TraceId};
 use datafusion::arrow::array::AsArray;
 
 use super::{MAX_TRACES, Query, SpansetExpr, TraceContext, evaluate, prefilter};
-use crate::{QueryEngine, QueryError};
+use crate::{QueryEngine, QueryError, TraceView};
 
 /// How the selected spans are known.
 #[derive(Debug, Clone)]
@@ -19,9 +19,10 @@ pub enum SpanSelection {
     Spans { spans: HashSet<(TraceId, SpanId)>, inspected_traces: usize, partial: bool },
 }
 
-/// The SQL condition equal to a query that is one spanset filter SQL can state exactly.
+/// The SQL condition equal to a query's spanset part when that is one filter SQL can state
+/// exactly (a metrics function, if any, is not part of it).
 pub fn exact_filter(query: &Query) -> Option<String> {
-    if !query.stages.is_empty() || query.metrics.is_some() {
+    if !query.stages.is_empty() {
         return None;
     }
     let SpansetExpr::Filter(expr) = &query.first else { return None };
@@ -37,24 +38,45 @@ impl QueryEngine {
         if let Some(sql) = exact_filter(query) {
             return Ok(SpanSelection::Sql(sql));
         }
-        let (ids, partial) = self.candidate_traces(query, start_unix_nano, end_unix_nano).await?;
         let mut spans = HashSet::new();
-        let mut inspected_traces = 0;
+        let (inspected_traces, partial) = self
+            .evaluate_candidates(query, start_unix_nano, end_unix_nano, |view, _, matched| {
+                spans.extend(matched.iter().map(|&i| (view.trace.spans[i].trace_id, view.trace.spans[i].span_id)));
+            })
+            .await?;
+        Ok(SpanSelection::Spans { spans, inspected_traces, partial })
+    }
+
+    /// Evaluates `query` on each candidate trace (see [`Self::candidate_traces`]) and calls
+    /// `found` with the trace and the indexes of its matched spans started within
+    /// [start, end), each once, in order (traces without one are skipped). Returns the traces
+    /// inspected and whether the cap left some out.
+    pub(crate) async fn evaluate_candidates(
+        &self,
+        query: &Query,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+        mut found: impl FnMut(&TraceView, &TraceContext, &[usize]),
+    ) -> Result<(usize, bool), QueryError> {
+        let (ids, partial) = self.candidate_traces(query, start_unix_nano, end_unix_nano).await?;
+        let mut inspected = 0;
         for chunk in ids.chunks(1_000) {
             for view in self.traces(chunk, false).await? {
-                inspected_traces += 1;
+                inspected += 1;
                 let context = TraceContext::new(&view.trace);
-                for set in evaluate(query, &context) {
-                    for index in set.spans {
-                        let span = &view.trace.spans[index];
-                        if (start_unix_nano..end_unix_nano).contains(&span.start_time_unix_nano) {
-                            spans.insert((span.trace_id, span.span_id));
-                        }
-                    }
+                let mut matched: Vec<usize> = evaluate(query, &context)
+                    .into_iter()
+                    .flat_map(|set| set.spans)
+                    .filter(|&i| (start_unix_nano..end_unix_nano).contains(&view.trace.spans[i].start_time_unix_nano))
+                    .collect();
+                matched.sort_unstable();
+                matched.dedup();
+                if !matched.is_empty() {
+                    found(&view, &context, &matched);
                 }
             }
         }
-        Ok(SpanSelection::Spans { spans, inspected_traces, partial })
+        Ok((inspected, partial))
     }
 
     /// The traces that may match `query` with a span started within [start, end), newest
