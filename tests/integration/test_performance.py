@@ -28,9 +28,15 @@ def shop():
 
     def ready(base):
         # Every trace of the history is assembled: about RATE × the history's seconds of them
-        # (more: a callee that drops the context starts traces of its own).
-        report = requests.get(base + "/api/v1/bottlenecks", params={"lookback": "25m"}, timeout=30).json()
-        return report["requests"] >= 0.97 * RATE * HISTORY_MINUTES * 60
+        # (more: a callee that drops the context starts traces of its own), and as many per
+        # second of the load test.
+        def requests_of(traffic):
+            params = {"lookback": "25m", "traffic": traffic}
+            return requests.get(base + "/api/v1/bottlenecks", params=params, timeout=30).json()["requests"]
+        load_test = truth["load_test"]
+        test_seconds = (load_test["end_unix_nano"] - load_test["start_unix_nano"]) / 1e9
+        return requests_of("production") >= 0.97 * RATE * HISTORY_MINUTES * 60 and \
+            requests_of("load-test") >= 0.97 * RATE * load_test["rate_factor"] * test_seconds
 
     with running_demo("--rate", str(RATE), "--history", f"{HISTORY_MINUTES}m", "--incidents", ready=ready,
                       timeout=240) as base:
@@ -118,6 +124,83 @@ def test_traffic_estimation_projects_a_planned_peak(shop):
     assert bad.status_code == 400 and "<rate> <service> <operation>" in bad.json()["error"]["message"]
     unknown = get(base, "/api/v1/traffic-estimate", plan="5 nobody GET /").json()
     assert any("nobody GET /" in w for w in unknown["warnings"])
+
+
+def test_load_tests_are_left_out_isolated_and_measured_against_expected(shop):
+    base, truth, windows = shop
+    load_test = truth["load_test"]
+    # The load test runs inside the window after the deploy.
+    assert windows["after"][0] <= load_test["start_unix_nano"] < load_test["end_unix_nano"] <= windows["after"][1]
+    test_traces = RATE * load_test["rate_factor"] * (load_test["end_unix_nano"] - load_test["start_unix_nano"]) / 1e9
+    params = window_params(windows["after"])
+
+    # The default estimate reads production traffic, and says which sources the window holds.
+    production = get(base, "/api/v1/traffic-estimate", **params).json()
+    assert production["traffic"] == "production"
+    sources = {s["source"]: s for s in production["sources"]}
+    assert sources[load_test["source"]]["load_test"] and not sources[""]["load_test"]
+    assert abs(sources[load_test["source"]]["requests"] - test_traces) <= 0.03 * test_traces, sources
+
+    def payments_per_checkout(estimate):
+        entry = next(e for e in estimate["entries"] if (e["service"], e["operation"]) == ("web-gateway", "POST /checkout"))
+        return sum(f["mean_per_request"] for f in entry["fan_out"] if f["service"] == load_test["mocked"])
+
+    # Production checkouts pay once; with the load test's mocked payments mixed in, fewer do.
+    assert abs(payments_per_checkout(production) - 1.0) < 0.05
+    everything = get(base, "/api/v1/traffic-estimate", **params, traffic="all").json()
+    assert payments_per_checkout(everything) < 0.8 * payments_per_checkout(production)
+    # Isolated, the load test is only its entry operations, in equal shares, and never pays.
+    isolated = get(base, "/api/v1/traffic-estimate", **params, traffic="load-test").json()
+    entries = {f"{e['service']} {e['operation']}": e["requests"] for e in isolated["entries"]}
+    assert set(entries) == set(load_test["entries"]), entries
+    assert abs(sum(entries.values()) - test_traces) <= 0.03 * test_traces
+    assert payments_per_checkout(isolated) == 0
+
+    # Measured against expected: the test's entry rates through production's fan-out.
+    measured = get(base, "/api/v1/traffic-estimate", **params, measure="load-test").json()
+    summary = measured["load_test"]
+    assert abs(summary["requests"] - test_traces) <= 0.03 * test_traces
+    assert {f"{e['service']} {e['operation']}" for e in summary["entries"]} == set(load_test["entries"])
+    targets = {f"{t['service']} {t['operation']}": t for t in measured["targets"]}
+    after = truth["incidents"]["fan_out_after_deploy"]
+    production_requests = {f"{e['service']} {e['operation']}": e["requests"] for e in production["entries"]}
+    reached = set()
+    for entry in summary["entries"]:
+        reached |= set(after[f"{entry['service']} {entry['operation']}"])
+    for operation in sorted(reached):
+        target = targets[operation]
+        # What the shop's own fan-out makes of the measured entry rates.
+        # Within 5%, or five standard errors of the production multipliers it is made of.
+        expected, error = 0.0, 0.0
+        for e in summary["entries"]:
+            name = f"{e['service']} {e['operation']}"
+            mean = after[name].get(operation, 0.0)
+            expected += e["per_second"] * mean
+            error += e["per_second"] * math.sqrt(mean / production_requests[name])
+        assert abs(target["expected_per_second"] - expected) <= max(0.05 * expected, 5 * error), (operation, target, expected)
+        verdict = target["measured"]["verdict"]
+        if operation in load_test["mocked_operations"]:
+            assert verdict == "not reached" and target["measured"]["per_second"] == 0, (operation, target)
+            assert operation in summary["not_reached"]
+        else:
+            assert verdict == "as expected", (operation, target["measured"], expected)
+    assert set(summary["not_reached"]) == set(load_test["mocked_operations"])
+    # The shop does not slow down under load: no bottleneck is claimed.
+    assert summary["slower"] == [], summary["slower"]
+    assert measured["targets"][0]["measured"]["verdict"] == "not reached", "the furthest from expectation first"
+    # The same from the command line; a plan and a measured load test do not go together.
+    out = subprocess.run([CLEW_BIN, "traffic", "--measure-load-test", "--lookback", "1h", "--server", base],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert any(load_test["mocked"] in line and "not reached" in line for line in out.stdout.splitlines()), out.stdout
+    bad = requests.get(base + "/api/v1/traffic-estimate", params={"measure": "load-test", "plan": "5 web-gateway GET /"}, timeout=30)
+    assert bad.status_code == 400 and "plan" in bad.json()["error"]["message"]
+    bad = requests.get(base + "/api/v1/traffic-estimate", params={"traffic": "tests"}, timeout=30)
+    assert bad.status_code == 400 and "source:<name>" in bad.json()["error"]["message"]
+    # The critical path of the load test alone: its requests only, and no payment on it.
+    report = get(base, "/api/v1/bottlenecks", **params, traffic="load-test").json()
+    assert abs(report["requests"] - test_traces) <= 0.03 * test_traces
+    assert all(b["service"] != load_test["mocked"] for b in report["bottlenecks"])
 
 
 def test_critical_path_names_the_slow_dependency(shop):
@@ -213,6 +296,14 @@ def test_critical_path_and_traffic_pages(shop, page):  # noqa: F811 (fixture)
     assert page.locator("[data-testid=traffic-chart] canvas").count() >= 1
     assert page.locator("[data-testid=traffic-graph] canvas").count() >= 1
     page.screenshot(path=os.path.join(SHOTS, "traffic.png"), full_page=True)
+    # During a load test, the same page measures it against what production's fan-out expects.
+    mocked = truth["load_test"]["mocked"]
+    page.goto(f"{base}/traffic?lookback=1h&measure=load-test")
+    page.wait_for_selector(f"[data-testid=loadtest-target][data-service={mocked}][data-verdict='not reached']", timeout=30_000)
+    assert mocked in page.locator("[data-testid=loadtest-not-reached]").inner_text()
+    assert "load test" in page.locator("[data-testid=traffic-sources]").inner_text()
+    assert page.locator("[data-testid=loadtest-chart] canvas").count() >= 1
+    page.screenshot(path=os.path.join(SHOTS, "traffic-load-test.png"), full_page=True)
 
 
 def test_metrics_for_prometheus(shop):

@@ -408,9 +408,27 @@ export interface TrafficTarget {
   headroom: number | null;
   scale: boolean;
   contributions: { entry_operation: string; mean_per_request: number; per_second: number }[];
+  measured?: {
+    per_second: number;
+    ratio: number | null;
+    verdict: "as expected" | "less than expected" | "more than expected" | "not reached" | "not expected";
+    p95_ms: number;
+    baseline_p95_ms: number | null;
+    slower: boolean;
+  };
 }
 export interface TrafficEstimate {
   observed_seconds: number;
+  traffic: string;
+  sources: { source: string; requests: number; load_test: boolean }[];
+  load_test?: {
+    seconds: number;
+    requests: number;
+    entries: { service: string; operation: string; per_second: number }[];
+    not_reached: string[];
+    off_expectation: string[];
+    slower: string[];
+  };
   plan: { service: string; operation: string; per_second: number }[];
   others_factor: number;
   entries: {

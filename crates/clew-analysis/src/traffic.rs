@@ -3,9 +3,17 @@
 //! counted per trace) and a planned peak rate per entry operation, the rate every operation
 //! should expect, against the peak it has already handled. Operations that would have to take
 //! more than they ever have are the ones to scale or load-test first.
+//!
+//! Traffic is told apart by its source (the trace's `traffic.source`, or the attribute
+//! configured instead): the fan-out is read from production traffic by default, leaving load
+//! tests out. During a load test, the same estimate takes the load test's measured entry rates
+//! as its plan and sets what each operation measured beside what production's fan-out expects:
+//! an operation the test never reaches (a mocked dependency, a missing scenario), one it
+//! loads more or less than production would, and one that slows down under the load.
 
 use std::collections::{BTreeMap, HashMap};
 
+use clew_model::LatencyHistogram;
 use clew_query::{OVERFLOW_PATH, PathRow, REQUEST_PATH};
 use serde::Serialize;
 
@@ -73,6 +81,51 @@ pub struct TrafficTarget {
     pub headroom: f64,
     pub scale: bool,
     pub contributions: Vec<Contribution>,
+    /// During a load test: what the test measured of this operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured: Option<Measured>,
+}
+
+/// What a load test measured of one operation, against what production's fan-out expects.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Measured {
+    /// Spans of load-test traffic per second, over the minutes the test ran.
+    pub per_second: f64,
+    /// Measured over expected (none when nothing was expected).
+    pub ratio: Option<f64>,
+    /// `as expected`, `less than expected`, `more than expected`, `not reached` (expected but
+    /// never measured: a mocked dependency or a missing scenario) or `not expected`.
+    pub verdict: String,
+    /// 95th-percentile latency of its spans under the load test, and in the baseline.
+    pub p95_ms: f64,
+    pub baseline_p95_ms: Option<f64>,
+    /// Its p95 under load is more than 1.5 times the baseline's (and 5 ms more): a bottleneck.
+    pub slower: bool,
+}
+
+/// A traffic source seen in the window.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TrafficSource {
+    /// The value of the traffic-source attribute ("" for traffic naming none).
+    pub source: String,
+    pub requests: u64,
+    pub load_test: bool,
+}
+
+/// The load test an estimate measured.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LoadTest {
+    /// From the first to the last minute holding one of its requests.
+    pub seconds: f64,
+    pub requests: u64,
+    /// Its entry operations at their measured rates (the estimate's plan).
+    pub entries: Vec<PlannedRate>,
+    /// Operations production's fan-out expects that the test never reached.
+    pub not_reached: Vec<String>,
+    /// Operations measured outside the tolerance (more, less or not expected).
+    pub off_expectation: Vec<String>,
+    /// Operations whose p95 latency grew under the load.
+    pub slower: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -90,6 +143,14 @@ pub struct TrafficEstimate {
     pub targets: Vec<TrafficTarget>,
     /// Services with at least one operation short of headroom.
     pub scale_services: Vec<String>,
+    /// The traffic the fan-out and observed rates are read from: `production` (every source
+    /// but load tests), `load-test`, `all` or `source:<name>`.
+    pub traffic: String,
+    /// Every traffic source in the window, the most requests first.
+    pub sources: Vec<TrafficSource>,
+    /// When a load test is measured against the estimate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_test: Option<LoadTest>,
     pub warnings: Vec<String>,
 }
 
@@ -211,6 +272,7 @@ pub fn estimate(
                 headroom: 0.0,
                 scale: false,
                 contributions: Vec::new(),
+                measured: None,
             });
             let per_second = rate * f.mean_per_request;
             if planned.is_some() {
@@ -254,8 +316,136 @@ pub fn estimate(
         entries,
         targets,
         scale_services,
+        traffic: "all".into(),
+        sources: Vec::new(),
+        load_test: None,
         warnings,
     }
+}
+
+/// The latency of an operation's spans, over its calling contexts in `rows`.
+fn latency_by_operation(rows: &[PathRow]) -> HashMap<OperationKey, LatencyHistogram> {
+    let mut out: HashMap<OperationKey, LatencyHistogram> = HashMap::new();
+    for row in rows.iter().filter(|r| takes_load(r)) {
+        out.entry(key(row)).or_default().merge(&row.latency);
+    }
+    out
+}
+
+/// A p95 this much slower under load (and at least [`SLOWER_NANOS`] more) marks a bottleneck.
+const SLOWER_FACTOR: f64 = 1.5;
+const SLOWER_NANOS: f64 = 5e6;
+
+/// The estimate of `baseline` traffic's fan-out under the load test's measured entry rates,
+/// with what the test measured of every operation (`test` rows, merged and per minute).
+pub fn measure_load_test(window: (u64, u64), baseline: (&[PathRow], &[PathRow]), test: (&[PathRow], &[PathRow])) -> TrafficEstimate {
+    let (test_rows, test_per_minute) = test;
+    let test_seconds = observed_seconds(test_per_minute);
+    let test_entries = fan_out(test_rows, test_per_minute, test_seconds);
+    let plan: Vec<PlannedRate> = test_entries
+        .iter()
+        .map(|e| PlannedRate { service: e.service.clone(), operation: e.operation.clone(), per_second: e.observed_mean_per_second })
+        .collect();
+    let mut estimate = estimate(window, baseline.0, baseline.1, plan.clone(), 0.0);
+    if test_entries.is_empty() {
+        estimate.warnings.push("no load-test traffic in the window: nothing to measure".into());
+    }
+    for w in estimate.warnings.iter_mut() {
+        if w.starts_with("no request of ") {
+            *w = w.replace(
+                "was seen in the window: its planned rate adds nothing",
+                "was seen in the baseline: what the load test sends it cannot be compared",
+            );
+        }
+    }
+    let mut measured: HashMap<OperationKey, u64> = HashMap::new();
+    for row in test_per_minute.iter().filter(|r| takes_load(r)) {
+        *measured.entry(key(row)).or_default() += row.spans;
+    }
+    let (test_latency, base_latency) = (latency_by_operation(test_rows), latency_by_operation(baseline.0));
+    let mut targets: Vec<TrafficTarget> =
+        std::mem::take(&mut estimate.targets).into_iter().filter(|t| t.expected_per_second > 0.0).collect();
+    for (k, _) in &measured {
+        if !targets.iter().any(|t| (&t.service, &t.operation, &t.kind) == (&k.0, &k.1, &k.2)) {
+            targets.push(TrafficTarget {
+                service: k.0.clone(),
+                operation: k.1.clone(),
+                kind: k.2.clone(),
+                observed_mean_per_second: 0.0,
+                observed_peak_per_second: 0.0,
+                planned_per_second: 0.0,
+                background_per_second: 0.0,
+                expected_per_second: 0.0,
+                headroom: f64::INFINITY,
+                scale: false,
+                contributions: Vec::new(),
+                measured: None,
+            });
+        }
+    }
+    let mut summary = LoadTest {
+        seconds: test_seconds,
+        requests: test_entries.iter().map(|e| e.requests).sum(),
+        entries: plan,
+        not_reached: Vec::new(),
+        off_expectation: Vec::new(),
+        slower: Vec::new(),
+    };
+    for t in &mut targets {
+        let k = (t.service.clone(), t.operation.clone(), t.kind.clone());
+        let spans = measured.get(&k).copied().unwrap_or(0);
+        let per_second = if test_seconds > 0.0 { spans as f64 / test_seconds } else { 0.0 };
+        let ratio = (t.expected_per_second > 0.0).then(|| per_second / t.expected_per_second);
+        // Within 10%, or four standard errors when the counts are small: of the spans the
+        // test should send it, and of the baseline's spans its fan-out was learnt from.
+        let expected_spans = t.expected_per_second * test_seconds;
+        let baseline_spans = t.observed_mean_per_second * estimate.observed_seconds;
+        let tolerance = if expected_spans > 0.0 && baseline_spans > 0.0 {
+            (4.0 * (1.0 / expected_spans + 1.0 / baseline_spans).sqrt()).max(0.1)
+        } else {
+            0.1
+        };
+        let verdict = match ratio {
+            None => "not expected",
+            Some(_) if spans == 0 => "not reached",
+            Some(r) if r < 1.0 - tolerance => "less than expected",
+            Some(r) if r > 1.0 + tolerance => "more than expected",
+            Some(_) => "as expected",
+        };
+        let quantile = |h: Option<&LatencyHistogram>| h.filter(|h| h.count() > 0).map(|h| h.quantile(0.95));
+        let (p95, baseline_p95) = (quantile(test_latency.get(&k)), quantile(base_latency.get(&k)));
+        let slower = matches!((p95, baseline_p95), (Some(p), Some(b)) if p > b * SLOWER_FACTOR && p - b > SLOWER_NANOS);
+        let name = format!("{} {}", t.service, t.operation);
+        match verdict {
+            "not reached" => summary.not_reached.push(name.clone()),
+            "as expected" => {}
+            _ => summary.off_expectation.push(name.clone()),
+        }
+        if slower {
+            summary.slower.push(name);
+        }
+        t.measured = Some(Measured {
+            per_second,
+            ratio,
+            verdict: verdict.into(),
+            p95_ms: p95.unwrap_or(0.0) / 1e6,
+            baseline_p95_ms: baseline_p95.map(|b| b / 1e6),
+            slower,
+        });
+    }
+    // The furthest from expectation first: never reached, then by how far off.
+    let distance = |t: &TrafficTarget| {
+        let m = t.measured.as_ref().expect("set above");
+        match (m.verdict.as_str(), m.ratio) {
+            ("not reached", _) => f64::INFINITY,
+            (_, Some(r)) if r > 0.0 => r.ln().abs(),
+            _ => f64::MAX,
+        }
+    };
+    targets.sort_by(|a, b| distance(b).total_cmp(&distance(a)).then_with(|| (&a.service, &a.operation).cmp(&(&b.service, &b.operation))));
+    estimate.targets = targets;
+    estimate.load_test = Some(summary);
+    estimate
 }
 
 fn rate(per_second: f64) -> String {
@@ -275,8 +465,68 @@ impl TrafficEstimate {
         format!("Planned: {}; other entry operations at {:.2}x their observed mean rate.", items.join(", "), self.others_factor)
     }
 
+    fn traffic_line(&self) -> String {
+        let sources: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| {
+                let name = if s.source.is_empty() { "untagged".to_string() } else { s.source.clone() };
+                format!("{name} {}{}", s.requests, if s.load_test { " (load test)" } else { "" })
+            })
+            .collect();
+        let traffic = match self.traffic.as_str() {
+            "production" => "production traffic (load tests left out)".to_string(),
+            "load-test" => "load-test traffic only".to_string(),
+            "all" => "all traffic".to_string(),
+            other => format!("traffic of {other}"),
+        };
+        if sources.is_empty() {
+            format!("Fan-out from {traffic}.")
+        } else {
+            format!("Fan-out from {traffic}; requests by source: {}.", sources.join(", "))
+        }
+    }
+
+    fn measured_markdown(&self, test: &LoadTest) -> String {
+        let mut out = format!(
+            "## Load test: measured against expected\n\n{}\n\nThe load test sent {} requests over {:.0} s; each operation's expected rate is what production's fan-out makes of its entry rates.\n\n",
+            self.traffic_line(),
+            test.requests,
+            test.seconds
+        );
+        let list = |title: &str, items: &[String]| {
+            if items.is_empty() { String::new() } else { format!("**{title}:** {}.\n\n", items.join(", ")) }
+        };
+        out.push_str(&list("Never reached (mocked, or a missing scenario)", &test.not_reached));
+        out.push_str(&list("Loaded differently from production", &test.off_expectation));
+        out.push_str(&list("Slower under the load", &test.slower));
+        out.push_str(
+            "| Operation | Kind | Expected | Measured | Ratio | Verdict | p95 baseline → load test |\n|---|---|---|---|---|---|---|\n",
+        );
+        for t in &self.targets {
+            let Some(m) = &t.measured else { continue };
+            out.push_str(&format!(
+                "| {} {} | {} | {} | {} | {} | {}{} | {} → {:.1} ms |\n",
+                cell(&t.service),
+                cell(&t.operation),
+                t.kind,
+                rate(t.expected_per_second),
+                rate(m.per_second),
+                m.ratio.map_or("-".into(), |r| format!("{r:.2}")),
+                m.verdict,
+                if m.slower { ", **slower**" } else { "" },
+                m.baseline_p95_ms.map_or("-".into(), |b| format!("{b:.1}")),
+                m.p95_ms
+            ));
+        }
+        out
+    }
+
     pub fn to_markdown(&self) -> String {
-        let mut out = format!("## Traffic estimate\n\n{}\n\n", self.plan_line());
+        if let Some(test) = &self.load_test {
+            return self.measured_markdown(test);
+        }
+        let mut out = format!("## Traffic estimate\n\n{}\n\n{}\n\n", self.plan_line(), self.traffic_line());
         if self.scale_services.is_empty() {
             out.push_str("Every operation has handled at least its expected rate in the window.\n\n");
         } else {
@@ -305,6 +555,30 @@ impl TrafficEstimate {
     }
 
     pub fn to_table(&self) -> String {
+        if self.load_test.is_some() {
+            let mut rows = vec![[
+                "OPERATION".to_string(),
+                "KIND".into(),
+                "EXPECTED".into(),
+                "MEASURED".into(),
+                "RATIO".into(),
+                "VERDICT".into(),
+                "P95 MS".into(),
+            ]];
+            for t in &self.targets {
+                let Some(m) = &t.measured else { continue };
+                rows.push([
+                    format!("{} {}", t.service, t.operation),
+                    t.kind.clone(),
+                    rate(t.expected_per_second),
+                    rate(m.per_second),
+                    m.ratio.map_or("-".into(), |r| format!("{r:.2}")),
+                    format!("{}{}", m.verdict, if m.slower { ", slower" } else { "" }),
+                    format!("{} -> {:.1}", m.baseline_p95_ms.map_or("-".into(), |b| format!("{b:.1}")), m.p95_ms),
+                ]);
+            }
+            return format!("Load test measured against expected. {}\n{}", self.traffic_line(), table(&rows));
+        }
         let mut rows = vec![[
             "OPERATION".to_string(),
             "KIND".into(),
@@ -325,18 +599,18 @@ impl TrafficEstimate {
                 if t.scale { "yes".into() } else { String::new() },
             ]);
         }
-        format!("{}\n{}", self.plan_line(), table(&rows))
+        format!("{} {}\n{}", self.plan_line(), self.traffic_line(), table(&rows))
     }
 
     /// One line per operation, for spreadsheets.
     pub fn to_csv(&self) -> String {
         let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         let mut out = String::from(
-            "service,operation,kind,expected_per_second,planned_per_second,background_per_second,observed_peak_per_second,observed_mean_per_second,headroom,scale\n",
+            "service,operation,kind,expected_per_second,planned_per_second,background_per_second,observed_peak_per_second,observed_mean_per_second,headroom,scale,measured_per_second,measured_ratio,verdict,measured_p95_ms,baseline_p95_ms\n",
         );
         for t in &self.targets {
             out.push_str(&format!(
-                "{},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{},{}\n",
+                "{},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{},{},{}\n",
                 quote(&t.service),
                 quote(&t.operation),
                 t.kind,
@@ -346,9 +620,112 @@ impl TrafficEstimate {
                 t.observed_peak_per_second,
                 t.observed_mean_per_second,
                 if t.headroom.is_finite() { format!("{:.4}", t.headroom) } else { String::new() },
-                t.scale
+                t.scale,
+                match &t.measured {
+                    Some(m) => format!(
+                        "{:.4},{},{},{:.3},{}",
+                        m.per_second,
+                        m.ratio.map_or(String::new(), |r| format!("{r:.4}")),
+                        m.verdict,
+                        m.p95_ms,
+                        m.baseline_p95_ms.map_or(String::new(), |b| format!("{b:.3}"))
+                    ),
+                    None => ",,,,".into(),
+                }
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A calling-context row of the gateway's checkout: `spans` spans of `service` over
+    /// `traces` traces, each taking `millis`.
+    fn row(minute: i64, path: u64, service: &str, kind: &str, traces: u64, spans: u64, millis: i64) -> PathRow {
+        let mut latency = LatencyHistogram::default();
+        for _ in 0..spans {
+            latency.record(millis * 1_000_000);
+        }
+        PathRow {
+            minute_unix_nano: minute * 60_000_000_000,
+            entry_service: Arc::from("gateway"),
+            entry_operation: Arc::from("POST /checkout"),
+            source: Arc::from(""),
+            path,
+            parent: REQUEST_PATH,
+            service: Arc::from(service),
+            operation: Arc::from("op"),
+            kind: Arc::from(kind),
+            depth: if path == REQUEST_PATH { 0 } else { 1 },
+            traces,
+            spans,
+            errors: 0,
+            duration_nanos: 0,
+            critical_path_nanos: 0,
+            latency,
+            per_trace_spans: LatencyHistogram::default(),
+            per_trace_critical: LatencyHistogram::default(),
+        }
+    }
+
+    /// Rows of `requests` checkouts per minute over `minutes` minutes, each calling payments
+    /// `payments` times and carts once.
+    fn traffic(minutes: i64, requests: u64, payments: u64, carts: u64, cart_millis: i64) -> Vec<PathRow> {
+        (0..minutes)
+            .flat_map(|m| {
+                let mut rows = vec![row(m, REQUEST_PATH, "gateway", "request", requests, requests * 5, 50)];
+                if payments > 0 {
+                    rows.push(row(m, 10, "payments", "server", requests, requests * payments, 20));
+                }
+                if carts > 0 {
+                    rows.push(row(m, 11, "cart", "server", requests, requests * carts, cart_millis));
+                }
+                rows
+            })
+            .collect()
+    }
+
+    fn merged(rows: &[PathRow]) -> Vec<PathRow> {
+        clew_store::merge_paths(rows, Some(0), false)
+    }
+
+    #[test]
+    fn a_load_test_is_measured_against_the_fan_out_of_production() {
+        // Production: 60 checkouts a minute, each paying twice and reading the cart once.
+        let production = traffic(10, 60, 2, 1, 5);
+        // The load test: 600 a minute for 3 minutes, payments mocked, the cart 40 ms slower.
+        let test = traffic(3, 600, 0, 1, 45);
+        let estimate = measure_load_test((0, 600_000_000_000), (&merged(&production), &production), (&merged(&test), &test));
+        let load = estimate.load_test.as_ref().unwrap();
+        assert_eq!((load.requests, load.seconds), (1_800, 180.0));
+        assert_eq!(load.entries, vec![PlannedRate { service: "gateway".into(), operation: "POST /checkout".into(), per_second: 10.0 }]);
+        let target = |service: &str| estimate.targets.iter().find(|t| t.service == service).unwrap();
+        let payments = target("payments");
+        assert!((payments.expected_per_second - 20.0).abs() < 1e-9, "10 checkouts/s × 2 payments each");
+        let m = payments.measured.as_ref().unwrap();
+        assert_eq!((m.per_second, m.verdict.as_str()), (0.0, "not reached"));
+        let cart = target("cart").measured.as_ref().unwrap();
+        assert_eq!((cart.ratio, cart.verdict.as_str(), cart.slower), (Some(1.0), "as expected", true));
+        assert_eq!(load.not_reached, vec!["payments op"]);
+        assert_eq!(load.slower, vec!["cart op"]);
+        assert_eq!(estimate.targets[0].service, "payments", "the furthest from expectation first");
+        assert!(estimate.to_markdown().contains("Never reached"));
+        assert!(estimate.to_csv().lines().any(|l| l.starts_with("\"payments\"") && l.contains(",0.0000,0.0000,not reached,")));
+
+        // A test that loads the cart three times as often as production does.
+        let heavy = traffic(3, 600, 2, 3, 5);
+        let estimate = measure_load_test((0, 1), (&merged(&production), &production), (&merged(&heavy), &heavy));
+        let cart = estimate.targets.iter().find(|t| t.service == "cart").unwrap().measured.clone().unwrap();
+        assert_eq!((cart.verdict.as_str(), cart.slower), ("more than expected", false));
+        assert!((cart.ratio.unwrap() - 3.0).abs() < 1e-9);
+
+        // No load test in the window: said so.
+        let none = measure_load_test((0, 1), (&merged(&production), &production), (&[], &[]));
+        assert!(none.warnings.iter().any(|w| w.contains("no load-test traffic")));
     }
 }

@@ -483,6 +483,58 @@ pub struct GroundTruth {
     pub entry_gaps: BTreeMap<String, BTreeMap<String, f64>>,
     /// What was planted for the performance analyses, when it was.
     pub incidents: Option<IncidentTruth>,
+    /// The load test run beside production traffic, when there is one.
+    pub load_test: Option<LoadTestTruth>,
+}
+
+/// A load test: extra traffic on some entry operations, tagged with a traffic source, with one
+/// dependency answered by a mock (so its service never sees the test's requests).
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadTestTruth {
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    /// The attribute on every span of its traces, and its value.
+    pub attribute: String,
+    pub source: String,
+    /// The entry operations it calls (`service operation`), equally often.
+    pub entries: Vec<String>,
+    /// Traces per second of the test, for each trace per second of production traffic.
+    pub rate_factor: f64,
+    /// The service a mock stands in for.
+    pub mocked: String,
+    /// Its operations and every one below them (`service operation`): what the test never reaches.
+    pub mocked_operations: Vec<String>,
+}
+
+/// `service operation` of `operation` and of every server or consumer operation below it
+/// (a callee that drops the context starts traces of its own: not below it).
+fn below(operation: &Operation, out: &mut Vec<String>) {
+    let name = format!("{} {}", operation.service, operation.name);
+    if !out.contains(&name) {
+        out.push(name);
+    }
+    for (_, call) in &operation.calls {
+        match call {
+            Call::Http(callee) | Call::HttpWithRetry(callee) => below(callee, out),
+            Call::Publish { consumers, .. } => consumers.iter().for_each(|c| below(c, out)),
+            _ => {}
+        }
+    }
+}
+
+/// The operations of `service` reachable from `operation`, and everything below them.
+fn mocked_operations(operation: &Operation, service: &str, out: &mut Vec<String>) {
+    if operation.service == service {
+        below(operation, out);
+        return;
+    }
+    for (_, call) in &operation.calls {
+        match call {
+            Call::Http(callee) | Call::HttpWithRetry(callee) | Call::HttpBroken(callee) => mocked_operations(callee, service, out),
+            Call::Publish { consumers, .. } => consumers.iter().for_each(|c| mocked_operations(c, service, out)),
+            _ => {}
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -524,6 +576,11 @@ const SLOW_DEPENDENCY: &str = "recommendation-service";
 /// Search takes longer the more hits it returns: (service, attribute, most hits, µs per hit).
 pub const HITS: (&str, &str, u16, u64) = ("search-service", "app.search.hits", 400, 40);
 
+/// The load test: (attribute, value, entry operations of the gateway, the mocked service,
+/// minutes after the deploy it starts, minutes it lasts).
+const LOAD_TEST: (&str, &str, &[&str], &str, u64, u64) =
+    ("traffic.source", "load_test", &["POST /checkout", "GET /product/{id}"], "payment-service", 3, 3);
+
 /// The topology after the deploy.
 fn deploy(operation: &mut Operation) {
     if operation.service == DEPLOYED[1].0 {
@@ -555,6 +612,11 @@ pub struct Shop {
     id_counter: u64,
     /// Services that send no spans: those of the teams that have not adopted tracing.
     untraced: BTreeSet<&'static str>,
+    /// With incidents: when the load test runs, and its own random draws and IDs (so that
+    /// production traffic is the same with or without it).
+    load_test: Option<(u64, u64)>,
+    load_rng: SmallRng,
+    load_ids: u64,
 }
 
 struct Builder<'a> {
@@ -564,6 +626,9 @@ struct Builder<'a> {
     untraced: &'a BTreeSet<&'static str>,
     /// Whether search in the slow region is slow.
     slow_region: bool,
+    /// Traces of the load test: every span tagged, the mocked service never called. A callee
+    /// that drops the context starts a trace without the tag (baggage travels with the context).
+    load_test: BTreeSet<Vec<u8>>,
 }
 
 /// Services whose SDK predates the stable HTTP semantic conventions: their server spans say
@@ -632,6 +697,9 @@ impl Shop {
             weights: vec![30.0, 30.0, 12.0, 6.0, 7.0, 15.0],
             id_counter: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             untraced: BTreeSet::new(),
+            load_test: None,
+            load_rng: SmallRng::seed_from_u64(seed ^ 0x10AD_7E57),
+            load_ids: (seed ^ 0x10AD_7E57).wrapping_mul(0xD1B5_4A32_D192_ED03),
         }
     }
 
@@ -648,11 +716,15 @@ impl Shop {
 
     /// Plants known causes for the performance analyses: a deploy at `deploy_at_unix_nano`
     /// (an N+1 loop in the catalog, a failing cart version), a slow region for search, beside
-    /// the recommendation service's heavy tail that is always there.
+    /// the recommendation service's heavy tail that is always there; and three minutes after
+    /// the deploy, a three-minute load test of checkout and the product page (as many traces
+    /// as production sends, tagged `traffic.source=load_test`, with payments mocked).
     pub fn with_incidents(mut self, deploy_at_unix_nano: u64) -> Self {
         let mut after = topology();
         after.iter_mut().for_each(deploy);
         self.deployed = Some((after, deploy_at_unix_nano));
+        let start = deploy_at_unix_nano + LOAD_TEST.4 * 60_000_000_000;
+        self.load_test = Some((start, start + LOAD_TEST.5 * 60_000_000_000));
         self
     }
 
@@ -670,6 +742,7 @@ impl Shop {
             id_counter: &mut self.id_counter,
             untraced: &self.untraced,
             slow_region: self.deployed.is_some(),
+            load_test: BTreeSet::new(),
         };
         for _ in 0..traces {
             let mut pick = builder.rng.random_range(0.0..total);
@@ -683,7 +756,29 @@ impl Shop {
             let offset = builder.rng.random_range(0..50_000_000u64);
             builder.server(entry, trace_id, None, now_unix_nano.saturating_sub(offset), SERVER);
         }
-        let spans = builder.spans;
+        let mut spans = builder.spans;
+        if self.load_test.is_some_and(|(from, to)| (from..to).contains(&now_unix_nano)) {
+            let tested: Vec<&Operation> =
+                LOAD_TEST.2.iter().filter_map(|name| entries.iter().find(|e| e.service == "web-gateway" && e.name == *name)).collect();
+            let mut builder = Builder {
+                spans: BTreeMap::new(),
+                rng: &mut self.load_rng,
+                id_counter: &mut self.load_ids,
+                untraced: &self.untraced,
+                slow_region: self.deployed.is_some(),
+                load_test: BTreeSet::new(),
+            };
+            for i in 0..traces {
+                let entry = tested[i % tested.len()];
+                let trace_id = builder.trace_id();
+                builder.load_test.insert(trace_id.clone());
+                let offset = builder.rng.random_range(0..50_000_000u64);
+                builder.server(entry, trace_id, None, now_unix_nano.saturating_sub(offset), SERVER);
+            }
+            for (service, tested_spans) in builder.spans {
+                spans.entry(service).or_default().extend(tested_spans);
+            }
+        }
         let resource_spans = spans
             .into_iter()
             .map(|(service, spans)| {
@@ -754,6 +849,7 @@ impl Shop {
             entry_services: BTreeMap::new(),
             entry_gaps: BTreeMap::new(),
             incidents: None,
+            load_test: None,
         };
         for entry in &self.entries {
             let key = format!("{} {}", entry.service, entry.name);
@@ -784,6 +880,23 @@ impl Shop {
                 slow_region: (SLOW_REGION.0.into(), SLOW_REGION.1.into(), SLOW_REGION.2),
                 slow_dependency: SLOW_DEPENDENCY.into(),
                 fan_out_after_deploy,
+            });
+        }
+        if let Some((start, end)) = self.load_test {
+            let mut mocked = Vec::new();
+            let after = self.deployed.as_ref().map_or(&self.entries, |(after, _)| after);
+            for entry in after.iter().filter(|e| e.service == "web-gateway" && LOAD_TEST.2.contains(&e.name)) {
+                mocked_operations(entry, LOAD_TEST.3, &mut mocked);
+            }
+            truth.load_test = Some(LoadTestTruth {
+                start_unix_nano: start,
+                end_unix_nano: end,
+                attribute: LOAD_TEST.0.into(),
+                source: LOAD_TEST.1.into(),
+                entries: LOAD_TEST.2.iter().map(|name| format!("web-gateway {name}")).collect(),
+                rate_factor: 1.0,
+                mocked: LOAD_TEST.3.into(),
+                mocked_operations: mocked,
             });
         }
         truth.propagation_breaks.dedup();
@@ -1043,6 +1156,16 @@ impl Builder<'_> {
 
     fn call(&mut self, caller: &Operation, call: &Call, trace_id: &[u8], parent: &[u8], start: u64) -> (u64, bool) {
         let network = 300_000;
+        if let Call::Http(callee) | Call::HttpBroken(callee) | Call::HttpWithRetry(callee) = call
+            && callee.service == LOAD_TEST.3
+            && self.load_test.contains(trace_id)
+        {
+            // The load test's requests to this service are answered by a mock: a quick reply,
+            // and no span of the service's own.
+            let (client_id, end) = (self.span_id(), start + self.duration((1.0, 0.5)));
+            self.client(caller.service, callee, trace_id, parent, client_id, start, end, false);
+            return (end, false);
+        }
         match call {
             Call::Http(callee) | Call::HttpBroken(callee) => {
                 let client_id = self.span_id();
@@ -1208,7 +1331,11 @@ impl Builder<'_> {
         );
     }
 
-    fn push(&mut self, service: &'static str, span: Span) {
+    fn push(&mut self, service: &'static str, mut span: Span) {
+        if self.load_test.contains(&span.trace_id) {
+            // As a baggage span processor would copy the propagated traffic source.
+            span.attributes.push(kv(LOAD_TEST.0, LOAD_TEST.1));
+        }
         self.spans.entry(service).or_default().push(span);
     }
 }
@@ -1283,6 +1410,34 @@ mod tests {
             .count();
         assert!(roots > 100, "{roots}");
         assert!(Shop::new(1).with_traced_teams(&["nobody".to_string()]).is_err());
+    }
+
+    #[test]
+    fn a_load_test_runs_beside_production_with_its_mock() {
+        let deploy = 1_000 * 60_000_000_000u64;
+        let mut shop = Shop::new(3).with_incidents(deploy);
+        let truth = shop.ground_truth().load_test.expect("planted with the incidents");
+        assert_eq!(truth.mocked_operations, vec!["payment-service POST /payments", "fraud-detection POST /score"]);
+        let tagged = |request: &ExportTraceServiceRequest| {
+            let mut by_service: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+            for resource in &request.resource_spans {
+                let service = resource.resource.as_ref().unwrap().attributes.iter().find(|a| a.key == "service.name").unwrap();
+                let Some(any_value::Value::StringValue(service)) = service.value.as_ref().unwrap().value.clone() else { panic!() };
+                for span in &resource.scope_spans[0].spans {
+                    let counts = by_service.entry(service.clone()).or_default();
+                    counts.0 += 1;
+                    counts.1 += span.attributes.iter().any(|a| a.key == truth.attribute) as usize;
+                }
+            }
+            by_service
+        };
+        let before = tagged(&shop.generate(200, truth.start_unix_nano - 1));
+        assert!(before.values().all(|(_, tagged)| *tagged == 0));
+        let during = tagged(&shop.generate(200, truth.start_unix_nano + 1));
+        let gateway = during["web-gateway"];
+        assert!(gateway.1 >= 200 && gateway.1 < gateway.0, "as many tagged traces as production ones: {gateway:?}");
+        assert_eq!(during[&truth.mocked].1, 0, "the mocked service sees none of the test");
+        assert!(during["checkout-service"].1 > 50);
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub use adoption::{
     AdoptionFacts, DEPRECATED_ATTRIBUTES, DeprecatedUse, DirectoryEntry, EntryPredicate, OperationFacts, OperationGap, ReachedService,
     RequestPoint, RequestStats, RootOperation, ServiceCall, ServiceFacts, UnansweredCalls,
 };
-pub use clew_store::{OVERFLOW_KIND, OVERFLOW_PATH, PathRow, REQUEST_KIND, REQUEST_PATH};
+pub use clew_store::{OTHER_SOURCE, OVERFLOW_KIND, OVERFLOW_PATH, PathRow, REQUEST_KIND, REQUEST_PATH, TrafficFilter};
 pub use correlations::{CorrelationFacts, CorrelationScope, DEFAULT_SAMPLE_SPANS, HeatCell, NumericValues, Selection, ValueCounts};
 pub use flows::{EntryOperation, FlowCount, FlowFacts, FlowSpans};
 pub use graph::Dependency;

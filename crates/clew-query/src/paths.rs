@@ -1,24 +1,49 @@
 //! Calling contexts of entry points, read from the rollups written at assembly: the critical
 //! path across traces and the fan-out of each entry point are computed from these rows.
 
-use clew_store::{PathRow, in_minutes, merge_paths};
+use std::collections::HashMap;
+
+use clew_store::{PathRow, REQUEST_PATH, TrafficFilter, in_minutes, merge_paths};
 
 use crate::metrics::first_minute;
 use crate::{EntryFilter, QueryEngine, QueryError};
 
 impl QueryEngine {
     /// The calling-context rows of traces that started in the minutes overlapping [start, end]
-    /// (Unix ns), of the entry point `entry` names (every entry point when it names none). With
-    /// `per_minute`, one row per (minute, entry point, context); otherwise one per (entry point,
-    /// context), dated at the window's first minute.
+    /// (Unix ns), of the entry point `entry` names (every entry point when it names none), of
+    /// the traffic sources `traffic` admits (merged together). With `per_minute`, one row per
+    /// (minute, entry point, context); otherwise one per (entry point, context), dated at the
+    /// window's first minute.
     pub async fn calling_contexts(
         &self,
         start_unix_nano: u64,
         end_unix_nano: u64,
         entry: &EntryFilter,
+        traffic: &TrafficFilter,
         per_minute: bool,
     ) -> Result<Vec<PathRow>, QueryError> {
-        self.calling_contexts_where(start_unix_nano, end_unix_nano, entry, per_minute, |_| true).await
+        self.calling_contexts_where(start_unix_nano, end_unix_nano, entry, traffic, per_minute, |_| true).await
+    }
+
+    /// Requests per traffic source of the traces that started in the minutes overlapping
+    /// [start, end]: (source, requests), the most first. The empty source is traffic naming none.
+    pub async fn traffic_sources(&self, start_unix_nano: u64, end_unix_nano: u64) -> Result<Vec<(String, u64)>, QueryError> {
+        if end_unix_nano <= start_unix_nano {
+            return Err(QueryError::Invalid("the window must end after it starts".into()));
+        }
+        let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
+        let parts = self.storage.rollups(first, last).await?;
+        let mut sources: HashMap<&str, u64> = HashMap::new();
+        for part in &parts {
+            for row in in_minutes(&part.for_window(first, last).paths, first, last, |row| row.minute_unix_nano) {
+                if row.path == REQUEST_PATH {
+                    *sources.entry(&row.source).or_default() += row.traces;
+                }
+            }
+        }
+        let mut out: Vec<(String, u64)> = sources.into_iter().map(|(s, n)| (s.to_string(), n)).collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
     }
 
     /// [`calling_contexts`](Self::calling_contexts), only the rows `keep` holds for (chosen
@@ -28,6 +53,7 @@ impl QueryEngine {
         start_unix_nano: u64,
         end_unix_nano: u64,
         entry: &EntryFilter,
+        traffic: &TrafficFilter,
         per_minute: bool,
         keep: impl Fn(&PathRow) -> bool,
     ) -> Result<Vec<PathRow>, QueryError> {
@@ -39,6 +65,7 @@ impl QueryEngine {
         let wanted = |row: &&PathRow| {
             entry.service.as_deref().is_none_or(|s| s == &*row.entry_service)
                 && entry.operation.as_deref().is_none_or(|o| o == &*row.entry_operation)
+                && traffic.admits(&row.source)
                 && keep(row)
         };
         let rows = parts.iter().flat_map(|part| {
@@ -46,6 +73,6 @@ impl QueryEngine {
             let part = if per_minute { part.as_ref() } else { part.for_window(first, last) };
             in_minutes(&part.paths, first, last, |row| row.minute_unix_nano)
         });
-        Ok(merge_paths(rows.filter(wanted), (!per_minute).then_some(first)))
+        Ok(merge_paths(rows.filter(wanted), (!per_minute).then_some(first), false))
     }
 }

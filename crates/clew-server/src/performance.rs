@@ -5,7 +5,7 @@
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use clew_analysis::traffic::PlannedRate;
-use clew_query::EntryFilter;
+use clew_query::{EntryFilter, TrafficFilter};
 
 use crate::adoption::{format_param, respond, text};
 use crate::api::{ApiError, ApiState, only_params, pairs, param, parse_duration_nanos, window};
@@ -39,12 +39,32 @@ fn baseline_window(pairs: &[(String, String)], start: u64, end: u64) -> Result<O
     Ok(Some((start - shift, end - shift)))
 }
 
+/// `traffic`: which traffic sources to read. `production` (every source but load tests),
+/// `load-test`, `all`, or `source:<name>` (`source:` alone: traffic that names none).
+fn traffic_param(state: &ApiState, pairs: &[(String, String)], default: &str) -> Result<(String, TrafficFilter), ApiError> {
+    let load_tests = state.store.config().load_test_sources.clone();
+    let value = param(pairs, "traffic").unwrap_or(default);
+    let filter = match value {
+        "production" => TrafficFilter::Except(load_tests),
+        "load-test" => TrafficFilter::Only(load_tests),
+        "all" => TrafficFilter::All,
+        other => match other.strip_prefix("source:") {
+            Some(source) => TrafficFilter::Only(vec![source.to_string()]),
+            None => {
+                return Err(ApiError::bad_request(format!("traffic is production, load-test, all or source:<name>, not {value:?}")));
+            }
+        },
+    };
+    Ok((value.to_string(), filter))
+}
+
 /// `GET /api/v1/critical-path?service=&operation=`: the calling-context tree of an entry
 /// operation with each context's time on the critical path, its bottlenecks and, with
-/// `baseline`, what changed. `start`/`end`/`lookback`, `faster`, `format=json|markdown|table|folded`.
+/// `baseline`, what changed. `start`/`end`/`lookback`, `faster`, `traffic` (all by default),
+/// `format=json|markdown|table|folded`.
 pub(crate) async fn critical_path(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let pairs = pairs(raw)?;
-    only_params(&pairs, &["start", "end", "lookback", "service", "operation", "faster", "baseline", "format"])?;
+    only_params(&pairs, &["start", "end", "lookback", "service", "operation", "faster", "baseline", "traffic", "format"])?;
     let format = format_param(&pairs, &["json", "markdown", "table", "folded"])?;
     let (Some(service), Some(operation)) = (param(&pairs, "service"), param(&pairs, "operation")) else {
         return Err(ApiError::bad_request("service and operation name the entry operation (see /api/v1/flows)"));
@@ -52,10 +72,11 @@ pub(crate) async fn critical_path(State(state): State<ApiState>, RawQuery(raw): 
     let (start, end) = window(&pairs)?;
     let faster = faster_param(&pairs)?;
     let baseline = baseline_window(&pairs, start, end)?;
+    let (_, traffic) = traffic_param(&state, &pairs, "all")?;
     let entry = EntryFilter { service: Some(service.into()), operation: Some(operation.into()) };
-    let rows = state.query.calling_contexts(start, end, &entry, false).await?;
+    let rows = state.query.calling_contexts(start, end, &entry, &traffic, false).await?;
     let before = match baseline {
-        Some((from, to)) => Some(((from, to), state.query.calling_contexts(from, to, &entry, false).await?)),
+        Some((from, to)) => Some(((from, to), state.query.calling_contexts(from, to, &entry, &traffic, false).await?)),
         None => None,
     };
     let report = clew_analysis::critical_path::critical_path(
@@ -73,14 +94,16 @@ pub(crate) async fn critical_path(State(state): State<ApiState>, RawQuery(raw): 
 }
 
 /// `GET /api/v1/bottlenecks`: operations ranked by their time on the critical path over every
-/// entry operation. `start`/`end`/`lookback`, `faster`, `format=json|markdown|table`.
+/// entry operation. `start`/`end`/`lookback`, `faster`, `traffic` (all by default: `load-test`
+/// shows what a load test is held up by), `format=json|markdown|table`.
 pub(crate) async fn bottlenecks(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let pairs = pairs(raw)?;
-    only_params(&pairs, &["start", "end", "lookback", "faster", "format"])?;
+    only_params(&pairs, &["start", "end", "lookback", "faster", "traffic", "format"])?;
     let format = format_param(&pairs, &["json", "markdown", "table"])?;
     let (start, end) = window(&pairs)?;
     let faster = faster_param(&pairs)?;
-    let rows = state.query.calling_contexts(start, end, &EntryFilter::default(), false).await?;
+    let (_, traffic) = traffic_param(&state, &pairs, "all")?;
+    let rows = state.query.calling_contexts(start, end, &EntryFilter::default(), &traffic, false).await?;
     let report = clew_analysis::critical_path::bottlenecks((start, end), &rows, faster);
     Ok(respond(&report, format, &[], || report.to_markdown(), || report.to_table()))
 }
@@ -108,10 +131,15 @@ fn planned_rate(text: &str) -> Result<PlannedRate, ApiError> {
 /// `GET /api/v1/traffic-estimate?plan=50/s web-gateway POST /checkout`: the rate every server
 /// and consumer operation should expect under the planned rates (other entry operations at
 /// `others` times their observed mean rate), against the busiest minute it has handled.
-/// `start`/`end`/`lookback` (the baseline window), `format=json|markdown|table|csv`.
+/// `start`/`end`/`lookback` (the baseline window), `traffic` (production by default: load
+/// tests left out), `format=json|markdown|table|csv`.
+///
+/// With `measure=load-test`, the plan is the load test's own entry rates in the window and
+/// each operation shows what the test measured against what the fan-out of `traffic` expects
+/// (in the same window, or the `baseline` one: `previous` or a shift such as `1d`).
 pub(crate) async fn traffic_estimate(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let pairs = pairs(raw)?;
-    only_params(&pairs, &["start", "end", "lookback", "plan", "others", "format"])?;
+    only_params(&pairs, &["start", "end", "lookback", "plan", "others", "traffic", "measure", "baseline", "format"])?;
     let format = format_param(&pairs, &["json", "markdown", "table", "csv"])?;
     let (start, end) = window(&pairs)?;
     let plan = pairs.iter().filter(|(k, v)| k == "plan" && !v.is_empty()).map(|(_, v)| planned_rate(v)).collect::<Result<Vec<_>, _>>()?;
@@ -124,10 +152,41 @@ pub(crate) async fn traffic_estimate(State(state): State<ApiState>, RawQuery(raw
             .filter(|f| f.is_finite() && *f >= 0.0)
             .ok_or_else(|| ApiError::bad_request(format!("others is a factor such as 1 or 2.5, not {text:?}")))?,
     };
+    let (traffic_name, traffic) = traffic_param(&state, &pairs, "production")?;
+    let measure = match param(&pairs, "measure") {
+        None | Some("") => false,
+        Some("load-test") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("measure is load-test, not {other:?}"))),
+    };
+    if measure && !plan.is_empty() {
+        return Err(ApiError::bad_request("measure=load-test takes its plan from the load test's measured entry rates: leave plan out"));
+    }
+    if !measure && param(&pairs, "baseline").is_some() {
+        return Err(ApiError::bad_request("baseline goes with measure=load-test"));
+    }
+    let (base_start, base_end) = baseline_window(&pairs, start, end)?.unwrap_or((start, end));
     let entry = EntryFilter::default();
-    let rows = state.query.calling_contexts(start, end, &entry, false).await?;
-    let per_minute = state.query.calling_contexts_where(start, end, &entry, true, clew_analysis::traffic::read_per_minute).await?;
-    let estimate = clew_analysis::traffic::estimate((start, end), &rows, &per_minute, plan, others);
+    let rows = state.query.calling_contexts(base_start, base_end, &entry, &traffic, false).await?;
+    let per_minute =
+        state.query.calling_contexts_where(base_start, base_end, &entry, &traffic, true, clew_analysis::traffic::read_per_minute).await?;
+    let load_tests = state.store.config().load_test_sources.clone();
+    let mut estimate = if measure {
+        let tests = TrafficFilter::Only(load_tests.clone());
+        let test_rows = state.query.calling_contexts(start, end, &entry, &tests, false).await?;
+        let test_per_minute =
+            state.query.calling_contexts_where(start, end, &entry, &tests, true, clew_analysis::traffic::read_per_minute).await?;
+        clew_analysis::traffic::measure_load_test((start, end), (&rows, &per_minute), (&test_rows, &test_per_minute))
+    } else {
+        clew_analysis::traffic::estimate((start, end), &rows, &per_minute, plan, others)
+    };
+    estimate.traffic = traffic_name;
+    estimate.sources = state
+        .query
+        .traffic_sources(start, end)
+        .await?
+        .into_iter()
+        .map(|(source, requests)| clew_analysis::traffic::TrafficSource { load_test: load_tests.contains(&source), source, requests })
+        .collect();
     if format == "csv" {
         return Ok(text("text/csv; charset=utf-8", estimate.to_csv()));
     }

@@ -1,8 +1,10 @@
 //! The embedded storage engine: a local data directory with `wal/` and `blocks/`.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -333,7 +335,7 @@ impl EmbeddedStore {
                         }
                         let batch = builder.finish();
                         let started = Instant::now();
-                        let rollup = RollupBuilder::from_batches([&batch]);
+                        let rollup = RollupBuilder::from_batches(&self.config.traffic_source_attribute, [&batch]);
                         self.counters.rollup_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                         (batch, rollup)
                     })
@@ -365,12 +367,12 @@ impl EmbeddedStore {
 
     /// Writes the assembled buffer as one block, then lets the log forget those spans.
     fn cut_block(&self) -> Result<(), StoreError> {
-        let (batches, segments) = {
+        let (batches, rollups, segments) = {
             let buffer = self.assembled.lock();
-            (buffer.batches.clone(), buffer.segments.clone())
+            (buffer.batches.clone(), buffer.rollups.clone(), buffer.segments.clone())
         };
         let taken = batches.len();
-        let meta = self.write_block(&batches, 0, Vec::new())?;
+        let meta = self.write_block(&batches, rollups, 0, Vec::new())?;
         {
             let _moving = self.stages.write();
             let mut buffer = self.assembled.lock();
@@ -390,23 +392,39 @@ impl EmbeddedStore {
 
     /// Sorts rows by (trace ID, span ID), drops duplicate spans, writes a Parquet block. Rows
     /// are gathered one row group at a time, so writing costs memory for one row group only.
-    fn write_block(&self, batches: &[RecordBatch], level: u32, replaces: Vec<String>) -> Result<BlockMeta, StoreError> {
+    /// The block's rollup is the sum of the batches' (computed at assembly) when each trace
+    /// lies in one batch and no span was dropped as a duplicate; otherwise it is computed anew.
+    fn write_block(
+        &self,
+        batches: &[RecordBatch],
+        parts: Vec<Arc<Rollup>>,
+        level: u32,
+        replaces: Vec<String>,
+    ) -> Result<BlockMeta, StoreError> {
         let order = sorted_unique_rows(batches);
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let whole_traces = order.windows(2).all(|pair| {
+            let ((a, i), (b, j)) = (pair[0], pair[1]);
+            a == b || batches[a].column(0).as_fixed_size_binary().value(i) != batches[b].column(0).as_fixed_size_binary().value(j)
+        });
+        let reuse = (parts.len() == batches.len() && order.len() == rows && whole_traces).then(|| (parts, Rc::new(Cell::new(false))));
         let sources: Vec<&RecordBatch> = batches.iter().collect();
         let chunks = order.chunks(ROW_GROUP_ROWS).map(|chunk| Ok(interleave_record_batch(&sources, chunk)?));
-        self.write_sorted(chunks, level, replaces)
+        self.write_sorted(chunks, level, replaces, reuse)
     }
 
     /// Writes rows already sorted by (trace ID, span ID) and free of duplicates, one chunk
-    /// (row group) at a time.
+    /// (row group) at a time. `reuse`: the rollups of the parts the rows come from, to be added
+    /// up unless the flag says their traces or spans overlapped.
     fn write_sorted(
         &self,
         chunks: impl Iterator<Item = Result<RecordBatch, StoreError>>,
         level: u32,
         replaces: Vec<String>,
+        reuse: Option<(Vec<Arc<Rollup>>, Rc<Cell<bool>>)>,
     ) -> Result<BlockMeta, StoreError> {
         let mut summary = BlockSummary::default();
-        let mut rollup = RollupBuilder::default();
+        let mut rollup = RollupBuilder::new(&self.config.traffic_source_attribute);
         let created = now_unix_seconds();
         let id = format!("{:020}-{:08x}", SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0), rand_u32());
         let path = self.blocks_dir.join(format!("{id}.parquet"));
@@ -437,9 +455,11 @@ impl EmbeddedStore {
             for batch in chunks {
                 let batch = batch?;
                 summary.add(&batch);
-                let started = Instant::now();
-                rollup.add(&batch);
-                self.counters.rollup_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                if reuse.is_none() {
+                    let started = Instant::now();
+                    rollup.add(&batch);
+                    self.counters.rollup_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                }
                 writer.write(&batch)?;
             }
             let file = writer.into_inner()?;
@@ -448,7 +468,12 @@ impl EmbeddedStore {
         fs::rename(&temporary, &path)?;
         // The rollup is in place before the metadata: a block with metadata always has one.
         let started = Instant::now();
-        let rollup = rollup.finish();
+        let rollup = match reuse {
+            None => rollup.finish(),
+            Some((parts, mixed)) if !mixed.get() => Rollup::combine(parts.iter().map(|p| &**p), None),
+            // Traces or spans were shared between the parts: counted again from the rows.
+            Some(_) => self.rollup_of_file(&path)?,
+        };
         self.counters.rollup_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         write_rollup(&rollup_path(&self.blocks_dir, &id), &rollup.edges)?;
         write_adoption(&adoption_path(&self.blocks_dir, &id), &rollup.adoption)?;
@@ -503,8 +528,11 @@ impl EmbeddedStore {
             cursors.push(Cursor::new(reader)?);
         }
         let level = chosen.iter().map(|b| b.compaction_level).max().unwrap_or(0) + 1;
-        let merge = Merge { cursors, last: None };
-        let merged = self.write_sorted(merge, level, chosen.iter().map(|b| b.id.clone()).collect())?;
+        // The merged block's rollup is the sum of the blocks' unless traces or spans are shared.
+        let parts = chosen.iter().map(|b| self.block_rollup(b)).collect::<Result<Vec<_>, _>>()?;
+        let mixed = Rc::new(Cell::new(false));
+        let merge = Merge { cursors, last: None, last_cursor: 0, mixed: Rc::clone(&mixed) };
+        let merged = self.write_sorted(merge, level, chosen.iter().map(|b| b.id.clone()).collect(), Some((parts, mixed)))?;
         tracing::info!(message = "blocks compacted", merged = chosen.len(), spans = merged.span_count, bytes = merged.file_bytes);
         let chosen_ids: HashSet<&str> = chosen.iter().map(|b| b.id.as_str()).collect();
         {
@@ -650,7 +678,7 @@ impl EmbeddedStore {
             let mut parts = self.assembled.lock().rollups.clone();
             let pending = self.pending_batches();
             if !pending.is_empty() {
-                parts.push(Arc::new(RollupBuilder::from_batches(&pending)));
+                parts.push(Arc::new(RollupBuilder::from_batches(&self.config.traffic_source_attribute, &pending)));
             }
             (parts, self.blocks.read().clone())
         };
@@ -658,6 +686,15 @@ impl EmbeddedStore {
             parts.push(self.block_rollup(block)?);
         }
         Ok(parts)
+    }
+
+    /// The rollup of a block file's rows.
+    fn rollup_of_file(&self, path: &Path) -> Result<Rollup, StoreError> {
+        let mut builder = RollupBuilder::new(&self.config.traffic_source_attribute);
+        for batch in ParquetRecordBatchReaderBuilder::try_new(fs::File::open(path)?)?.with_batch_size(8 * 1024).build()? {
+            builder.add(&batch?);
+        }
+        Ok(builder.finish())
     }
 
     /// A block's rollup: from memory, from its file, or (for a block written before rollups
@@ -671,11 +708,7 @@ impl EmbeddedStore {
         let rows = match (read_rollup(&path), read_adoption(&adoption), read_paths(&paths)) {
             (Ok(edges), Ok(adoption), Ok(paths)) => Rollup::new(edges, adoption, paths),
             _ => {
-                let mut builder = RollupBuilder::default();
-                for batch in ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&block.path)?)?.with_batch_size(8 * 1024).build()? {
-                    builder.add(&batch?);
-                }
-                let rollup = builder.finish();
+                let rollup = self.rollup_of_file(&block.path)?;
                 write_rollup(&path, &rollup.edges)?;
                 write_adoption(&adoption, &rollup.adoption)?;
                 write_paths(&paths, &rollup.paths)?;
@@ -1002,6 +1035,11 @@ impl Cursor {
 struct Merge {
     cursors: Vec<Cursor>,
     last: Option<([u8; 16], [u8; 8])>,
+    /// The cursor the last row came from.
+    last_cursor: usize,
+    /// Set when a duplicate was dropped or a trace continued from another block: then the
+    /// blocks' rollups do not simply add up to the merged block's.
+    mixed: Rc<Cell<bool>>,
 }
 
 impl Merge {
@@ -1015,7 +1053,13 @@ impl Merge {
             else {
                 break;
             };
-            if self.last != Some(key) {
+            if self.last == Some(key) {
+                self.mixed.set(true);
+            } else {
+                if self.last.is_some_and(|(trace, _)| trace == key.0) && self.last_cursor != smallest {
+                    self.mixed.set(true);
+                }
+                self.last_cursor = smallest;
                 let cursor = &self.cursors[smallest];
                 let slot = *pooled[smallest].get_or_insert_with(|| {
                     pool.push(cursor.batch.clone().expect("a cursor with a key has a batch"));
@@ -1262,6 +1306,40 @@ mod tests {
         let store = EmbeddedStore::open(config).unwrap();
         assert_eq!(rollup_totals((&store as &dyn Storage).rollups(0, i64::MAX).await.unwrap()), (30_000, 3_000));
         assert_eq!(rollup_files(&blocks_dir), 1, "the rebuilt rollup is saved");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_blocks_rollup_added_up_from_its_parts_is_the_one_counted_from_its_rows() {
+        let config = StoreConfig { compaction_target_spans: 1_000_000, ..temp_config() };
+        let store = EmbeddedStore::open(config).unwrap();
+        let storage: &dyn Storage = &store;
+        let mut all = spans(4_000, 10);
+        // A third of the traces come from a load test, said on their root spans.
+        for span in all.iter_mut().filter(|s| s.parent_span_id.is_none() && s.trace_id.0[0] % 3 == 0) {
+            span.attributes.push(Attribute::new("traffic.source", Value::Str("load_test".into())));
+        }
+        // Four blocks of whole traces, compacted into one: each rollup is the sum of its parts'.
+        for part in all.chunks(10_000) {
+            storage.append(part.to_vec()).await.unwrap();
+            storage.flush().await.unwrap();
+            store.recent.lock().current.clear();
+        }
+        let blocks = store.blocks();
+        assert_eq!((blocks.len(), blocks[0].replaces.len()), (1, 4));
+        let (added, counted) = (store.block_rollup(&blocks[0]).unwrap(), store.rollup_of_file(&blocks[0].path).unwrap());
+        fn sorted<T: std::fmt::Debug>(rows: &[T]) -> Vec<String> {
+            let mut out: Vec<String> = rows.iter().map(|r| format!("{r:?}")).collect();
+            out.sort();
+            out
+        }
+        assert_eq!(sorted(&added.edges), sorted(&counted.edges));
+        assert_eq!(sorted(&added.paths), sorted(&counted.paths));
+        let (a, c) = (&added.adoption, &counted.adoption);
+        assert_eq!(sorted(&a.services), sorted(&c.services));
+        assert_eq!(sorted(&a.traces), sorted(&c.traces));
+        assert_eq!(sorted(&a.roots), sorted(&c.roots));
+        let tested: u64 = added.paths.iter().filter(|p| p.path == crate::REQUEST_PATH && &*p.source == "load_test").map(|p| p.traces).sum();
+        assert!(tested > 1_000 && tested < 1_700, "{tested} load-test traces");
     }
 
     #[tokio::test(flavor = "multi_thread")]

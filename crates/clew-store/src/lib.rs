@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use block::{SCHEMA, StoredSpan};
 pub use engine::EmbeddedStore;
-pub use paths::{OVERFLOW_KIND, OVERFLOW_PATH, PathRow, REQUEST_KIND, REQUEST_PATH, merge_paths};
+pub use paths::{OTHER_SOURCE, OVERFLOW_KIND, OVERFLOW_PATH, PathRow, REQUEST_KIND, REQUEST_PATH, TrafficFilter, merge_paths};
 pub use rollup::{
     AdoptionRollup, DeprecatedMinute, EdgeKind, EdgeRow, ROLLUP_BUCKET_NANOS, Rollup, RootMinute, ServiceCounts, ServiceMinute, TraceClass,
     UnansweredMinute, in_minutes,
@@ -126,6 +126,9 @@ pub struct StoreStats {
     pub rollup_cpu_nanos: u64,
 }
 
+/// The attribute that names a trace's traffic source unless configured otherwise.
+pub const DEFAULT_TRAFFIC_SOURCE_ATTRIBUTE: &str = "traffic.source";
+
 /// Settings of the embedded store.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -152,6 +155,12 @@ pub struct StoreConfig {
     pub retention_max_bytes: u64,
     /// Beyond this many spans waiting in memory, writes are refused with "retry later".
     pub max_pending_spans: u64,
+    /// The attribute naming a trace's traffic source (`web`, `app`, `load_test`…), read from
+    /// its root span (span, then resource attributes) or the first span that has it.
+    pub traffic_source_attribute: String,
+    /// Traffic sources that are load tests: left out of traffic estimates' baselines, and
+    /// measured against what production's fan-out expects of them.
+    pub load_test_sources: Vec<String>,
 }
 
 impl Default for StoreConfig {
@@ -168,6 +177,8 @@ impl Default for StoreConfig {
             retention_hours: 7.0 * 24.0,
             retention_max_bytes: 0,
             max_pending_spans: 1_000_000,
+            traffic_source_attribute: DEFAULT_TRAFFIC_SOURCE_ATTRIBUTE.into(),
+            load_test_sources: vec!["load_test".into(), "load-test".into(), "loadtest".into()],
         }
     }
 }

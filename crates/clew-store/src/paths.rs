@@ -9,6 +9,10 @@
 //! are the children). The hash is xxHash64, the same in every process and version, so rows of
 //! different blocks add up.
 //!
+//! Rows are also split by the trace's traffic source: the value of a configurable attribute
+//! (`traffic.source` by default: `web`, `app`, `load_test`…) on its root span, or on the first
+//! span that carries it. That is how load tests are left out of a baseline, or looked at alone.
+//!
 //! Per context and minute: the traces it occurs in, its spans, errors, summed and critical-path
 //! time, the latency of its spans, and per trace the number of its spans and its critical-path
 //! time (as histograms, for "calls per request" and critical-path percentiles).
@@ -40,6 +44,31 @@ pub const OVERFLOW_KIND: &str = "overflow";
 pub const MAX_CONTEXTS_PER_TRACE: usize = 1_024;
 /// Chains longer than this (or a cycle of parents) start again from the request.
 const MAX_DEPTH: usize = 256;
+/// At most this many distinct traffic sources are kept per part; the rest count as [`OTHER_SOURCE`].
+pub const MAX_SOURCES: usize = 32;
+/// Where the traces of sources beyond [`MAX_SOURCES`] (or with a value longer than
+/// [`MAX_SOURCE_BYTES`]) are counted.
+pub const OTHER_SOURCE: &str = "(other)";
+pub const MAX_SOURCE_BYTES: usize = 64;
+
+/// Which traffic sources' rows a reader wants. The empty source is traffic that names none.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum TrafficFilter {
+    #[default]
+    All,
+    Only(Vec<String>),
+    Except(Vec<String>),
+}
+
+impl TrafficFilter {
+    pub fn admits(&self, source: &str) -> bool {
+        match self {
+            TrafficFilter::All => true,
+            TrafficFilter::Only(sources) => sources.iter().any(|s| s == source),
+            TrafficFilter::Except(sources) => !sources.iter().any(|s| s == source),
+        }
+    }
+}
 
 /// One calling context of one entry point in one minute (the minute its traces started).
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +76,8 @@ pub struct PathRow {
     pub minute_unix_nano: i64,
     pub entry_service: Arc<str>,
     pub entry_operation: Arc<str>,
+    /// The trace's traffic source (empty when it names none).
+    pub source: Arc<str>,
     pub path: u64,
     /// The caller's context ([`REQUEST_PATH`] for a root span; itself for the request).
     pub parent: u64,
@@ -82,8 +113,8 @@ impl PathRow {
         self.per_trace_critical.merge(&other.per_trace_critical);
     }
 
-    pub fn key(&self) -> (&str, &str, u64) {
-        (&self.entry_service, &self.entry_operation, self.path)
+    pub fn key(&self) -> (&str, &str, &str, u64) {
+        (&self.entry_service, &self.entry_operation, &self.source, self.path)
     }
 }
 
@@ -114,6 +145,8 @@ pub(crate) struct PathSpan {
     pub duration_nanos: i64,
     pub critical_path_nanos: i64,
     pub error: bool,
+    /// The value of the traffic-source attribute, when the span carries it.
+    pub source: Option<Arc<str>>,
 }
 
 /// The trace being read: its entry point, start minute and whole-trace facts.
@@ -125,7 +158,7 @@ pub(crate) struct PathTrace {
     pub error: bool,
 }
 
-type EntryKey = (i64, Arc<str>, Arc<str>);
+type EntryKey = (i64, Arc<str>, Arc<str>, Arc<str>);
 
 /// Gathers path rows trace by trace.
 #[derive(Default)]
@@ -133,6 +166,8 @@ pub(crate) struct PathBuilder {
     rows: HashMap<EntryKey, HashMap<u64, PathRow>>,
     trace: Option<PathTrace>,
     spans: Vec<PathSpan>,
+    sources: Vec<Arc<str>>,
+    no_source: Option<Arc<str>>,
 }
 
 impl PathBuilder {
@@ -152,12 +187,14 @@ impl PathBuilder {
             return;
         };
         let contexts = contexts(&spans);
-        let entry = (trace.minute_unix_nano, Arc::clone(&trace.entry_service), Arc::clone(&trace.entry_operation));
+        let source = self.source(&spans);
+        let entry = (trace.minute_unix_nano, Arc::clone(&trace.entry_service), Arc::clone(&trace.entry_operation), Arc::clone(&source));
         let rows = self.rows.entry(entry).or_default();
         let new_row = |path: u64, parent: u64, service: &Arc<str>, operation: &Arc<str>, kind: &Arc<str>, depth: u32| PathRow {
             minute_unix_nano: trace.minute_unix_nano,
             entry_service: Arc::clone(&trace.entry_service),
             entry_operation: Arc::clone(&trace.entry_operation),
+            source: Arc::clone(&source),
             path,
             parent,
             service: Arc::clone(service),
@@ -219,15 +256,34 @@ impl PathBuilder {
         }
     }
 
+    /// The trace's traffic source: its root span's, else the first span's that names one;
+    /// bounded in length and in distinct values.
+    fn source(&mut self, spans: &[PathSpan]) -> Arc<str> {
+        let named = spans.iter().find(|s| s.parent.is_none() && s.source.is_some()).or_else(|| spans.iter().find(|s| s.source.is_some()));
+        let Some(value) = named.and_then(|s| s.source.as_ref()) else {
+            return Arc::clone(self.no_source.get_or_insert_with(|| Arc::from("")));
+        };
+        if let Some(known) = self.sources.iter().find(|s| ***s == **value) {
+            return Arc::clone(known);
+        }
+        let value =
+            if value.len() > MAX_SOURCE_BYTES || self.sources.len() >= MAX_SOURCES { Arc::from(OTHER_SOURCE) } else { Arc::clone(value) };
+        if !self.sources.contains(&value) {
+            self.sources.push(Arc::clone(&value));
+        }
+        value
+    }
+
     /// Every row, ordered by minute.
     pub fn finish(mut self) -> Vec<PathRow> {
         self.end();
         let mut out: Vec<PathRow> = self.rows.into_values().flat_map(|rows| rows.into_values()).collect();
         out.sort_by(|a, b| {
-            (a.minute_unix_nano, &a.entry_service, &a.entry_operation, a.depth, a.path).cmp(&(
+            (a.minute_unix_nano, &a.entry_service, &a.entry_operation, &a.source, a.depth, a.path).cmp(&(
                 b.minute_unix_nano,
                 &b.entry_service,
                 &b.entry_operation,
+                &b.source,
                 b.depth,
                 b.path,
             ))
@@ -270,17 +326,19 @@ fn contexts(spans: &[PathSpan]) -> Vec<(u64, u64, u32)> {
     resolved.into_iter().map(|r| r.expect("every span resolved")).collect()
 }
 
-/// Merges rows of many parts into one row per (entry point, context): dated `into` when given
-/// (minutes merged too), else one per minute (ordered by minute).
-pub fn merge_paths<'a>(rows: impl IntoIterator<Item = &'a PathRow>, into: Option<i64>) -> Vec<PathRow> {
-    let mut merged: HashMap<(i64, &str, &str, u64), PathRow> = HashMap::new();
+/// Merges rows of many parts into one row per (entry point, traffic source, context): dated
+/// `into` when given (minutes merged too), else one per minute (ordered by minute). With
+/// `sources` false, the sources are merged too (the rows then carry the first one's name).
+pub fn merge_paths<'a>(rows: impl IntoIterator<Item = &'a PathRow>, into: Option<i64>, sources: bool) -> Vec<PathRow> {
+    let mut merged: HashMap<(i64, &str, &str, &str, u64), PathRow> = HashMap::new();
     for row in rows {
         let minute = into.unwrap_or(row.minute_unix_nano);
-        let (service, operation, path) = row.key();
-        match merged.get_mut(&(minute, service, operation, path)) {
+        let (service, operation, source, path) = row.key();
+        let key = (minute, service, operation, if sources { source } else { "" }, path);
+        match merged.get_mut(&key) {
             Some(total) => total.add(row),
             None => {
-                merged.insert((minute, service, operation, path), PathRow { minute_unix_nano: minute, ..row.clone() });
+                merged.insert(key, PathRow { minute_unix_nano: minute, ..row.clone() });
             }
         }
     }
@@ -310,6 +368,7 @@ static PATH_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("latency", DataType::Binary, false),
         Field::new("per_trace_spans", DataType::Binary, false),
         Field::new("per_trace_critical", DataType::Binary, false),
+        Field::new("source", DataType::Utf8, false),
     ]))
 });
 
@@ -322,7 +381,9 @@ pub fn write_paths(path: &Path, rows: &[PathRow]) -> Result<(), StoreError> {
     let mut depth = Int32Builder::new();
     let mut counters: [Int64Builder; 5] = std::array::from_fn(|_| Int64Builder::new());
     let mut histograms: [BinaryBuilder; 3] = std::array::from_fn(|_| BinaryBuilder::new());
+    let mut source = StringBuilder::new();
     for row in rows {
+        source.append_value(&row.source);
         minute.append_value(row.minute_unix_nano);
         entry_service.append_value(&row.entry_service);
         entry_operation.append_value(&row.entry_operation);
@@ -353,6 +414,7 @@ pub fn write_paths(path: &Path, rows: &[PathRow]) -> Result<(), StoreError> {
     ];
     columns.extend(counters.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     columns.extend(histograms.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    columns.push(Arc::new(source.finish()));
     write_parquet(path, RecordBatch::try_new(Arc::clone(&PATH_SCHEMA), columns)?)
 }
 
@@ -364,9 +426,12 @@ pub fn read_paths(path: &Path) -> Result<Vec<PathRow>, StoreError> {
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch?;
-        if batch.schema().fields().len() != PATH_SCHEMA.fields().len() {
+        // Files written before traffic sources lack the last column: their traffic names none.
+        let columns = batch.schema().fields().len();
+        if columns != PATH_SCHEMA.fields().len() && columns != PATH_SCHEMA.fields().len() - 1 {
             return Err(StoreError::Corrupt(format!("path rollup {}: unexpected columns", path.display())));
         }
+        let source = (columns == PATH_SCHEMA.fields().len()).then(|| batch.column(17).as_string::<i32>());
         let minute = batch.column(0).as_primitive::<Int64Type>();
         let (entry_service, entry_operation) = (batch.column(1).as_string::<i32>(), batch.column(2).as_string::<i32>());
         let (context, parent) = (batch.column(3).as_primitive::<UInt64Type>(), batch.column(4).as_primitive::<UInt64Type>());
@@ -380,6 +445,7 @@ pub fn read_paths(path: &Path) -> Result<Vec<PathRow>, StoreError> {
                 minute_unix_nano: minute.value(row),
                 entry_service: intern(entry_service.value(row)),
                 entry_operation: intern(entry_operation.value(row)),
+                source: intern(source.map_or("", |s| s.value(row))),
                 path: context.value(row),
                 parent: parent.value(row),
                 service: intern(service.value(row)),
@@ -415,6 +481,7 @@ mod tests {
             duration_nanos: millis * 1_000_000,
             critical_path_nanos: critical * 1_000_000,
             error: id == 4,
+            source: None,
         }
     }
 
@@ -476,9 +543,52 @@ mod tests {
         for row in &rows {
             assert!(read.contains(row), "{row:?} survives the file");
         }
-        let merged = merge_paths(rows.iter().chain(&read), Some(0));
+        let merged = merge_paths(rows.iter().chain(&read), Some(0), true);
         assert_eq!(merged.len(), rows.len());
         assert_eq!(merged.iter().find(|r| r.path == looped.path).unwrap().spans, 8);
+    }
+
+    #[test]
+    fn traffic_sources_split_the_rows_by_the_root_spans_value() {
+        let mut builder = PathBuilder::default();
+        let begin = |builder: &mut PathBuilder| {
+            builder.begin(PathTrace {
+                minute_unix_nano: 0,
+                entry_service: Arc::from("gateway"),
+                entry_operation: Arc::from("GET /"),
+                duration_nanos: 10,
+                error: false,
+            })
+        };
+        let tagged = |id: u8, parent: Option<u8>, source: Option<&str>| PathSpan {
+            source: source.map(Arc::from),
+            ..span(id, parent, "gateway", "GET /", "server", 1, 1)
+        };
+        // The root names the source; a child saying otherwise does not change it.
+        begin(&mut builder);
+        builder.push(tagged(2, Some(1), Some("web")));
+        builder.push(tagged(1, None, Some("load_test")));
+        // Only a child names it.
+        begin(&mut builder);
+        builder.push(tagged(1, None, None));
+        builder.push(tagged(2, Some(1), Some("load_test")));
+        // None does.
+        begin(&mut builder);
+        builder.push(tagged(1, None, None));
+        // Too long a value counts as another source.
+        begin(&mut builder);
+        builder.push(tagged(1, None, Some(&"x".repeat(MAX_SOURCE_BYTES + 1))));
+        let rows = builder.finish();
+        let requests = |source: &str| rows.iter().filter(|r| r.path == REQUEST_PATH && &*r.source == source).map(|r| r.traces).sum::<u64>();
+        assert_eq!((requests("load_test"), requests(""), requests(OTHER_SOURCE), requests("web")), (2, 1, 1, 0));
+        // Merged without sources, the request counts add up again.
+        let merged = merge_paths(rows.iter().filter(|r| TrafficFilter::Except(vec!["load_test".into()]).admits(&r.source)), Some(0), false);
+        assert_eq!(merged.iter().find(|r| r.path == REQUEST_PATH).unwrap().traces, 2);
+        let file = std::env::temp_dir().join(format!("clew-paths-source-{}.paths.parquet", std::process::id()));
+        write_paths(&file, &rows).unwrap();
+        let read = read_paths(&file).unwrap();
+        let _ = fs::remove_file(&file);
+        assert!(rows.iter().all(|r| read.contains(r)));
     }
 
     #[test]

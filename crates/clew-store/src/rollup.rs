@@ -114,6 +114,8 @@ pub struct RollupBuilder {
     deprecated: HashMap<(i64, Arc<str>, &'static str), u64>,
     trace: TraceState,
     paths: PathBuilder,
+    /// The attribute naming the traffic source (none: every trace's source is empty).
+    source_key: Option<Arc<str>>,
 }
 
 type UnansweredKey = (i64, Arc<str>, Arc<str>, Arc<str>, Arc<str>, Arc<str>);
@@ -146,6 +148,8 @@ struct ResourceFacts {
     missing_version: bool,
     missing_environment: bool,
     pairs: Vec<(Arc<str>, Arc<str>)>,
+    /// The traffic source the resource names.
+    source: Option<Arc<str>>,
 }
 
 /// At most this many distinct resource attributes are kept per service and minute.
@@ -248,6 +252,11 @@ impl<'a> Columns<'a> {
 }
 
 impl RollupBuilder {
+    /// A builder that reads each trace's traffic source from the attribute `source_key`.
+    pub fn new(source_key: &str) -> Self {
+        Self { source_key: (!source_key.is_empty()).then(|| Arc::from(source_key)), ..Self::default() }
+    }
+
     fn intern(&mut self, name: &str) -> Arc<str> {
         self.names.get(name)
     }
@@ -395,11 +404,13 @@ impl RollupBuilder {
                     }
                 }
                 let has = |key: &str| pairs.iter().any(|(k, _)| &**k == key);
+                let source = self.source_key.as_ref().and_then(|key| pairs.iter().find(|(k, _)| k == key)).map(|(_, v)| Arc::clone(v));
                 last_resource = Some(ResourceFacts {
                     blob: resource.value(row).to_vec(),
                     missing_version: !has("service.version"),
                     missing_environment: !has("deployment.environment.name") && !has("deployment.environment"),
                     pairs,
+                    source,
                 });
             }
             let facts = last_resource.as_ref().expect("set above");
@@ -411,6 +422,13 @@ impl RollupBuilder {
             let error = status.value(row) == "error";
             let span_id: [u8; 8] = span_ids.value(row).try_into().expect("8-byte span IDs");
             let parent_id = parent_span.as_fixed_size_binary();
+            let source = match self.source_key.clone() {
+                Some(key) => match map_value(attributes, row, &key) {
+                    Some(value) => Some(self.intern(value)),
+                    None => facts.source.clone(),
+                },
+                None => None,
+            };
             let path_span = PathSpan {
                 span: span_id,
                 parent: (!parent_id.is_null(row)).then(|| parent_id.value(row).try_into().expect("8-byte span IDs")),
@@ -420,6 +438,7 @@ impl RollupBuilder {
                 duration_nanos: duration.value(row),
                 critical_path_nanos: critical.value(row),
                 error,
+                source,
             };
             self.paths.push(path_span);
             let http_failed =
@@ -532,16 +551,7 @@ impl RollupBuilder {
                 histogram: t.histogram,
             })
             .collect();
-        rows.sort_by(|a, b| {
-            (a.minute_unix_nano, &a.entry_service, &a.entry_operation, a.kind, &a.parent, &a.child).cmp(&(
-                b.minute_unix_nano,
-                &b.entry_service,
-                &b.entry_operation,
-                b.kind,
-                &b.parent,
-                &b.child,
-            ))
-        });
+        sort_edges(&mut rows);
         Rollup::new(rows, adoption, paths)
     }
 
@@ -597,8 +607,8 @@ impl RollupBuilder {
         out
     }
 
-    pub fn from_batches<'a>(batches: impl IntoIterator<Item = &'a RecordBatch>) -> Rollup {
-        let mut builder = Self::default();
+    pub fn from_batches<'a>(source_key: &str, batches: impl IntoIterator<Item = &'a RecordBatch>) -> Rollup {
+        let mut builder = Self::new(source_key);
         for batch in batches {
             builder.add(batch);
         }
@@ -644,20 +654,30 @@ impl Rollup {
             .chain(a.deprecated.iter().map(|r| r.minute_unix_nano))
             .chain(self.paths.iter().map(|r| r.minute_unix_nano));
         let (from, to) = minutes.fold((i64::MAX, i64::MIN), |(lo, hi), m| (lo.min(m), hi.max(m)));
-        let mut edges: HashMap<(&Arc<str>, &Arc<str>, EdgeKind, &Option<Arc<str>>, &Arc<str>), EdgeRow> = HashMap::new();
-        for row in &self.edges {
-            let key = (&row.entry_service, &row.entry_operation, row.kind, &row.parent, &row.child);
+        (from, to, Rollup::combine([self], Some(from)))
+    }
+
+    /// The rollup of parts that hold disjoint traces (each trace wholly in one part): their
+    /// rows added up per key and minute, or all dated `into` (minutes merged too).
+    pub fn combine<'a>(parts: impl IntoIterator<Item = &'a Rollup> + Clone, into: Option<i64>) -> Rollup {
+        let at = |minute: i64| into.unwrap_or(minute);
+        type EdgeKey<'b> = (i64, &'b Arc<str>, &'b Arc<str>, EdgeKind, &'b Option<Arc<str>>, &'b Arc<str>);
+        let mut edges: HashMap<EdgeKey, EdgeRow> = HashMap::new();
+        for row in parts.clone().into_iter().flat_map(|p| &p.edges) {
+            let key = (at(row.minute_unix_nano), &row.entry_service, &row.entry_operation, row.kind, &row.parent, &row.child);
             match edges.get_mut(&key) {
                 Some(total) => total.add(row),
                 None => {
-                    edges.insert(key, EdgeRow { minute_unix_nano: from, ..row.clone() });
+                    edges.insert(key, EdgeRow { minute_unix_nano: key.0, ..row.clone() });
                 }
             }
         }
-        let mut services: HashMap<&str, ServiceMinute> = HashMap::new();
-        for row in &a.services {
-            let total = services.entry(&row.service).or_insert_with(|| ServiceMinute {
-                minute_unix_nano: from,
+        let adoptions = || parts.clone().into_iter().map(|p| &p.adoption);
+        let mut services: HashMap<(i64, &str), ServiceMinute> = HashMap::new();
+        for row in adoptions().flat_map(|a| &a.services) {
+            let minute = at(row.minute_unix_nano);
+            let total = services.entry((minute, &row.service)).or_insert_with(|| ServiceMinute {
+                minute_unix_nano: minute,
                 service: row.service.clone(),
                 counts: ServiceCounts::default(),
                 resource: Vec::new(),
@@ -669,47 +689,68 @@ impl Rollup {
                 }
             }
         }
-        let mut traces: HashMap<(&str, bool, &[String], bool), TraceClass> = HashMap::new();
-        for row in &a.traces {
+        let mut traces: HashMap<(i64, &str, bool, &[String], bool), TraceClass> = HashMap::new();
+        for row in adoptions().flat_map(|a| &a.traces) {
+            let minute = at(row.minute_unix_nano);
             traces
-                .entry((&row.service, row.whole_shape, &row.unanswered_peers, row.uncovered))
-                .or_insert_with(|| TraceClass { minute_unix_nano: from, traces: 0, ..row.clone() })
+                .entry((minute, &row.service, row.whole_shape, &row.unanswered_peers, row.uncovered))
+                .or_insert_with(|| TraceClass { minute_unix_nano: minute, traces: 0, ..row.clone() })
                 .traces += row.traces;
         }
-        let mut unanswered: HashMap<(&str, &str, &str, &str, &str), UnansweredMinute> = HashMap::new();
-        for row in &a.unanswered {
-            match unanswered.get_mut(&row.key()) {
+        let mut unanswered: HashMap<(i64, (&str, &str, &str, &str, &str)), UnansweredMinute> = HashMap::new();
+        for row in adoptions().flat_map(|a| &a.unanswered) {
+            let key = (at(row.minute_unix_nano), row.key());
+            match unanswered.get_mut(&key) {
                 Some(total) => total.add(row),
                 None => {
-                    unanswered.insert(row.key(), UnansweredMinute { minute_unix_nano: from, ..row.clone() });
+                    unanswered.insert(key, UnansweredMinute { minute_unix_nano: key.0, ..row.clone() });
                 }
             }
         }
-        let mut roots: HashMap<(&str, &str, &str), RootMinute> = HashMap::new();
-        for row in &a.roots {
-            match roots.get_mut(&row.key()) {
+        let mut roots: HashMap<(i64, (&str, &str, &str)), RootMinute> = HashMap::new();
+        for row in adoptions().flat_map(|a| &a.roots) {
+            let key = (at(row.minute_unix_nano), row.key());
+            match roots.get_mut(&key) {
                 Some(total) => total.add(row),
                 None => {
-                    roots.insert(row.key(), RootMinute { minute_unix_nano: from, ..row.clone() });
+                    roots.insert(key, RootMinute { minute_unix_nano: key.0, ..row.clone() });
                 }
             }
         }
-        let mut deprecated: HashMap<(&str, &str), DeprecatedMinute> = HashMap::new();
-        for row in &a.deprecated {
+        let mut deprecated: HashMap<(i64, &str, &str), DeprecatedMinute> = HashMap::new();
+        for row in adoptions().flat_map(|a| &a.deprecated) {
+            let minute = at(row.minute_unix_nano);
             deprecated
-                .entry((&row.service, &row.key))
-                .or_insert_with(|| DeprecatedMinute { minute_unix_nano: from, spans: 0, ..row.clone() })
+                .entry((minute, &row.service, &row.key))
+                .or_insert_with(|| DeprecatedMinute { minute_unix_nano: minute, spans: 0, ..row.clone() })
                 .spans += row.spans;
         }
-        let adoption = AdoptionRollup {
+        let mut adoption = AdoptionRollup {
             services: services.into_values().collect(),
             traces: traces.into_values().collect(),
             unanswered: unanswered.into_values().collect(),
             roots: roots.into_values().collect(),
             deprecated: deprecated.into_values().collect(),
         };
-        (from, to, Rollup::new(edges.into_values().collect(), adoption, merge_paths(&self.paths, Some(from))))
+        adoption.sort();
+        let mut edges: Vec<EdgeRow> = edges.into_values().collect();
+        sort_edges(&mut edges);
+        let paths = merge_paths(parts.into_iter().flat_map(|p| &p.paths), into, true);
+        Rollup::new(edges, adoption, paths)
     }
+}
+
+fn sort_edges(rows: &mut [EdgeRow]) {
+    rows.sort_by(|a, b| {
+        (a.minute_unix_nano, &a.entry_service, &a.entry_operation, a.kind, &a.parent, &a.child).cmp(&(
+            b.minute_unix_nano,
+            &b.entry_service,
+            &b.entry_operation,
+            b.kind,
+            &b.parent,
+            &b.child,
+        ))
+    });
 }
 
 /// Span counts of one service in one minute.
@@ -1071,7 +1112,7 @@ mod tests {
         ];
         let mut builder = BatchBuilder::default();
         builder.push_trace(&assemble_borrowed(&trace), 0);
-        let rollup = RollupBuilder::from_batches([&builder.finish()]);
+        let rollup = RollupBuilder::from_batches("traffic.source", [&builder.finish()]);
         let rows = rollup.edges.clone();
         let find = |kind: EdgeKind, parent: Option<&str>, child: &str| {
             rows.iter().filter(|r| r.kind == kind && r.parent.as_deref() == parent && &*r.child == child).collect::<Vec<_>>()

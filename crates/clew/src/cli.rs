@@ -311,6 +311,9 @@ pub enum Command {
     Bottlenecks {
         #[arg(long, default_value_t = 20.0)]
         faster: f64,
+        /// Which traffic: all, production (load tests left out), load-test, or source:<name>.
+        #[arg(long, default_value = "all")]
+        traffic: String,
         #[command(flatten)]
         report: ReportArgs,
     },
@@ -324,6 +327,14 @@ pub enum Command {
         /// Entry operations the plan does not name run at this factor of their observed mean rate.
         #[arg(long, default_value_t = 1.0)]
         others: f64,
+        /// Which traffic the fan-out is read from: production (load tests left out), load-test,
+        /// all, or source:<name>.
+        #[arg(long, default_value = "production")]
+        traffic: String,
+        /// During a load test: its measured entry rates are the plan, and every operation shows
+        /// what the test measured against what production's fan-out expects.
+        #[arg(long, conflicts_with = "plan")]
+        measure_load_test: bool,
         /// Print CSV instead of the report.
         #[arg(long)]
         csv: bool,
@@ -565,13 +576,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             crate::client::print_text(&report.server, "/api/v1/metrics/query_range", &pairs).await
         }
-        Command::Bottlenecks { faster, report } => {
-            let pairs = [("lookback", report.lookback), ("format", report.output.name()), ("faster", faster.to_string())];
+        Command::Bottlenecks { faster, traffic, report } => {
+            let pairs =
+                [("lookback", report.lookback), ("format", report.output.name()), ("faster", faster.to_string()), ("traffic", traffic)];
             crate::client::print_text(&report.server, "/api/v1/bottlenecks", &pairs).await
         }
-        Command::Traffic { plan, others, csv, report } => {
+        Command::Traffic { plan, others, traffic, measure_load_test, csv, report } => {
             let format = if csv { "csv".to_string() } else { report.output.name() };
-            let mut pairs = vec![("lookback", report.lookback), ("format", format), ("others", others.to_string())];
+            let mut pairs = vec![("lookback", report.lookback), ("format", format), ("traffic", traffic)];
+            if measure_load_test {
+                pairs.push(("measure", "load-test".into()));
+            } else {
+                pairs.push(("others", others.to_string()));
+            }
             pairs.extend(plan.into_iter().map(|p| ("plan", p)));
             crate::client::print_text(&report.server, "/api/v1/traffic-estimate", &pairs).await
         }

@@ -284,6 +284,8 @@ export function TrafficPage() {
   const [params, setParams] = useSearchParams();
   const lookback = params.get("lookback") ?? "1h";
   const others = params.get("others") ?? "1";
+  const traffic = params.get("traffic") ?? "production";
+  const measure = params.get("measure") === "load-test";
   const plan: PlanRow[] = params.getAll("plan").map((p) => {
     const [rate, ...rest] = p.split(" ");
     return { rate, entry: rest.join(" ") };
@@ -292,10 +294,15 @@ export function TrafficPage() {
   const [draftEntry, setDraftEntry] = useState("");
   const [draftRate, setDraftRate] = useState("50");
   const estimate = useApi(() => {
-    const query = new URLSearchParams({ lookback, others });
-    for (const p of plan) query.append("plan", `${p.rate} ${p.entry}`);
+    const query = new URLSearchParams({ lookback, traffic });
+    if (measure) {
+      query.set("measure", "load-test");
+    } else {
+      query.set("others", others);
+      for (const p of plan) query.append("plan", `${p.rate} ${p.entry}`);
+    }
     return api.trafficEstimate(query);
-  }, [lookback, others, params.getAll("plan").join("\n")]);
+  }, [lookback, others, traffic, measure, params.getAll("plan").join("\n")]);
   const graph = useApi(() => api.serviceGraph(new URLSearchParams({ lookback })), [lookback]);
   const update = (change: (next: URLSearchParams) => void) => {
     const next = new URLSearchParams(params);
@@ -319,18 +326,41 @@ export function TrafficPage() {
       <div className="form-row" style={{ marginBottom: 12 }}>
         <h1 style={{ margin: 0 }}>Traffic estimation</h1>
         <Picker label="Learn fan-out from" value={lookback} onChange={(v) => update((n) => n.set("lookback", v))} options={LOOKBACKS} />
-        <label className="field">
-          Other entry operations at
-          <select value={others} onChange={(e) => update((n) => n.set("others", e.target.value))} data-testid="traffic-others">
-            {["1", "1.5", "2", "3", "5", "10"].map((v) => (
-              <option key={v} value={v}>
-                {v}× today
-              </option>
-            ))}
-          </select>
-        </label>
+        <Picker
+          label="Of"
+          value={traffic}
+          onChange={(v) => update((n) => n.set("traffic", v))}
+          options={[
+            ["production", "Production (load tests left out)"],
+            ["all", "All traffic"],
+            ["load-test", "Load tests only"],
+          ]}
+          testId="traffic-source"
+        />
+        <Picker
+          label="Against"
+          value={measure ? "load-test" : "plan"}
+          onChange={(v) => update((n) => (v === "load-test" ? n.set("measure", v) : n.delete("measure")))}
+          options={[
+            ["plan", "A planned peak"],
+            ["load-test", "The load test running in the window"],
+          ]}
+          testId="traffic-mode"
+        />
+        {!measure && (
+          <label className="field">
+            Other entry operations at
+            <select value={others} onChange={(e) => update((n) => n.set("others", e.target.value))} data-testid="traffic-others">
+              {["1", "1.5", "2", "3", "5", "10"].map((v) => (
+                <option key={v} value={v}>
+                  {v}× today
+                </option>
+              ))}
+            </select>
+          </label>
+        )}
       </div>
-      <div className="panel">
+      {!measure && <div className="panel">
         <h2>Planned peak</h2>
         {plan.length === 0 && <p className="muted">No planned rate yet: every entry operation at its observed mean rate.</p>}
         <ul data-testid="traffic-plan">
@@ -353,16 +383,133 @@ export function TrafficPage() {
             Add to the plan
           </button>
         </div>
-      </div>
+      </div>}
       <Show value={estimate} what="the estimate">
         {(data) => (
           <>
             {graph.state === "done" && <HeadroomGraph estimate={data} graph={graph.data} />}
-            <TrafficView estimate={data} />
+            {data.load_test ? <LoadTestView estimate={data} /> : <TrafficView estimate={data} />}
           </>
         )}
       </Show>
     </div>
+  );
+}
+
+// Requests per traffic source in the window, load tests marked.
+function Sources({ estimate }: { estimate: TrafficEstimate }) {
+  if (estimate.sources.length === 0) return null;
+  return (
+    <span className="muted" data-testid="traffic-sources">
+      Requests by source:{" "}
+      {estimate.sources
+        .map((s) => `${s.source === "" ? "untagged" : s.source} ${s.requests.toLocaleString()}${s.load_test ? " (load test)" : ""}`)
+        .join(" · ")}
+      .
+    </span>
+  );
+}
+
+const VERDICT_COLOURS: Record<string, string> = {
+  "as expected": "#59a14f",
+  "less than expected": "#edc948",
+  "more than expected": "#f28e2b",
+  "not reached": "#e15759",
+  "not expected": "#b07aa1",
+};
+
+// During a load test: the test's own entry rates through production's fan-out give what each
+// operation should get; beside it, what the test measured, and how its latency held up.
+function LoadTestView({ estimate }: { estimate: TrafficEstimate }) {
+  const test = estimate.load_test!;
+  const shown = estimate.targets.filter((t) => t.measured).slice(0, 40);
+  const option = useMemo(
+    () => ({
+      tooltip: { trigger: "axis" },
+      legend: { data: ["Expected", "Measured"] },
+      grid: { left: 260, right: 16, top: 28, bottom: 24 },
+      xAxis: { type: "log", min: 0.01, name: "requests/s", axisLabel: { formatter: (v: number) => perSecond(v) } },
+      yAxis: { type: "category", inverse: true, data: shown.map((t) => `${t.service}: ${t.operation}`) },
+      series: [
+        { name: "Expected", type: "bar", data: shown.map((t) => Math.max(t.expected_per_second, 0.01)), itemStyle: { color: "#a0a0a0" } },
+        {
+          name: "Measured",
+          type: "bar",
+          data: shown.map((t) => ({
+            value: Math.max(t.measured!.per_second, 0.01),
+            itemStyle: { color: VERDICT_COLOURS[t.measured!.verdict] },
+          })),
+        },
+      ],
+    }),
+    [shown],
+  );
+  const list = (title: string, items: string[], testId: string) =>
+    items.length > 0 && (
+      <div data-testid={testId}>
+        <b>{title}:</b> {items.join(", ")}.
+      </div>
+    );
+  return (
+    <>
+      <WarningPanels warnings={estimate.warnings} />
+      <div className="panel" data-testid="loadtest-summary">
+        <div>
+          The load test sent {test.requests.toLocaleString()} requests in the {(test.seconds / 60).toFixed(0)} minutes that hold them (
+          {test.entries.map((e) => `${e.service} ${e.operation} at ${perSecond(e.per_second)}`).join(", ")}); each operation expects what
+          production's fan-out makes of those rates.
+        </div>
+        {list("Never reached (mocked, or a missing scenario)", test.not_reached, "loadtest-not-reached")}
+        {list("Loaded differently from production", test.off_expectation, "loadtest-off")}
+        {list("Slower under the load", test.slower, "loadtest-slower")}
+        <Sources estimate={estimate} />
+      </div>
+      <div className="panel">
+        <Chart option={option} height={Math.max(200, shown.length * 22 + 60)} testId="loadtest-chart" />
+      </div>
+      <div className="panel">
+        <table className="data" data-testid="loadtest-table">
+          <thead>
+            <tr>
+              <th>Operation</th>
+              <th>Kind</th>
+              <th className="num">Expected</th>
+              <th className="num">Measured</th>
+              <th className="num">Ratio</th>
+              <th>Verdict</th>
+              <th className="num">p95 baseline → load test</th>
+            </tr>
+          </thead>
+          <tbody>
+            {shown.map((t) => {
+              const m = t.measured!;
+              return (
+                <tr
+                  key={`${t.service} ${t.operation} ${t.kind}`}
+                  data-testid="loadtest-target"
+                  data-service={t.service}
+                  data-verdict={m.verdict}
+                  data-slower={m.slower ? "yes" : "no"}
+                >
+                  <td>
+                    <span className="service-dot" style={{ background: serviceColour(t.service) }} />
+                    {t.service}: {t.operation}
+                  </td>
+                  <td>{t.kind}</td>
+                  <td className="num">{perSecond(t.expected_per_second)}</td>
+                  <td className="num">{perSecond(m.per_second)}</td>
+                  <td className="num">{m.ratio === null ? "–" : `${m.ratio.toFixed(2)}×`}</td>
+                  <td style={{ color: VERDICT_COLOURS[m.verdict] }}>{m.verdict}</td>
+                  <td className="num" style={{ color: m.slower ? "var(--error, #c0392b)" : undefined }}>
+                    {m.baseline_p95_ms === null ? "–" : m.baseline_p95_ms.toFixed(1)} → {m.p95_ms.toFixed(1)} ms
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      </div>
+    </>
   );
 }
 
@@ -400,7 +547,8 @@ function TrafficView({ estimate }: { estimate: TrafficEstimate }) {
             <b>To scale or load-test first:</b> {estimate.scale_services.join(", ")}.
           </span>
         )}{" "}
-        <span className="muted">Fan-out learnt from {(estimate.observed_seconds / 60).toFixed(0)} minutes of traffic.</span>
+        <span className="muted">Fan-out learnt from {(estimate.observed_seconds / 60).toFixed(0)} minutes of traffic.</span>{" "}
+        <Sources estimate={estimate} />
       </div>
       <div className="panel">
         <Chart option={option} height={Math.max(200, shown.length * 22 + 60)} testId="traffic-chart" />
@@ -834,15 +982,28 @@ function HeadroomGraph({ estimate, graph }: { estimate: TrafficEstimate; graph: 
     if (!element.current) return;
     const dark = currentTheme() === "dark";
     const least = new Map<string, number>();
+    // During a load test: each service's furthest verdict (as its least "headroom": 0 never
+    // reached, 1 off expectation or slower, 2 as expected).
+    const measuring = estimate.load_test !== undefined;
     for (const t of estimate.targets) {
-      if (t.headroom === null) continue;
-      least.set(t.service, Math.min(least.get(t.service) ?? Infinity, t.headroom));
+      const value = measuring
+        ? t.measured
+          ? t.measured.verdict === "not reached"
+            ? 0
+            : t.measured.verdict !== "as expected" || t.measured.slower
+              ? 1
+              : 2
+          : null
+        : t.headroom;
+      if (value === null) continue;
+      least.set(t.service, Math.min(least.get(t.service) ?? Infinity, value));
     }
     const colour = (name: string) => {
       const h = least.get(name);
       if (h === undefined) return dark ? "#3a4150" : "#dee2e6";
       return h < 1 ? "#e15759" : h < 2 ? "#edc948" : "#59a14f";
     };
+    const label = (h: number) => (measuring ? ["not reached", "off", "as expected"][h] : `${h.toFixed(2)}×`);
     const nodes = graph.nodes.filter((n) => n.kind !== "virtual");
     const names = new Set(nodes.map((n) => n.name));
     const instance = cytoscape({
@@ -854,7 +1015,7 @@ function HeadroomGraph({ estimate, graph }: { estimate: TrafficEstimate; graph: 
           return {
             data: {
               id: n.name,
-              label: h === undefined ? n.name : `${n.name}\n${h.toFixed(2)}×`,
+              label: h === undefined ? n.name : `${n.name}\n${label(h)}`,
               colour: colour(n.name),
               headroom: h === undefined ? "none" : h < 1 ? "short" : "ok",
             },
@@ -876,7 +1037,9 @@ function HeadroomGraph({ estimate, graph }: { estimate: TrafficEstimate; graph: 
     <div className="panel">
       <div ref={element} className="map" style={{ height: 420 }} data-testid="traffic-graph" />
       <p className="muted" style={{ fontSize: 12, margin: 0 }}>
-        Each service's least headroom under the plan: red, it has never handled the expected rate; amber, less than twice it.
+        {estimate.load_test
+          ? "Each service under the load test: red, never reached; amber, loaded differently from production or slower under the load; green, as expected."
+          : "Each service's least headroom under the plan: red, it has never handled the expected rate; amber, less than twice it."}
       </p>
     </div>
   );
