@@ -129,10 +129,10 @@ def test_traffic_estimation_projects_a_planned_peak(shop):
 def test_load_tests_are_left_out_isolated_and_measured_against_expected(shop):
     base, truth, windows = shop
     load_test = truth["load_test"]
-    # The load test runs inside the window after the deploy.
-    assert windows["after"][0] <= load_test["start_unix_nano"] < load_test["end_unix_nano"] <= windows["after"][1]
+    # The load test runs inside the window before the deploy.
+    assert windows["before"][0] <= load_test["start_unix_nano"] < load_test["end_unix_nano"] <= windows["before"][1]
     test_traces = RATE * load_test["rate_factor"] * (load_test["end_unix_nano"] - load_test["start_unix_nano"]) / 1e9
-    params = window_params(windows["after"])
+    params = window_params(windows["before"])
 
     # The default estimate reads production traffic, and says which sources the window holds.
     production = get(base, "/api/v1/traffic-estimate", **params).json()
@@ -162,11 +162,11 @@ def test_load_tests_are_left_out_isolated_and_measured_against_expected(shop):
     assert abs(summary["requests"] - test_traces) <= 0.03 * test_traces
     assert {f"{e['service']} {e['operation']}" for e in summary["entries"]} == set(load_test["entries"])
     targets = {f"{t['service']} {t['operation']}": t for t in measured["targets"]}
-    after = truth["incidents"]["fan_out_after_deploy"]
+    fan_out = truth["fan_out"]
     production_requests = {f"{e['service']} {e['operation']}": e["requests"] for e in production["entries"]}
     reached = set()
     for entry in summary["entries"]:
-        reached |= set(after[f"{entry['service']} {entry['operation']}"])
+        reached |= set(fan_out[f"{entry['service']} {entry['operation']}"])
     for operation in sorted(reached):
         target = targets[operation]
         # What the shop's own fan-out makes of the measured entry rates.
@@ -174,7 +174,7 @@ def test_load_tests_are_left_out_isolated_and_measured_against_expected(shop):
         expected, error = 0.0, 0.0
         for e in summary["entries"]:
             name = f"{e['service']} {e['operation']}"
-            mean = after[name].get(operation, 0.0)
+            mean = fan_out[name].get(operation, 0.0)
             expected += e["per_second"] * mean
             error += e["per_second"] * math.sqrt(mean / production_requests[name])
         assert abs(target["expected_per_second"] - expected) <= max(0.05 * expected, 5 * error), (operation, target, expected)
@@ -635,8 +635,9 @@ def test_traceql_metrics_find_the_planted_causes(shop):
          '| count_over_time() by (resource.service.version)')
     errors = {label_of(s, "resource.service.version")["stringValue"]: s["value"]
               for s in tempo_metrics(base, "/api/metrics/query", q=q, **window)["series"]}
-    assert errors[version] >= 0.9 * sum(errors.values()), errors
     assert abs(errors[version] / calls[version] - error_rate) < 0.05, (errors, calls, error_rate)
+    # The other versions fail far less often (what their callers' failures bring them).
+    assert all(errors.get(v, 0) / n < 0.3 * error_rate for v, n in calls.items() if v != version), (errors, calls)
 
     # A latency heatmap: power-of-two buckets in seconds, as Grafana draws them.
     heat = tempo_metrics(base, "/api/metrics/query_range", q="{ kind = server } | histogram_over_time(duration)",

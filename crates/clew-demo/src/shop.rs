@@ -577,9 +577,10 @@ const SLOW_DEPENDENCY: &str = "recommendation-service";
 pub const HITS: (&str, &str, u16, u64) = ("search-service", "app.search.hits", 400, 40);
 
 /// The load test: (attribute, value, entry operations of the gateway, the mocked service,
-/// minutes after the deploy it starts, minutes it lasts).
+/// minutes before the deploy it starts, minutes it lasts). Before the deploy, so that the
+/// failures the deploy brings are not confounded with the test's traffic.
 const LOAD_TEST: (&str, &str, &[&str], &str, u64, u64) =
-    ("traffic.source", "load_test", &["POST /checkout", "GET /product/{id}"], "payment-service", 3, 3);
+    ("traffic.source", "load_test", &["POST /checkout", "GET /product/{id}"], "payment-service", 6, 3);
 
 /// The topology after the deploy.
 fn deploy(operation: &mut Operation) {
@@ -716,14 +717,14 @@ impl Shop {
 
     /// Plants known causes for the performance analyses: a deploy at `deploy_at_unix_nano`
     /// (an N+1 loop in the catalog, a failing cart version), a slow region for search, beside
-    /// the recommendation service's heavy tail that is always there; and three minutes after
+    /// the recommendation service's heavy tail that is always there; and six minutes before
     /// the deploy, a three-minute load test of checkout and the product page (as many traces
     /// as production sends, tagged `traffic.source=load_test`, with payments mocked).
     pub fn with_incidents(mut self, deploy_at_unix_nano: u64) -> Self {
         let mut after = topology();
         after.iter_mut().for_each(deploy);
         self.deployed = Some((after, deploy_at_unix_nano));
-        let start = deploy_at_unix_nano + LOAD_TEST.4 * 60_000_000_000;
+        let start = deploy_at_unix_nano.saturating_sub(LOAD_TEST.4 * 60_000_000_000);
         self.load_test = Some((start, start + LOAD_TEST.5 * 60_000_000_000));
         self
     }
@@ -884,8 +885,7 @@ impl Shop {
         }
         if let Some((start, end)) = self.load_test {
             let mut mocked = Vec::new();
-            let after = self.deployed.as_ref().map_or(&self.entries, |(after, _)| after);
-            for entry in after.iter().filter(|e| e.service == "web-gateway" && LOAD_TEST.2.contains(&e.name)) {
+            for entry in self.entries.iter().filter(|e| e.service == "web-gateway" && LOAD_TEST.2.contains(&e.name)) {
                 mocked_operations(entry, LOAD_TEST.3, &mut mocked);
             }
             truth.load_test = Some(LoadTestTruth {

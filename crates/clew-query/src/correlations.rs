@@ -13,8 +13,13 @@
 //! SQL can state the selection, every selected span is counted (a stratified sample: the whole
 //! selection against a sample of the baseline), so a small selection keeps its support.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
+
+/// Maps counted into once per attribute of every span: a fast hash (no untrusted keys choose
+/// the buckets' fate here beyond one request).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use clew_model::{LatencyHistogram, SpanId, TraceId};
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, MapArray, RecordBatch, StringArray};
@@ -238,6 +243,22 @@ struct KeyCounts {
 }
 
 impl KeyCounts {
+    fn add(&mut self, value: &str, selected: u64, baseline: u64) {
+        self.number(value, selected, baseline);
+        if self.too_many {
+            return;
+        }
+        if let Some(slot) = self.values.get_mut(value) {
+            slot.0 += selected;
+            slot.1 += baseline;
+        } else if self.values.len() >= MAX_VALUES_PER_KEY {
+            self.too_many = true;
+            self.values.clear();
+        } else {
+            self.values.insert(value.to_string(), (selected, baseline));
+        }
+    }
+
     /// Records `value` on each side, `selected` and `baseline` times.
     fn number(&mut self, value: &str, selected: u64, baseline: u64) {
         if matches!(self.numbers, Numbers::NotNumeric) {
@@ -366,28 +387,11 @@ impl Counter {
         if value.len() > MAX_VALUE_LENGTH {
             return;
         }
-        if !self.keys.contains_key(key) {
-            if self.keys.len() >= MAX_KEYS {
-                return;
-            }
-            self.keys.insert(key.to_string(), KeyCounts::default());
+        if let Some(counts) = self.keys.get_mut(key) {
+            counts.add(value, selected, baseline);
+        } else if self.keys.len() < MAX_KEYS {
+            self.keys.entry(key.to_string()).or_default().add(value, selected, baseline);
         }
-        let counts = self.keys.get_mut(key).expect("inserted above");
-        counts.number(value, selected, baseline);
-        if counts.too_many {
-            return;
-        }
-        if !counts.values.contains_key(value) {
-            if counts.values.len() >= MAX_VALUES_PER_KEY {
-                counts.too_many = true;
-                counts.values.clear();
-                return;
-            }
-            counts.values.insert(value.to_string(), (0, 0));
-        }
-        let slot = counts.values.get_mut(value).expect("inserted above");
-        slot.0 += selected;
-        slot.1 += baseline;
     }
 
     /// Adds the attributes of each distinct resource seen, as often as its spans were.
@@ -507,6 +511,30 @@ impl Pass {
     }
 }
 
+/// What the first pass counts over every span of the scope.
+#[derive(Default)]
+struct Totals {
+    all: LatencyHistogram,
+    chosen: LatencyHistogram,
+    cells: HashMap<(u32, i32), (u64, u64)>,
+    selected: u64,
+    baseline: u64,
+}
+
+impl Totals {
+    fn merge(&mut self, other: Totals) {
+        self.all.merge(&other.all);
+        self.chosen.merge(&other.chosen);
+        for (cell, (spans, selected)) in other.cells {
+            let mine = self.cells.entry(cell).or_default();
+            mine.0 += spans;
+            mine.1 += selected;
+        }
+        self.selected += other.selected;
+        self.baseline += other.baseline;
+    }
+}
+
 /// The heatmap row of a duration: `floor(2 · log2(nanos))`.
 fn heat_row(nanos: i64) -> i32 {
     if nanos <= 1 { 0 } else { ((nanos as f64).log2() * HEATMAP_ROWS_PER_OCTAVE).floor() as i32 }
@@ -588,29 +616,49 @@ impl QueryEngine {
         let step = (end_unix_nano - start_unix_nano).div_ceil(HEATMAP_COLUMNS).max(1);
         facts.heatmap_step_nanos = step;
         let sql = format!("SELECT duration_nanos, start_time_unix_nano, {selected_column} FROM spans WHERE {scope_sql}");
-        let (mut all, mut chosen) = (LatencyHistogram::default(), LatencyHistogram::default());
-        let mut cells: HashMap<(u32, i32), (u64, u64)> = HashMap::new();
-        let mut stream = engine.context.sql(&sql).await?.execute_stream().await?;
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            let flags = pass.flags(&batch);
-            let duration = batch.column(0).as_primitive::<Int64Type>();
-            let started = batch.column(1).as_primitive::<Int64Type>();
-            for (row, &selected) in flags.iter().enumerate() {
-                let nanos = duration.value(row);
-                all.record(nanos);
-                let column = ((started.value(row) as u64).saturating_sub(start_unix_nano) / step) as u32;
-                let cell = cells.entry((column, heat_row(nanos))).or_default();
-                cell.0 += 1;
-                if selected {
-                    facts.selected += 1;
-                    chosen.record(nanos);
-                    cell.1 += 1;
-                } else {
-                    facts.baseline += 1;
+        let started = Instant::now();
+        let pass = Arc::new(pass);
+        let mut tasks = Vec::new();
+        // One task per partition of the plan: each its own histograms and cells, added up after.
+        for mut stream in engine.context.sql(&sql).await?.execute_stream_partitioned().await? {
+            let pass = Arc::clone(&pass);
+            tasks.push(tokio::spawn(async move {
+                let mut totals = Totals::default();
+                while let Some(batch) = stream.next().await {
+                    let batch = batch?;
+                    let flags = pass.flags(&batch);
+                    let duration = batch.column(0).as_primitive::<Int64Type>();
+                    let started = batch.column(1).as_primitive::<Int64Type>();
+                    for (row, &selected) in flags.iter().enumerate() {
+                        let nanos = duration.value(row);
+                        totals.all.record(nanos);
+                        let column = ((started.value(row) as u64).saturating_sub(start_unix_nano) / step) as u32;
+                        let cell = totals.cells.entry((column, heat_row(nanos))).or_default();
+                        cell.0 += 1;
+                        if selected {
+                            totals.selected += 1;
+                            totals.chosen.record(nanos);
+                            cell.1 += 1;
+                        } else {
+                            totals.baseline += 1;
+                        }
+                    }
                 }
-            }
+                Ok::<_, QueryError>(totals)
+            }));
         }
+        let mut totals = Totals::default();
+        for task in tasks {
+            let part = task.await.map_err(|e| QueryError::Encode(format!("a counting task failed: {e}")))??;
+            totals.merge(part);
+        }
+        let Totals { all, chosen, cells, selected, baseline } = totals;
+        (facts.selected, facts.baseline) = (selected, baseline);
+        tracing::debug!(
+            message = "correlations: totals counted",
+            spans = selected + baseline,
+            millis = started.elapsed().as_millis() as u64
+        );
         let mut heatmap: Vec<HeatCell> = cells
             .into_iter()
             .map(|((column, row), (spans, selected))| HeatCell {
@@ -635,7 +683,7 @@ impl QueryEngine {
             _ => 1.0,
         };
         let counter;
-        let pass = Arc::new(pass);
+        let started = Instant::now();
         if share < 1.0 {
             let threshold = format!("arrow_cast(X'{}', 'FixedSizeBinary(16)')", hex(&trace_id_threshold(share)));
             let sampled = engine
@@ -685,6 +733,11 @@ impl QueryEngine {
         }
         facts.compared_selected = counter.selected;
         facts.compared_baseline = counter.baseline;
+        tracing::debug!(
+            message = "correlations: attribute values counted",
+            spans = counter.selected + counter.baseline,
+            millis = started.elapsed().as_millis() as u64
+        );
 
         for (key, counts) in counter.keys {
             let distinct = if counts.too_many { usize::MAX } else { counts.values.len() };

@@ -128,7 +128,8 @@ pub enum Command {
         history: String,
         /// Plant known causes for the performance analyses to find: a deploy half way through
         /// the history (ten minutes from now without one) brings an N+1 loop into the catalog
-        /// and a failing cart version; search is slow in one region.
+        /// and a failing cart version; search is slow in one region; six minutes before the
+        /// deploy, a three-minute load test (tagged `traffic.source=load_test`, payments mocked).
         #[arg(long)]
         incidents: bool,
     },
