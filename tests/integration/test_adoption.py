@@ -101,6 +101,10 @@ def test_coverage_recovers_the_shop_as_it_is(full_shop):
         found = breaks[(caller, callee)]
         assert found["broken_calls"] > 0
         assert found["diagnosis"] in {"caller_does_not_inject", "callee_does_not_extract"}
+        # Each broken call starts a trace of the callee's while it is in flight: the evidence
+        # counts about one root per call (a few more where calls overlap, fewer at the edges
+        # of the store's parts).
+        assert 0.8 * found["broken_calls"] <= found["callee_roots_during_calls"] <= 1.5 * found["broken_calls"], found
         assert found["fix"]
     # And nothing else is reported as broken.
     assert set(breaks) == {(c, e) for c, e, _ in truth["propagation_breaks"]}

@@ -252,7 +252,7 @@ impl QueryEngine {
                 call.critical_path_nanos = call.critical_path_nanos.saturating_add(row.critical_path_nanos);
             }
         }
-        let mut unanswered: Vec<UnansweredCalls> = unanswered
+        let unanswered: Vec<UnansweredCalls> = unanswered
             .into_values()
             .map(|u| UnansweredCalls {
                 caller: u.caller,
@@ -266,7 +266,7 @@ impl QueryEngine {
                 traces: u.traces as i64,
                 duration_nanos: u.duration_nanos,
                 critical_path_nanos: u.critical_path_nanos,
-                roots_in_peer: 0,
+                roots_in_peer: u.roots_in_peer as i64,
             })
             .collect();
         let roots = roots
@@ -280,7 +280,6 @@ impl QueryEngine {
                 duration_nanos: r.duration_nanos,
             })
             .collect();
-        self.count_roots_during_calls(&mut unanswered, &services, start_unix_nano, end_unix_nano).await?;
         Ok(AdoptionFacts {
             start_unix_nano,
             end_unix_nano,
@@ -293,69 +292,6 @@ impl QueryEngine {
             calls: calls.into_values().collect(),
             roots,
         })
-    }
-
-    /// For unanswered calls into an instrumented service (a propagation break), the root spans
-    /// of that service that started while one of the calls was in flight: evidence that the
-    /// callee starts a new trace for each call. Read from the spans of the window's last hour
-    /// only, so that the report stays fast over days.
-    async fn count_roots_during_calls(
-        &self,
-        unanswered: &mut [UnansweredCalls],
-        services: &[ServiceFacts],
-        start_unix_nano: u64,
-        end_unix_nano: u64,
-    ) -> Result<(), QueryError> {
-        let instrumented: BTreeSet<&str> = services.iter().map(|s| s.service.as_str()).collect();
-        let breaks: Vec<&UnansweredCalls> =
-            unanswered.iter().filter(|u| !u.is_database && u.peer != u.caller && instrumented.contains(u.peer.as_str())).collect();
-        if breaks.is_empty() {
-            return Ok(());
-        }
-        let list = |names: BTreeSet<&str>| names.into_iter().map(quote).collect::<Vec<_>>().join(", ");
-        let callers = list(breaks.iter().map(|u| u.caller.as_str()).collect());
-        let peers = list(breaks.iter().map(|u| u.peer.as_str()).collect());
-        const HOUR: u64 = 3_600_000_000_000;
-        let from = start_unix_nano.max(end_unix_nano.saturating_sub(HOUR));
-        // A span starts at or after its trace, and a trace is assembled within its maximum age:
-        // bounding the trace start too lets blocks and row groups be skipped by their statistics.
-        let window = format!(
-            "start_time_unix_nano >= {from} AND start_time_unix_nano <= {end_unix_nano} \
-             AND trace_start_unix_nano >= {traces_from} AND trace_start_unix_nano <= {end_unix_nano}",
-            traces_from = from.saturating_sub(HOUR)
-        );
-        let sql = format!(
-            "WITH calls AS ( \
-               SELECT service_name AS caller, name AS operation, {VIRTUAL_PEER} AS peer, trace_root_service, trace_root_name, \
-                 start_time_unix_nano AS s, end_time_unix_nano AS e FROM spans \
-               WHERE {window} AND (span_flags & {unmatched}) <> 0 AND service_name IN ({callers}) AND {VIRTUAL_PEER} IN ({peers})), \
-             roots AS ( \
-               SELECT service_name, start_time_unix_nano AS s FROM spans \
-               WHERE {window} AND parent_span_id IS NULL AND kind IN ('server', 'consumer') AND service_name IN ({peers})) \
-             SELECT c.caller, c.operation, c.peer, c.trace_root_service AS entry_service, c.trace_root_name AS entry_operation, \
-               count(*) AS roots \
-             FROM calls c JOIN roots r ON r.service_name = c.peer AND r.s >= c.s AND r.s <= c.e \
-             GROUP BY c.caller, c.operation, c.peer, c.trace_root_service, c.trace_root_name",
-            unmatched = span_flags::UNMATCHED_CLIENT,
-        );
-        #[derive(Deserialize)]
-        struct Row {
-            caller: String,
-            operation: String,
-            peer: String,
-            entry_service: String,
-            entry_operation: String,
-            roots: i64,
-        }
-        for row in rows::<Row>(&self.internal_sql(&sql).await?)? {
-            let key = (&row.caller, &row.operation, &row.peer, &row.entry_service, &row.entry_operation);
-            if let Some(group) =
-                unanswered.iter_mut().find(|u| (&u.caller, &u.operation, &u.peer, &u.entry_service, &u.entry_operation) == key)
-            {
-                group.roots_in_peer += row.roots;
-            }
-        }
-        Ok(())
     }
 
     /// The values of `key` per service, with counts and when each was first and last seen:

@@ -66,6 +66,9 @@ struct AssembledBuffer {
     batches: Vec<RecordBatch>,
     /// The call rollup of each batch, computed when it was assembled.
     rollups: Vec<Arc<Rollup>>,
+    /// Those rollups as one (made on first read, dropped when they change): calls and the
+    /// roots they started in other batches pair up, as they will in the block.
+    combined: Option<Arc<Rollup>>,
     rows: usize,
     segments: HashMap<SegmentId, u64>,
     oldest: Option<Instant>,
@@ -356,6 +359,7 @@ impl EmbeddedStore {
             buffer.rows += batch.num_rows();
             buffer.batches.push(batch);
             buffer.rollups.push(Arc::new(rollup));
+            buffer.combined = None;
         }
         buffer.oldest.get_or_insert(now);
         for (segment, count) in segments {
@@ -378,6 +382,7 @@ impl EmbeddedStore {
             let mut buffer = self.assembled.lock();
             buffer.batches.drain(..taken);
             buffer.rollups.drain(..taken);
+            buffer.combined = None;
             buffer.rows = buffer.batches.iter().map(RecordBatch::num_rows).sum();
             buffer.segments.clear();
             buffer.oldest = if buffer.rows > 0 { Some(Instant::now()) } else { None };
@@ -675,7 +680,17 @@ impl EmbeddedStore {
     fn rollups_blocking(&self, start: i64, end: i64) -> Result<Vec<Arc<Rollup>>, StoreError> {
         let (mut parts, blocks) = {
             let _steady = self.stages.read();
-            let mut parts = self.assembled.lock().rollups.clone();
+            let mut parts = {
+                let mut guard = self.assembled.lock();
+                let buffer = &mut *guard;
+                if buffer.rollups.len() > 1 {
+                    let combined =
+                        buffer.combined.get_or_insert_with(|| Arc::new(Rollup::combine(buffer.rollups.iter().map(|r| &**r), None)));
+                    vec![Arc::clone(combined)]
+                } else {
+                    buffer.rollups.clone()
+                }
+            };
             let pending = self.pending_batches();
             if !pending.is_empty() {
                 parts.push(Arc::new(RollupBuilder::from_batches(&self.config.traffic_source_attribute, &pending)));

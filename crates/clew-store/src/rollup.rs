@@ -116,6 +116,12 @@ pub struct RollupBuilder {
     paths: PathBuilder,
     /// The attribute naming the traffic source (none: every trace's source is empty).
     source_key: Option<Arc<str>>,
+    /// Unanswered calls to a named peer that is not a database, while they were in flight.
+    in_flight: Vec<(UnansweredKey, i64, i64)>,
+    /// Start times of root SERVER and CONSUMER spans, per service.
+    root_starts: HashMap<Arc<str>, Vec<i64>>,
+    /// Both of the above, once the rollup is finished.
+    evidence: Option<Arc<Evidence>>,
 }
 
 type UnansweredKey = (i64, Arc<str>, Arc<str>, Arc<str>, Arc<str>, Arc<str>);
@@ -123,6 +129,7 @@ type UnansweredKey = (i64, Arc<str>, Arc<str>, Arc<str>, Arc<str>, Arc<str>);
 #[derive(Default)]
 struct UnansweredTotals {
     is_database: bool,
+    roots_in_peer: u64,
     calls: u64,
     errors: u64,
     traces: u64,
@@ -482,6 +489,9 @@ impl RollupBuilder {
                     }
                 }
             }
+            if is_root && is_entry {
+                self.root_starts.entry(Arc::clone(&service_name)).or_default().push(start);
+            }
             if is_root {
                 let key = (minute, Arc::clone(&service_name), self.intern(name.value(row)), self.intern(span_kind));
                 let root = self.roots.entry(key).or_default();
@@ -503,6 +513,9 @@ impl RollupBuilder {
                         self.intern(root_service.value(row)),
                         self.intern(root_name.value(row)),
                     );
+                    if db_system.is_null(row) {
+                        self.in_flight.push((key.clone(), start, start.saturating_add(duration.value(row))));
+                    }
                     let first_in_trace = self.trace.unanswered_groups.insert(key.clone());
                     let totals = self.unanswered.entry(key).or_default();
                     totals.is_database |= !db_system.is_null(row);
@@ -552,7 +565,7 @@ impl RollupBuilder {
             })
             .collect();
         sort_edges(&mut rows);
-        Rollup::new(rows, adoption, paths)
+        Rollup { evidence: self.evidence.take(), ..Rollup::new(rows, adoption, paths) }
     }
 
     fn adoption(&mut self) -> AdoptionRollup {
@@ -573,6 +586,21 @@ impl RollupBuilder {
                 traces,
             });
         }
+        // Root spans of the peer that started while an unanswered call to it was in flight:
+        // evidence that the peer starts a new trace for each call (it does not extract the
+        // context). Counted within this part; a block adds up its batches' evidence first.
+        for starts in self.root_starts.values_mut() {
+            starts.sort_unstable();
+        }
+        let evidence = Evidence { in_flight: std::mem::take(&mut self.in_flight), root_starts: std::mem::take(&mut self.root_starts) };
+        for ((minute, caller, operation, peer, entry_service, entry_operation), roots) in Evidence::count(&[&evidence], None) {
+            let key =
+                (minute, Arc::from(caller), Arc::from(operation), Arc::from(peer), Arc::from(entry_service), Arc::from(entry_operation));
+            if let Some(totals) = self.unanswered.get_mut(&key) {
+                totals.roots_in_peer += roots;
+            }
+        }
+        self.evidence = Some(Arc::new(evidence));
         for ((minute, caller, operation, peer, entry_service, entry_operation), t) in self.unanswered.drain() {
             out.unanswered.push(UnansweredMinute {
                 minute_unix_nano: minute,
@@ -587,6 +615,7 @@ impl RollupBuilder {
                 traces: t.traces,
                 duration_nanos: t.duration_nanos,
                 critical_path_nanos: t.critical_path_nanos,
+                roots_in_peer: t.roots_in_peer,
             });
         }
         for ((minute, service, operation, kind), (spans, errors, duration_nanos)) in self.roots.drain() {
@@ -626,11 +655,46 @@ pub struct Rollup {
     /// The same rows with their minutes merged, made on first use: a window that covers every
     /// minute of this part reads these instead.
     whole: OnceLock<Box<(i64, i64, Rollup)>>,
+    /// Kept by rollups of assembled batches until their block is written: the unanswered calls
+    /// and root spans behind `roots_in_peer`, so that the block counts the pairs across batches.
+    evidence: Option<Arc<Evidence>>,
+}
+
+/// Unanswered calls to a named peer with the time they were in flight, and the start times of
+/// root SERVER and CONSUMER spans per service (sorted).
+#[derive(Debug, Default)]
+struct Evidence {
+    in_flight: Vec<(UnansweredKey, i64, i64)>,
+    root_starts: HashMap<Arc<str>, Vec<i64>>,
+}
+
+impl Evidence {
+    /// Per unanswered group (dated `into` when given): the roots of its peer that started while
+    /// one of its calls was in flight.
+    fn count<'a>(parts: &[&'a Evidence], into: Option<i64>) -> HashMap<(i64, &'a str, &'a str, &'a str, &'a str, &'a str), u64> {
+        let mut starts: HashMap<&str, Vec<i64>> = HashMap::new();
+        for part in parts {
+            for (service, times) in &part.root_starts {
+                starts.entry(service).or_default().extend(times);
+            }
+        }
+        if parts.len() > 1 {
+            starts.values_mut().for_each(|times| times.sort_unstable());
+        }
+        let mut out = HashMap::new();
+        for ((minute, caller, operation, peer, entry_service, entry_operation), from, to) in parts.iter().flat_map(|p| &p.in_flight) {
+            let Some(times) = starts.get(&**peer) else { continue };
+            let during = times.partition_point(|s| s <= to) - times.partition_point(|s| s < from);
+            let key = (into.unwrap_or(*minute), &**caller, &**operation, &**peer, &**entry_service, &**entry_operation);
+            *out.entry(key).or_default() += during as u64;
+        }
+        out
+    }
 }
 
 impl Rollup {
     pub fn new(edges: Vec<EdgeRow>, adoption: AdoptionRollup, paths: Vec<PathRow>) -> Self {
-        Self { edges, adoption, paths, whole: OnceLock::new() }
+        Self { edges, adoption, paths, whole: OnceLock::new(), evidence: None }
     }
 
     /// The rows to read for the minutes [first, last]: these, or when the window covers every
@@ -732,6 +796,23 @@ impl Rollup {
             roots: roots.into_values().collect(),
             deprecated: deprecated.into_values().collect(),
         };
+        // With every part's evidence, calls and roots that fell into different parts pair up too.
+        let evidence: Option<Vec<&Evidence>> = parts.clone().into_iter().map(|p| p.evidence.as_deref()).collect();
+        if let Some(evidence) = evidence {
+            let roots = Evidence::count(&evidence, into);
+            for row in &mut adoption.unanswered {
+                let key = (
+                    row.minute_unix_nano,
+                    row.caller.as_str(),
+                    row.operation.as_str(),
+                    row.peer.as_str(),
+                    row.entry_service.as_str(),
+                    row.entry_operation.as_str(),
+                );
+                let counted = roots.get(&key).copied().unwrap_or(0);
+                row.roots_in_peer = counted;
+            }
+        }
         adoption.sort();
         let mut edges: Vec<EdgeRow> = edges.into_values().collect();
         sort_edges(&mut edges);
@@ -840,6 +921,10 @@ pub struct UnansweredMinute {
     pub traces: u64,
     pub duration_nanos: i64,
     pub critical_path_nanos: i64,
+    /// Root SERVER/CONSUMER spans of the peer that started while one of these calls was in
+    /// flight (counted within each part of the store; absent from rollups written before).
+    #[serde(default)]
+    pub roots_in_peer: u64,
 }
 
 impl UnansweredMinute {
@@ -856,6 +941,7 @@ impl UnansweredMinute {
         self.traces += other.traces;
         self.duration_nanos = self.duration_nanos.saturating_add(other.duration_nanos);
         self.critical_path_nanos = self.critical_path_nanos.saturating_add(other.critical_path_nanos);
+        self.roots_in_peer += other.roots_in_peer;
     }
 }
 
@@ -1096,6 +1182,48 @@ mod tests {
             }),
             scope: Arc::new(InstrumentationScope::default()),
         }
+    }
+
+    #[test]
+    fn roots_of_the_peer_started_during_an_unanswered_call_are_counted() {
+        let peer = vec![Attribute::new("peer.service", Value::Str("api".into()))];
+        let in_trace = |id: u8, mut spans: Vec<Span>| {
+            for span in &mut spans {
+                span.trace_id = TraceId([id; 16]);
+            }
+            spans
+        };
+        // The gateway calls the api for 50 ms; the api answers in traces of its own.
+        let call = in_trace(
+            1,
+            vec![
+                span("gateway", 1, None, SpanKind::Server, T0, 60, vec![]),
+                span("gateway", 2, Some(1), SpanKind::Client, T0 + 5_000_000, 50, peer),
+            ],
+        );
+        let during = in_trace(2, vec![span("api", 7, None, SpanKind::Server, T0 + 6_000_000, 40, vec![])]);
+        let after = in_trace(3, vec![span("api", 8, None, SpanKind::Server, T0 + 90_000_000, 40, vec![])]);
+        let rollup_of = |traces: &[&Vec<Span>]| {
+            let mut builder = BatchBuilder::default();
+            for trace in traces {
+                builder.push_trace(&assemble_borrowed(trace), 0);
+            }
+            RollupBuilder::from_batches("traffic.source", [&builder.finish()])
+        };
+        let roots = |rollup: &Rollup| {
+            let unanswered: Vec<_> = rollup.adoption.unanswered.iter().filter(|u| u.peer == "api").collect();
+            assert_eq!((unanswered.len(), unanswered[0].calls), (1, 1), "{:?}", rollup.adoption.unanswered);
+            unanswered[0].roots_in_peer
+        };
+        assert_eq!(roots(&rollup_of(&[&call, &during, &after])), 1, "the root that started after the call is not counted");
+        // The call and the roots assembled in different batches: each alone sees no root, the
+        // block they are written to pairs them.
+        let (calls, answers) = (rollup_of(&[&call]), rollup_of(&[&during, &after]));
+        assert_eq!(roots(&calls), 0);
+        assert_eq!(roots(&Rollup::combine([&calls, &answers], None)), 1);
+        // A rollup read back from its files has no evidence left: parts then add up.
+        let read = Rollup::new(calls.edges.clone(), calls.adoption.clone(), calls.paths.clone());
+        assert_eq!(roots(&Rollup::combine([&read, &answers], None)), 0);
     }
 
     #[test]
