@@ -737,14 +737,7 @@ impl Shop {
             Some((after, _)) if deployed => after,
             _ => &self.entries,
         };
-        let mut builder = Builder {
-            spans: BTreeMap::new(),
-            rng: &mut self.rng,
-            id_counter: &mut self.id_counter,
-            untraced: &self.untraced,
-            slow_region: self.deployed.is_some(),
-            load_test: BTreeSet::new(),
-        };
+        let mut builder = Builder::new(&mut self.rng, &mut self.id_counter, &self.untraced, self.deployed.is_some());
         for _ in 0..traces {
             let mut pick = builder.rng.random_range(0.0..total);
             let mut index = 0;
@@ -761,14 +754,7 @@ impl Shop {
         if self.load_test.is_some_and(|(from, to)| (from..to).contains(&now_unix_nano)) {
             let tested: Vec<&Operation> =
                 LOAD_TEST.2.iter().filter_map(|name| entries.iter().find(|e| e.service == "web-gateway" && e.name == *name)).collect();
-            let mut builder = Builder {
-                spans: BTreeMap::new(),
-                rng: &mut self.load_rng,
-                id_counter: &mut self.load_ids,
-                untraced: &self.untraced,
-                slow_region: self.deployed.is_some(),
-                load_test: BTreeSet::new(),
-            };
+            let mut builder = Builder::new(&mut self.load_rng, &mut self.load_ids, &self.untraced, self.deployed.is_some());
             for i in 0..traces {
                 let entry = tested[i % tested.len()];
                 let trace_id = builder.trace_id();
@@ -1029,7 +1015,11 @@ fn kv_int(key: &str, value: i64) -> KeyValue {
     KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }) }
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    fn new(rng: &'a mut SmallRng, id_counter: &'a mut u64, untraced: &'a BTreeSet<&'static str>, slow_region: bool) -> Self {
+        Self { spans: BTreeMap::new(), rng, id_counter, untraced, slow_region, load_test: BTreeSet::new() }
+    }
+
     fn next_id(&mut self) -> u64 {
         // splitmix64: distinct, well-spread IDs without a global RNG lock.
         *self.id_counter = self.id_counter.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -3,7 +3,7 @@ import cytoscape from "cytoscape";
 import dagre from "cytoscape-dagre";
 import { useSearchParams } from "react-router-dom";
 
-import { api, type ServiceGraph, type CorrelationReport, type CriticalPathNode, type CriticalPathReport, type TrafficEstimate } from "../api";
+import { api, type ServiceGraph, type CorrelationReport, type CriticalPathNode, type CriticalPathReport, type TrafficEstimate, type TrafficTarget } from "../api";
 import { Chart } from "../components/Chart";
 import { Empty, Picker, Show, WarningPanels, currentTheme, useApi, useEntries } from "../components/common";
 import { arrowEdge, labelledNode } from "../components/graphStyle";
@@ -396,6 +396,28 @@ export function TrafficPage() {
   );
 }
 
+// An operation's first cell: its service's colour, then `service: operation`.
+function OperationName({ target }: { target: { service: string; operation: string } }) {
+  return (
+    <td>
+      <span className="service-dot" style={{ background: serviceColour(target.service) }} />
+      {target.service}: {target.operation}
+    </td>
+  );
+}
+
+// Horizontal bars of rates per operation on a log axis, one series per quantity compared.
+function rateBars(shown: TrafficTarget[], series: ({ name: string } & Record<string, unknown>)[]) {
+  return {
+    tooltip: { trigger: "axis" },
+    legend: { data: series.map((s) => s.name) },
+    grid: { left: 260, right: 16, top: 28, bottom: 24 },
+    xAxis: { type: "log", min: 0.01, name: "requests/s", axisLabel: { formatter: (v: number) => perSecond(v) } },
+    yAxis: { type: "category", inverse: true, data: shown.map((t) => `${t.service}: ${t.operation}`) },
+    series,
+  };
+}
+
 // Requests per traffic source in the window, load tests marked.
 function Sources({ estimate }: { estimate: TrafficEstimate }) {
   if (estimate.sources.length === 0) return null;
@@ -424,13 +446,8 @@ function LoadTestView({ estimate }: { estimate: TrafficEstimate }) {
   const test = estimate.load_test!;
   const shown = estimate.targets.filter((t) => t.measured).slice(0, 40);
   const option = useMemo(
-    () => ({
-      tooltip: { trigger: "axis" },
-      legend: { data: ["Expected", "Measured"] },
-      grid: { left: 260, right: 16, top: 28, bottom: 24 },
-      xAxis: { type: "log", min: 0.01, name: "requests/s", axisLabel: { formatter: (v: number) => perSecond(v) } },
-      yAxis: { type: "category", inverse: true, data: shown.map((t) => `${t.service}: ${t.operation}`) },
-      series: [
+    () =>
+      rateBars(shown, [
         { name: "Expected", type: "bar", data: shown.map((t) => Math.max(t.expected_per_second, 0.01)), itemStyle: { color: "#a0a0a0" } },
         {
           name: "Measured",
@@ -440,8 +457,7 @@ function LoadTestView({ estimate }: { estimate: TrafficEstimate }) {
             itemStyle: { color: VERDICT_COLOURS[t.measured!.verdict] },
           })),
         },
-      ],
-    }),
+      ]),
     [shown],
   );
   const list = (title: string, items: string[], testId: string) =>
@@ -491,10 +507,7 @@ function LoadTestView({ estimate }: { estimate: TrafficEstimate }) {
                   data-verdict={m.verdict}
                   data-slower={m.slower ? "yes" : "no"}
                 >
-                  <td>
-                    <span className="service-dot" style={{ background: serviceColour(t.service) }} />
-                    {t.service}: {t.operation}
-                  </td>
+                  <OperationName target={t} />
                   <td>{t.kind}</td>
                   <td className="num">{perSecond(t.expected_per_second)}</td>
                   <td className="num">{perSecond(m.per_second)}</td>
@@ -516,13 +529,8 @@ function LoadTestView({ estimate }: { estimate: TrafficEstimate }) {
 function TrafficView({ estimate }: { estimate: TrafficEstimate }) {
   const shown = estimate.targets.slice(0, 40);
   const option = useMemo(
-    () => ({
-      tooltip: { trigger: "axis" },
-      legend: { data: ["Expected", "Busiest minute so far"] },
-      grid: { left: 260, right: 16, top: 28, bottom: 24 },
-      xAxis: { type: "log", min: 0.01, name: "requests/s", axisLabel: { formatter: (v: number) => perSecond(v) } },
-      yAxis: { type: "category", inverse: true, data: shown.map((t) => `${t.service}: ${t.operation}`) },
-      series: [
+    () =>
+      rateBars(shown, [
         {
           name: "Expected",
           type: "bar",
@@ -532,8 +540,7 @@ function TrafficView({ estimate }: { estimate: TrafficEstimate }) {
           })),
         },
         { name: "Busiest minute so far", type: "bar", data: shown.map((t) => Math.max(t.observed_peak_per_second, 0.01)), itemStyle: { color: "#a0a0a0" } },
-      ],
-    }),
+      ]),
     [shown],
   );
   return (
@@ -575,10 +582,7 @@ function TrafficView({ estimate }: { estimate: TrafficEstimate }) {
                 data-operation={t.operation}
                 data-scale={t.scale ? "yes" : "no"}
               >
-                <td>
-                  <span className="service-dot" style={{ background: serviceColour(t.service) }} />
-                  {t.service}: {t.operation}
-                </td>
+                <OperationName target={t} />
                 <td>{t.kind}</td>
                 <td className="num">{perSecond(t.expected_per_second)}</td>
                 <td className="num">{perSecond(t.observed_peak_per_second)}</td>
