@@ -110,6 +110,18 @@ impl AttributeFilter {
     }
 
     fn sql(&self) -> String {
+        // The HTTP status code (a span attribute, under its new or legacy name) has a numeric
+        // column of its own: far cheaper to compare than the attribute maps.
+        if matches!(self.key.as_str(), "http.response.status_code" | "http.status_code")
+            && self.scope != AttributeScope::Resource
+            && !matches!(self.op, CompareOp::Regex | CompareOp::Exists)
+            && let Ok(number) = self.value.parse::<f64>()
+        {
+            return match self.op {
+                CompareOp::Ne => format!("(http_status_code IS NULL OR http_status_code <> {number})"),
+                op => format!("http_status_code {} {number}", op.sql()),
+            };
+        }
         let key = quote(&self.key);
         let dedicated = DEDICATED.iter().find(|(name, _)| *name == self.key).map(|(_, column)| column.to_string());
         let accessor = match (self.scope, dedicated) {
@@ -185,7 +197,7 @@ pub struct TraceSummary {
 }
 
 impl SearchRequest {
-    fn where_clause(&self) -> String {
+    fn conditions(&self) -> Vec<String> {
         let mut conditions = Vec::new();
         if let Some(service) = &self.service {
             conditions.push(format!("service_name = {}", quote(service)));
@@ -218,25 +230,102 @@ impl SearchRequest {
             conditions.push(format!("start_time_unix_nano >= {start}"));
         }
         if let Some(end) = self.end_unix_nano {
+            // A span that starts by the end is in a trace that does: the trace-level bound lets
+            // blocks that start later be skipped unread.
+            conditions.push(format!("trace_start_unix_nano <= {end}"));
             conditions.push(format!("start_time_unix_nano <= {end}"));
         }
-        if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) }
+        conditions
     }
 }
 
+/// The newest traces are looked for in slices of trace start time, newest first, from this
+/// width; each next slice is sized from the matches found so far (at least twice, at most 64
+/// times what was read), so a search whose matches are common reads only the last minutes'
+/// blocks, and a rare one few slices.
+const FIRST_SLICE_NANOS: i64 = 5 * 60 * 1_000_000_000;
+/// The slices stop at this width (or at the search's start): the last reaches back to the beginning.
+const WIDEST_SLICE_NANOS: i64 = 8 * 24 * 3_600 * 1_000_000_000;
+
+/// How much wider the searched span of time must grow, to find `wanted` more traces where
+/// `found` were found so far.
+fn growth(found: usize, wanted: usize) -> i64 {
+    if found == 0 {
+        return 16;
+    }
+    (((found + wanted) as f64 / found as f64) * 1.5).ceil().clamp(2.0, 64.0) as i64
+}
+
+fn now_unix_nano() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
+}
+
 impl QueryEngine {
+    /// Traces with a span that meets every condition, newest (by trace start) or longest first.
+    ///
+    /// Newest first reads slices of trace start time from the end of the search back and stops
+    /// once it has `limit` traces: every trace of an older slice starts earlier. Longest first
+    /// takes the longest of the newest slice's matches as a floor, so that the full read
+    /// tests the trace duration before anything else.
     pub async fn search(&self, request: &SearchRequest) -> Result<Vec<TraceSummary>, QueryError> {
         let limit = request.limit.clamp(1, 10_000);
-        let order = match request.sort {
-            SortOrder::Newest => "start_unix_nano DESC",
-            SortOrder::Longest => "duration_nanos DESC",
-        };
+        let engine = self.pinned().await?;
+        let conditions = request.conditions();
+        let end = request.end_unix_nano.map(|e| e.min(i64::MAX as u64) as i64).unwrap_or_else(now_unix_nano);
+        let earliest = request.start_unix_nano.map(|s| s.min(i64::MAX as u64) as i64);
+        match request.sort {
+            SortOrder::Newest => {
+                let mut out: Vec<TraceSummary> = Vec::new();
+                let mut upper: Option<i64> = None;
+                // The span of time read so far, back from the end.
+                let mut width = FIRST_SLICE_NANOS;
+                loop {
+                    let lower = end.saturating_sub(width);
+                    // The last slice is open below (a trace may start before the search does).
+                    let last = width >= WIDEST_SLICE_NANOS || earliest.is_some_and(|earliest| lower <= earliest);
+                    let mut slice = Vec::new();
+                    if !last {
+                        slice.push(format!("trace_start_unix_nano >= {lower}"));
+                    }
+                    if let Some(upper) = upper {
+                        slice.push(format!("trace_start_unix_nano < {upper}"));
+                    }
+                    slice.extend(conditions.iter().cloned());
+                    let found = engine.summaries(&slice, "start_unix_nano DESC", limit - out.len()).await?;
+                    out.extend(found);
+                    if out.len() >= limit || last {
+                        return Ok(out);
+                    }
+                    upper = Some(lower);
+                    width = width.saturating_mul(growth(out.len(), limit - out.len())).min(WIDEST_SLICE_NANOS);
+                }
+            }
+            SortOrder::Longest => {
+                let order = "duration_nanos DESC";
+                let recent = [format!("trace_start_unix_nano >= {}", end.saturating_sub(FIRST_SLICE_NANOS))]
+                    .into_iter()
+                    .chain(conditions.iter().cloned())
+                    .collect::<Vec<_>>();
+                let mut all = Vec::new();
+                let floor = engine.summaries(&recent, order, limit).await?;
+                if floor.len() == limit {
+                    // The `limit` longest overall are at least as long as these.
+                    all.push(format!("trace_duration_nanos >= {}", floor[limit - 1].duration_nanos));
+                }
+                all.extend(conditions);
+                engine.summaries(&all, order, limit).await
+            }
+        }
+    }
+
+    /// One row per trace with a span meeting every condition (tested in the order given).
+    async fn summaries(&self, conditions: &[String], order: &str, limit: usize) -> Result<Vec<TraceSummary>, QueryError> {
+        let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
         let query = format!(
             "SELECT encode(trace_id, 'hex') AS trace_id, max(trace_root_service) AS root_service, max(trace_root_name) AS root_name, \
              min(trace_start_unix_nano) AS start_unix_nano, max(trace_duration_nanos) AS duration_nanos, \
              max(trace_span_count) AS span_count, max(trace_error_count) AS error_count, max(trace_services) AS services, \
-             count(*) AS matched_spans FROM spans {} GROUP BY trace_id ORDER BY {order}, trace_id LIMIT {limit}",
-            request.where_clause()
+             count(*) AS matched_spans FROM spans {filter} GROUP BY trace_id ORDER BY {order}, trace_id LIMIT {limit}"
         );
         let batches = self.internal_sql(&query).await?;
         let mut out = Vec::new();
@@ -369,6 +458,10 @@ mod tests {
         assert_eq!(f.op, CompareOp::Regex);
         assert!(AttributeFilter::parse("novalue").is_err());
         assert!(AttributeFilter::parse("a>abc").is_err());
+        let f = AttributeFilter::parse("http.response.status_code>=500").unwrap();
+        assert_eq!(f.sql(), "http_status_code >= 500");
+        let f = AttributeFilter::parse("resource.http.response.status_code>=500").unwrap();
+        assert!(f.sql().contains("resource_attributes"), "{}", f.sql());
         let f = AttributeFilter::parse("user.name!=o'brien").unwrap();
         assert!(f.sql().contains("'o''brien'"), "{}", f.sql());
     }

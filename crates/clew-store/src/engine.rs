@@ -1,7 +1,7 @@
 //! The embedded storage engine: a local data directory with `wal/` and `blocks/`.
 
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -66,6 +66,8 @@ struct AssembledBuffer {
     batches: Vec<RecordBatch>,
     /// The call rollup of each batch, computed when it was assembled.
     rollups: Vec<Arc<Rollup>>,
+    /// The time window each batch's traces start in.
+    windows: Vec<i64>,
     /// Those rollups as one (made on first read, dropped when they change): calls and the
     /// roots they started in other batches pair up, as they will in the block.
     combined: Option<Arc<Rollup>>,
@@ -278,7 +280,7 @@ impl EmbeddedStore {
         let compaction_due = self.last_compaction.lock().elapsed() >= Duration::from_secs(10);
         if compaction_due || flush_all {
             *self.last_compaction.lock() = Instant::now();
-            self.compact()?;
+            self.compact_for(Duration::from_secs(2))?;
             self.expire()?;
             self.bury();
         }
@@ -326,39 +328,50 @@ impl EmbeddedStore {
         // Assembly is the costliest step of the write path: the chunk is split across threads.
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
         let per_thread = ready.len().div_ceil(threads);
-        let batches: Vec<(RecordBatch, Rollup)> = std::thread::scope(|scope| {
+        // Traces are batched by the time window they start in, so that a block holds one
+        // window's traces even when a backlog or an import brings many hours at once.
+        let window = self.window_nanos();
+        let batches: Vec<(i64, RecordBatch, Rollup)> = std::thread::scope(|scope| {
             let workers: Vec<_> = ready
                 .chunks(per_thread.max(1))
                 .zip(fragment_flags.chunks(per_thread.max(1)))
                 .map(|(traces, flags)| {
                     scope.spawn(move || {
-                        let mut builder = BatchBuilder::default();
+                        let mut builders: BTreeMap<i64, BatchBuilder> = BTreeMap::new();
                         for ((_, spans, _), fragment) in traces.iter().zip(flags) {
-                            builder.push_trace(&assemble_borrowed(spans), *fragment);
+                            let trace = assemble_borrowed(spans);
+                            let slot = (trace.facts.start_unix_nano as i64).div_euclid(window);
+                            builders.entry(slot).or_default().push_trace(&trace, *fragment);
                         }
-                        let batch = builder.finish();
-                        let started = Instant::now();
-                        let rollup = RollupBuilder::from_batches(&self.config.traffic_source_attribute, [&batch]);
-                        self.counters.rollup_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                        (batch, rollup)
+                        builders
+                            .into_iter()
+                            .map(|(slot, builder)| {
+                                let batch = builder.finish();
+                                let started = Instant::now();
+                                let rollup = RollupBuilder::from_batches(&self.config.traffic_source_attribute, [&batch]);
+                                self.counters.rollup_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                                (slot, batch, rollup)
+                            })
+                            .collect::<Vec<_>>()
                     })
                 })
                 .collect();
-            workers.into_iter().map(|worker| worker.join().expect("assembly does not panic")).collect()
+            workers.into_iter().flat_map(|worker| worker.join().expect("assembly does not panic")).collect()
         });
         self.counters.traces_assembled.fetch_add(ready.len() as u64, Ordering::Relaxed);
         {
             let mut metrics = self.span_metrics.lock();
-            for (_, rollup) in &batches {
+            for (_, _, rollup) in &batches {
                 metrics.add(rollup);
             }
         }
         let _moving = self.stages.write();
         let mut buffer = self.assembled.lock();
-        for (batch, rollup) in batches {
+        for (slot, batch, rollup) in batches {
             buffer.rows += batch.num_rows();
             buffer.batches.push(batch);
             buffer.rollups.push(Arc::new(rollup));
+            buffer.windows.push(slot);
             buffer.combined = None;
         }
         buffer.oldest.get_or_insert(now);
@@ -369,24 +382,41 @@ impl EmbeddedStore {
         true
     }
 
-    /// Writes the assembled buffer as one block, then lets the log forget those spans.
+    /// The compaction window in nanoseconds: blocks hold traces that start in one window.
+    fn window_nanos(&self) -> i64 {
+        let window = (self.config.compaction_window_seconds * 1e9) as i64;
+        if window > 0 { window } else { i64::MAX }
+    }
+
+    /// Writes the assembled buffer as one block per time window, then lets the log forget
+    /// those spans.
     fn cut_block(&self) -> Result<(), StoreError> {
-        let (batches, rollups, segments) = {
+        let (batches, rollups, windows, segments) = {
             let buffer = self.assembled.lock();
-            (buffer.batches.clone(), buffer.rollups.clone(), buffer.segments.clone())
+            (buffer.batches.clone(), buffer.rollups.clone(), buffer.windows.clone(), buffer.segments.clone())
         };
         let taken = batches.len();
-        let meta = self.write_block(&batches, rollups, 0, Vec::new())?;
+        let mut by_window: BTreeMap<i64, (Vec<RecordBatch>, Vec<Arc<Rollup>>)> = BTreeMap::new();
+        for ((batch, rollup), slot) in batches.into_iter().zip(rollups).zip(windows) {
+            let entry = by_window.entry(slot).or_default();
+            entry.0.push(batch);
+            entry.1.push(rollup);
+        }
+        let mut metas = Vec::new();
+        for (batches, rollups) in by_window.into_values() {
+            metas.push(Arc::new(self.write_block(&batches, rollups, 0, Vec::new())?));
+        }
         {
             let _moving = self.stages.write();
             let mut buffer = self.assembled.lock();
             buffer.batches.drain(..taken);
             buffer.rollups.drain(..taken);
+            buffer.windows.drain(..taken);
             buffer.combined = None;
             buffer.rows = buffer.batches.iter().map(RecordBatch::num_rows).sum();
             buffer.segments.clear();
             buffer.oldest = if buffer.rows > 0 { Some(Instant::now()) } else { None };
-            self.blocks.write().push(Arc::new(meta));
+            self.blocks.write().extend(metas);
         }
         // Only the segments counted at the time of the copy were written.
         for (segment, count) in segments {
@@ -506,11 +536,12 @@ impl EmbeddedStore {
         Ok(meta)
     }
 
-    /// Merges small blocks, oldest first, into blocks of about the target size.
+    /// Merges small blocks, oldest first, into blocks of about the target size that cover at
+    /// most the compaction window of time.
     fn compact(&self) -> Result<(), StoreError> {
-        let target = self.config.compaction_target_spans as u64;
         let small: Vec<Arc<BlockMeta>> = {
             let blocks = self.blocks.read();
+            let target = self.config.compaction_target_spans as u64;
             let mut small: Vec<_> = blocks.iter().filter(|b| b.span_count < target / 2).cloned().collect();
             small.sort_by_key(|b| b.min_start_unix_nano);
             small
@@ -518,15 +549,28 @@ impl EmbeddedStore {
         if small.len() < 4 {
             return Ok(());
         }
-        let mut chosen = Vec::new();
-        let mut spans = 0;
-        for block in small {
-            if spans + block.span_count > target && chosen.len() >= 2 {
+        let chosen = self.compaction_run(&small);
+        if chosen.len() < 2 {
+            return Ok(());
+        }
+        self.merge_blocks(chosen)
+    }
+
+    /// Merges runs of small blocks for up to a few seconds: a backlog (hours of traces
+    /// arriving at once) leaves many small blocks.
+    fn compact_for(&self, budget: Duration) -> Result<(), StoreError> {
+        let started = Instant::now();
+        while started.elapsed() < budget {
+            let before = self.blocks.read().len();
+            self.compact()?;
+            if self.blocks.read().len() == before {
                 break;
             }
-            spans += block.span_count;
-            chosen.push(block);
         }
+        Ok(())
+    }
+
+    fn merge_blocks(&self, chosen: Vec<Arc<BlockMeta>>) -> Result<(), StoreError> {
         let mut cursors = Vec::new();
         for block in &chosen {
             let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&block.path)?)?.with_batch_size(8 * 1024).build()?;
@@ -548,6 +592,34 @@ impl EmbeddedStore {
         }
         self.retire(&chosen);
         Ok(())
+    }
+
+    /// The first run of small blocks (sorted by start) of one time window that merges into a
+    /// block of at most the target size. A block reaching past the window after its own (one
+    /// written before blocks were cut by window) is left as it is.
+    fn compaction_run(&self, small: &[Arc<BlockMeta>]) -> Vec<Arc<BlockMeta>> {
+        let target = self.config.compaction_target_spans as u64;
+        let window = self.window_nanos();
+        let slot = |block: &BlockMeta| {
+            let slot = block.min_start_unix_nano.div_euclid(window);
+            (block.max_end_unix_nano.div_euclid(window) <= slot.saturating_add(1)).then_some(slot)
+        };
+        let mut chosen: Vec<Arc<BlockMeta>> = Vec::new();
+        let mut spans = 0;
+        for block in small {
+            let Some(here) = slot(block) else { continue };
+            let fits = chosen.first().is_some_and(|first| slot(first) == Some(here)) && spans + block.span_count <= target;
+            if !fits {
+                if chosen.len() >= 2 {
+                    break;
+                }
+                chosen.clear();
+                spans = 0;
+            }
+            spans += block.span_count;
+            chosen.push(Arc::clone(block));
+        }
+        if chosen.len() >= 2 { chosen } else { Vec::new() }
     }
 
     /// Deletes blocks past the retention age, then the oldest beyond the size limit.
@@ -780,12 +852,14 @@ impl EmbeddedStore {
         // Only the columns a span is rebuilt from: not the search maps and copies.
         let needed: Vec<usize> =
             SCHEMA.fields().iter().enumerate().filter(|(_, f)| SPAN_COLUMNS.contains(&f.name().as_str())).map(|(i, _)| i).collect();
-        let wanted: Arc<HashSet<[u8; 16]>> = Arc::new(trace_ids.iter().map(|id| id.0).collect());
-        let mut sorted: Vec<[u8; 16]> = wanted.iter().copied().collect();
+        let mut sorted: Vec<[u8; 16]> = trace_ids.iter().map(|id| id.0).collect();
         sorted.sort_unstable();
-        let mask = |column: &ArrayRef, wanted: &HashSet<[u8; 16]>| -> BooleanArray {
+        sorted.dedup();
+        // A binary search of the few wanted IDs: cheaper than hashing every row's.
+        let wanted: Arc<Vec<[u8; 16]>> = Arc::new(sorted.clone());
+        let mask = |column: &ArrayRef, wanted: &[[u8; 16]]| -> BooleanArray {
             let ids = column.as_fixed_size_binary();
-            (0..ids.len()).map(|row| Some(<[u8; 16]>::try_from(ids.value(row)).is_ok_and(|id| wanted.contains(&id)))).collect()
+            (0..ids.len()).map(|row| Some(wanted.binary_search_by(|w| w.as_slice().cmp(ids.value(row))).is_ok())).collect()
         };
         let mut batches = Vec::new();
         for batch in &snapshot.memory {

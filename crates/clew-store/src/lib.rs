@@ -149,6 +149,9 @@ pub struct StoreConfig {
     pub block_max_age_seconds: f64,
     /// Blocks smaller than this many spans are merged together.
     pub compaction_target_spans: usize,
+    /// Blocks are merged only while the merged block covers at most this many seconds of
+    /// span time, so that a search of recent traces reads few blocks (0: no limit).
+    pub compaction_window_seconds: f64,
     /// Blocks whose newest span is older than this are deleted (0 keeps everything).
     pub retention_hours: f64,
     /// The oldest blocks are deleted while the blocks take more than this (0: no limit).
@@ -174,6 +177,7 @@ impl Default for StoreConfig {
             block_max_spans: 500_000,
             block_max_age_seconds: 60.0,
             compaction_target_spans: 2_000_000,
+            compaction_window_seconds: 3600.0,
             retention_hours: 7.0 * 24.0,
             retention_max_bytes: 0,
             max_pending_spans: 1_000_000,

@@ -66,9 +66,12 @@ impl TableProvider for SpansTable {
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let memory = MemTable::try_new(Arc::clone(&SCHEMA), vec![snapshot.memory])?;
         plans.push(memory.scan(state, projection, filters, limit).await?);
-        if !snapshot.blocks.is_empty() {
-            let urls =
-                snapshot.blocks.iter().map(|block| ListingTableUrl::parse(block.path.to_string_lossy())).collect::<Result<Vec<_>>>()?;
+        // Blocks outside the trace start times asked for are not even opened.
+        let (earliest, latest) = trace_start_bounds(filters);
+        let blocks: Vec<_> =
+            snapshot.blocks.iter().filter(|block| block.max_end_unix_nano >= earliest && block.min_start_unix_nano <= latest).collect();
+        if !blocks.is_empty() {
+            let urls = blocks.iter().map(|block| ListingTableUrl::parse(block.path.to_string_lossy())).collect::<Result<Vec<_>>>()?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(Arc::clone(&SCHEMA));
             let blocks = ListingTable::try_new(config)?;
@@ -76,4 +79,35 @@ impl TableProvider for SpansTable {
         }
         UnionExec::try_new(plans)
     }
+}
+
+/// The range of trace start times that conjunctive filters such as
+/// `trace_start_unix_nano >= X` allow. A trace starts no later than any of its spans, and a
+/// block's earliest span starts its earliest trace, so a block whose spans all end before the
+/// range, or that starts after it, holds no row of it.
+fn trace_start_bounds(filters: &[Expr]) -> (i64, i64) {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    use datafusion::scalar::ScalarValue;
+    let (mut earliest, mut latest) = (i64::MIN, i64::MAX);
+    for filter in filters {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else { continue };
+        let (Expr::Column(column), Expr::Literal(ScalarValue::Int64(Some(value)), _)) = (left.as_ref(), right.as_ref()) else {
+            continue;
+        };
+        if column.name != "trace_start_unix_nano" {
+            continue;
+        }
+        match op {
+            Operator::Gt => earliest = earliest.max(value.saturating_add(1)),
+            Operator::GtEq => earliest = earliest.max(*value),
+            Operator::Lt => latest = latest.min(value.saturating_sub(1)),
+            Operator::LtEq => latest = latest.min(*value),
+            Operator::Eq => {
+                earliest = earliest.max(*value);
+                latest = latest.min(*value);
+            }
+            _ => {}
+        }
+    }
+    (earliest, latest)
 }

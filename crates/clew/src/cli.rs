@@ -397,6 +397,10 @@ pub enum Command {
         /// Trace-by-ID lookups and searches to time.
         #[arg(long, default_value_t = 200)]
         queries: usize,
+        /// Keep the benchmark's data directory afterwards (its path is printed), to serve and
+        /// query it again.
+        #[arg(long)]
+        keep: bool,
     },
     /// Send a file of OTLP/JSON export requests (one per line) to a running Clew.
     Import {
@@ -633,8 +637,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Sql { query, client } => crate::client::sql(&client, &query).await,
-        Command::Bench { serve, spans, connections, traces_per_request, queries } => {
-            crate::bench::run(&serve, crate::bench::BenchOptions { spans, connections, traces_per_request, queries }).await?;
+        Command::Bench { serve, spans, connections, traces_per_request, queries, keep } => {
+            crate::bench::run(&serve, crate::bench::BenchOptions { spans, connections, traces_per_request, queries, keep }).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { file, endpoint } => crate::client::import(&file, &endpoint).await,
