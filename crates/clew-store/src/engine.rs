@@ -18,7 +18,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter,
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection, RowSelector,
 };
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::bloom_filter::Sbbf;
@@ -147,6 +147,15 @@ struct BlockReader {
     metadata: ArrowReaderMetadata,
     /// Per row group: (min trace ID, max trace ID, bloom filter).
     row_groups: Vec<(Vec<u8>, Vec<u8>, Option<Sbbf>)>,
+    /// Per row group, its pages' trace-ID ranges (from the page index; empty without one).
+    pages: Vec<Vec<TracePage>>,
+}
+
+/// The trace IDs one page of a row group holds, and its length in rows.
+struct TracePage {
+    min: Vec<u8>,
+    max: Vec<u8>,
+    rows: usize,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -162,7 +171,12 @@ pub(crate) struct Snapshot {
     pub blocks: Vec<Arc<BlockMeta>>,
 }
 
+/// Rows are sorted, merged and written this many at a time, and pages hold this many: a
+/// trace lookup decodes one page per column.
 const ROW_GROUP_ROWS: usize = 8 * 1024;
+/// Rows per row group: larger groups cost scans fewer column chunks to open and decompressor
+/// contexts to make; lookups select pages within them by the page index.
+const ROW_GROUP_MAX_ROWS: usize = 64 * 1024;
 
 fn now_unix_seconds() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -466,9 +480,9 @@ impl EmbeddedStore {
         let temporary = self.blocks_dir.join(format!("{id}.parquet.tmp"));
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_data_page_row_count_limit(8 * 1024)
-            .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), (ROW_GROUP_ROWS / 4) as u64)
+            .set_max_row_group_row_count(Some(ROW_GROUP_MAX_ROWS))
+            .set_data_page_row_count_limit(ROW_GROUP_ROWS)
+            .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), (ROW_GROUP_MAX_ROWS / 4) as u64)
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
             .set_column_dictionary_enabled(ColumnPath::from("trace_id"), false)
@@ -892,8 +906,23 @@ impl EmbeddedStore {
             let predicate = ArrowPredicateFn::new(ProjectionMask::roots(builder.parquet_schema(), [0]), move |batch| {
                 Ok(mask(batch.column(0), &wanted))
             });
+            // Within the row groups, only the pages whose trace-ID range holds a wanted ID.
+            let mut selectors = Vec::new();
+            for &group in &groups {
+                match reader.pages.get(group).filter(|pages| !pages.is_empty()) {
+                    Some(pages) => {
+                        for page in pages {
+                            let first = sorted.partition_point(|id| id.as_slice() < page.min.as_slice());
+                            let hit = sorted.get(first).is_some_and(|id| id.as_slice() <= page.max.as_slice());
+                            selectors.push(if hit { RowSelector::select(page.rows) } else { RowSelector::skip(page.rows) });
+                        }
+                    }
+                    None => selectors.push(RowSelector::select(reader.metadata.metadata().row_group(group).num_rows() as usize)),
+                }
+            }
             let rows = builder
                 .with_row_groups(groups)
+                .with_row_selection(RowSelection::from(selectors))
                 .with_projection(projection)
                 .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
                 .build()?;
@@ -934,10 +963,41 @@ impl EmbeddedStore {
             };
             row_groups.push((min, max, builder.get_row_group_column_bloom_filter(index, 0)?));
         }
-        let reader = Arc::new(BlockReader { metadata, row_groups });
+        let pages = trace_pages(builder.metadata());
+        let reader = Arc::new(BlockReader { metadata, row_groups, pages });
         self.readers.lock().insert(block.id.clone(), Arc::clone(&reader));
         Ok(reader)
     }
+}
+
+/// Each row group's pages of trace IDs, from the page index (none for a file without one).
+fn trace_pages(metadata: &datafusion::parquet::file::metadata::ParquetMetaData) -> Vec<Vec<TracePage>> {
+    use datafusion::parquet::file::page_index::column_index::ColumnIndexMetaData;
+    let (Some(columns), Some(offsets)) = (metadata.column_index(), metadata.offset_index()) else {
+        return Vec::new();
+    };
+    metadata
+        .row_groups()
+        .iter()
+        .enumerate()
+        .map(|(group, meta)| {
+            let (Some(ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(index)), Some(offsets)) =
+                (columns.get(group).and_then(|c| c.first()), offsets.get(group).and_then(|o| o.first()))
+            else {
+                return Vec::new();
+            };
+            let locations = offsets.page_locations();
+            let mut pages = Vec::with_capacity(locations.len());
+            for (page, location) in locations.iter().enumerate() {
+                let next = locations.get(page + 1).map_or(meta.num_rows(), |l| l.first_row_index);
+                let (Some(min), Some(max)) = (index.min_value(page), index.max_value(page)) else {
+                    return Vec::new();
+                };
+                pages.push(TracePage { min: min.to_vec(), max: max.to_vec(), rows: (next - location.first_row_index) as usize });
+            }
+            pages
+        })
+        .collect()
 }
 
 impl Storage for Arc<EmbeddedStore> {
@@ -1269,14 +1329,17 @@ mod tests {
     async fn blocks_prune_row_groups_by_range_and_bloom_filter() {
         let store = EmbeddedStore::open(temp_config()).unwrap();
         let storage: &dyn Storage = &store;
-        let all = spans(10_000, 10);
-        let some_trace = all[55_555].trace_id;
+        let all = spans(20_000, 10);
+        let some_trace = all[155_555].trace_id;
         storage.append(all).await.unwrap();
         storage.flush().await.unwrap();
         let blocks = store.blocks();
         assert_eq!(blocks.len(), 1);
         let reader = store.block_reader(&blocks[0]).unwrap();
         assert!(reader.row_groups.len() >= 3, "{} row groups", reader.row_groups.len());
+        // Lookups select pages: each full row group has several, with narrow trace-ID ranges.
+        assert!(reader.pages[0].len() >= 4, "{} pages", reader.pages[0].len());
+        assert!(reader.pages[0].windows(2).all(|p| p[0].max <= p[1].min), "pages in trace-ID order");
         let candidates = |id: &[u8; 16]| {
             reader
                 .row_groups
