@@ -238,15 +238,29 @@ pub fn estimate(
     plan: Vec<PlannedRate>,
     others_factor: f64,
 ) -> TrafficEstimate {
+    estimate_warning_of_unseen(window, rows, per_minute, plan, others_factor, |planned| {
+        format!(
+            "no request of {} {} was seen in the window: its planned rate adds nothing (see /api/v1/flows for the entry operations)",
+            planned.service, planned.operation
+        )
+    })
+}
+
+/// [`estimate`], with the warning for a planned entry operation that the rows never saw.
+fn estimate_warning_of_unseen(
+    window: (u64, u64),
+    rows: &[PathRow],
+    per_minute: &[PathRow],
+    plan: Vec<PlannedRate>,
+    others_factor: f64,
+    unseen: impl Fn(&PlannedRate) -> String,
+) -> TrafficEstimate {
     let window_seconds = observed_seconds(per_minute);
     let entries = fan_out(rows, per_minute, window_seconds);
     let mut warnings = Vec::new();
     for planned in &plan {
         if !entries.iter().any(|e| e.service == planned.service && e.operation == planned.operation) {
-            warnings.push(format!(
-                "no request of {} {} was seen in the window: its planned rate adds nothing (see /api/v1/flows for the entry operations)",
-                planned.service, planned.operation
-            ));
+            warnings.push(unseen(planned));
         }
     }
     let mut observed: HashMap<OperationKey, (u64, HashMap<i64, u64>)> = HashMap::new();
@@ -346,17 +360,14 @@ pub fn measure_load_test(window: (u64, u64), baseline: (&[PathRow], &[PathRow]),
         .iter()
         .map(|e| PlannedRate { service: e.service.clone(), operation: e.operation.clone(), per_second: e.observed_mean_per_second })
         .collect();
-    let mut estimate = estimate(window, baseline.0, baseline.1, plan.clone(), 0.0);
+    let mut estimate = estimate_warning_of_unseen(window, baseline.0, baseline.1, plan.clone(), 0.0, |planned| {
+        format!(
+            "no request of {} {} was seen in the baseline: what the load test sends it cannot be compared (see /api/v1/flows for the entry operations)",
+            planned.service, planned.operation
+        )
+    });
     if test_entries.is_empty() {
         estimate.warnings.push("no load-test traffic in the window: nothing to measure".into());
-    }
-    for w in estimate.warnings.iter_mut() {
-        if w.starts_with("no request of ") {
-            *w = w.replace(
-                "was seen in the window: its planned rate adds nothing",
-                "was seen in the baseline: what the load test sends it cannot be compared",
-            );
-        }
     }
     let mut measured: HashMap<OperationKey, u64> = HashMap::new();
     for row in test_per_minute.iter().filter(|r| takes_load(r)) {

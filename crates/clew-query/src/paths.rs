@@ -57,22 +57,57 @@ impl QueryEngine {
         per_minute: bool,
         keep: impl Fn(&PathRow) -> bool,
     ) -> Result<Vec<PathRow>, QueryError> {
-        if end_unix_nano <= start_unix_nano {
-            return Err(QueryError::Invalid("the window must end after it starts".into()));
-        }
-        let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
+        let (first, last) = minutes(start_unix_nano, end_unix_nano)?;
         let parts = self.storage.rollups(first, last).await?;
-        let wanted = |row: &&PathRow| {
-            entry.service.as_deref().is_none_or(|s| s == &*row.entry_service)
-                && entry.operation.as_deref().is_none_or(|o| o == &*row.entry_operation)
-                && traffic.admits(&row.source)
-                && keep(row)
-        };
-        let rows = parts.iter().flat_map(|part| {
-            // A window over every minute of a part may read its rows merged across minutes.
-            let part = if per_minute { part.as_ref() } else { part.for_window(first, last) };
-            in_minutes(&part.paths, first, last, |row| row.minute_unix_nano)
-        });
-        Ok(merge_paths(rows.filter(wanted), (!per_minute).then_some(first), false))
+        Ok(contexts_of(&parts, (first, last), entry, traffic, per_minute, keep))
     }
+
+    /// The calling contexts merged over the window, and the rows `keep` holds for per minute,
+    /// from one read of the rollups.
+    pub async fn calling_contexts_and_minutes(
+        &self,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+        entry: &EntryFilter,
+        traffic: &TrafficFilter,
+        keep: impl Fn(&PathRow) -> bool,
+    ) -> Result<(Vec<PathRow>, Vec<PathRow>), QueryError> {
+        let (first, last) = minutes(start_unix_nano, end_unix_nano)?;
+        let parts = self.storage.rollups(first, last).await?;
+        Ok((
+            contexts_of(&parts, (first, last), entry, traffic, false, |_| true),
+            contexts_of(&parts, (first, last), entry, traffic, true, keep),
+        ))
+    }
+}
+
+/// The first and last minute of a window, which must end after it starts.
+fn minutes(start_unix_nano: u64, end_unix_nano: u64) -> Result<(i64, i64), QueryError> {
+    if end_unix_nano <= start_unix_nano {
+        return Err(QueryError::Invalid("the window must end after it starts".into()));
+    }
+    Ok((first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64))
+}
+
+/// The rollups' calling contexts in the minutes [first, last] that the filters admit.
+fn contexts_of(
+    parts: &[std::sync::Arc<clew_store::Rollup>],
+    (first, last): (i64, i64),
+    entry: &EntryFilter,
+    traffic: &TrafficFilter,
+    per_minute: bool,
+    keep: impl Fn(&PathRow) -> bool,
+) -> Vec<PathRow> {
+    let wanted = |row: &&PathRow| {
+        entry.service.as_deref().is_none_or(|s| s == &*row.entry_service)
+            && entry.operation.as_deref().is_none_or(|o| o == &*row.entry_operation)
+            && traffic.admits(&row.source)
+            && keep(row)
+    };
+    let rows = parts.iter().flat_map(|part| {
+        // A window over every minute of a part may read its rows merged across minutes.
+        let part = if per_minute { part.as_ref() } else { part.for_window(first, last) };
+        in_minutes(&part.paths, first, last, |row| row.minute_unix_nano)
+    });
+    merge_paths(rows.filter(wanted), (!per_minute).then_some(first), false)
 }

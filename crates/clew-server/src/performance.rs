@@ -166,15 +166,12 @@ pub(crate) async fn traffic_estimate(State(state): State<ApiState>, RawQuery(raw
     }
     let (base_start, base_end) = baseline_window(&pairs, start, end)?.unwrap_or((start, end));
     let entry = EntryFilter::default();
-    let rows = state.query.calling_contexts(base_start, base_end, &entry, &traffic, false).await?;
-    let per_minute =
-        state.query.calling_contexts_where(base_start, base_end, &entry, &traffic, true, clew_analysis::traffic::read_per_minute).await?;
+    let read_per_minute = clew_analysis::traffic::read_per_minute;
+    let (rows, per_minute) = state.query.calling_contexts_and_minutes(base_start, base_end, &entry, &traffic, read_per_minute).await?;
     let load_tests = state.store.config().load_test_sources.clone();
     let mut estimate = if measure {
         let tests = TrafficFilter::Only(load_tests.clone());
-        let test_rows = state.query.calling_contexts(start, end, &entry, &tests, false).await?;
-        let test_per_minute =
-            state.query.calling_contexts_where(start, end, &entry, &tests, true, clew_analysis::traffic::read_per_minute).await?;
+        let (test_rows, test_per_minute) = state.query.calling_contexts_and_minutes(start, end, &entry, &tests, read_per_minute).await?;
         clew_analysis::traffic::measure_load_test((start, end), (&rows, &per_minute), (&test_rows, &test_per_minute))
     } else {
         clew_analysis::traffic::estimate((start, end), &rows, &per_minute, plan, others)
