@@ -6,21 +6,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use clew_model::{Attribute, InstrumentationScope, Resource, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
+use clew_model::{Attribute, Resource, Span, SpanKind, StatusCode, TraceId, Value};
 use clew_query::{AttributeFilter, QueryEngine, SearchRequest, SortOrder, TraceSummary};
 use clew_store::{EmbeddedStore, Storage, StoreConfig};
 
+mod common;
+use common::{Lcg, span};
+
 const SECOND: u64 = 1_000_000_000;
 const HOUR: u64 = 3_600 * SECOND;
-
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below
-    }
-}
 
 struct Trace {
     id: String,
@@ -43,28 +37,24 @@ impl Drop for Fixture {
     }
 }
 
-fn span(trace: TraceId, id: u64, parent: Option<u64>, service: &str, name: &str, start: u64, duration: u64, status: i64) -> Span {
-    Span {
-        trace_id: trace,
-        span_id: SpanId(id.to_be_bytes()),
-        parent_span_id: parent.map(|p| SpanId(p.to_be_bytes())),
-        trace_state: String::new(),
-        flags: 0,
-        name: name.into(),
-        kind: SpanKind::Server,
-        start_time_unix_nano: start,
-        end_time_unix_nano: start + duration,
-        attributes: vec![Attribute::new("http.response.status_code", Value::Int(status))],
-        dropped_attributes_count: 0,
-        events: Vec::new(),
-        dropped_events_count: 0,
-        links: Vec::new(),
-        dropped_links_count: 0,
-        status_code: if status >= 500 { StatusCode::Error } else { StatusCode::Unset },
-        status_message: String::new(),
-        resource: Arc::new(Resource { attributes: vec![Attribute::new("service.name", Value::Str(service.into()))], ..Default::default() }),
-        scope: Arc::new(InstrumentationScope::default()),
-    }
+/// A server span of `service` answering with `status`.
+#[allow(clippy::too_many_arguments)]
+fn server(trace: TraceId, id: u64, parent: Option<u64>, service: &str, name: &str, start: u64, duration: u64, status: i64) -> Span {
+    let resource =
+        Arc::new(Resource { attributes: vec![Attribute::new("service.name", Value::Str(service.into()))], ..Default::default() });
+    let code = if status >= 500 { StatusCode::Error } else { StatusCode::Unset };
+    span(
+        trace,
+        id,
+        parent,
+        &resource,
+        name,
+        SpanKind::Server,
+        start,
+        duration,
+        code,
+        vec![("http.response.status_code", Value::Int(status))],
+    )
 }
 
 async fn fixture() -> Fixture {
@@ -82,12 +72,12 @@ async fn fixture() -> Fixture {
         // Distinct durations, so that "longest" has one answer.
         let duration = 10_000_000 + i * 1_000 + random.next(500);
         let status = if i % 13 == 0 { 503 } else { 200 };
-        let mut spans = vec![span(trace, 1, None, "frontend", "GET /", start, duration, 200)];
+        let mut spans = vec![server(trace, 1, None, "frontend", "GET /", start, duration, 200)];
         if i % 3 == 0 {
-            spans.push(span(trace, 2, Some(1), "checkout", "POST /pay", start + 1_000, duration / 2, status));
+            spans.push(server(trace, 2, Some(1), "checkout", "POST /pay", start + 1_000, duration / 2, status));
         }
         if i % 97 == 0 {
-            spans.push(span(trace, 3, Some(1), "audit", "record", start + 2_000, duration / 4, 200));
+            spans.push(server(trace, 3, Some(1), "audit", "record", start + 2_000, duration / 4, 200));
         }
         traces.push(Trace { id: hex(&bytes), start, duration, spans });
     }
