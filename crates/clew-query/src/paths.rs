@@ -28,10 +28,7 @@ impl QueryEngine {
     /// Requests per traffic source of the traces that started in the minutes overlapping
     /// [start, end]: (source, requests), the most first. The empty source is traffic naming none.
     pub async fn traffic_sources(&self, start_unix_nano: u64, end_unix_nano: u64) -> Result<Vec<(String, u64)>, QueryError> {
-        if end_unix_nano <= start_unix_nano {
-            return Err(QueryError::Invalid("the window must end after it starts".into()));
-        }
-        let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
+        let (first, last) = minutes(start_unix_nano, end_unix_nano)?;
         let parts = self.storage.rollups(first, last).await?;
         let mut sources: HashMap<&str, u64> = HashMap::new();
         for part in &parts {
