@@ -6,6 +6,7 @@ import time
 import grpc
 import pytest
 import requests
+from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
@@ -63,6 +64,12 @@ def test_pushback_when_too_much_is_pending():
             refused = requests.post(server.otlp_http, data=body, headers={"Content-Type": "application/x-protobuf"}, timeout=10)
             assert refused.status_code == 503
             assert int(refused.headers["Retry-After"]) > 0
+            status = status_pb2.Status()
+            status.ParseFromString(refused.content)
+            assert status.code == 14 and "waiting for assembly" in status.message, status
+            # The store is behind: a request is refused before its body is decoded.
+            garbage = requests.post(server.otlp_http, data=b"\xff\xff garbage", headers={"Content-Type": "application/x-protobuf"}, timeout=10)
+            assert garbage.status_code == 503
             with pytest.raises(grpc.RpcError) as error:
                 raw_export(server, body)
             assert error.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -1,6 +1,6 @@
 //! OTLP protobuf messages ⇄ Clew's span model.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use clew_model::{Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
@@ -201,8 +201,9 @@ fn convert_scope(scope: Option<common::InstrumentationScope>, schema_url: String
 fn convert_attributes(attributes: Vec<common::KeyValue>, limits: &Limits, truncated: &mut bool) -> (Vec<Attribute>, u32) {
     let mut out: Vec<Attribute> = Vec::with_capacity(attributes.len().min(limits.max_attributes));
     let mut dropped = 0u32;
-    let check_duplicates = attributes.len() > 1;
-    let mut seen: HashMap<String, ()> = HashMap::new();
+    // A key seen before is dropped (the first value wins). Most spans carry a few attributes:
+    // they are compared directly; a long list is indexed by key instead.
+    let mut seen: Option<HashSet<String>> = (attributes.len() > 32).then(HashSet::new);
     for key_value in attributes {
         if out.len() >= limits.max_attributes {
             dropped = dropped.saturating_add(1);
@@ -210,7 +211,11 @@ fn convert_attributes(attributes: Vec<common::KeyValue>, limits: &Limits, trunca
             continue;
         }
         let key = cut(key_value.key, limits.max_name_bytes, truncated);
-        if check_duplicates && seen.insert(key.clone(), ()).is_some() {
+        let repeated = match seen.as_mut() {
+            Some(seen) => !seen.insert(key.clone()),
+            None => out.iter().any(|attribute| attribute.key == key),
+        };
+        if repeated {
             continue;
         }
         let value = convert_value(key_value.value, limits, truncated, 0);

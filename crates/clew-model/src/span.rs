@@ -20,15 +20,21 @@ impl Value {
     /// The value as text, the way search and SQL see it: strings as they are, numbers in
     /// decimal, booleans as `true`/`false`, bytes as hex, arrays and maps as JSON.
     pub fn render(&self) -> String {
-        match self {
+        self.rendered().into_owned()
+    }
+
+    /// [`Value::render`], borrowing a string value instead of copying it.
+    pub fn rendered(&self) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow;
+        Cow::Owned(match self {
+            Value::Str(text) => return Cow::Borrowed(text),
             Value::Empty => String::new(),
-            Value::Str(text) => text.clone(),
             Value::Bool(value) => value.to_string(),
             Value::Int(value) => value.to_string(),
             Value::Double(value) => value.to_string(),
             Value::Bytes(bytes) => hex::encode(bytes),
             Value::Array(_) | Value::Map(_) => self.to_json().to_string(),
-        }
+        })
     }
 
     /// A plain JSON form (no type tags), used for nested values.

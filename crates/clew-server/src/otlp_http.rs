@@ -45,6 +45,10 @@ async fn export(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, reque
             return status_response(encoding, status, 3, &message, None);
         }
     };
+    // Pushing back costs the least before the body is decompressed and decoded.
+    if let Err(refusal) = receiver.admit() {
+        return refusal_response(&receiver, encoding, refusal);
+    }
     let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
     let decoded = body::decompress(content_encoding, &raw, limit).and_then(|bytes| Ok((body::decode_request(encoding, &bytes)?, bytes)));
     let (request, bytes) = match decoded {
@@ -77,14 +81,20 @@ async fn export(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, reque
             let bytes = body::encode(encoding, &response);
             ([(header::CONTENT_TYPE, encoding.content_type())], bytes).into_response()
         }
-        Err(Refusal::Unavailable(message)) => status_response(
+        Err(refusal) => refusal_response(&receiver, encoding, refusal),
+    }
+}
+
+fn refusal_response(receiver: &Receiver, encoding: Encoding, refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Unavailable(message) => status_response(
             encoding,
             StatusCode::SERVICE_UNAVAILABLE,
             14,
             &format!("{message}; retry later"),
             Some(receiver.server.retry_after_seconds),
         ),
-        Err(Refusal::Malformed(message) | Refusal::Unsupported(message) | Refusal::TooLarge(message)) => {
+        Refusal::Malformed(message) | Refusal::Unsupported(message) | Refusal::TooLarge(message) => {
             status_response(encoding, StatusCode::BAD_REQUEST, 3, &message, None)
         }
     }

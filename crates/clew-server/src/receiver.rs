@@ -60,10 +60,24 @@ impl Receiver {
         Self { storage, limits, server, counters: Counters::default() }
     }
 
+    /// Refuses at once, before a request is decoded, when the store is behind.
+    pub fn admit(&self) -> Result<(), Refusal> {
+        match self.storage.busy() {
+            Some(reason) => {
+                self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                Err(self.refuse(Refusal::Unavailable(format!("store unavailable: {reason}"))))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Accepts a decoded request. Returns once the accepted spans are durable. `encoded` is
     /// the request's protobuf encoding, when the caller has it.
     pub async fn export(&self, request: ExportTraceServiceRequest, encoded: Option<Vec<u8>>) -> Result<ExportOutcome, Refusal> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(reason) = self.storage.busy() {
+            return Err(self.refuse(Refusal::Unavailable(format!("store unavailable: {reason}"))));
+        }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let accepted = clew_ingest::from_otlp(request, &self.limits, now);
         let message = accepted.message();

@@ -275,7 +275,7 @@ impl BatchBuilder {
 fn append_map(builder: &mut MapBuilder<StringBuilder, StringBuilder>, attributes: &[Attribute]) {
     for attribute in attributes {
         builder.keys().append_value(&attribute.key);
-        builder.values().append_value(attribute.value.render());
+        builder.values().append_value(attribute.value.rendered());
     }
     builder.append(true).expect("keys and values appended together");
 }

@@ -72,7 +72,8 @@ struct AssembledBuffer {
     /// roots they started in other batches pair up, as they will in the block.
     combined: Option<Arc<Rollup>>,
     rows: usize,
-    segments: HashMap<SegmentId, u64>,
+    /// Spans held per log segment, by the time window their traces start in.
+    segments: BTreeMap<i64, HashMap<SegmentId, u64>>,
     oldest: Option<Instant>,
 }
 
@@ -125,15 +126,16 @@ pub struct EmbeddedStore {
     /// Held for writing while data moves from one stage to the next, so that a snapshot sees
     /// every span exactly once.
     stages: RwLock<()>,
-    /// One maintenance pass at a time.
+    /// One maintenance pass (assembly, block cuts) at a time.
     maintenance: Mutex<()>,
+    /// One compaction or retention pass at a time; taken after `maintenance` when both are.
+    compaction: Mutex<()>,
     recent: Mutex<Recent>,
     pending_cache: Mutex<Option<(u64, Vec<RecordBatch>)>>,
     /// Replaced blocks, deleted a while later so that running queries can finish reading them.
     graveyard: Mutex<Vec<(PathBuf, Instant)>>,
     counters: Counters,
     blocks_dir: PathBuf,
-    last_compaction: Mutex<Instant>,
     /// Footer, page index and bloom filters of each block, read once.
     readers: Mutex<HashMap<String, Arc<BlockReader>>>,
     /// The call rollup of each block, read once.
@@ -200,12 +202,12 @@ impl EmbeddedStore {
             blocks: RwLock::new(blocks),
             stages: RwLock::new(()),
             maintenance: Mutex::new(()),
+            compaction: Mutex::new(()),
             recent: Mutex::new(Recent::default()),
             pending_cache: Mutex::new(None),
             graveyard: Mutex::new(Vec::new()),
             counters: Counters::default(),
             blocks_dir,
-            last_compaction: Mutex::new(Instant::now()),
             readers: Mutex::new(HashMap::new()),
             rollups: Mutex::new(HashMap::new()),
             span_metrics: Mutex::new(SpanMetrics::default()),
@@ -247,57 +249,73 @@ impl EmbeddedStore {
         Ok(store)
     }
 
-    /// Runs assembly, block cutting, compaction and retention in the background.
+    /// Runs assembly and block cutting (every 250 ms) and compaction and retention (every
+    /// 10 s) in the background. They take separate locks: merging blocks for seconds does not
+    /// hold up assembly, which would fill the head and push clients back.
     pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let store = Arc::clone(self);
         tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_millis(250));
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                let worker = Arc::clone(&store);
-                match tokio::task::spawn_blocking(move || worker.maintain(false)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => tracing::error!(message = "store maintenance failed", %error),
-                    // At shutdown the runtime cancels this task; that is not a failure.
-                    Err(error) if error.is_cancelled() => break,
-                    Err(error) => tracing::error!(message = "store maintenance panicked", %error),
-                }
-            }
+            tokio::join!(
+                Self::every(Arc::clone(&store), Duration::from_millis(250), "store maintenance", |s| s.maintain(false)),
+                Self::every(store, Duration::from_secs(10), "store compaction", |s| s.compact_and_expire(Duration::from_secs(5))),
+            );
         })
+    }
+
+    async fn every(store: Arc<Self>, period: Duration, what: &'static str, work: fn(&Self) -> Result<(), StoreError>) {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate: compaction waits a period after start.
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            let worker = Arc::clone(&store);
+            match tokio::task::spawn_blocking(move || work(&worker)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(message = "store background work failed", task = what, %error),
+                // At shutdown the runtime cancels this task; that is not a failure.
+                Err(error) if error.is_cancelled() => break,
+                Err(error) => tracing::error!(message = "store background work panicked", task = what, %error),
+            }
+        }
     }
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
     }
 
-    /// One maintenance pass: assemble quiet traces, cut a block when due, compact, expire.
-    /// With `flush_all`, everything pending is assembled and written now.
+    /// One maintenance pass: assemble quiet traces, cut a block when due. With `flush_all`,
+    /// everything pending is assembled and written now, then blocks are compacted and expired.
     pub fn maintain(&self, flush_all: bool) -> Result<(), StoreError> {
         let _one_at_a_time = self.maintenance.lock();
         loop {
             let assembled_some = self.assemble_chunk(flush_all);
-            let due = {
+            // Everything is written at a flush and when the oldest rows have waited long
+            // enough; a full buffer may keep its newest window.
+            let (full, all) = {
                 let buffer = self.assembled.lock();
-                buffer.rows > 0
-                    && ((flush_all && !assembled_some)
-                        || buffer.rows >= self.config.block_max_spans
-                        || buffer.oldest.is_some_and(|t| t.elapsed().as_secs_f64() >= self.config.block_max_age_seconds))
+                let aged = buffer.oldest.is_some_and(|t| t.elapsed().as_secs_f64() >= self.config.block_max_age_seconds);
+                (buffer.rows >= self.config.block_max_spans, buffer.rows > 0 && ((flush_all && !assembled_some) || aged))
             };
-            if due {
-                self.cut_block()?;
+            if all || full {
+                self.cut_block(all)?;
             }
             if !assembled_some {
                 break;
             }
         }
-        let compaction_due = self.last_compaction.lock().elapsed() >= Duration::from_secs(10);
-        if compaction_due || flush_all {
-            *self.last_compaction.lock() = Instant::now();
-            self.compact_for(Duration::from_secs(2))?;
-            self.expire()?;
-            self.bury();
+        if flush_all {
+            self.compact_and_expire(Duration::from_secs(2))?;
         }
+        Ok(())
+    }
+
+    /// Merges small blocks for up to `budget`, then applies retention.
+    fn compact_and_expire(&self, budget: Duration) -> Result<(), StoreError> {
+        let _one_at_a_time = self.compaction.lock();
+        self.compact_for(budget)?;
+        self.expire()?;
+        self.bury();
         Ok(())
     }
 
@@ -323,20 +341,16 @@ impl EmbeddedStore {
         if ready.is_empty() {
             return false;
         }
-        let mut segments: HashMap<SegmentId, u64> = HashMap::new();
         let mut fragment_flags = Vec::with_capacity(ready.len());
         {
             let mut recent = self.recent.lock();
-            for (trace_id, _, trace_segments) in &ready {
+            for (trace_id, _, _) in &ready {
                 let fragment = if recent.contains(trace_id) { trace_flags::FRAGMENT } else { 0 };
                 if fragment != 0 {
                     self.counters.fragments.fetch_add(1, Ordering::Relaxed);
                 }
                 recent.insert(*trace_id, now);
                 fragment_flags.push(fragment);
-                for (segment, count) in trace_segments {
-                    *segments.entry(*segment).or_insert(0) += count;
-                }
             }
         }
         // Assembly is the costliest step of the write path: the chunk is split across threads.
@@ -345,26 +359,31 @@ impl EmbeddedStore {
         // Traces are batched by the time window they start in, so that a block holds one
         // window's traces even when a backlog or an import brings many hours at once.
         let window = self.window_nanos();
-        let batches: Vec<(i64, RecordBatch, Rollup)> = std::thread::scope(|scope| {
+        type Assembled = (i64, RecordBatch, Rollup, HashMap<SegmentId, u64>);
+        let batches: Vec<Assembled> = std::thread::scope(|scope| {
             let workers: Vec<_> = ready
                 .chunks(per_thread.max(1))
                 .zip(fragment_flags.chunks(per_thread.max(1)))
                 .map(|(traces, flags)| {
                     scope.spawn(move || {
-                        let mut builders: BTreeMap<i64, BatchBuilder> = BTreeMap::new();
-                        for ((_, spans, _), fragment) in traces.iter().zip(flags) {
+                        let mut builders: BTreeMap<i64, (BatchBuilder, HashMap<SegmentId, u64>)> = BTreeMap::new();
+                        for ((_, spans, trace_segments), fragment) in traces.iter().zip(flags) {
                             let trace = assemble_borrowed(spans);
                             let slot = (trace.facts.start_unix_nano as i64).div_euclid(window);
-                            builders.entry(slot).or_default().push_trace(&trace, *fragment);
+                            let (builder, segments) = builders.entry(slot).or_default();
+                            builder.push_trace(&trace, *fragment);
+                            for (segment, count) in trace_segments {
+                                *segments.entry(*segment).or_insert(0) += count;
+                            }
                         }
                         builders
                             .into_iter()
-                            .map(|(slot, builder)| {
+                            .map(|(slot, (builder, segments))| {
                                 let batch = builder.finish();
                                 let started = Instant::now();
                                 let rollup = RollupBuilder::from_batches(&self.config.traffic_source_attribute, [&batch]);
                                 self.counters.rollup_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                                (slot, batch, rollup)
+                                (slot, batch, rollup, segments)
                             })
                             .collect::<Vec<_>>()
                     })
@@ -375,23 +394,24 @@ impl EmbeddedStore {
         self.counters.traces_assembled.fetch_add(ready.len() as u64, Ordering::Relaxed);
         {
             let mut metrics = self.span_metrics.lock();
-            for (_, _, rollup) in &batches {
+            for (_, _, rollup, _) in &batches {
                 metrics.add(rollup);
             }
         }
         let _moving = self.stages.write();
         let mut buffer = self.assembled.lock();
-        for (slot, batch, rollup) in batches {
+        for (slot, batch, rollup, segments) in batches {
             buffer.rows += batch.num_rows();
             buffer.batches.push(batch);
             buffer.rollups.push(Arc::new(rollup));
             buffer.windows.push(slot);
             buffer.combined = None;
+            let held = buffer.segments.entry(slot).or_default();
+            for (segment, count) in segments {
+                *held.entry(segment).or_insert(0) += count;
+            }
         }
         buffer.oldest.get_or_insert(now);
-        for (segment, count) in segments {
-            *buffer.segments.entry(segment).or_insert(0) += count;
-        }
         self.in_flight.lock().clear();
         true
     }
@@ -403,38 +423,68 @@ impl EmbeddedStore {
     }
 
     /// Writes the assembled buffer as one block per time window, then lets the log forget
-    /// those spans.
-    fn cut_block(&self) -> Result<(), StoreError> {
-        let (batches, rollups, windows, segments) = {
+    /// those spans. With `all` false (the buffer is full), the newest window stays in memory
+    /// unless it holds more than half the rows: a backlog arrives in time order, and the
+    /// newest window is still filling, so each window is written once instead of in pieces
+    /// that compaction would merge again.
+    fn cut_block(&self, all: bool) -> Result<(), StoreError> {
+        let (taken, chosen, parts) = {
             let buffer = self.assembled.lock();
-            (buffer.batches.clone(), buffer.rollups.clone(), buffer.windows.clone(), buffer.segments.clone())
+            let mut rows_by_window: BTreeMap<i64, usize> = BTreeMap::new();
+            for (batch, slot) in buffer.batches.iter().zip(&buffer.windows) {
+                *rows_by_window.entry(*slot).or_insert(0) += batch.num_rows();
+            }
+            let keep = match rows_by_window.last_key_value() {
+                Some((&newest, &rows)) if !all && rows_by_window.len() > 1 && rows * 2 <= buffer.rows => Some(newest),
+                _ => None,
+            };
+            let chosen: BTreeMap<i64, HashMap<SegmentId, u64>> =
+                buffer.segments.iter().filter(|(slot, _)| Some(**slot) != keep).map(|(slot, segments)| (*slot, segments.clone())).collect();
+            let mut parts: BTreeMap<i64, (Vec<RecordBatch>, Vec<Arc<Rollup>>)> = BTreeMap::new();
+            for ((batch, rollup), slot) in buffer.batches.iter().zip(&buffer.rollups).zip(&buffer.windows) {
+                if Some(*slot) != keep {
+                    let entry = parts.entry(*slot).or_default();
+                    entry.0.push(batch.clone());
+                    entry.1.push(Arc::clone(rollup));
+                }
+            }
+            (buffer.batches.len(), chosen, parts)
         };
-        let taken = batches.len();
-        let mut by_window: BTreeMap<i64, (Vec<RecordBatch>, Vec<Arc<Rollup>>)> = BTreeMap::new();
-        for ((batch, rollup), slot) in batches.into_iter().zip(rollups).zip(windows) {
-            let entry = by_window.entry(slot).or_default();
-            entry.0.push(batch);
-            entry.1.push(rollup);
-        }
         let mut metas = Vec::new();
-        for (batches, rollups) in by_window.into_values() {
+        for (batches, rollups) in parts.into_values() {
             metas.push(Arc::new(self.write_block(&batches, rollups, 0, Vec::new())?));
         }
         {
             let _moving = self.stages.write();
             let mut buffer = self.assembled.lock();
-            buffer.batches.drain(..taken);
-            buffer.rollups.drain(..taken);
-            buffer.windows.drain(..taken);
+            let written: Vec<bool> =
+                buffer.windows.iter().enumerate().map(|(index, slot)| index < taken && chosen.contains_key(slot)).collect();
+            drop_written(&mut buffer.batches, &written);
+            drop_written(&mut buffer.rollups, &written);
+            drop_written(&mut buffer.windows, &written);
             buffer.combined = None;
             buffer.rows = buffer.batches.iter().map(RecordBatch::num_rows).sum();
-            buffer.segments.clear();
+            for (slot, released) in &chosen {
+                if let Some(held) = buffer.segments.get_mut(slot) {
+                    for (segment, count) in released {
+                        if let Some(left) = held.get_mut(segment) {
+                            *left = left.saturating_sub(*count);
+                        }
+                    }
+                    held.retain(|_, left| *left > 0);
+                    if held.is_empty() {
+                        buffer.segments.remove(slot);
+                    }
+                }
+            }
             buffer.oldest = if buffer.rows > 0 { Some(Instant::now()) } else { None };
             self.blocks.write().extend(metas);
         }
         // Only the segments counted at the time of the copy were written.
-        for (segment, count) in segments {
-            self.wal.release(segment, count);
+        for segments in chosen.into_values() {
+            for (segment, count) in segments {
+                self.wal.release(segment, count);
+            }
         }
         Ok(())
     }
@@ -824,16 +874,18 @@ impl EmbeddedStore {
         Ok(rows)
     }
 
+    fn busy_reason(&self) -> Option<String> {
+        let pending = self.head.span_count();
+        (pending > self.config.max_pending_spans)
+            .then(|| format!("{pending} spans are waiting for assembly (limit {})", self.config.max_pending_spans))
+    }
+
     async fn append_inner(&self, spans: Vec<Span>, encoded: Option<Vec<u8>>) -> Result<Appended, StoreError> {
         if spans.is_empty() {
             return Ok(Appended::default());
         }
-        if self.head.span_count() > self.config.max_pending_spans {
-            return Err(StoreError::Unavailable(format!(
-                "{} spans are waiting for assembly (limit {}); retry later",
-                self.head.span_count(),
-                self.config.max_pending_spans
-            )));
+        if let Some(reason) = self.busy_reason() {
+            return Err(StoreError::Unavailable(reason));
         }
         let count = spans.len() as u64;
         let payload = encoded.unwrap_or_else(|| clew_ingest::to_otlp(&spans).encode_to_vec());
@@ -1005,6 +1057,10 @@ impl Storage for Arc<EmbeddedStore> {
         Box::pin(self.append_inner(spans, encoded))
     }
 
+    fn busy(&self) -> Option<String> {
+        self.busy_reason()
+    }
+
     fn pinned_spans_table(&self) -> Result<Arc<dyn TableProvider>, StoreError> {
         Ok(Arc::new(SpansTable::pinned(Arc::clone(self))?))
     }
@@ -1061,6 +1117,12 @@ impl Storage for Arc<EmbeddedStore> {
                 .map_err(|e| StoreError::Unavailable(format!("flush task failed: {e}")))?
         })
     }
+}
+
+/// Removes the items whose flag is set.
+fn drop_written<T>(items: &mut Vec<T>, written: &[bool]) {
+    let mut flags = written.iter();
+    items.retain(|_| !flags.next().copied().unwrap_or(false));
 }
 
 fn rand_u32() -> u32 {
@@ -1529,5 +1591,42 @@ mod tests {
         assert_eq!(storage.stats().pending_spans, 5, "only the span-set not in a block is replayed");
         storage.flush().await.unwrap();
         assert_eq!(storage.stats().block_spans, 505);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_full_buffer_keeps_its_newest_window_and_each_window_becomes_one_block() {
+        // Windows of 1 ms: 100 traces start in one, the 50 after them in the next.
+        let window = 1_000_000u64;
+        let config =
+            StoreConfig { trace_idle_seconds: 0.0, compaction_window_seconds: window as f64 / 1e9, block_max_spans: 500, ..temp_config() };
+        let mut batch = spans(150, 4);
+        let aligned = batch[0].start_time_unix_nano / window * window;
+        for (index, span) in batch.iter_mut().enumerate() {
+            let trace = (index / 4) as u64;
+            let start = aligned + trace * 100 + if trace >= 100 { window } else { 0 } + (index % 4) as u64;
+            span.start_time_unix_nano = start;
+            span.end_time_unix_nano = start + 50;
+        }
+        {
+            let store = EmbeddedStore::open(config.clone()).unwrap();
+            let storage: &dyn Storage = &store;
+            storage.append(batch).await.unwrap();
+            store.maintain(false).unwrap();
+            let stats = storage.stats();
+            assert_eq!((stats.blocks, stats.block_spans), (1, 400), "the older window is written: {stats:?}");
+            assert_eq!(stats.assembled_unflushed_spans, 200, "the newest window waits in memory");
+            // A crash now: the log must still give back the newest window, and only it.
+        }
+        let store = EmbeddedStore::open(config.clone()).unwrap();
+        let storage: &dyn Storage = &store;
+        assert_eq!(storage.stats().pending_spans, 200);
+        storage.flush().await.unwrap();
+        let blocks = store.blocks();
+        assert_eq!(blocks.len(), 2, "one block per window: {blocks:?}");
+        assert_eq!(blocks.iter().map(|b| b.span_count).sum::<u64>(), 600);
+        for block in &blocks {
+            assert_eq!(block.min_start_unix_nano as u64 / window, block.max_end_unix_nano as u64 / window, "{block:?}");
+        }
+        let _ = fs::remove_dir_all(&config.data_dir);
     }
 }

@@ -15,23 +15,47 @@ const SHARDS: usize = 32;
 pub struct PendingTrace {
     pub trace_id: TraceId,
     pub spans: Vec<Span>,
-    span_ids: HashSet<SpanId>,
+    /// The span IDs of a trace with many spans; a small trace's are compared directly.
+    span_ids: Option<HashSet<SpanId, foldhash::fast::RandomState>>,
     first_seen: Instant,
     last_seen: Instant,
     /// Spans held per WAL segment, released when the trace reaches a block.
     pub segments: Vec<(SegmentId, u64)>,
 }
 
+impl PendingTrace {
+    /// Whether a span with this ID is already pending; if not, it is remembered.
+    fn is_duplicate(&mut self, span_id: SpanId) -> bool {
+        const INDEXED_FROM: usize = 32;
+        match &mut self.span_ids {
+            Some(ids) => !ids.insert(span_id),
+            None if self.spans.iter().any(|span| span.span_id == span_id) => true,
+            None => {
+                if self.spans.len() >= INDEXED_FROM {
+                    let mut ids: HashSet<SpanId, foldhash::fast::RandomState> = self.spans.iter().map(|span| span.span_id).collect();
+                    ids.insert(span_id);
+                    self.span_ids = Some(ids);
+                }
+                false
+            }
+        }
+    }
+}
+
 /// Pending traces, sharded by trace ID so that concurrent requests rarely contend.
 pub struct Head {
-    shards: Vec<Mutex<HashMap<TraceId, PendingTrace>>>,
+    shards: Vec<Mutex<HashMap<TraceId, PendingTrace, foldhash::fast::RandomState>>>,
     spans: AtomicU64,
     generation: AtomicU64,
 }
 
 impl Default for Head {
     fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), spans: AtomicU64::new(0), generation: AtomicU64::new(0) }
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
+            spans: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        }
     }
 }
 
@@ -65,12 +89,12 @@ impl Head {
                 let trace = shard.entry(span.trace_id).or_insert_with(|| PendingTrace {
                     trace_id: span.trace_id,
                     spans: Vec::new(),
-                    span_ids: HashSet::new(),
+                    span_ids: None,
                     first_seen: now,
                     last_seen: now,
                     segments: Vec::new(),
                 });
-                if !trace.span_ids.insert(span.span_id) {
+                if trace.is_duplicate(span.span_id) {
                     result.duplicates += 1;
                     continue;
                 }
@@ -89,27 +113,37 @@ impl Head {
     }
 
     /// Removes and returns traces quiet for `idle`, or older than `max_age`, or all with
-    /// `flush_all`; stops once about `max_spans` spans are taken (the rest wait for the next call).
+    /// `flush_all`, oldest first (by when their first span came); stops once about `max_spans`
+    /// spans are taken (the rest wait for the next call). Oldest first matters when much is
+    /// pending: a backlog arrives in time order, and its chunks then hold consecutive time.
     pub fn take_ready(&self, now: Instant, idle: Duration, max_age: Duration, flush_all: bool, max_spans: usize) -> Vec<PendingTrace> {
-        let mut ready = Vec::new();
-        let mut taken_spans = 0;
-        for shard in &self.shards {
-            if taken_spans >= max_spans {
+        let is_ready =
+            |t: &PendingTrace| flush_all || now.duration_since(t.last_seen) >= idle || now.duration_since(t.first_seen) >= max_age;
+        let mut candidates: Vec<(Instant, u8, TraceId, usize)> = Vec::new();
+        for (index, shard) in self.shards.iter().enumerate() {
+            let shard = shard.lock();
+            candidates.extend(shard.values().filter(|t| is_ready(t)).map(|t| (t.first_seen, index as u8, t.trace_id, t.spans.len())));
+        }
+        candidates.sort_unstable_by_key(|(first_seen, ..)| *first_seen);
+        let mut wanted: Vec<Vec<TraceId>> = vec![Vec::new(); SHARDS];
+        let mut counted = 0;
+        for (_, index, trace_id, spans) in candidates {
+            if counted >= max_spans {
                 break;
             }
+            counted += spans;
+            wanted[index as usize].push(trace_id);
+        }
+        let mut ready = Vec::new();
+        for (shard, ids) in self.shards.iter().zip(wanted) {
+            if ids.is_empty() {
+                continue;
+            }
             let mut shard = shard.lock();
-            let keys: Vec<TraceId> = shard
-                .values()
-                .filter(|t| flush_all || now.duration_since(t.last_seen) >= idle || now.duration_since(t.first_seen) >= max_age)
-                .map(|t| t.trace_id)
-                .collect();
-            for key in keys {
-                if taken_spans >= max_spans {
-                    break;
-                }
-                if let Some(trace) = shard.remove(&key) {
-                    taken_spans += trace.spans.len();
-                    ready.push(trace);
+            for id in ids {
+                // A span may have joined the trace since: it is taken only if still ready.
+                if shard.get(&id).is_some_and(|t| is_ready(t)) {
+                    ready.extend(shard.remove(&id));
                 }
             }
         }
@@ -139,5 +173,60 @@ impl Head {
     /// Changes whenever the pending set changes.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use clew_model::{InstrumentationScope, Resource, SpanKind, StatusCode};
+
+    use super::*;
+
+    fn span(trace: u8, span: u8) -> Span {
+        Span {
+            trace_id: TraceId([trace; 16]),
+            span_id: SpanId([span; 8]),
+            parent_span_id: None,
+            trace_state: String::new(),
+            flags: 0,
+            name: "op".into(),
+            kind: SpanKind::Server,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![],
+            dropped_attributes_count: 0,
+            events: vec![],
+            dropped_events_count: 0,
+            links: vec![],
+            dropped_links_count: 0,
+            status_code: StatusCode::Unset,
+            status_message: String::new(),
+            resource: Arc::new(Resource::default()),
+            scope: Arc::new(InstrumentationScope::default()),
+        }
+    }
+
+    #[test]
+    fn ready_traces_are_taken_oldest_first_and_duplicates_dropped() {
+        let head = Head::default();
+        let start = Instant::now();
+        // Trace IDs in descending order of arrival time, so that shard order is not age order.
+        for (age, trace) in (1..=40u8).rev().enumerate() {
+            let spans: Vec<Span> = (1..=3).map(|s| span(trace, s)).collect();
+            head.insert(spans, 0, start + Duration::from_millis(age as u64));
+        }
+        // 40 spans in one trace: the duplicate check switches to an index on the way.
+        let inserted = head.insert((1..=40).map(|s| span(99, s)).chain([span(99, 7), span(99, 40)]).collect(), 0, start);
+        assert_eq!(inserted, Inserted { added: 40, duplicates: 2 });
+        assert_eq!(head.insert(vec![span(99, 33), span(99, 41)], 0, start), Inserted { added: 1, duplicates: 1 });
+        let later = start + Duration::from_secs(10);
+        let taken = head.take_ready(later, Duration::from_secs(1), Duration::from_secs(60), false, 50);
+        let mut ids: Vec<u8> = taken.iter().map(|t| t.trace_id.0[0]).collect();
+        ids.sort();
+        // Traces 99 and 40 came first (41 + 3 spans), then 39 and 38 bring it to 50 spans.
+        assert_eq!(ids, vec![38, 39, 40, 99]);
+        assert_eq!(head.span_count(), 37 * 3);
     }
 }

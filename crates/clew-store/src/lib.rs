@@ -75,6 +75,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// holding exactly these spans (the request as received, when nothing was refused or
     /// cut): the log stores those bytes instead of encoding the spans again.
     fn append_encoded(&self, spans: Vec<Span>, encoded: Option<Vec<u8>>) -> BoxFuture<'_, Result<Appended, StoreError>>;
+    /// Why an append would be refused now (the store is behind), if it would: receivers ask
+    /// before decoding a request, so that pushing back costs little.
+    fn busy(&self) -> Option<String> {
+        None
+    }
     /// The span table over everything stored.
     fn spans_table(&self) -> Arc<dyn TableProvider>;
     /// The span table over what is stored now: every scan of it sees the same spans.

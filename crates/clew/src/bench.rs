@@ -218,6 +218,7 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     let status: serde_json::Value = client.get(format!("{}/api/v1/status", server.query)).send().await?.json().await?;
     let block_spans = status["store"]["block_spans"].as_f64().unwrap_or(0.0);
     let bytes_per_span = status["store"]["block_bytes"].as_f64().unwrap_or(0.0) / block_spans.max(1.0);
+    let block_count = status["store"]["blocks"].as_u64().unwrap_or(0);
     let ids: serde_json::Value = client
         .get(format!("{}/api/v1/sql", server.query))
         .query(&[(
@@ -373,6 +374,7 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     row("acknowledgement latency p50 (ms)", format!("{:.2}", percentile(&latencies, 0.5).as_secs_f64() * 1e3), "");
     row("acknowledgement latency p99 (ms)", format!("{:.2}", percentile(&latencies, 0.99).as_secs_f64() * 1e3), "");
     row("bytes per span on disk (blocks)", format!("{bytes_per_span:.1}"), "≤ 40");
+    row("blocks", block_count.to_string(), "");
     row(&format!("trace by ID p50 (ms, {block_spans} spans stored)"), format!("{:.2}", percentile(&by_id, 0.5).as_secs_f64() * 1e3), "≤ 2");
     row("trace by ID p99 (ms)", format!("{:.2}", percentile(&by_id, 0.99).as_secs_f64() * 1e3), "≤ 10");
     row("search p50 (ms)", format!("{:.2}", percentile(&search_times, 0.5).as_secs_f64() * 1e3), "≤ 50");
