@@ -217,8 +217,9 @@ pub struct InstrumentationScope {
     pub schema_url: String,
 }
 
-/// One span, with the resource and scope it came with.
-#[derive(Debug, Clone, PartialEq)]
+/// One span, with the resource and scope it came with. The default (all-zero IDs, no name)
+/// is not a valid span: it is a base to fill in.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Span {
     pub trace_id: TraceId,
     pub span_id: SpanId,

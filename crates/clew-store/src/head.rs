@@ -178,34 +178,10 @@ impl Head {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use clew_model::{InstrumentationScope, Resource, SpanKind, StatusCode};
-
     use super::*;
 
     fn span(trace: u8, span: u8) -> Span {
-        Span {
-            trace_id: TraceId([trace; 16]),
-            span_id: SpanId([span; 8]),
-            parent_span_id: None,
-            trace_state: String::new(),
-            flags: 0,
-            name: "op".into(),
-            kind: SpanKind::Server,
-            start_time_unix_nano: 1,
-            end_time_unix_nano: 2,
-            attributes: vec![],
-            dropped_attributes_count: 0,
-            events: vec![],
-            dropped_events_count: 0,
-            links: vec![],
-            dropped_links_count: 0,
-            status_code: StatusCode::Unset,
-            status_message: String::new(),
-            resource: Arc::new(Resource::default()),
-            scope: Arc::new(InstrumentationScope::default()),
-        }
+        Span { trace_id: TraceId([trace; 16]), span_id: SpanId([span; 8]), name: "op".into(), ..Span::default() }
     }
 
     #[test]
