@@ -1083,10 +1083,13 @@ impl Storage for Arc<EmbeddedStore> {
     }
 
     fn stats(&self) -> StoreStats {
+        // The buffer's lock is taken before the block list's, as block cutting takes them:
+        // the other order deadlocks with a cut.
+        let assembled_unflushed_spans = self.assembled.lock().rows as u64;
         let blocks = self.blocks.read();
         StoreStats {
             pending_spans: self.head.span_count(),
-            assembled_unflushed_spans: self.assembled.lock().rows as u64,
+            assembled_unflushed_spans,
             blocks: blocks.len(),
             block_spans: blocks.iter().map(|b| b.span_count).sum(),
             block_bytes: blocks.iter().map(|b| b.file_bytes).sum(),
