@@ -62,11 +62,14 @@ impl Receiver {
 
     /// Refuses at once, before a request is decoded, when the store is behind.
     pub fn admit(&self) -> Result<(), Refusal> {
+        self.unless_busy().inspect_err(|_| {
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    fn unless_busy(&self) -> Result<(), Refusal> {
         match self.storage.busy() {
-            Some(reason) => {
-                self.counters.requests.fetch_add(1, Ordering::Relaxed);
-                Err(self.refuse(Refusal::Unavailable(format!("store unavailable: {reason}"))))
-            }
+            Some(reason) => Err(self.refuse(Refusal::Unavailable(format!("store unavailable: {reason}")))),
             None => Ok(()),
         }
     }
@@ -75,9 +78,7 @@ impl Receiver {
     /// the request's protobuf encoding, when the caller has it.
     pub async fn export(&self, request: ExportTraceServiceRequest, encoded: Option<Vec<u8>>) -> Result<ExportOutcome, Refusal> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        if let Some(reason) = self.storage.busy() {
-            return Err(self.refuse(Refusal::Unavailable(format!("store unavailable: {reason}"))));
-        }
+        self.unless_busy()?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let accepted = clew_ingest::from_otlp(request, &self.limits, now);
         let message = accepted.message();

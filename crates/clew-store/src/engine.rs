@@ -464,18 +464,10 @@ impl EmbeddedStore {
             drop_written(&mut buffer.windows, &written);
             buffer.combined = None;
             buffer.rows = buffer.batches.iter().map(RecordBatch::num_rows).sum();
-            for (slot, released) in &chosen {
-                if let Some(held) = buffer.segments.get_mut(slot) {
-                    for (segment, count) in released {
-                        if let Some(left) = held.get_mut(segment) {
-                            *left = left.saturating_sub(*count);
-                        }
-                    }
-                    held.retain(|_, left| *left > 0);
-                    if held.is_empty() {
-                        buffer.segments.remove(slot);
-                    }
-                }
+            // Assembly adds to the buffer only under the maintenance lock, which this cut
+            // holds: the written windows' counts are the ones copied above.
+            for slot in chosen.keys() {
+                buffer.segments.remove(slot);
             }
             buffer.oldest = if buffer.rows > 0 { Some(Instant::now()) } else { None };
             self.blocks.write().extend(metas);
