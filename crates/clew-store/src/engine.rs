@@ -173,12 +173,30 @@ pub(crate) struct Snapshot {
     pub blocks: Vec<Arc<BlockMeta>>,
 }
 
-/// Rows are sorted, merged and written this many at a time, and pages hold this many: a
-/// trace lookup decodes one page per column.
+/// Rows are sorted, merged and written this many at a time, and a page holds at most this
+/// many (fewer when [`PAGE_BYTES`] is reached first).
 const ROW_GROUP_ROWS: usize = 8 * 1024;
 /// Rows per row group: larger groups cost scans fewer column chunks to open and decompressor
 /// contexts to make; lookups select pages within them by the page index.
 const ROW_GROUP_MAX_ROWS: usize = 64 * 1024;
+
+/// The uncompressed size a data page is cut at, checked every [`PAGE_CHECK_ROWS`] rows.
+const PAGE_BYTES: usize = 32 * 1024;
+const PAGE_CHECK_ROWS: usize = 512;
+
+/// Span columns of few distinct values, stored as dictionary indices.
+const LIGHT_COLUMNS: &[&str] = &[
+    "name",
+    "kind",
+    "status_code",
+    "status_message",
+    "parent_service",
+    "parent_name",
+    "depth",
+    "span_flags",
+    "trace_start_unix_nano",
+    "trace_flags",
+];
 
 fn now_unix_seconds() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -521,14 +539,31 @@ impl EmbeddedStore {
         let path = self.blocks_dir.join(format!("{id}.parquet"));
         let temporary = self.blocks_dir.join(format!("{id}.parquet.tmp"));
         let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            // Level 9 pays for the light columns' LZ4 below and costs writes little more than 3.
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(9)?))
             .set_max_row_group_row_count(Some(ROW_GROUP_MAX_ROWS))
             .set_data_page_row_count_limit(ROW_GROUP_ROWS)
+            // A trace lookup decompresses every page its rows fall in, one per column: small
+            // pages keep that work small. The limit is checked every `write_batch_size` rows.
+            .set_write_batch_size(PAGE_CHECK_ROWS)
+            .set_data_page_size_limit(PAGE_BYTES)
             .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), (ROW_GROUP_MAX_ROWS / 4) as u64)
-            .set_statistics_enabled(EnabledStatistics::Page)
+            // A false positive costs a lookup one page of trace IDs per block.
+            .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.005)
             .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
+            // Rows are in trace-ID order, so only trace-ID pages have narrow ranges worth an
+            // index entry; durations keep theirs for minimum-duration searches. The other
+            // columns keep statistics per row group.
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_column_statistics_enabled(ColumnPath::from("trace_id"), EnabledStatistics::Page)
+            .set_column_statistics_enabled(ColumnPath::from("duration_nanos"), EnabledStatistics::Page)
+            .set_column_statistics_enabled(ColumnPath::from("detail"), EnabledStatistics::None)
+            .set_column_statistics_enabled(ColumnPath::from("resource"), EnabledStatistics::None)
             .set_column_dictionary_enabled(ColumnPath::from("trace_id"), false)
             .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
+            // Random bytes: compression gains nothing, and every zstd column chunk a lookup
+            // opens costs it a compression and a decompression context.
+            .set_column_compression(ColumnPath::from("span_id"), Compression::UNCOMPRESSED)
             // Random-looking integers: byte-stream split leaves their high bytes to zstd.
             .set_column_dictionary_enabled(ColumnPath::from("start_offset_nanos"), false)
             .set_column_encoding(ColumnPath::from("start_offset_nanos"), Encoding::BYTE_STREAM_SPLIT)
@@ -538,7 +573,12 @@ impl EmbeddedStore {
             .set_column_encoding(ColumnPath::from("self_nanos"), Encoding::BYTE_STREAM_SPLIT)
             .set_column_dictionary_enabled(ColumnPath::from("critical_path_nanos"), false)
             .set_column_encoding(ColumnPath::from("critical_path_nanos"), Encoding::BYTE_STREAM_SPLIT)
-            .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
+            .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]));
+        // Short dictionary indices that every trace lookup reads: LZ4 needs no context set up
+        // per column chunk.
+        let properties = LIGHT_COLUMNS
+            .iter()
+            .fold(properties, |p, column| p.set_column_compression(ColumnPath::from(*column), Compression::LZ4_RAW))
             .build();
         {
             let file = fs::File::create(&temporary)?;
@@ -1586,6 +1626,57 @@ mod tests {
         assert_eq!(storage.stats().pending_spans, 5, "only the span-set not in a block is replayed");
         storage.flush().await.unwrap();
         assert_eq!(storage.stats().block_spans, 505);
+    }
+
+    /// Status requests take the assembled buffer's lock and the block list's; a block cut
+    /// takes both too. Taken in different orders they deadlocked the server.
+    #[test]
+    fn status_requests_during_block_cuts_do_not_deadlock() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::mpsc;
+        let config = StoreConfig { trace_idle_seconds: 0.0, block_max_spans: 200, ..temp_config() };
+        let store = EmbeddedStore::open(config.clone()).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (done, finished) = mpsc::channel::<(&str, usize)>();
+        let status = {
+            let (store, stop, done) = (Arc::clone(&store), Arc::clone(&stop), done.clone());
+            std::thread::spawn(move || {
+                let storage: &dyn Storage = &store;
+                let mut asked = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = storage.stats();
+                    asked += 1;
+                }
+                let _ = done.send(("status", asked));
+            })
+        };
+        let cuts = {
+            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let storage: &dyn Storage = &store;
+                for round in 0..150u32 {
+                    let mut batch = spans(50, 4);
+                    for span in &mut batch {
+                        span.trace_id.0[4..8].copy_from_slice(&round.to_be_bytes());
+                    }
+                    runtime.block_on(storage.append(batch)).unwrap();
+                    store.maintain(false).unwrap();
+                }
+                stop.store(true, Ordering::Relaxed);
+                let _ = done.send(("cuts", store.blocks().len()));
+            })
+        };
+        let mut results = HashMap::new();
+        for _ in 0..2 {
+            let (what, count) = finished.recv_timeout(Duration::from_secs(60)).expect("status and block cuts deadlocked");
+            results.insert(what, count);
+        }
+        status.join().unwrap();
+        cuts.join().unwrap();
+        assert!(results["cuts"] >= 100, "a block per round: {results:?}");
+        assert!(results["status"] > 0, "{results:?}");
+        let _ = fs::remove_dir_all(&config.data_dir);
     }
 
     #[tokio::test(flavor = "multi_thread")]
