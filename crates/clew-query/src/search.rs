@@ -243,20 +243,20 @@ impl SearchRequest {
 /// width; each next slice is sized from the matches found so far (at least twice, at most 64
 /// times what was read), so a search whose matches are common reads only the last minutes'
 /// blocks, and a rare one few slices.
-const FIRST_SLICE_NANOS: i64 = 5 * 60 * 1_000_000_000;
+pub(crate) const FIRST_SLICE_NANOS: i64 = 5 * 60 * 1_000_000_000;
 /// The slices stop at this width (or at the search's start): the last reaches back to the beginning.
-const WIDEST_SLICE_NANOS: i64 = 8 * 24 * 3_600 * 1_000_000_000;
+pub(crate) const WIDEST_SLICE_NANOS: i64 = 8 * 24 * 3_600 * 1_000_000_000;
 
 /// How much wider the searched span of time must grow, to find `wanted` more traces where
 /// `found` were found so far.
-fn growth(found: usize, wanted: usize) -> i64 {
+pub(crate) fn growth(found: usize, wanted: usize) -> i64 {
     if found == 0 {
         return 16;
     }
     (((found + wanted) as f64 / found as f64) * 1.5).ceil().clamp(2.0, 64.0) as i64
 }
 
-fn now_unix_nano() -> i64 {
+pub(crate) fn now_unix_nano() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }
 

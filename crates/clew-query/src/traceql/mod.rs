@@ -18,6 +18,7 @@ pub use metrics::{LabelValue, MAX_POINTS, MAX_SERIES, MAX_TRACES, MetricsRequest
 pub use parse::{ParseError, field, parse, unit_nanos};
 pub use select::{SpanSelection, exact_filter};
 
+use crate::search::{FIRST_SLICE_NANOS, WIDEST_SLICE_NANOS, growth, now_unix_nano};
 use crate::{QueryEngine, QueryError, quote};
 use clew_store::block::DEDICATED;
 
@@ -103,43 +104,70 @@ impl QueryEngine {
             conditions.push(format!("({spans})"));
             having = format!("HAVING {trace}");
         }
-        let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
         let fields = referenced_fields(query);
         let mut matches = Vec::new();
         let mut metrics = TraceQlMetrics::default();
-        let mut offset = 0;
-        while matches.len() < limit && offset < MAX_INSPECTED {
-            let sql = format!(
-                "SELECT trace_id, max(trace_start_unix_nano) AS started FROM spans {filter} \
-                 GROUP BY trace_id {having} ORDER BY started DESC, trace_id LIMIT {CANDIDATE_PAGE} OFFSET {offset}"
-            );
-            let batches = self.internal_sql(&sql).await?;
-            let mut ids = Vec::new();
-            for batch in &batches {
-                use datafusion::arrow::array::AsArray;
-                let column = batch.column(0).as_fixed_size_binary();
-                ids.extend((0..batch.num_rows()).filter_map(|row| TraceId::from_slice(column.value(row)).ok()));
+        // Every slice and trace is read from one snapshot of the store.
+        let engine = self.pinned().await?;
+        // Newest first, as search does: slices of trace start time from the end back, each
+        // sized from the matches so far, so that a common match reads the last minutes only.
+        let end = request.end_unix_nano.map(|e| e.min(i64::MAX as u64) as i64).unwrap_or_else(now_unix_nano);
+        let earliest = request.start_unix_nano.map(|s| s.min(i64::MAX as u64) as i64);
+        let mut upper: Option<i64> = None;
+        let mut width = FIRST_SLICE_NANOS;
+        let mut inspected = 0;
+        loop {
+            let lower = end.saturating_sub(width);
+            // The last slice is open below (a trace may start before the search does).
+            let last = width >= WIDEST_SLICE_NANOS || earliest.is_some_and(|earliest| lower <= earliest);
+            let mut slice = conditions.clone();
+            if !last {
+                slice.push(format!("trace_start_unix_nano >= {lower}"));
             }
-            if ids.is_empty() {
-                break;
+            if let Some(upper) = upper {
+                slice.push(format!("trace_start_unix_nano < {upper}"));
             }
-            offset += ids.len();
-            // Candidates are loaded a few at a time, so a search that is soon satisfied reads
-            // no more traces than it needs.
-            'page: for chunk in ids.chunks(16) {
-                for view in self.traces(chunk, true).await? {
-                    metrics.inspected_traces += 1;
-                    let context = TraceContext::new(&view.trace);
-                    let sets = evaluate(query, &context);
-                    if sets.is_empty() {
-                        continue;
-                    }
-                    matches.push(describe(&view.trace, &context, sets, &fields, request.spans_per_spanset));
-                    if matches.len() >= limit {
-                        break 'page;
+            let filter = if slice.is_empty() { String::new() } else { format!("WHERE {}", slice.join(" AND ")) };
+            let mut offset = 0;
+            while matches.len() < limit && inspected < MAX_INSPECTED {
+                let sql = format!(
+                    "SELECT trace_id, max(trace_start_unix_nano) AS started FROM spans {filter} \
+                     GROUP BY trace_id {having} ORDER BY started DESC, trace_id LIMIT {CANDIDATE_PAGE} OFFSET {offset}"
+                );
+                let batches = engine.internal_sql(&sql).await?;
+                let mut ids = Vec::new();
+                for batch in &batches {
+                    use datafusion::arrow::array::AsArray;
+                    let column = batch.column(0).as_fixed_size_binary();
+                    ids.extend((0..batch.num_rows()).filter_map(|row| TraceId::from_slice(column.value(row)).ok()));
+                }
+                if ids.is_empty() {
+                    break;
+                }
+                offset += ids.len();
+                inspected += ids.len();
+                // Candidates are loaded a few at a time, so a search that is soon satisfied
+                // reads no more traces than it needs.
+                'page: for chunk in ids.chunks(16) {
+                    for view in engine.traces(chunk, true).await? {
+                        metrics.inspected_traces += 1;
+                        let context = TraceContext::new(&view.trace);
+                        let sets = evaluate(query, &context);
+                        if sets.is_empty() {
+                            continue;
+                        }
+                        matches.push(describe(&view.trace, &context, sets, &fields, request.spans_per_spanset));
+                        if matches.len() >= limit {
+                            break 'page;
+                        }
                     }
                 }
             }
+            if matches.len() >= limit || last || inspected >= MAX_INSPECTED {
+                break;
+            }
+            upper = Some(lower);
+            width = width.saturating_mul(growth(matches.len(), limit - matches.len())).min(WIDEST_SLICE_NANOS);
         }
         Ok((matches, metrics))
     }
