@@ -243,20 +243,73 @@ impl SearchRequest {
 /// width; each next slice is sized from the matches found so far (at least twice, at most 64
 /// times what was read), so a search whose matches are common reads only the last minutes'
 /// blocks, and a rare one few slices.
-pub(crate) const FIRST_SLICE_NANOS: i64 = 5 * 60 * 1_000_000_000;
+const FIRST_SLICE_NANOS: i64 = 5 * 60 * 1_000_000_000;
 /// The slices stop at this width (or at the search's start): the last reaches back to the beginning.
-pub(crate) const WIDEST_SLICE_NANOS: i64 = 8 * 24 * 3_600 * 1_000_000_000;
+const WIDEST_SLICE_NANOS: i64 = 8 * 24 * 3_600 * 1_000_000_000;
 
 /// How much wider the searched span of time must grow, to find `wanted` more traces where
 /// `found` were found so far.
-pub(crate) fn growth(found: usize, wanted: usize) -> i64 {
+fn growth(found: usize, wanted: usize) -> i64 {
     if found == 0 {
         return 16;
     }
     (((found + wanted) as f64 / found as f64) * 1.5).ceil().clamp(2.0, 64.0) as i64
 }
 
-pub(crate) fn now_unix_nano() -> i64 {
+/// Slices of trace start time read newest first: from the end of a search back, each next
+/// slice older than the last and sized from the matches found so far. Every trace of an
+/// older slice starts earlier, so a newest-first answer can stop at the first slice that
+/// completes it.
+pub(crate) struct StartSlices {
+    end: i64,
+    earliest: Option<i64>,
+    /// The start of the slice read before, which bounds the next from above.
+    upper: Option<i64>,
+    /// The span of time read so far, back from the end.
+    width: i64,
+}
+
+impl StartSlices {
+    /// Slices of the search's range: up to `end_unix_nano` (now when absent), back to
+    /// `start_unix_nano` (as far back as the widest slice when absent).
+    pub(crate) fn new(start_unix_nano: Option<u64>, end_unix_nano: Option<u64>) -> Self {
+        Self {
+            end: end_unix_nano.map(|e| e.min(i64::MAX as u64) as i64).unwrap_or_else(now_unix_nano),
+            earliest: start_unix_nano.map(|s| s.min(i64::MAX as u64) as i64),
+            upper: None,
+            width: FIRST_SLICE_NANOS,
+        }
+    }
+
+    /// The conditions that bound the current slice, and whether it is the last. The last is
+    /// open below: a trace may start before the search does.
+    pub(crate) fn current(&self) -> (Vec<String>, bool) {
+        let lower = self.end.saturating_sub(self.width);
+        let last = self.width >= WIDEST_SLICE_NANOS || self.earliest.is_some_and(|earliest| lower <= earliest);
+        let mut conditions = Vec::new();
+        if !last {
+            conditions.push(format!("trace_start_unix_nano >= {lower}"));
+        }
+        if let Some(upper) = self.upper {
+            conditions.push(format!("trace_start_unix_nano < {upper}"));
+        }
+        (conditions, last)
+    }
+
+    /// Moves to the next older slice, wide enough to turn the `found` matches so far into
+    /// `found + wanted` at the rate they were found.
+    pub(crate) fn advance(&mut self, found: usize, wanted: usize) {
+        self.upper = Some(self.end.saturating_sub(self.width));
+        self.width = self.width.saturating_mul(growth(found, wanted)).min(WIDEST_SLICE_NANOS);
+    }
+
+    /// The start of the first (newest) slice.
+    fn first_lower(&self) -> i64 {
+        self.end.saturating_sub(FIRST_SLICE_NANOS)
+    }
+}
+
+fn now_unix_nano() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }
 
@@ -271,38 +324,24 @@ impl QueryEngine {
         let limit = request.limit.clamp(1, 10_000);
         let engine = self.pinned().await?;
         let conditions = request.conditions();
-        let end = request.end_unix_nano.map(|e| e.min(i64::MAX as u64) as i64).unwrap_or_else(now_unix_nano);
-        let earliest = request.start_unix_nano.map(|s| s.min(i64::MAX as u64) as i64);
+        let mut slices = StartSlices::new(request.start_unix_nano, request.end_unix_nano);
         match request.sort {
             SortOrder::Newest => {
                 let mut out: Vec<TraceSummary> = Vec::new();
-                let mut upper: Option<i64> = None;
-                // The span of time read so far, back from the end.
-                let mut width = FIRST_SLICE_NANOS;
                 loop {
-                    let lower = end.saturating_sub(width);
-                    // The last slice is open below (a trace may start before the search does).
-                    let last = width >= WIDEST_SLICE_NANOS || earliest.is_some_and(|earliest| lower <= earliest);
-                    let mut slice = Vec::new();
-                    if !last {
-                        slice.push(format!("trace_start_unix_nano >= {lower}"));
-                    }
-                    if let Some(upper) = upper {
-                        slice.push(format!("trace_start_unix_nano < {upper}"));
-                    }
+                    let (mut slice, last) = slices.current();
                     slice.extend(conditions.iter().cloned());
                     let found = engine.summaries(&slice, "start_unix_nano DESC", limit - out.len()).await?;
                     out.extend(found);
                     if out.len() >= limit || last {
                         return Ok(out);
                     }
-                    upper = Some(lower);
-                    width = width.saturating_mul(growth(out.len(), limit - out.len())).min(WIDEST_SLICE_NANOS);
+                    slices.advance(out.len(), limit - out.len());
                 }
             }
             SortOrder::Longest => {
                 let order = "duration_nanos DESC";
-                let recent = [format!("trace_start_unix_nano >= {}", end.saturating_sub(FIRST_SLICE_NANOS))]
+                let recent = [format!("trace_start_unix_nano >= {}", slices.first_lower())]
                     .into_iter()
                     .chain(conditions.iter().cloned())
                     .collect::<Vec<_>>();

@@ -1669,8 +1669,20 @@ mod tests {
         };
         let mut results = HashMap::new();
         for _ in 0..2 {
-            let (what, count) = finished.recv_timeout(Duration::from_secs(60)).expect("status and block cuts deadlocked");
-            results.insert(what, count);
+            match finished.recv_timeout(Duration::from_secs(60)) {
+                Ok((what, count)) => {
+                    results.insert(what, count);
+                }
+                // A failed append or cut ends its thread without a word: report its panic.
+                Err(_) if cuts.is_finished() => {
+                    stop.store(true, Ordering::Relaxed);
+                    match cuts.join() {
+                        Err(panic) => std::panic::resume_unwind(panic),
+                        Ok(()) => panic!("the appending thread ended without reporting"),
+                    }
+                }
+                Err(_) => panic!("status requests and block cuts deadlocked: {results:?}"),
+            }
         }
         status.join().unwrap();
         cuts.join().unwrap();

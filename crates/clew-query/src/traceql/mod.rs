@@ -18,7 +18,7 @@ pub use metrics::{LabelValue, MAX_POINTS, MAX_SERIES, MAX_TRACES, MetricsRequest
 pub use parse::{ParseError, field, parse, unit_nanos};
 pub use select::{SpanSelection, exact_filter};
 
-use crate::search::{FIRST_SLICE_NANOS, WIDEST_SLICE_NANOS, growth, now_unix_nano};
+use crate::search::StartSlices;
 use crate::{QueryEngine, QueryError, quote};
 use clew_store::block::DEDICATED;
 
@@ -111,22 +111,12 @@ impl QueryEngine {
         let engine = self.pinned().await?;
         // Newest first, as search does: slices of trace start time from the end back, each
         // sized from the matches so far, so that a common match reads the last minutes only.
-        let end = request.end_unix_nano.map(|e| e.min(i64::MAX as u64) as i64).unwrap_or_else(now_unix_nano);
-        let earliest = request.start_unix_nano.map(|s| s.min(i64::MAX as u64) as i64);
-        let mut upper: Option<i64> = None;
-        let mut width = FIRST_SLICE_NANOS;
+        let mut slices = StartSlices::new(request.start_unix_nano, request.end_unix_nano);
         let mut inspected = 0;
         loop {
-            let lower = end.saturating_sub(width);
-            // The last slice is open below (a trace may start before the search does).
-            let last = width >= WIDEST_SLICE_NANOS || earliest.is_some_and(|earliest| lower <= earliest);
+            let (bounds, last) = slices.current();
             let mut slice = conditions.clone();
-            if !last {
-                slice.push(format!("trace_start_unix_nano >= {lower}"));
-            }
-            if let Some(upper) = upper {
-                slice.push(format!("trace_start_unix_nano < {upper}"));
-            }
+            slice.extend(bounds);
             let filter = if slice.is_empty() { String::new() } else { format!("WHERE {}", slice.join(" AND ")) };
             let mut offset = 0;
             while matches.len() < limit && inspected < MAX_INSPECTED {
@@ -166,8 +156,7 @@ impl QueryEngine {
             if matches.len() >= limit || last || inspected >= MAX_INSPECTED {
                 break;
             }
-            upper = Some(lower);
-            width = width.saturating_mul(growth(matches.len(), limit - matches.len())).min(WIDEST_SLICE_NANOS);
+            slices.advance(matches.len(), limit - matches.len());
         }
         Ok((matches, metrics))
     }
