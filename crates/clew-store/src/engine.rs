@@ -1373,7 +1373,7 @@ impl BlockSummary {
 mod tests {
     use std::sync::Arc;
 
-    use clew_model::{Attribute, InstrumentationScope, Resource, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
+    use clew_model::{Attribute, InstrumentationScope, Resource, Span, SpanId, SpanKind, TraceId, Value};
 
     use super::*;
 
@@ -1395,22 +1395,14 @@ mod tests {
                     trace_id: TraceId(trace_id),
                     span_id: SpanId(span_id),
                     parent_span_id: (s > 0).then(|| SpanId([0, 0, 0, 1, 0, 0, 0, 0])),
-                    trace_state: String::new(),
-                    flags: 0,
                     name: format!("op{s}"),
                     kind: SpanKind::Server,
                     start_time_unix_nano: base + u64::from(t) * 1000 + u64::from(s),
                     end_time_unix_nano: base + u64::from(t) * 1000 + 100,
                     attributes: vec![Attribute::new("n", Value::Int(i64::from(s)))],
-                    dropped_attributes_count: 0,
-                    events: vec![],
-                    dropped_events_count: 0,
-                    links: vec![],
-                    dropped_links_count: 0,
-                    status_code: StatusCode::Unset,
-                    status_message: String::new(),
                     resource: Arc::clone(&resource),
                     scope: Arc::clone(&scope),
+                    ..Span::default()
                 });
             }
         }
