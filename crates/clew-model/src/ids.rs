@@ -72,9 +72,26 @@ macro_rules! define_id {
             }
         }
 
+        /// Hex in human-readable formats (JSON), the raw bytes in binary ones.
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(&self.to_hex())
+                if serializer.is_human_readable() {
+                    serializer.serialize_str(&self.to_hex())
+                } else {
+                    serde::Serialize::serialize(&self.0, serializer)
+                }
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                if deserializer.is_human_readable() {
+                    let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
+                    Self::from_hex(&text).map_err(serde::de::Error::custom)
+                } else {
+                    let bytes = <[u8; $len] as serde::Deserialize>::deserialize(deserializer)?;
+                    Self::from_slice(&bytes).map_err(serde::de::Error::custom)
+                }
             }
         }
     };
@@ -101,6 +118,14 @@ mod tests {
         assert_eq!(id.to_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let short = TraceId::from_hex("a3ce929d0e0e4736").unwrap();
         assert_eq!(short.to_hex(), "0000000000000000a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn json_carries_ids_as_hex() {
+        let id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"00f067aa0ba902b7\"");
+        assert_eq!(serde_json::from_str::<SpanId>("\"00f067aa0ba902b7\"").unwrap(), id);
+        assert!(serde_json::from_str::<SpanId>("\"0000000000000000\"").is_err());
     }
 
     #[test]

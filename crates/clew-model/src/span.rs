@@ -1,9 +1,11 @@
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::ids::{SpanId, TraceId};
 
 /// An attribute value, with every type OTLP can carry.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub enum Value {
     #[default]
     Empty,
@@ -69,7 +71,7 @@ impl Value {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attribute {
     pub key: String,
     pub value: Value,
@@ -86,7 +88,7 @@ pub fn find<'a>(attributes: &'a [Attribute], key: &str) -> Option<&'a Value> {
     attributes.iter().find(|attribute| attribute.key == key).map(|attribute| &attribute.value)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum SpanKind {
     #[default]
@@ -136,7 +138,7 @@ impl SpanKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum StatusCode {
     #[default]
@@ -174,7 +176,7 @@ impl StatusCode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub time_unix_nano: u64,
     pub name: String,
@@ -182,7 +184,7 @@ pub struct Event {
     pub dropped_attributes_count: u32,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Link {
     pub trace_id: TraceId,
     pub span_id: SpanId,

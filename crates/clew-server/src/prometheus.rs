@@ -154,9 +154,11 @@ impl Collector for Scrape {
                 refused.encode_family(&[("reason", reason)])?.encode_counter::<NoLabelSet, _, u64>(&value, None)?;
             }
         }
-        let gauges: [(&str, &str, i64); 6] = [
+        let gauges: [(&str, &str, i64); 8] = [
             ("clew_pending_spans", "Spans waiting for their trace to go quiet.", s.pending_spans as i64),
             ("clew_assembled_unflushed_spans", "Assembled spans not yet in a block.", s.assembled_unflushed_spans as i64),
+            ("clew_pending_bytes", "Memory held by spans waiting for their trace to go quiet.", s.pending_bytes as i64),
+            ("clew_assembled_bytes", "Memory held by assembled spans not yet in a block.", s.assembled_bytes as i64),
             ("clew_blocks", "Blocks in the store.", s.blocks as i64),
             ("clew_block_spans", "Spans in blocks.", s.block_spans as i64),
             ("clew_block_bytes", "Bytes of block files.", s.block_bytes as i64),

@@ -33,7 +33,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::block::{BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, spans_from_batches};
-use crate::head::Head;
+use crate::head::{Head, PendingSpan, unpack};
 use crate::paths::{read_paths, write_paths};
 use crate::rollup::{Rollup, RollupBuilder, read_adoption, read_rollup, write_adoption, write_rollup};
 use crate::span_metrics::SpanMetrics;
@@ -72,6 +72,8 @@ struct AssembledBuffer {
     /// roots they started in other batches pair up, as they will in the block.
     combined: Option<Arc<Rollup>>,
     rows: usize,
+    /// Memory the batches hold.
+    bytes: usize,
     /// Spans held per log segment, by the time window their traces start in.
     segments: BTreeMap<i64, HashMap<SegmentId, u64>>,
     oldest: Option<Instant>,
@@ -120,7 +122,7 @@ pub struct EmbeddedStore {
     wal: Wal,
     head: Head,
     /// Traces taken from the head and being assembled: still visible to queries.
-    in_flight: Mutex<Vec<Arc<Vec<Span>>>>,
+    in_flight: Mutex<Vec<(TraceId, Arc<Vec<PendingSpan>>)>>,
     assembled: Mutex<AssembledBuffer>,
     blocks: RwLock<Vec<Arc<BlockMeta>>>,
     /// Held for writing while data moves from one stage to the next, so that a snapshot sees
@@ -313,7 +315,8 @@ impl EmbeddedStore {
             let (full, all) = {
                 let buffer = self.assembled.lock();
                 let aged = buffer.oldest.is_some_and(|t| t.elapsed().as_secs_f64() >= self.config.block_max_age_seconds);
-                (buffer.rows >= self.config.block_max_spans, buffer.rows > 0 && ((flush_all && !assembled_some) || aged))
+                let full = buffer.rows >= self.config.block_max_spans || buffer.bytes as u64 >= self.config.block_max_bytes;
+                (full, buffer.rows > 0 && ((flush_all && !assembled_some) || aged))
             };
             if all || full {
                 self.cut_block(all)?;
@@ -351,7 +354,7 @@ impl EmbeddedStore {
             let mut out = Vec::with_capacity(ready.len());
             for trace in ready {
                 let spans = Arc::new(trace.spans);
-                in_flight.push(Arc::clone(&spans));
+                in_flight.push((trace.trace_id, Arc::clone(&spans)));
                 out.push((trace.trace_id, spans, trace.segments));
             }
             out
@@ -385,8 +388,9 @@ impl EmbeddedStore {
                 .map(|(traces, flags)| {
                     scope.spawn(move || {
                         let mut builders: BTreeMap<i64, (BatchBuilder, HashMap<SegmentId, u64>)> = BTreeMap::new();
-                        for ((_, spans, trace_segments), fragment) in traces.iter().zip(flags) {
-                            let trace = assemble_borrowed(spans);
+                        for ((trace_id, spans, trace_segments), fragment) in traces.iter().zip(flags) {
+                            let spans = unpack(*trace_id, spans);
+                            let trace = assemble_borrowed(&spans);
                             let slot = (trace.facts.start_unix_nano as i64).div_euclid(window);
                             let (builder, segments) = builders.entry(slot).or_default();
                             builder.push_trace(&trace, *fragment);
@@ -420,6 +424,7 @@ impl EmbeddedStore {
         let mut buffer = self.assembled.lock();
         for (slot, batch, rollup, segments) in batches {
             buffer.rows += batch.num_rows();
+            buffer.bytes += batch.get_array_memory_size();
             buffer.batches.push(batch);
             buffer.rollups.push(Arc::new(rollup));
             buffer.windows.push(slot);
@@ -482,6 +487,7 @@ impl EmbeddedStore {
             drop_written(&mut buffer.windows, &written);
             buffer.combined = None;
             buffer.rows = buffer.batches.iter().map(RecordBatch::num_rows).sum();
+            buffer.bytes = buffer.batches.iter().map(RecordBatch::get_array_memory_size).sum();
             // Assembly adds to the buffer only under the maintenance lock, which this cut
             // holds: the written windows' counts are the ones copied above.
             for slot in chosen.keys() {
@@ -792,7 +798,7 @@ impl EmbeddedStore {
     /// Pending and in-flight traces, provisionally assembled so that they have every column.
     fn pending_batches(&self) -> Vec<RecordBatch> {
         let generation = self.head.generation();
-        let in_flight: Vec<Arc<Vec<Span>>> = self.in_flight.lock().clone();
+        let in_flight = self.in_flight.lock().clone();
         if in_flight.is_empty() {
             if let Some((cached_generation, batches)) = self.pending_cache.lock().as_ref() {
                 if *cached_generation == generation {
@@ -803,8 +809,8 @@ impl EmbeddedStore {
         let mut builder = BatchBuilder::default();
         self.head.visit(|spans| builder.push_trace(&assemble_borrowed(spans), 0));
         let head_rows = builder.rows();
-        for spans in &in_flight {
-            builder.push_trace(&assemble_borrowed(spans), 0);
+        for (trace_id, spans) in &in_flight {
+            builder.push_trace(&assemble_borrowed(&unpack(*trace_id, spans)), 0);
         }
         if builder.rows() == 0 {
             return Vec::new();
@@ -907,9 +913,14 @@ impl EmbeddedStore {
     }
 
     fn busy_reason(&self) -> Option<String> {
-        let pending = self.head.span_count();
-        (pending > self.config.max_pending_spans)
-            .then(|| format!("{pending} spans are waiting for assembly (limit {})", self.config.max_pending_spans))
+        let (pending, bytes) = (self.head.span_count(), self.head.bytes());
+        if pending > self.config.max_pending_spans {
+            return Some(format!("{pending} spans are waiting for assembly (limit {})", self.config.max_pending_spans));
+        }
+        (bytes > self.config.max_pending_bytes).then(|| {
+            let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+            format!("{pending} spans waiting for assembly hold {:.1} MiB (limit {:.1} MiB)", mib(bytes), mib(self.config.max_pending_bytes))
+        })
     }
 
     async fn append_inner(&self, spans: Vec<Span>, encoded: Option<Vec<u8>>) -> Result<Appended, StoreError> {
@@ -1117,11 +1128,16 @@ impl Storage for Arc<EmbeddedStore> {
     fn stats(&self) -> StoreStats {
         // The buffer's lock is taken before the block list's, as block cutting takes them:
         // the other order deadlocks with a cut.
-        let assembled_unflushed_spans = self.assembled.lock().rows as u64;
+        let (assembled_unflushed_spans, assembled_bytes) = {
+            let buffer = self.assembled.lock();
+            (buffer.rows as u64, buffer.bytes as u64)
+        };
         let blocks = self.blocks.read();
         StoreStats {
             pending_spans: self.head.span_count(),
+            pending_bytes: self.head.bytes(),
             assembled_unflushed_spans,
+            assembled_bytes,
             blocks: blocks.len(),
             block_spans: blocks.iter().map(|b| b.span_count).sum(),
             block_bytes: blocks.iter().map(|b| b.file_bytes).sum(),
@@ -1618,6 +1634,44 @@ mod tests {
         assert_eq!(storage.stats().pending_spans, 5, "only the span-set not in a block is replayed");
         storage.flush().await.unwrap();
         assert_eq!(storage.stats().block_spans, 505);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn memory_limits_push_back_and_cut_blocks() {
+        let config = StoreConfig { max_pending_bytes: 200_000, ..temp_config() };
+        let store = EmbeddedStore::open(config).unwrap();
+        let storage: &dyn Storage = &store;
+        storage.append(spans(100, 5)).await.unwrap();
+        let held = storage.stats().pending_bytes;
+        assert!((20_000..200_000).contains(&held), "500 small spans hold {held} bytes");
+        // The request that crosses the limit is taken; the next one is refused, and nothing
+        // of it is logged or kept.
+        storage.append(spans(2_000, 5)[500..].to_vec()).await.unwrap();
+        let over = storage.stats();
+        assert!(over.pending_bytes > 200_000);
+        match storage.append(spans(2_001, 5)[10_000..].to_vec()).await {
+            Err(StoreError::Unavailable(message)) => assert!(message.contains("MiB (limit 0.2 MiB)"), "{message}"),
+            other => panic!("expected a push-back, got {other:?}"),
+        }
+        assert_eq!(storage.stats().pending_spans, over.pending_spans);
+        // Assembled spans are written to a block once they take more memory than allowed,
+        // long before the span count would cut one. First, what 100 spans take:
+        let assembled = |block_max_bytes: u64| async move {
+            let config = StoreConfig { trace_idle_seconds: 0.0, block_max_bytes, block_max_age_seconds: 3600.0, ..temp_config() };
+            let store = EmbeddedStore::open(config).unwrap();
+            store.append(spans(20, 5)).await.unwrap();
+            store.maintain(false).unwrap();
+            store
+        };
+        let small = assembled(u64::MAX).await.stats();
+        assert_eq!((small.blocks, small.assembled_unflushed_spans, small.pending_bytes), (0, 100, 0));
+        assert!(small.assembled_bytes > 0);
+        let store = assembled(small.assembled_bytes + 1).await;
+        assert_eq!(store.stats().blocks, 0, "a buffer under the limit waits");
+        store.append(spans(100, 5)[100..].to_vec()).await.unwrap();
+        store.maintain(false).unwrap();
+        let cut = store.stats();
+        assert_eq!((cut.blocks, cut.block_spans, cut.assembled_unflushed_spans, cut.assembled_bytes), (1, 500, 0, 0));
     }
 
     /// Status requests take the assembled buffer's lock and the block list's; a block cut

@@ -4,24 +4,111 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use clew_model::{Span, SpanId, TraceId};
+use std::sync::Arc;
+
+use clew_model::{Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanId, SpanKind, StatusCode, TraceId};
 use parking_lot::Mutex;
 
 use crate::wal::SegmentId;
 
 const SHARDS: usize = 32;
 
+/// A span waiting for its trace to go quiet, kept compact: everything but its IDs, resource
+/// and scope is one serialized buffer (postcard), about 200 bytes for a typical span instead
+/// of about a kilobyte as a decoded `Span` (its attributes, their keys and string values are
+/// each a separate allocation). Pending spans are most of the server's memory under load, and
+/// each is decoded once, when its trace is assembled.
+pub struct PendingSpan {
+    span_id: SpanId,
+    resource: Arc<Resource>,
+    scope: Arc<InstrumentationScope>,
+    body: Box<[u8]>,
+}
+
+/// The serialized part of a pending span. Its end time is kept as the (wrapping) difference
+/// from its start, which is shorter, and restored exactly.
+type Body =
+    (Option<SpanId>, String, u32, String, SpanKind, u64, u64, Vec<Attribute>, u32, Vec<Event>, u32, Vec<Link>, u32, StatusCode, String);
+
+impl PendingSpan {
+    pub fn pack(span: &Span) -> Self {
+        let body = (
+            &span.parent_span_id,
+            &span.trace_state,
+            span.flags,
+            &span.name,
+            span.kind,
+            span.start_time_unix_nano,
+            span.end_time_unix_nano.wrapping_sub(span.start_time_unix_nano),
+            &span.attributes,
+            span.dropped_attributes_count,
+            &span.events,
+            span.dropped_events_count,
+            &span.links,
+            span.dropped_links_count,
+            span.status_code,
+            &span.status_message,
+        );
+        let body = postcard::to_allocvec(&body).expect("a span serializes: every field is plain data");
+        Self { span_id: span.span_id, resource: Arc::clone(&span.resource), scope: Arc::clone(&span.scope), body: body.into_boxed_slice() }
+    }
+
+    pub fn unpack(&self, trace_id: TraceId) -> Span {
+        let body: Body = postcard::from_bytes(&self.body).expect("a pending span deserializes: it was serialized by `pack`");
+        let (parent_span_id, trace_state, flags, name, kind, start, duration, attributes, dropped_attributes_count) =
+            (body.0, body.1, body.2, body.3, body.4, body.5, body.6, body.7, body.8);
+        let (events, dropped_events_count, links, dropped_links_count, status_code, status_message) =
+            (body.9, body.10, body.11, body.12, body.13, body.14);
+        Span {
+            trace_id,
+            span_id: self.span_id,
+            parent_span_id,
+            trace_state,
+            flags,
+            name,
+            kind,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start.wrapping_add(duration),
+            attributes,
+            dropped_attributes_count,
+            events,
+            dropped_events_count,
+            links,
+            dropped_links_count,
+            status_code,
+            status_message,
+            resource: Arc::clone(&self.resource),
+            scope: Arc::clone(&self.scope),
+        }
+    }
+
+    /// Bytes this span holds on the heap, beside its share of the resource and scope.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.body.len()
+    }
+}
+
+/// Decodes a trace's pending spans.
+pub fn unpack(trace_id: TraceId, spans: &[PendingSpan]) -> Vec<Span> {
+    spans.iter().map(|span| span.unpack(trace_id)).collect()
+}
+
 /// The spans of one trace gathered so far.
 pub struct PendingTrace {
     pub trace_id: TraceId,
-    pub spans: Vec<Span>,
+    pub spans: Vec<PendingSpan>,
     /// The span IDs of a trace with many spans; a small trace's are compared directly.
     span_ids: Option<HashSet<SpanId, foldhash::fast::RandomState>>,
     first_seen: Instant,
     last_seen: Instant,
     /// Spans held per WAL segment, released when the trace reaches a block.
     pub segments: Vec<(SegmentId, u64)>,
+    /// Memory held, as counted by `Head`.
+    bytes: u64,
 }
+
+/// What a pending trace costs beside its spans: its entry in the head, its span list.
+const TRACE_BYTES: u64 = (std::mem::size_of::<PendingTrace>() + std::mem::size_of::<TraceId>() + 16) as u64;
 
 impl PendingTrace {
     /// Whether a span with this ID is already pending; if not, it is remembered.
@@ -46,6 +133,7 @@ impl PendingTrace {
 pub struct Head {
     shards: Vec<Mutex<HashMap<TraceId, PendingTrace, foldhash::fast::RandomState>>>,
     spans: AtomicU64,
+    bytes: AtomicU64,
     generation: AtomicU64,
 }
 
@@ -54,6 +142,7 @@ impl Default for Head {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
             spans: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             generation: AtomicU64::new(0),
         }
     }
@@ -64,6 +153,8 @@ impl Default for Head {
 pub struct Inserted {
     pub added: u64,
     pub duplicates: u64,
+    /// Memory the added spans hold.
+    pub bytes: u64,
 }
 
 impl Head {
@@ -76,24 +167,30 @@ impl Head {
     /// duplicate delivery and is dropped.
     pub fn insert(&self, spans: Vec<Span>, segment: SegmentId, now: Instant) -> Inserted {
         let mut result = Inserted::default();
-        let mut by_shard: Vec<Vec<Span>> = (0..SHARDS).map(|_| Vec::new()).collect();
-        for span in spans {
-            by_shard[Self::shard(&span.trace_id)].push(span);
+        // Spans are packed before any lock is taken.
+        let mut by_shard: Vec<Vec<(TraceId, PendingSpan)>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        for span in &spans {
+            by_shard[Self::shard(&span.trace_id)].push((span.trace_id, PendingSpan::pack(span)));
         }
+        drop(spans);
         for (index, spans) in by_shard.into_iter().enumerate() {
             if spans.is_empty() {
                 continue;
             }
             let mut shard = self.shards[index].lock();
-            for span in spans {
-                let trace = shard.entry(span.trace_id).or_insert_with(|| PendingTrace {
-                    trace_id: span.trace_id,
+            for (trace_id, span) in spans {
+                let trace = shard.entry(trace_id).or_insert_with(|| PendingTrace {
+                    trace_id,
                     spans: Vec::new(),
                     span_ids: None,
                     first_seen: now,
                     last_seen: now,
                     segments: Vec::new(),
+                    bytes: TRACE_BYTES,
                 });
+                if trace.spans.is_empty() {
+                    result.bytes += TRACE_BYTES;
+                }
                 if trace.is_duplicate(span.span_id) {
                     result.duplicates += 1;
                     continue;
@@ -103,11 +200,15 @@ impl Head {
                     Some((last, count)) if *last == segment => *count += 1,
                     _ => trace.segments.push((segment, 1)),
                 }
+                let bytes = span.heap_bytes() as u64;
+                trace.bytes += bytes;
+                result.bytes += bytes;
                 trace.spans.push(span);
                 result.added += 1;
             }
         }
         self.spans.fetch_add(result.added, Ordering::Relaxed);
+        self.bytes.fetch_add(result.bytes, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Relaxed);
         result
     }
@@ -149,25 +250,37 @@ impl Head {
         }
         let taken: u64 = ready.iter().map(|t| t.spans.len() as u64).sum();
         self.spans.fetch_sub(taken, Ordering::Relaxed);
+        self.bytes.fetch_sub(ready.iter().map(|t| t.bytes).sum(), Ordering::Relaxed);
         if !ready.is_empty() {
             self.generation.fetch_add(1, Ordering::Relaxed);
         }
         ready
     }
 
-    /// Calls `visit` with the spans of every pending trace, in place (one shard locked at a
-    /// time): queries see pending spans without copying them.
+    /// Calls `visit` with the decoded spans of every pending trace. A shard is locked only to
+    /// list its traces and then to decode one trace at a time, so that inserts are not held
+    /// up while a query reads everything pending.
     pub fn visit(&self, mut visit: impl FnMut(&[Span])) {
         for shard in &self.shards {
-            let shard = shard.lock();
-            for trace in shard.values() {
-                visit(&trace.spans);
+            let ids: Vec<TraceId> = shard.lock().keys().copied().collect();
+            for id in ids {
+                // Callers hold the stage lock that assembly needs to take a trace, so a listed
+                // trace is still here; one that came since is left to the next query.
+                let spans = shard.lock().get(&id).map(|trace| unpack(id, &trace.spans));
+                if let Some(spans) = spans {
+                    visit(&spans);
+                }
             }
         }
     }
 
     pub fn span_count(&self) -> u64 {
         self.spans.load(Ordering::Relaxed)
+    }
+
+    /// Memory the pending spans hold (their packed form and the traces' bookkeeping).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Changes whenever the pending set changes.
@@ -185,6 +298,63 @@ mod tests {
     }
 
     #[test]
+    fn a_packed_span_unpacks_to_every_field() {
+        use clew_model::Value;
+        let attributes = vec![
+            Attribute::new("s", Value::Str("text".into())),
+            Attribute::new("b", Value::Bool(true)),
+            Attribute::new("i", Value::Int(-7)),
+            Attribute::new("d", Value::Double(2.5)),
+            Attribute::new("bytes", Value::Bytes(vec![0, 255])),
+            Attribute::new("a", Value::Array(vec![Value::Int(1), Value::Str("x".into()), Value::Empty])),
+            Attribute::new("m", Value::Map(vec![Attribute::new("inner", Value::Double(-0.0))])),
+        ];
+        let resource =
+            Arc::new(Resource { attributes: vec![Attribute::new("service.name", Value::Str("api".into()))], ..Resource::default() });
+        let span = Span {
+            trace_id: TraceId([3; 16]),
+            span_id: SpanId([4; 8]),
+            parent_span_id: Some(SpanId([5; 8])),
+            trace_state: "k=v".into(),
+            flags: 0x301,
+            name: "GET /cart".into(),
+            kind: SpanKind::Server,
+            start_time_unix_nano: 1_700_000_000_123_456_789,
+            // An end before the start (a clock that went back) survives as it came.
+            end_time_unix_nano: 1_700_000_000_000_000_001,
+            attributes: attributes.clone(),
+            dropped_attributes_count: 1,
+            events: vec![Event {
+                time_unix_nano: 9,
+                name: "exception".into(),
+                attributes: attributes.clone(),
+                dropped_attributes_count: 2,
+            }],
+            dropped_events_count: 3,
+            links: vec![Link {
+                trace_id: TraceId([6; 16]),
+                span_id: SpanId([7; 8]),
+                trace_state: "a=b".into(),
+                attributes,
+                dropped_attributes_count: 4,
+                flags: 1,
+            }],
+            dropped_links_count: 5,
+            status_code: StatusCode::Error,
+            status_message: "boom".into(),
+            resource: Arc::clone(&resource),
+            scope: Arc::new(InstrumentationScope { name: "lib".into(), ..InstrumentationScope::default() }),
+        };
+        let packed = PendingSpan::pack(&span);
+        let unpacked = packed.unpack(span.trace_id);
+        assert_eq!(unpacked, span);
+        assert!(Arc::ptr_eq(&unpacked.resource, &resource), "the resource is shared, not copied");
+        // The plain span (IDs, name, times, no attributes) takes a few dozen bytes.
+        let plain = PendingSpan::pack(&Span { attributes: Vec::new(), events: Vec::new(), links: Vec::new(), ..span.clone() });
+        assert!(plain.body.len() < 60, "{} bytes", plain.body.len());
+    }
+
+    #[test]
     fn ready_traces_are_taken_oldest_first_and_duplicates_dropped() {
         let head = Head::default();
         let start = Instant::now();
@@ -195,8 +365,12 @@ mod tests {
         }
         // 40 spans in one trace: the duplicate check switches to an index on the way.
         let inserted = head.insert((1..=40).map(|s| span(99, s)).chain([span(99, 7), span(99, 40)]).collect(), 0, start);
-        assert_eq!(inserted, Inserted { added: 40, duplicates: 2 });
-        assert_eq!(head.insert(vec![span(99, 33), span(99, 41)], 0, start), Inserted { added: 1, duplicates: 1 });
+        assert_eq!((inserted.added, inserted.duplicates), (40, 2));
+        let again = head.insert(vec![span(99, 33), span(99, 41)], 0, start);
+        assert_eq!((again.added, again.duplicates), (1, 1));
+        // One more span in a known trace costs its packed size only.
+        assert_eq!(again.bytes, PendingSpan::pack(&span(99, 41)).heap_bytes() as u64);
+        let before = head.bytes();
         let later = start + Duration::from_secs(10);
         let taken = head.take_ready(later, Duration::from_secs(1), Duration::from_secs(60), false, 50);
         let mut ids: Vec<u8> = taken.iter().map(|t| t.trace_id.0[0]).collect();
@@ -204,5 +378,10 @@ mod tests {
         // Traces 99 and 40 came first (41 + 3 spans), then 39 and 38 bring it to 50 spans.
         assert_eq!(ids, vec![38, 39, 40, 99]);
         assert_eq!(head.span_count(), 37 * 3);
+        let taken_bytes: u64 = taken.iter().map(|t| t.bytes).sum();
+        assert_eq!(head.bytes(), before - taken_bytes);
+        let rest = head.take_ready(later, Duration::from_secs(1), Duration::from_secs(60), true, usize::MAX);
+        assert_eq!(rest.len(), 37);
+        assert_eq!((head.span_count(), head.bytes()), (0, 0), "memory is counted back to nothing");
     }
 }

@@ -117,7 +117,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StoreStats {
     pub pending_spans: u64,
+    /// Memory the pending spans hold.
+    pub pending_bytes: u64,
     pub assembled_unflushed_spans: u64,
+    /// Memory the assembled spans not yet in a block hold.
+    pub assembled_bytes: u64,
     pub blocks: usize,
     pub block_spans: u64,
     pub block_bytes: u64,
@@ -150,6 +154,9 @@ pub struct StoreConfig {
     pub wal_segment_bytes: u64,
     /// A block is cut when this many assembled spans wait in memory...
     pub block_max_spans: usize,
+    /// ...or when they take this many bytes of memory (assembled spans carry every column
+    /// their block will have, about 1.5 KB each in the demo)...
+    pub block_max_bytes: u64,
     /// ...or when the oldest has waited this long.
     pub block_max_age_seconds: f64,
     /// Blocks smaller than this many spans are merged together.
@@ -161,8 +168,13 @@ pub struct StoreConfig {
     pub retention_hours: f64,
     /// The oldest blocks are deleted while the blocks take more than this (0: no limit).
     pub retention_max_bytes: u64,
-    /// Beyond this many spans waiting in memory, writes are refused with "retry later".
+    /// Beyond this many spans waiting in memory for their trace to go quiet, writes are
+    /// refused with "retry later"...
     pub max_pending_spans: u64,
+    /// ...and beyond this many bytes of them (a pending span takes about 300 bytes in the
+    /// demo, its attributes and events included). With `trace_idle_seconds`, these bound the
+    /// rate the store can take in: about limit / idle time.
+    pub max_pending_bytes: u64,
     /// The attribute naming a trace's traffic source (`web`, `app`, `load_test`…), read from
     /// its root span (span, then resource attributes) or the first span that has it.
     pub traffic_source_attribute: String,
@@ -180,12 +192,14 @@ impl Default for StoreConfig {
             wal_sync: true,
             wal_segment_bytes: 64 << 20,
             block_max_spans: 500_000,
+            block_max_bytes: 256 << 20,
             block_max_age_seconds: 60.0,
             compaction_target_spans: 2_000_000,
             compaction_window_seconds: 3600.0,
             retention_hours: 7.0 * 24.0,
             retention_max_bytes: 0,
-            max_pending_spans: 1_000_000,
+            max_pending_spans: 2_000_000,
+            max_pending_bytes: 384 << 20,
             traffic_source_attribute: DEFAULT_TRAFFIC_SOURCE_ATTRIBUTE.into(),
             load_test_sources: vec!["load_test".into(), "load-test".into(), "loadtest".into()],
         }
