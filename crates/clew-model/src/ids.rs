@@ -89,8 +89,9 @@ macro_rules! define_id {
                     let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
                     Self::from_hex(&text).map_err(serde::de::Error::custom)
                 } else {
-                    let bytes = <[u8; $len] as serde::Deserialize>::deserialize(deserializer)?;
-                    Self::from_slice(&bytes).map_err(serde::de::Error::custom)
+                    // Binary forms are Clew's own (spans waiting in memory): they hold what
+                    // was accepted, which includes zero IDs where the model allows them.
+                    Ok(Self(<[u8; $len] as serde::Deserialize>::deserialize(deserializer)?))
                 }
             }
         }

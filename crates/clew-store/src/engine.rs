@@ -315,7 +315,8 @@ impl EmbeddedStore {
             let (full, all) = {
                 let buffer = self.assembled.lock();
                 let aged = buffer.oldest.is_some_and(|t| t.elapsed().as_secs_f64() >= self.config.block_max_age_seconds);
-                let full = buffer.rows >= self.config.block_max_spans || buffer.bytes as u64 >= self.config.block_max_bytes;
+                let too_big = self.config.block_max_bytes > 0 && buffer.bytes as u64 >= self.config.block_max_bytes;
+                let full = buffer.rows >= self.config.block_max_spans || too_big;
                 (full, buffer.rows > 0 && ((flush_all && !assembled_some) || aged))
             };
             if all || full {
@@ -917,7 +918,7 @@ impl EmbeddedStore {
         if pending > self.config.max_pending_spans {
             return Some(format!("{pending} spans are waiting for assembly (limit {})", self.config.max_pending_spans));
         }
-        (bytes > self.config.max_pending_bytes).then(|| {
+        (self.config.max_pending_bytes > 0 && bytes > self.config.max_pending_bytes).then(|| {
             let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
             format!("{pending} spans waiting for assembly hold {:.1} MiB (limit {:.1} MiB)", mib(bytes), mib(self.config.max_pending_bytes))
         })

@@ -155,7 +155,7 @@ pub struct StoreConfig {
     /// A block is cut when this many assembled spans wait in memory...
     pub block_max_spans: usize,
     /// ...or when they take this many bytes of memory (assembled spans carry every column
-    /// their block will have, about 1.5 KB each in the demo)...
+    /// their block will have, about 1.5 KB each in the demo; 0: no limit)...
     pub block_max_bytes: u64,
     /// ...or when the oldest has waited this long.
     pub block_max_age_seconds: f64,
@@ -172,8 +172,8 @@ pub struct StoreConfig {
     /// refused with "retry later"...
     pub max_pending_spans: u64,
     /// ...and beyond this many bytes of them (a pending span takes about 300 bytes in the
-    /// demo, its attributes and events included). With `trace_idle_seconds`, these bound the
-    /// rate the store can take in: about limit / idle time.
+    /// demo, its attributes and events included; 0: no limit). With `trace_idle_seconds`,
+    /// these bound the rate the store can take in: about limit / idle time.
     pub max_pending_bytes: u64,
     /// The attribute naming a trace's traffic source (`web`, `app`, `load_test`…), read from
     /// its root span (span, then resource attributes) or the first span that has it.
