@@ -33,7 +33,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::block::{BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, spans_from_batches};
-use crate::head::{Head, PendingSpan, unpack};
+use crate::head::{Head, PendingSpan};
 use crate::paths::{read_paths, write_paths};
 use crate::rollup::{Rollup, RollupBuilder, read_adoption, read_rollup, write_adoption, write_rollup};
 use crate::span_metrics::SpanMetrics;
@@ -390,7 +390,7 @@ impl EmbeddedStore {
                     scope.spawn(move || {
                         let mut builders: BTreeMap<i64, (BatchBuilder, HashMap<SegmentId, u64>)> = BTreeMap::new();
                         for ((trace_id, spans, trace_segments), fragment) in traces.iter().zip(flags) {
-                            let spans = unpack(*trace_id, spans);
+                            let spans = self.head.unpack(*trace_id, spans);
                             let trace = assemble_borrowed(&spans);
                             let slot = (trace.facts.start_unix_nano as i64).div_euclid(window);
                             let (builder, segments) = builders.entry(slot).or_default();
@@ -811,7 +811,7 @@ impl EmbeddedStore {
         self.head.visit(|spans| builder.push_trace(&assemble_borrowed(spans), 0));
         let head_rows = builder.rows();
         for (trace_id, spans) in &in_flight {
-            builder.push_trace(&assemble_borrowed(&unpack(*trace_id, spans)), 0);
+            builder.push_trace(&assemble_borrowed(&self.head.unpack(*trace_id, spans)), 0);
         }
         if builder.rows() == 0 {
             return Vec::new();

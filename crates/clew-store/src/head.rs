@@ -4,10 +4,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use clew_model::{Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanId, SpanKind, StatusCode, TraceId};
-use parking_lot::Mutex;
+use clew_model::{Attribute, Event, InstrumentationScope, Link, Resource, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
 
 use crate::wal::SegmentId;
 
@@ -28,11 +30,97 @@ pub struct PendingSpan {
 
 /// The serialized part of a pending span. Its end time is kept as the (wrapping) difference
 /// from its start, which is shorter when the span ends after it starts, and restored exactly.
-type Body =
-    (Option<SpanId>, String, u32, String, SpanKind, u64, u64, Vec<Attribute>, u32, Vec<Event>, u32, Vec<Link>, u32, StatusCode, String);
+type Body<'a> = (
+    Option<SpanId>,
+    String,
+    u32,
+    String,
+    SpanKind,
+    u64,
+    u64,
+    Vec<(Key<'a>, Value)>,
+    u32,
+    Vec<Event>,
+    u32,
+    Vec<Link>,
+    u32,
+    StatusCode,
+    String,
+);
+
+/// A span attribute's key in a packed span: the number of a known key, or the key itself.
+#[derive(Serialize, Deserialize)]
+enum Key<'a> {
+    Known(u32),
+    Inline(#[serde(borrow)] Cow<'a, str>),
+}
+
+/// The span attribute keys of pending spans, each kept once: a packed span names a known key
+/// by its number (the demo's keys are a third of a packed span). Keys are few (semantic
+/// conventions), but a client may send endless new ones, so only `limit` keys of at most
+/// `MAX_KEY_BYTES` are remembered; others are written out in each span.
+pub struct Keys {
+    table: RwLock<KeyTable>,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct KeyTable {
+    numbers: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
+    names: Vec<Arc<str>>,
+}
+
+const MAX_KEY_BYTES: usize = 128;
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self::with_limit(4096)
+    }
+}
+
+impl Keys {
+    fn with_limit(limit: usize) -> Self {
+        Self { table: RwLock::new(KeyTable::default()), limit }
+    }
+
+    /// The span's attributes with their keys numbered where known (new keys are learnt).
+    fn number<'a>(&self, attributes: &'a [Attribute]) -> Vec<(Key<'a>, &'a Value)> {
+        let mut numbered = Vec::with_capacity(attributes.len());
+        let mut unknown = false;
+        {
+            let table = self.table.read();
+            for attribute in attributes {
+                let key = match table.numbers.get(attribute.key.as_str()) {
+                    Some(number) => Key::Known(*number),
+                    None => {
+                        unknown = true;
+                        Key::Inline(Cow::Borrowed(&attribute.key))
+                    }
+                };
+                numbered.push((key, &attribute.value));
+            }
+        }
+        if unknown {
+            let mut table = self.table.write();
+            for (key, _) in &mut numbered {
+                let Key::Inline(name) = key else { continue };
+                if let Some(number) = table.numbers.get(name.as_ref()) {
+                    *key = Key::Known(*number);
+                } else if table.names.len() < self.limit && name.len() <= MAX_KEY_BYTES {
+                    let number = table.names.len() as u32;
+                    let name: Arc<str> = Arc::from(name.as_ref());
+                    table.names.push(Arc::clone(&name));
+                    table.numbers.insert(name, number);
+                    *key = Key::Known(number);
+                }
+            }
+        }
+        numbered
+    }
+}
 
 impl PendingSpan {
-    pub fn pack(span: &Span) -> Self {
+    pub fn pack(span: &Span, keys: &Keys) -> Self {
         let body = (
             &span.parent_span_id,
             &span.trace_state,
@@ -41,7 +129,7 @@ impl PendingSpan {
             span.kind,
             span.start_time_unix_nano,
             span.end_time_unix_nano.wrapping_sub(span.start_time_unix_nano),
-            &span.attributes,
+            keys.number(&span.attributes),
             span.dropped_attributes_count,
             &span.events,
             span.dropped_events_count,
@@ -54,7 +142,8 @@ impl PendingSpan {
         Self { span_id: span.span_id, resource: Arc::clone(&span.resource), scope: Arc::clone(&span.scope), body: body.into_boxed_slice() }
     }
 
-    pub fn unpack(&self, trace_id: TraceId) -> Span {
+    /// The span again; `names` are the key table's (`Head::unpack` reads it once per trace).
+    fn unpack(&self, trace_id: TraceId, names: &[Arc<str>]) -> Span {
         let body: Body = postcard::from_bytes(&self.body).expect("a pending span deserializes: it was serialized by `pack`");
         let (parent_span_id, trace_state, flags, name, kind, start, duration, attributes, dropped_attributes_count) =
             (body.0, body.1, body.2, body.3, body.4, body.5, body.6, body.7, body.8);
@@ -70,7 +159,16 @@ impl PendingSpan {
             kind,
             start_time_unix_nano: start,
             end_time_unix_nano: start.wrapping_add(duration),
-            attributes,
+            attributes: attributes
+                .into_iter()
+                .map(|(key, value)| {
+                    let key = match key {
+                        Key::Known(number) => names.get(number as usize).expect("a known key number is in the table").to_string(),
+                        Key::Inline(name) => name.into_owned(),
+                    };
+                    Attribute { key, value }
+                })
+                .collect(),
             dropped_attributes_count,
             events,
             dropped_events_count,
@@ -87,11 +185,6 @@ impl PendingSpan {
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + self.body.len()
     }
-}
-
-/// Decodes a trace's pending spans.
-pub fn unpack(trace_id: TraceId, spans: &[PendingSpan]) -> Vec<Span> {
-    spans.iter().map(|span| span.unpack(trace_id)).collect()
 }
 
 /// The spans of one trace gathered so far.
@@ -136,6 +229,7 @@ pub struct Head {
     spans: AtomicU64,
     bytes: AtomicU64,
     generation: AtomicU64,
+    keys: Keys,
 }
 
 impl Default for Head {
@@ -145,6 +239,7 @@ impl Default for Head {
             spans: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            keys: Keys::default(),
         }
     }
 }
@@ -171,7 +266,7 @@ impl Head {
         // Spans are packed before any lock is taken.
         let mut by_shard: Vec<Vec<(TraceId, PendingSpan)>> = (0..SHARDS).map(|_| Vec::new()).collect();
         for span in &spans {
-            by_shard[Self::shard(&span.trace_id)].push((span.trace_id, PendingSpan::pack(span)));
+            by_shard[Self::shard(&span.trace_id)].push((span.trace_id, PendingSpan::pack(span, &self.keys)));
         }
         drop(spans);
         for (index, spans) in by_shard.into_iter().enumerate() {
@@ -267,12 +362,18 @@ impl Head {
             for id in ids {
                 // Callers hold the stage lock that assembly needs to take a trace, so a listed
                 // trace is still here; one that came since is left to the next query.
-                let spans = shard.lock().get(&id).map(|trace| unpack(id, &trace.spans));
+                let spans = shard.lock().get(&id).map(|trace| self.unpack(id, &trace.spans));
                 if let Some(spans) = spans {
                     visit(&spans);
                 }
             }
         }
+    }
+
+    /// Decodes a trace's pending spans.
+    pub fn unpack(&self, trace_id: TraceId, spans: &[PendingSpan]) -> Vec<Span> {
+        let table = self.keys.table.read();
+        spans.iter().map(|span| span.unpack(trace_id, &table.names)).collect()
     }
 
     pub fn span_count(&self) -> u64 {
@@ -300,7 +401,6 @@ mod tests {
 
     #[test]
     fn a_packed_span_unpacks_to_every_field() {
-        use clew_model::Value;
         let attributes = vec![
             Attribute::new("s", Value::Str("text".into())),
             Attribute::new("b", Value::Bool(true)),
@@ -346,8 +446,9 @@ mod tests {
             resource: Arc::clone(&resource),
             scope: Arc::new(InstrumentationScope { name: "lib".into(), ..InstrumentationScope::default() }),
         };
-        let packed = PendingSpan::pack(&span);
-        let unpacked = packed.unpack(span.trace_id);
+        let head = Head::default();
+        let packed = PendingSpan::pack(&span, &head.keys);
+        let unpacked = head.unpack(span.trace_id, std::slice::from_ref(&packed)).remove(0);
         assert_eq!(unpacked, span);
         assert!(Arc::ptr_eq(&unpacked.resource, &resource), "the resource is shared, not copied");
         assert!(Arc::ptr_eq(&unpacked.scope, &span.scope), "the scope is shared, not copied");
@@ -356,10 +457,31 @@ mod tests {
         assert!(matches!(entries[0].value, Value::Double(d) if d.to_bits() == (-0.0f64).to_bits()));
         // A zero ID (which a `Span` can hold) packs and unpacks like any other.
         let zero = Span { parent_span_id: Some(SpanId([0; 8])), ..span.clone() };
-        assert_eq!(PendingSpan::pack(&zero).unpack(zero.trace_id), zero);
+        assert_eq!(head.unpack(zero.trace_id, &[PendingSpan::pack(&zero, &head.keys)]), vec![zero]);
         // The plain span (IDs, name, times, no attributes) takes a few dozen bytes.
-        let plain = PendingSpan::pack(&Span { attributes: Vec::new(), events: Vec::new(), links: Vec::new(), ..span.clone() });
+        let plain = PendingSpan::pack(&Span { attributes: Vec::new(), events: Vec::new(), links: Vec::new(), ..span.clone() }, &head.keys);
         assert!(plain.body.len() < 60, "{} bytes", plain.body.len());
+    }
+
+    #[test]
+    fn attribute_keys_are_numbered_up_to_a_limit() {
+        let head = Head { keys: Keys::with_limit(2), ..Head::default() };
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        let attributes = vec![
+            Attribute::new(long, Value::Int(1)),
+            Attribute::new("http.request.method", Value::Str("GET".into())),
+            Attribute::new("http.route", Value::Str("/cart".into())),
+            Attribute::new("db.system", Value::Str("postgresql".into())),
+        ];
+        let span = Span { attributes, ..span(1, 1) };
+        let numbered = PendingSpan::pack(&span, &head.keys);
+        assert_eq!(head.unpack(span.trace_id, std::slice::from_ref(&numbered)), vec![span.clone()]);
+        // The over-long key and the one past the limit are written out; the others are learnt.
+        let names: Vec<String> = head.keys.table.read().names.iter().map(|name| name.to_string()).collect();
+        assert_eq!(names, ["http.request.method", "http.route"]);
+        // A known key costs its number (one byte here) instead of its length and text.
+        let inline = PendingSpan::pack(&span, &Keys::with_limit(0));
+        assert_eq!(inline.body.len() - numbered.body.len(), "http.request.method".len() + "http.route".len());
     }
 
     #[test]
@@ -377,7 +499,7 @@ mod tests {
         let again = head.insert(vec![span(99, 33), span(99, 41)], 0, start);
         assert_eq!((again.added, again.duplicates), (1, 1));
         // One more span in a known trace costs its packed size only.
-        assert_eq!(again.bytes, PendingSpan::pack(&span(99, 41)).heap_bytes() as u64);
+        assert_eq!(again.bytes, PendingSpan::pack(&span(99, 41), &head.keys).heap_bytes() as u64);
         let before = head.bytes();
         let later = start + Duration::from_secs(10);
         let taken = head.take_ready(later, Duration::from_secs(1), Duration::from_secs(60), false, 50);
