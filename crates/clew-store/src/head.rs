@@ -17,7 +17,7 @@ const SHARDS: usize = 32;
 
 /// A span waiting for its trace to go quiet, kept compact: everything but its span ID,
 /// resource and scope (its trace ID is the head's key) is one serialized buffer (postcard).
-/// A demo span takes about 300 bytes so, instead of about a kilobyte as a decoded `Span`
+/// A demo span takes a few hundred bytes so, instead of about a kilobyte as a decoded `Span`
 /// (its attributes, their keys and string values are each a separate allocation). Pending
 /// spans are most of the server's memory under load. A span is decoded when its trace is
 /// assembled, and when a query reads pending spans.
@@ -56,7 +56,7 @@ enum Key<'a> {
 }
 
 /// The span attribute keys of pending spans, each kept once: a packed span names a known key
-/// by its number (the demo's keys are a third of a packed span). Keys are few (semantic
+/// by its number instead of writing its text. Keys are few (semantic
 /// conventions), but a client may send endless new ones, so only `limit` keys of at most
 /// `MAX_KEY_BYTES` are remembered; others are written out in each span.
 pub struct Keys {
@@ -86,21 +86,24 @@ impl Keys {
     /// The span's attributes with their keys numbered where known (new keys are learnt).
     fn number<'a>(&self, attributes: &'a [Attribute]) -> Vec<(Key<'a>, &'a Value)> {
         let mut numbered = Vec::with_capacity(attributes.len());
-        let mut unknown = false;
+        // Whether some key could be learnt: only then is the table locked for writing, so that
+        // keys that cannot be (too long, or the table full) do not serialize every insert.
+        let mut learnable = false;
         {
             let table = self.table.read();
+            let room = table.names.len() < self.limit;
             for attribute in attributes {
                 let key = match table.numbers.get(attribute.key.as_str()) {
                     Some(number) => Key::Known(*number),
                     None => {
-                        unknown = true;
+                        learnable |= room && attribute.key.len() <= MAX_KEY_BYTES;
                         Key::Inline(Cow::Borrowed(&attribute.key))
                     }
                 };
                 numbered.push((key, &attribute.value));
             }
         }
-        if unknown {
+        if learnable {
             let mut table = self.table.write();
             for (key, _) in &mut numbered {
                 let Key::Inline(name) = key else { continue };
@@ -263,7 +266,7 @@ impl Head {
     /// duplicate delivery and is dropped.
     pub fn insert(&self, spans: Vec<Span>, segment: SegmentId, now: Instant) -> Inserted {
         let mut result = Inserted::default();
-        // Spans are packed before any lock is taken.
+        // Spans are packed before any shard is locked.
         let mut by_shard: Vec<Vec<(TraceId, PendingSpan)>> = (0..SHARDS).map(|_| Vec::new()).collect();
         for span in &spans {
             by_shard[Self::shard(&span.trace_id)].push((span.trace_id, PendingSpan::pack(span, &self.keys)));
@@ -354,7 +357,7 @@ impl Head {
     }
 
     /// Calls `visit` with the decoded spans of every pending trace. A shard is locked only to
-    /// list its traces and then to decode one trace at a time, so that inserts are not held
+    /// list its traces and then to decode one trace at a time, so that inserts are seldom held
     /// up while a query reads everything pending.
     pub fn visit(&self, mut visit: impl FnMut(&[Span])) {
         for shard in &self.shards {

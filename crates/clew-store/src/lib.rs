@@ -171,7 +171,7 @@ pub struct StoreConfig {
     /// Beyond this many spans waiting in memory for their trace to go quiet, writes are
     /// refused with "retry later"...
     pub max_pending_spans: u64,
-    /// ...and beyond this many bytes of them (a pending span takes about 300 bytes in the
+    /// ...and beyond this many bytes of them (a pending span takes a few hundred bytes in the
     /// demo, its attributes and events included; 0: no limit). With `trace_idle_seconds`,
     /// these bound the rate the store can take in: about limit / idle time.
     pub max_pending_bytes: u64,
