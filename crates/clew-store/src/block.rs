@@ -319,7 +319,9 @@ fn encode_resource(span: &Span) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// The columns [`spans_from_batches`] reads; the rest only serve search and SQL.
+/// The columns [`spans_from_batches`] reads; the rest only serve search and SQL. A span's
+/// facts (depth, self time, ...) are not among them: whoever reads a trace assembles it again
+/// from all its pieces, and the facts with it.
 pub const SPAN_COLUMNS: &[&str] = &[
     "trace_id",
     "span_id",
@@ -330,23 +332,16 @@ pub const SPAN_COLUMNS: &[&str] = &[
     "duration_nanos",
     "status_code",
     "status_message",
-    "parent_service",
-    "parent_name",
-    "depth",
-    "self_nanos",
-    "critical_path_nanos",
-    "span_flags",
     "trace_start_unix_nano",
     "trace_flags",
     "detail",
     "resource",
 ];
 
-/// A span read back from a row, with its facts.
+/// A span read back from a row, with the flags of the trace piece it was stored in.
 #[derive(Debug, Clone)]
 pub struct StoredSpan {
     pub span: Span,
-    pub facts: SpanFacts,
     pub trace_flags: u32,
 }
 
@@ -368,12 +363,6 @@ pub fn spans_from_batches(batches: &[RecordBatch]) -> Result<Vec<StoredSpan>, St
         let trace_start = column("trace_start_unix_nano")?.as_primitive::<Int64Type>();
         let status_code = column("status_code")?.as_string::<i32>();
         let status_message = column("status_message")?.as_string::<i32>();
-        let parent_service = column("parent_service")?.as_string::<i32>();
-        let parent_name = column("parent_name")?.as_string::<i32>();
-        let depth = column("depth")?.as_primitive::<Int32Type>();
-        let self_nanos = column("self_nanos")?.as_primitive::<Int64Type>();
-        let critical = column("critical_path_nanos")?.as_primitive::<Int64Type>();
-        let span_flags = column("span_flags")?.as_primitive::<Int32Type>();
         let trace_flags = column("trace_flags")?.as_primitive::<Int32Type>();
         let detail = column("detail")?.as_binary::<i32>();
         let resource = column("resource")?.as_binary::<i32>();
@@ -431,15 +420,7 @@ pub fn spans_from_batches(batches: &[RecordBatch]) -> Result<Vec<StoredSpan>, St
                 resource,
                 scope,
             };
-            let facts = SpanFacts {
-                parent_service: (!parent_service.is_null(row)).then(|| parent_service.value(row).to_string()),
-                parent_name: (!parent_name.is_null(row)).then(|| parent_name.value(row).to_string()),
-                depth: depth.value(row) as u32,
-                self_nanos: self_nanos.value(row) as u64,
-                critical_path_nanos: critical.value(row) as u64,
-                flags: span_flags.value(row) as u32,
-            };
-            out.push(StoredSpan { span, facts, trace_flags: trace_flags.value(row) as u32 });
+            out.push(StoredSpan { span, trace_flags: trace_flags.value(row) as u32 });
         }
     }
     Ok(out)

@@ -186,8 +186,14 @@ const ROW_GROUP_MAX_ROWS: usize = 64 * 1024;
 const PAGE_BYTES: usize = 32 * 1024;
 const PAGE_CHECK_ROWS: usize = 512;
 
-/// Span columns of few distinct values, stored as dictionary indices.
-const LIGHT_COLUMNS: &[&str] = &[
+/// Columns compressed with LZ4 rather than zstd. The Parquet reader makes a zstd compressor
+/// and decompressor for every column chunk it opens, which costs a trace lookup more than
+/// the decompression itself; LZ4 needs neither. These are the columns of few distinct values
+/// (short dictionary indices), and the two that every lookup reads where zstd saves little:
+/// trace IDs (sorted, so repeated in runs) and each span's resource (a dictionary index).
+const LZ4_COLUMNS: &[&str] = &[
+    "trace_id",
+    "resource",
     "name",
     "kind",
     "status_code",
@@ -581,9 +587,7 @@ impl EmbeddedStore {
             .set_column_dictionary_enabled(ColumnPath::from("critical_path_nanos"), false)
             .set_column_encoding(ColumnPath::from("critical_path_nanos"), Encoding::BYTE_STREAM_SPLIT)
             .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]));
-        // Short dictionary indices that every trace lookup reads: LZ4 needs no context set up
-        // per column chunk.
-        let properties = LIGHT_COLUMNS
+        let properties = LZ4_COLUMNS
             .iter()
             .fold(properties, |p, column| p.set_column_compression(ColumnPath::from(*column), Compression::LZ4_RAW))
             .build();
