@@ -22,8 +22,8 @@ use std::time::Instant;
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use clew_model::{LatencyHistogram, SpanId, TraceId};
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, MapArray, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, MapArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -484,7 +484,14 @@ impl Pass {
         let status: &StringArray = batch.column_by_name("status_code").expect("projected").as_string::<i32>();
         let attributes = batch.column_by_name("attributes").expect("projected").as_map();
         let resource = batch.column_by_name("resource_attributes").expect("projected").as_map();
-        let services: &StringArray = batch.column_by_name("trace_services").expect("projected").as_string::<i32>();
+        // One list per trace, stored as a dictionary: each row's key says which.
+        let services = batch.column_by_name("trace_services").expect("projected");
+        let text = |array: &ArrayRef| datafusion::arrow::compute::cast(array, &DataType::Utf8).expect("text casts to Utf8");
+        let (service_keys, service_lists) = match services.as_dictionary_opt::<Int32Type>() {
+            Some(dictionary) => (Some(dictionary.keys()), text(dictionary.values())),
+            None => (None, text(services)),
+        };
+        let service_lists = service_lists.as_string::<i32>();
         let mut key = String::new();
         for (row, &selected) in flags.iter().enumerate() {
             if self.only_selected && !selected {
@@ -504,7 +511,8 @@ impl Pass {
             if self.compare_status {
                 counter.count("status", status.value(row), selected);
             }
-            for service in services.value(row).split(',').filter(|s| !s.is_empty() && Some(*s) != self.service.as_deref()) {
+            let list = service_lists.value(service_keys.map_or(row, |keys| keys.value(row) as usize));
+            for service in list.split(',').filter(|s| !s.is_empty() && Some(*s) != self.service.as_deref()) {
                 counter.count("trace.service", service, selected);
             }
         }

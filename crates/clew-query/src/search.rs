@@ -369,7 +369,14 @@ impl QueryEngine {
         let batches = self.internal_sql(&query).await?;
         let mut out = Vec::new();
         for batch in &batches {
-            let strings = |name: &str| batch.column_by_name(name).expect("selected").as_string::<i32>().clone();
+            // Whatever text type the plan gives (the service lists are stored as a dictionary).
+            let strings = |name: &str| {
+                datafusion::arrow::compute::cast(
+                    batch.column_by_name(name).expect("selected"),
+                    &datafusion::arrow::datatypes::DataType::Utf8,
+                )
+                .map(|a| a.as_string::<i32>().clone())
+            };
             let numbers = |name: &str| {
                 datafusion::arrow::compute::cast(
                     batch.column_by_name(name).expect("selected"),
@@ -377,10 +384,10 @@ impl QueryEngine {
                 )
                 .map(|a| a.as_primitive::<Int64Type>().clone())
             };
-            let trace_id = strings("trace_id");
-            let root_service = strings("root_service");
-            let root_name = strings("root_name");
-            let services = strings("services");
+            let trace_id = strings("trace_id")?;
+            let root_service = strings("root_service")?;
+            let root_name = strings("root_name")?;
+            let services = strings("services")?;
             let start = numbers("start_unix_nano")?;
             let duration = numbers("duration_nanos")?;
             let span_count = numbers("span_count")?;

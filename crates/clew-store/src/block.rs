@@ -8,10 +8,11 @@ use clew_model::{
     Attribute, BorrowedTrace, Event, InstrumentationScope, Link, Resource, Span, SpanFacts, SpanId, SpanKind, StatusCode, TraceId, Value,
 };
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames, RecordBatch,
-    StringBuilder,
+    Array, ArrayBuilder, ArrayRef, AsArray, BinaryBuilder, DictionaryArray, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, MapBuilder,
+    MapFieldNames, RecordBatch, StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use opentelemetry_proto::tonic::common::v1 as common;
 use opentelemetry_proto::tonic::resource::v1 as resource_proto;
 use opentelemetry_proto::tonic::trace::v1 as trace_proto;
@@ -76,12 +77,20 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("trace_span_count", DataType::Int32, false),
         Field::new("trace_error_count", DataType::Int32, false),
         Field::new("trace_flags", DataType::Int32, false),
-        Field::new("trace_services", DataType::Utf8, false),
+        // The same for every span of a trace, and of a resource: a key per row into values
+        // held once, in memory as on disk.
+        Field::new("trace_services", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)), false),
         Field::new("detail", DataType::Binary, false),
-        Field::new("resource", DataType::Binary, false),
+        Field::new("resource", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Binary)), false),
     ]);
     Arc::new(Schema::new(fields))
 });
+
+/// How blocks are read: with the span schema as a hint, so that a block written before a
+/// column became a dictionary reads as one, and batches of old and new blocks merge.
+pub fn block_read_options() -> ArrowReaderOptions {
+    ArrowReaderOptions::new().with_schema(Arc::clone(&SCHEMA))
+}
 
 /// Builds record batches from assembled traces.
 pub struct BatchBuilder {
@@ -114,11 +123,18 @@ pub struct BatchBuilder {
     trace_span_count: Int32Builder,
     trace_error_count: Int32Builder,
     trace_flags: Int32Builder,
-    trace_services: StringBuilder,
+    /// Keys into `services`, whose index finds a list's key by its text.
+    trace_services: Int32Builder,
+    services: StringBuilder,
+    services_index: HashMap<String, i32>,
     detail: BinaryBuilder,
-    resource: BinaryBuilder,
-    /// Encoded resource+scope per shared (resource, scope) pair, so each is encoded once.
-    resource_cache: HashMap<(usize, usize), Vec<u8>>,
+    /// Keys into `resources`: each resource+scope pair is encoded once, found by the shared
+    /// `Arc`s' addresses (alive while the builder is: the traces it assembles hold them) and,
+    /// for equal pairs received apart, by the encoded bytes.
+    resource: Int32Builder,
+    resources: BinaryBuilder,
+    resource_by_address: HashMap<(usize, usize), i32>,
+    resource_by_bytes: HashMap<Vec<u8>, i32>,
     rows: usize,
 }
 
@@ -162,10 +178,14 @@ impl Default for BatchBuilder {
             trace_span_count: Int32Builder::new(),
             trace_error_count: Int32Builder::new(),
             trace_flags: Int32Builder::new(),
-            trace_services: StringBuilder::new(),
+            trace_services: Int32Builder::new(),
+            services: StringBuilder::new(),
+            services_index: HashMap::new(),
             detail: BinaryBuilder::new(),
-            resource: BinaryBuilder::new(),
-            resource_cache: HashMap::new(),
+            resource: Int32Builder::new(),
+            resources: BinaryBuilder::new(),
+            resource_by_address: HashMap::new(),
+            resource_by_bytes: HashMap::new(),
             rows: 0,
         }
     }
@@ -180,6 +200,15 @@ impl BatchBuilder {
     pub fn push_trace(&mut self, trace: &BorrowedTrace<'_>, extra_trace_flags: u32) {
         let facts = &trace.facts;
         let services = facts.services.join(",");
+        let services = match self.services_index.get(&services) {
+            Some(key) => *key,
+            None => {
+                let key = self.services.len() as i32;
+                self.services.append_value(&services);
+                self.services_index.insert(services, key);
+                key
+            }
+        };
         for (span, span_facts) in trace.spans.iter().zip(&trace.span_facts) {
             self.push_span(span, span_facts, facts.start_unix_nano);
             self.root_service.append_value(&facts.root_service);
@@ -189,7 +218,7 @@ impl BatchBuilder {
             self.trace_span_count.append_value(facts.span_count as i32);
             self.trace_error_count.append_value(facts.error_count as i32);
             self.trace_flags.append_value((facts.flags | extra_trace_flags) as i32);
-            self.trace_services.append_value(&services);
+            self.trace_services.append_value(services);
         }
     }
 
@@ -224,9 +253,25 @@ impl BatchBuilder {
         self.critical_path_nanos.append_value(facts.critical_path_nanos as i64);
         self.span_flags.append_value(facts.flags as i32);
         self.detail.append_value(encode_detail(span));
-        let key = (Arc::as_ptr(&span.resource) as usize, Arc::as_ptr(&span.scope) as usize);
-        let encoded = self.resource_cache.entry(key).or_insert_with(|| encode_resource(span));
-        self.resource.append_value(encoded);
+        let address = (Arc::as_ptr(&span.resource) as usize, Arc::as_ptr(&span.scope) as usize);
+        let key = match self.resource_by_address.get(&address) {
+            Some(key) => *key,
+            None => {
+                let encoded = encode_resource(span);
+                let key = match self.resource_by_bytes.get(&encoded) {
+                    Some(key) => *key,
+                    None => {
+                        let key = self.resources.len() as i32;
+                        self.resources.append_value(&encoded);
+                        self.resource_by_bytes.insert(encoded, key);
+                        key
+                    }
+                };
+                self.resource_by_address.insert(address, key);
+                key
+            }
+        };
+        self.resource.append_value(key);
     }
 
     pub fn finish(mut self) -> RecordBatch {
@@ -264,9 +309,9 @@ impl BatchBuilder {
             Arc::new(self.trace_span_count.finish()),
             Arc::new(self.trace_error_count.finish()),
             Arc::new(self.trace_flags.finish()),
-            Arc::new(self.trace_services.finish()),
+            Arc::new(DictionaryArray::<Int32Type>::new(self.trace_services.finish(), Arc::new(self.services.finish()))),
             Arc::new(self.detail.finish()),
-            Arc::new(self.resource.finish()),
+            Arc::new(DictionaryArray::<Int32Type>::new(self.resource.finish(), Arc::new(self.resources.finish()))),
         ]);
         RecordBatch::try_new(Arc::clone(&SCHEMA), columns).expect("builder columns match the schema")
     }
@@ -365,15 +410,31 @@ pub fn spans_from_batches(batches: &[RecordBatch]) -> Result<Vec<StoredSpan>, St
         let status_message = column("status_message")?.as_string::<i32>();
         let trace_flags = column("trace_flags")?.as_primitive::<Int32Type>();
         let detail = column("detail")?.as_binary::<i32>();
-        let resource = column("resource")?.as_binary::<i32>();
+        let resource = column("resource")?
+            .as_dictionary_opt::<Int32Type>()
+            .ok_or_else(|| StoreError::Corrupt("column resource is no dictionary".into()))?;
+        let (resource_keys, resource_values) = (resource.keys(), resource.values().as_binary::<i32>());
+        // Decoded once per distinct value of the batch (and once per bytes across batches).
+        let mut decoded: Vec<Option<(Arc<Resource>, Arc<InstrumentationScope>)>> = vec![None; resource_values.len()];
         for row in 0..batch.num_rows() {
-            let resource_bytes = resource.value(row);
-            let (resource, scope) = match resources.get(resource_bytes) {
+            let key = resource_keys.value(row) as usize;
+            if key >= decoded.len() {
+                return Err(StoreError::Corrupt(format!("resource key {key} out of range")));
+            }
+            let (resource, scope) = match &decoded[key] {
                 Some(found) => found.clone(),
                 None => {
-                    let decoded = decode_resource(resource_bytes)?;
-                    resources.insert(resource_bytes.to_vec(), decoded.clone());
-                    decoded
+                    let bytes = resource_values.value(key);
+                    let pair = match resources.get(bytes) {
+                        Some(found) => found.clone(),
+                        None => {
+                            let pair = decode_resource(bytes)?;
+                            resources.insert(bytes.to_vec(), pair.clone());
+                            pair
+                        }
+                    };
+                    decoded[key] = Some(pair.clone());
+                    pair
                 }
             };
             let detail = trace_proto::Span::decode(detail.value(row)).map_err(|e| StoreError::Corrupt(format!("span detail: {e}")))?;

@@ -18,7 +18,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection, RowSelector,
+    ArrowPredicateFn, ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection, RowSelector,
 };
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::bloom_filter::Sbbf;
@@ -32,7 +32,7 @@ use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::block::{BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, spans_from_batches};
+use crate::block::{BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, block_read_options, spans_from_batches};
 use crate::head::{Head, PendingSpan};
 use crate::paths::{read_paths, write_paths};
 use crate::rollup::{Rollup, RollupBuilder, read_adoption, read_rollup, write_adoption, write_rollup};
@@ -74,6 +74,8 @@ struct AssembledBuffer {
     rows: usize,
     /// Memory the batches hold.
     bytes: usize,
+    /// Memory the last assembled chunk added: the next is expected to add as much.
+    last_chunk_bytes: usize,
     /// Spans held per log segment, by the time window their traces start in.
     segments: BTreeMap<i64, HashMap<SegmentId, u64>>,
     oldest: Option<Instant>,
@@ -321,7 +323,9 @@ impl EmbeddedStore {
             let (full, all) = {
                 let buffer = self.assembled.lock();
                 let aged = buffer.oldest.is_some_and(|t| t.elapsed().as_secs_f64() >= self.config.block_max_age_seconds);
-                let too_big = self.config.block_max_bytes > 0 && buffer.bytes as u64 >= self.config.block_max_bytes;
+                // Cut before the next chunk would cross the limit, not after.
+                let expected = (buffer.bytes + buffer.last_chunk_bytes) as u64;
+                let too_big = self.config.block_max_bytes > 0 && expected >= self.config.block_max_bytes;
                 let full = buffer.rows >= self.config.block_max_spans || too_big;
                 (full, buffer.rows > 0 && ((flush_all && !assembled_some) || aged))
             };
@@ -429,9 +433,11 @@ impl EmbeddedStore {
         }
         let _moving = self.stages.write();
         let mut buffer = self.assembled.lock();
+        buffer.last_chunk_bytes = 0;
         for (slot, batch, rollup, segments) in batches {
             buffer.rows += batch.num_rows();
             buffer.bytes += batch.get_array_memory_size();
+            buffer.last_chunk_bytes += batch.get_array_memory_size();
             buffer.batches.push(batch);
             buffer.rollups.push(Arc::new(rollup));
             buffer.windows.push(slot);
@@ -680,7 +686,9 @@ impl EmbeddedStore {
     fn merge_blocks(&self, chosen: Vec<Arc<BlockMeta>>) -> Result<(), StoreError> {
         let mut cursors = Vec::new();
         for block in &chosen {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&block.path)?)?.with_batch_size(8 * 1024).build()?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(fs::File::open(&block.path)?, block_read_options())?
+                .with_batch_size(8 * 1024)
+                .build()?;
             cursors.push(Cursor::new(reader)?);
         }
         let level = chosen.iter().map(|b| b.compaction_level).max().unwrap_or(0) + 1;
@@ -831,7 +839,7 @@ impl EmbeddedStore {
     fn block_span_ids_since(&self, since: i64) -> Result<HashSet<(TraceId, clew_model::SpanId)>, StoreError> {
         let mut ids = HashSet::new();
         for block in self.blocks.read().iter().filter(|b| b.max_end_unix_nano >= since) {
-            let builder = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&block.path)?)?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(fs::File::open(&block.path)?, block_read_options())?;
             let mask = datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [0, 1]);
             for batch in builder.with_projection(mask).build()? {
                 let batch = batch?;
@@ -885,7 +893,10 @@ impl EmbeddedStore {
     /// The rollup of a block file's rows.
     fn rollup_of_file(&self, path: &Path) -> Result<Rollup, StoreError> {
         let mut builder = RollupBuilder::new(&self.config.traffic_source_attribute);
-        for batch in ParquetRecordBatchReaderBuilder::try_new(fs::File::open(path)?)?.with_batch_size(8 * 1024).build()? {
+        for batch in ParquetRecordBatchReaderBuilder::try_new_with_options(fs::File::open(path)?, block_read_options())?
+            .with_batch_size(8 * 1024)
+            .build()?
+        {
             builder.add(&batch?);
         }
         Ok(builder.finish())
@@ -1050,7 +1061,7 @@ impl EmbeddedStore {
             return Ok(Arc::clone(reader));
         }
         let file = fs::File::open(&block.path)?;
-        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional))?;
+        let metadata = ArrowReaderMetadata::load(&file, block_read_options().with_page_index_policy(PageIndexPolicy::Optional))?;
         let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone());
         let mut row_groups = Vec::new();
         for (index, group) in builder.metadata().row_groups().iter().enumerate() {
@@ -1504,6 +1515,72 @@ mod tests {
         }
     }
 
+    /// Blocks written while the service lists and resources were plain columns (one copy per
+    /// row) are still found, read and merged with new ones.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn blocks_with_plain_columns_are_read_and_merged() {
+        use datafusion::arrow::compute::cast;
+        use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
+        let config = StoreConfig { compaction_target_spans: 1_000_000, ..temp_config() };
+        let all = spans(400, 5);
+        let old = {
+            let store = EmbeddedStore::open(config.clone()).unwrap();
+            let storage: &dyn Storage = &store;
+            storage.append(all[..500].to_vec()).await.unwrap();
+            storage.flush().await.unwrap();
+            let blocks = store.blocks();
+            assert_eq!(blocks.len(), 1);
+            Arc::clone(&blocks[0])
+        };
+        // Rewrite the block as it used to be written.
+        let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&old.path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(matches!(batches[0].column_by_name("resource").unwrap().data_type(), DataType::Dictionary(..)));
+        let plain = |field: &Field| match field.name().as_str() {
+            "trace_services" => Field::new(field.name(), DataType::Utf8, false),
+            "resource" => Field::new(field.name(), DataType::Binary, false),
+            _ => field.clone(),
+        };
+        let schema = Arc::new(Schema::new(SCHEMA.fields().iter().map(|f| plain(f)).collect::<Vec<_>>()));
+        let mut writer = ArrowWriter::try_new(fs::File::create(&old.path).unwrap(), Arc::clone(&schema), None).unwrap();
+        for batch in &batches {
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(column, field)| cast(column, field.data_type()).unwrap())
+                .collect::<Vec<_>>();
+            writer.write(&RecordBatch::try_new(Arc::clone(&schema), columns).unwrap()).unwrap();
+        }
+        writer.close().unwrap();
+
+        let store = EmbeddedStore::open(config).unwrap();
+        let storage: &dyn Storage = &store;
+        let found = storage.trace(all[7].trace_id).await.unwrap();
+        assert_eq!(found.len(), 5);
+        assert!(found.iter().all(|s| s.span.service_name() == "svc"), "the resource is decoded");
+        // Three new blocks: the flush after the last merges them with the old one.
+        for part in all[500..].chunks(500) {
+            storage.append(part.to_vec()).await.unwrap();
+            storage.flush().await.unwrap();
+        }
+        let blocks = store.blocks();
+        assert_eq!(blocks.len(), 1, "{blocks:?}");
+        assert_eq!((blocks[0].span_count, blocks[0].replaces.len()), (2_000, 4));
+        for batch in ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&blocks[0].path).unwrap()).unwrap().build().unwrap() {
+            let batch = batch.unwrap();
+            let services = batch.column_by_name("trace_services").unwrap().as_dictionary::<Int32Type>();
+            assert_eq!(services.values().as_string::<i32>().value(services.keys().value(0) as usize), "svc");
+        }
+        for id in [all[7].trace_id, all[1_777].trace_id] {
+            assert_eq!(storage.trace(id).await.unwrap().len(), 5);
+        }
+    }
+
     fn rollup_totals(parts: Vec<Arc<Rollup>>) -> (u64, u64) {
         let spans: u64 = parts.iter().flat_map(|part| &part.adoption.services).map(|s| s.counts.spans).sum();
         let traces: u64 = parts.iter().flat_map(|part| &part.adoption.traces).map(|t| t.traces).sum();
@@ -1671,8 +1748,11 @@ mod tests {
         let small = assembled(u64::MAX).await.stats();
         assert_eq!((small.blocks, small.assembled_unflushed_spans, small.pending_bytes), (0, 100, 0));
         assert!(small.assembled_bytes > 0);
-        let store = assembled(small.assembled_bytes + 1).await;
-        assert_eq!(store.stats().blocks, 0, "a buffer under the limit waits");
+        // A block is cut when the next chunk, as large as the last, would cross the limit.
+        let store = assembled(2 * small.assembled_bytes).await;
+        assert_eq!(store.stats().blocks, 1, "a second chunk of 100 spans would cross the limit");
+        let store = assembled(2 * small.assembled_bytes + 1).await;
+        assert_eq!(store.stats().blocks, 0, "a buffer with room for another chunk waits");
         store.append(spans(100, 5)[100..].to_vec()).await.unwrap();
         store.maintain(false).unwrap();
         let cut = store.stats();

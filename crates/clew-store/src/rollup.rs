@@ -23,8 +23,8 @@ use std::sync::{Arc, LazyLock, OnceLock};
 
 use clew_model::{DEPRECATED_ATTRIBUTES, LatencyHistogram, span_flags, trace_flags};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, FixedSizeBinaryArray, Int32Array, Int32Builder, Int64Array, Int64Builder,
-    MapArray, RecordBatch, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, BinaryBuilder, FixedSizeBinaryArray, Int32Array, Int32Builder, Int64Array, Int64Builder, MapArray,
+    RecordBatch, StringArray, StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -149,9 +149,8 @@ struct TraceState {
     unanswered_groups: HashSet<UnansweredKey>,
 }
 
-/// A resource's facts, remembered while consecutive rows share it.
+/// A resource's facts, found once per resource of a batch.
 struct ResourceFacts {
-    blob: Vec<u8>,
     missing_version: bool,
     missing_environment: bool,
     pairs: Vec<(Arc<str>, Arc<str>)>,
@@ -203,7 +202,9 @@ struct Columns<'a> {
     http_status: &'a Int64Array,
     attributes: &'a MapArray,
     resource_attributes: &'a MapArray,
-    resource: &'a BinaryArray,
+    /// Each row's key into the batch's distinct resources.
+    resource: &'a Int32Array,
+    resources: usize,
     status: &'a StringArray,
     duration: &'a Int64Array,
     critical: &'a Int64Array,
@@ -235,7 +236,8 @@ impl<'a> Columns<'a> {
             http_status: column(batch, "http_status_code").as_primitive::<Int64Type>(),
             attributes: column(batch, "attributes").as_map(),
             resource_attributes: column(batch, "resource_attributes").as_map(),
-            resource: column(batch, "resource").as_binary::<i32>(),
+            resource: column(batch, "resource").as_dictionary::<Int32Type>().keys(),
+            resources: column(batch, "resource").as_dictionary::<Int32Type>().values().len(),
             status: column(batch, "status_code").as_string::<i32>(),
             duration: column(batch, "duration_nanos").as_primitive::<Int64Type>(),
             critical: column(batch, "critical_path_nanos").as_primitive::<Int64Type>(),
@@ -363,6 +365,7 @@ impl RollupBuilder {
             attributes,
             resource_attributes,
             resource,
+            resources,
             status,
             duration,
             critical,
@@ -375,7 +378,8 @@ impl RollupBuilder {
             ..
         } = columns;
         let broken_shape = (trace_flags::MULTIPLE_ROOTS | trace_flags::HAS_ORPHANS | trace_flags::NO_ROOT) as i32;
-        let mut last_resource: Option<ResourceFacts> = None;
+        let mut resource_facts: Vec<Option<ResourceFacts>> = Vec::new();
+        resource_facts.resize_with(resources, || None);
         for row in 0..batch.num_rows() {
             let trace_id: [u8; 16] = trace_ids.value(row).try_into().expect("16-byte trace IDs");
             if self.trace.id != Some(trace_id) {
@@ -398,7 +402,8 @@ impl RollupBuilder {
                 Some((_, first)) => *first = (*first).min(minute),
                 None => self.trace.services.push((Arc::clone(&service_name), minute)),
             }
-            if last_resource.as_ref().is_none_or(|r| r.blob != resource.value(row)) {
+            let resource_key = resource.value(row) as usize;
+            if resource_facts[resource_key].is_none() {
                 let map = resource_attributes;
                 let mut pairs = Vec::new();
                 if !map.is_null(row) {
@@ -412,15 +417,14 @@ impl RollupBuilder {
                 }
                 let has = |key: &str| pairs.iter().any(|(k, _)| &**k == key);
                 let source = self.source_key.as_ref().and_then(|key| pairs.iter().find(|(k, _)| k == key)).map(|(_, v)| Arc::clone(v));
-                last_resource = Some(ResourceFacts {
-                    blob: resource.value(row).to_vec(),
+                resource_facts[resource_key] = Some(ResourceFacts {
                     missing_version: !has("service.version"),
                     missing_environment: !has("deployment.environment.name") && !has("deployment.environment"),
                     pairs,
                     source,
                 });
             }
-            let facts = last_resource.as_ref().expect("set above");
+            let facts = resource_facts[resource_key].as_ref().expect("set above");
             let span_kind = kind.value(row);
             let is_entry = span_kind == "server" || span_kind == "consumer";
             let is_exit = span_kind == "client" || span_kind == "producer";
