@@ -22,7 +22,7 @@ use std::time::Instant;
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use clew_model::{LatencyHistogram, SpanId, TraceId};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, MapArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, MapArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type};
 use futures::StreamExt;
 use serde::Serialize;
@@ -309,62 +309,26 @@ impl KeyCounts {
     }
 }
 
-/// Resource attributes are the same for every span a process sends: each distinct resource is
-/// counted once per side, and its attributes expanded into the counts at the end.
+/// Resource attributes are the same for every span a process sends. Rows name their resource
+/// by a key into the batch's distinct encoded resources: spans are counted per key, and each
+/// distinct resource's attributes are decoded once and added as often as its spans were.
 #[derive(Default)]
 struct Resources {
-    /// By the hash of the resource's attributes: indexes into `seen`.
-    by_hash: HashMap<u64, Vec<usize>>,
-    seen: Vec<(Vec<(String, String)>, u64, u64)>,
+    /// By encoded resource: its attributes (at most [`MAX_RESOURCES`] remembered).
+    decoded: HashMap<Vec<u8>, Arc<Vec<(String, String)>>>,
 }
 
 impl Resources {
-    fn count(&mut self, map: &MapArray, row: usize, selected: bool) {
-        use std::hash::Hasher;
-        if map.is_null(row) {
-            return;
+    /// The attributes of an encoded resource; an undecodable one has none.
+    fn attributes(&mut self, bytes: &[u8]) -> Arc<Vec<(String, String)>> {
+        if let Some(found) = self.decoded.get(bytes) {
+            return Arc::clone(found);
         }
-        let offsets = map.value_offsets();
-        let (keys, values) = (map.keys().as_string::<i32>(), map.values().as_string::<i32>());
-        let range = offsets[row] as usize..offsets[row + 1] as usize;
-        let mut hasher = twox_hash::XxHash64::with_seed(0);
-        for i in range.clone() {
-            hasher.write(keys.value(i).as_bytes());
-            hasher.write(&[0x1f]);
-            if values.is_valid(i) {
-                hasher.write(values.value(i).as_bytes());
-            }
-            hasher.write(&[0x1e]);
+        let pairs = Arc::new(clew_store::resource_attribute_pairs(bytes).unwrap_or_default());
+        if self.decoded.len() < MAX_RESOURCES {
+            self.decoded.insert(bytes.to_vec(), Arc::clone(&pairs));
         }
-        // The stored entries leave out null values, as the row is read.
-        let same = |entries: &[(String, String)]| {
-            let mut stored = entries.iter();
-            for i in range.clone().filter(|&i| values.is_valid(i)) {
-                match stored.next() {
-                    Some((k, v)) if keys.value(i) == k && values.value(i) == v => {}
-                    _ => return false,
-                }
-            }
-            stored.next().is_none()
-        };
-        let candidates = self.by_hash.entry(hasher.finish()).or_default();
-        let found = candidates.iter().copied().find(|&index| same(&self.seen[index].0));
-        let index = match found {
-            Some(index) => index,
-            None => {
-                let entries =
-                    range.filter(|&i| values.is_valid(i)).map(|i| (keys.value(i).to_string(), values.value(i).to_string())).collect();
-                self.seen.push((entries, 0, 0));
-                candidates.push(self.seen.len() - 1);
-                self.seen.len() - 1
-            }
-        };
-        let slot = &mut self.seen[index];
-        if selected {
-            slot.1 += 1;
-        } else {
-            slot.2 += 1;
-        }
+        pairs
     }
 }
 
@@ -394,17 +358,13 @@ impl Counter {
         }
     }
 
-    /// Adds the attributes of each distinct resource seen, as often as its spans were.
-    fn expand_resources(&mut self) {
-        let resources = std::mem::take(&mut self.resources);
-        let mut key = String::new();
-        for (entries, selected, baseline) in resources.seen {
-            for (name, value) in entries {
-                key.clear();
-                key.push_str("resource.");
-                key.push_str(&name);
-                self.add(&key, &value, selected, baseline);
-            }
+    /// Adds the attributes of a resource, as often as its spans were counted on each side.
+    fn add_resource(&mut self, bytes: &[u8], selected: u64, baseline: u64, key: &mut String) {
+        for (name, value) in self.resources.attributes(bytes).iter() {
+            key.clear();
+            key.push_str("resource.");
+            key.push_str(name);
+            self.add(key, value, selected, baseline);
         }
     }
 
@@ -483,15 +443,31 @@ impl Pass {
         let flags = self.flags(batch);
         let status: &StringArray = batch.column_by_name("status_code").expect("projected").as_string::<i32>();
         let attributes = batch.column_by_name("attributes").expect("projected").as_map();
-        let resource = batch.column_by_name("resource_attributes").expect("projected").as_map();
-        // One list per trace, stored as a dictionary: each row's key says which.
-        let services = batch.column_by_name("trace_services").expect("projected");
-        let text = |array: &ArrayRef| datafusion::arrow::compute::cast(array, &DataType::Utf8).expect("text casts to Utf8");
-        let (service_keys, service_lists) = match services.as_dictionary_opt::<Int32Type>() {
-            Some(dictionary) => (Some(dictionary.keys()), text(dictionary.values())),
-            None => (None, text(services)),
+        // Encoded resources, a dictionary: spans are counted per key, resources once per batch.
+        let resource = batch.column_by_name("resource").expect("projected");
+        let resource = match resource.as_dictionary_opt::<Int32Type>() {
+            Some(_) => Arc::clone(resource),
+            None => {
+                datafusion::arrow::compute::cast(resource, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Binary)))
+                    .expect("binary casts to a dictionary")
+            }
         };
+        let resource = resource.as_dictionary::<Int32Type>();
+        let resource_bytes = datafusion::arrow::compute::cast(resource.values(), &DataType::Binary).expect("resources are binary");
+        let resource_bytes = resource_bytes.as_binary::<i32>();
+        let mut per_resource = vec![(0u64, 0u64); resource_bytes.len()];
+        // One service list per trace, stored as a dictionary: spans are counted per list, and
+        // each list is split once per batch.
+        let services = batch.column_by_name("trace_services").expect("projected");
+        let services = match services.as_dictionary_opt::<Int32Type>() {
+            Some(_) => Arc::clone(services),
+            None => datafusion::arrow::compute::cast(services, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))
+                .expect("text casts to a dictionary"),
+        };
+        let services = services.as_dictionary::<Int32Type>();
+        let service_lists = datafusion::arrow::compute::cast(services.values(), &DataType::Utf8).expect("service lists are text");
         let service_lists = service_lists.as_string::<i32>();
+        let mut per_list = vec![(0u64, 0u64); service_lists.len()];
         let mut key = String::new();
         for (row, &selected) in flags.iter().enumerate() {
             if self.only_selected && !selected {
@@ -503,17 +479,37 @@ impl Pass {
                 counter.baseline += 1;
             }
             counter.map("span.", attributes, row, selected, &mut key, self.skip);
-            if counter.resources.seen.len() < MAX_RESOURCES {
-                counter.resources.count(resource, row, selected);
-            } else {
-                counter.map("resource.", resource, row, selected, &mut key, &[]);
+            if resource.is_valid(row) {
+                let counts = &mut per_resource[resource.keys().value(row) as usize];
+                if selected {
+                    counts.0 += 1;
+                } else {
+                    counts.1 += 1;
+                }
             }
             if self.compare_status {
                 counter.count("status", status.value(row), selected);
             }
-            let list = service_lists.value(service_keys.map_or(row, |keys| keys.value(row) as usize));
-            for service in list.split(',').filter(|s| !s.is_empty() && Some(*s) != self.service.as_deref()) {
-                counter.count("trace.service", service, selected);
+            if services.is_valid(row) {
+                let counts = &mut per_list[services.keys().value(row) as usize];
+                if selected {
+                    counts.0 += 1;
+                } else {
+                    counts.1 += 1;
+                }
+            }
+        }
+        for (index, (selected, baseline)) in per_list.into_iter().enumerate() {
+            if selected + baseline == 0 || service_lists.is_null(index) {
+                continue;
+            }
+            for service in service_lists.value(index).split(',').filter(|s| !s.is_empty() && Some(*s) != self.service.as_deref()) {
+                counter.add("trace.service", service, selected, baseline);
+            }
+        }
+        for (index, (selected, baseline)) in per_resource.into_iter().enumerate() {
+            if selected + baseline > 0 && resource_bytes.is_valid(index) {
+                counter.add_resource(resource_bytes.value(index), selected, baseline, &mut key);
             }
         }
     }
@@ -684,7 +680,7 @@ impl QueryEngine {
 
         // Attribute values: of every span, or of a sample of traces.
         let total = facts.selected + facts.baseline;
-        let attributes = "status_code, attributes, resource_attributes, trace_services";
+        let attributes = "status_code, attributes, resource, trace_services";
         let project = format!("{selected_column}, {attributes}");
         let share = match sample_spans {
             Some(limit) if total > limit.max(1) => limit.max(1) as f64 / total as f64,
@@ -695,7 +691,10 @@ impl QueryEngine {
         if share < 1.0 {
             let threshold = format!("arrow_cast(X'{}', 'FixedSizeBinary(16)')", hex(&trace_id_threshold(share)));
             let sampled = engine
-                .count_attributes(&format!("SELECT {project} FROM spans WHERE {scope_sql} AND trace_id < {threshold}"), Arc::clone(&pass))
+                .count_attributes(
+                    &format!("SELECT {project} FROM span_rows WHERE {scope_sql} AND trace_id < {threshold}"),
+                    Arc::clone(&pass),
+                )
                 .await?;
             let expected = share * total as f64;
             let seen = (sampled.selected + sampled.baseline) as f64;
@@ -706,7 +705,7 @@ impl QueryEngine {
                     "trace IDs are not uniformly spread ({seen} spans where {expected:.0} were expected in a {:.1}% sample), so every span was compared",
                     100.0 * share
                 ));
-                counter = engine.count_attributes(&format!("SELECT {project} FROM spans WHERE {scope_sql}"), Arc::clone(&pass)).await?;
+                counter = engine.count_attributes(&format!("SELECT {project} FROM span_rows WHERE {scope_sql}"), Arc::clone(&pass)).await?;
             } else {
                 let mut sampled = sampled;
                 facts.sampled_traces = Some(share);
@@ -715,7 +714,7 @@ impl QueryEngine {
                     let rest = Pass { only_selected: true, ..(*pass).clone() };
                     let more = engine
                         .count_attributes(
-                            &format!("SELECT {project} FROM spans WHERE {scope_sql} AND ({sql}) IS TRUE AND trace_id >= {threshold}"),
+                            &format!("SELECT {project} FROM span_rows WHERE {scope_sql} AND ({sql}) IS TRUE AND trace_id >= {threshold}"),
                             Arc::new(rest),
                         )
                         .await?;
@@ -737,7 +736,7 @@ impl QueryEngine {
                 counter = sampled;
             }
         } else {
-            counter = engine.count_attributes(&format!("SELECT {project} FROM spans WHERE {scope_sql}"), Arc::clone(&pass)).await?;
+            counter = engine.count_attributes(&format!("SELECT {project} FROM span_rows WHERE {scope_sql}"), Arc::clone(&pass)).await?;
         }
         facts.compared_selected = counter.selected;
         facts.compared_baseline = counter.baseline;
@@ -788,7 +787,6 @@ impl QueryEngine {
                 while let Some(batch) = stream.next().await {
                     pass.count(&batch?, &mut counter);
                 }
-                counter.expand_resources();
                 Ok::<_, QueryError>(counter)
             }));
         }
@@ -852,27 +850,67 @@ mod tests {
         assert_eq!(a.keys["span.region"].values["eu"], (1, 1));
     }
 
+    /// Rows as they are stored: resources and service lists are dictionary columns.
     #[test]
     fn each_resource_is_counted_as_often_as_its_spans() {
-        use datafusion::arrow::array::{MapBuilder, StringBuilder};
-        let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
-        for (version, pid) in [("1.0", "7"), ("1.0", "7"), ("2.0", "7"), ("1.0", "7")] {
-            builder.keys().append_value("service.version");
-            builder.values().append_value(version);
-            builder.keys().append_value("process.pid");
-            builder.values().append_value(pid);
-            builder.append(true).unwrap();
-        }
-        let map = builder.finish();
+        use clew_model::{Attribute, InstrumentationScope, Resource, Span, SpanId, Value};
+        let resource = |version: &str| {
+            Arc::new(Resource {
+                attributes: vec![
+                    Attribute::new("service.name", Value::Str("api".into())),
+                    Attribute::new("service.version", Value::Str(version.into())),
+                    Attribute::new("process.pid", Value::Int(7)),
+                ],
+                ..Default::default()
+            })
+        };
+        // Equal resources received apart are one resource.
+        let resources = [resource("1.0"), resource("1.0"), resource("2.0"), resource("1.0")];
+        let scope = Arc::new(InstrumentationScope::default());
+        let spans: Vec<Span> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, resource)| Span {
+                trace_id: TraceId([1; 16]),
+                span_id: SpanId([i as u8 + 1; 8]),
+                parent_span_id: (i > 0).then_some(SpanId([1; 8])),
+                name: "op".into(),
+                start_time_unix_nano: 1_000 + i as u64,
+                end_time_unix_nano: 2_000,
+                resource: Arc::clone(resource),
+                scope: Arc::clone(&scope),
+                ..Span::default()
+            })
+            .collect();
+        let trace = clew_model::assemble_borrowed(&spans);
+        let mut builder = clew_store::block::BatchBuilder::default();
+        builder.push_trace(&trace, 0);
+        let stored = builder.finish();
+        // Rows are in span order; the first and third are selected.
+        let selected: Vec<bool> = stored
+            .column_by_name("span_id")
+            .unwrap()
+            .as_fixed_size_binary()
+            .iter()
+            .map(|id| matches!(id, Some([1, ..] | [3, ..])))
+            .collect();
+        let columns = ["status_code", "attributes", "resource", "trace_services"];
+        let mut fields: Vec<_> = columns.iter().map(|c| stored.schema().field_with_name(c).unwrap().clone()).collect();
+        let mut arrays: Vec<datafusion::arrow::array::ArrayRef> =
+            columns.iter().map(|c| Arc::clone(stored.column_by_name(c).unwrap())).collect();
+        fields.push(datafusion::arrow::datatypes::Field::new("selected", DataType::Boolean, false));
+        arrays.push(Arc::new(BooleanArray::from(selected)));
+        let batch = RecordBatch::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), arrays).unwrap();
+        assert!(matches!(batch.column_by_name("resource").unwrap().data_type(), DataType::Dictionary(..)));
+        let pass = Pass { service: None, spans: None, skip: &[], compare_status: false, only_selected: false };
         let mut counter = Counter::default();
-        for (row, selected) in [(0, true), (1, false), (2, true), (3, false)] {
-            counter.resources.count(&map, row, selected);
-        }
-        assert_eq!(counter.resources.seen.len(), 2, "two distinct resources");
-        counter.expand_resources();
+        pass.count(&batch, &mut counter);
+        assert_eq!(counter.resources.decoded.len(), 2, "two distinct resources decoded");
+        assert_eq!((counter.selected, counter.baseline), (2, 2));
         assert_eq!(counter.keys["resource.service.version"].values["1.0"], (1, 2));
         assert_eq!(counter.keys["resource.service.version"].values["2.0"], (1, 0));
         assert_eq!(counter.keys["resource.process.pid"].values["7"], (2, 2));
+        assert_eq!(counter.keys["trace.service"].values["api"], (2, 2));
     }
 
     #[test]

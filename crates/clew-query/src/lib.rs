@@ -81,7 +81,8 @@ impl QueryEngine {
             .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true);
         let context = SessionContext::new_with_config(config);
         context.register_table("span_columns", table)?;
-        context.sql(&spans_view()).await?;
+        context.sql(&spans_view("spans", false)).await?;
+        context.sql(&spans_view("span_rows", true)).await?;
         Ok(Self { storage, context })
     }
 
@@ -125,8 +126,10 @@ pub fn batches_to_json(batches: &[RecordBatch]) -> Result<serde_json::Value, Que
 }
 
 /// The table SQL sees, derived from the stored schema: absolute start and end times in place
-/// of the stored offset, and without the encoded blobs.
-fn spans_view() -> String {
+/// of the stored offset, and without the encoded blobs. `span_rows`, for analyses, keeps each
+/// span's encoded resource: a dictionary column, so that a resource's attributes are read
+/// once per resource and not once per span.
+fn spans_view(name: &str, with_resource: bool) -> String {
     let columns: Vec<String> = clew_store::SCHEMA
         .fields()
         .iter()
@@ -136,11 +139,12 @@ fn spans_view() -> String {
                  trace_start_unix_nano + start_offset_nanos + duration_nanos AS end_time_unix_nano"
                     .to_string(),
             ),
+            "resource" if with_resource => Some("resource".to_string()),
             "detail" | "resource" => None,
             name => Some(name.to_string()),
         })
         .collect();
-    format!("CREATE VIEW spans AS SELECT {} FROM span_columns", columns.join(", "))
+    format!("CREATE VIEW {name} AS SELECT {} FROM span_columns", columns.join(", "))
 }
 
 /// A SQL string literal.

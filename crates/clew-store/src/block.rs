@@ -487,6 +487,13 @@ pub fn spans_from_batches(batches: &[RecordBatch]) -> Result<Vec<StoredSpan>, St
     Ok(out)
 }
 
+/// The attributes of an encoded resource (a value of the `resource` column) as the
+/// `resource_attributes` column holds them: key and rendered value, in order.
+pub fn resource_attribute_pairs(bytes: &[u8]) -> Result<Vec<(String, String)>, StoreError> {
+    let (resource, _) = decode_resource(bytes)?;
+    Ok(resource.attributes.iter().map(|a| (a.key.clone(), a.value.rendered().into_owned())).collect())
+}
+
 fn decode_resource(bytes: &[u8]) -> Result<(Arc<Resource>, Arc<InstrumentationScope>), StoreError> {
     let decoded = trace_proto::ResourceSpans::decode(bytes).map_err(|e| StoreError::Corrupt(format!("resource: {e}")))?;
     let resource = decoded.resource.unwrap_or_default();
