@@ -94,7 +94,8 @@ impl QueryEngine {
         &self.context
     }
 
-    /// Runs read-only SQL over the `spans` table (DDL, DML and `SET` are refused).
+    /// Runs read-only SQL over the `spans` view (and `span_rows`, `span_columns`; DDL, DML and
+    /// `SET` are refused).
     pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>, QueryError> {
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let frame = self.context.sql_with_options(query, options).await.map_err(|error| match error {

@@ -129,11 +129,11 @@ pub struct BatchBuilder {
     services_index: HashMap<String, i32>,
     detail: BinaryBuilder,
     /// Keys into `resources`: each resource+scope pair is encoded once, found by the shared
-    /// `Arc`s' addresses (alive while the builder is: the traces it assembles hold them) and,
-    /// for equal pairs received apart, by the encoded bytes.
+    /// `Arc`s' addresses (the map holds a clone of each, so no address is reused while the
+    /// builder lives) and, for equal pairs received apart, by the encoded bytes.
     resource: Int32Builder,
     resources: BinaryBuilder,
-    resource_by_address: HashMap<(usize, usize), i32>,
+    resource_by_address: HashMap<(usize, usize), (Arc<Resource>, Arc<InstrumentationScope>, i32)>,
     resource_by_bytes: HashMap<Vec<u8>, i32>,
     rows: usize,
 }
@@ -255,7 +255,7 @@ impl BatchBuilder {
         self.detail.append_value(encode_detail(span));
         let address = (Arc::as_ptr(&span.resource) as usize, Arc::as_ptr(&span.scope) as usize);
         let key = match self.resource_by_address.get(&address) {
-            Some(key) => *key,
+            Some((_, _, key)) => *key,
             None => {
                 let encoded = encode_resource(span);
                 let key = match self.resource_by_bytes.get(&encoded) {
@@ -267,7 +267,7 @@ impl BatchBuilder {
                         key
                     }
                 };
-                self.resource_by_address.insert(address, key);
+                self.resource_by_address.insert(address, (Arc::clone(&span.resource), Arc::clone(&span.scope), key));
                 key
             }
         };

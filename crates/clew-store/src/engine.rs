@@ -325,7 +325,7 @@ impl EmbeddedStore {
                 let aged = buffer.oldest.is_some_and(|t| t.elapsed().as_secs_f64() >= self.config.block_max_age_seconds);
                 // Cut before the next chunk would cross the limit, not after.
                 let expected = (buffer.bytes + buffer.last_chunk_bytes) as u64;
-                let too_big = self.config.block_max_bytes > 0 && expected >= self.config.block_max_bytes;
+                let too_big = self.config.block_max_bytes > 0 && buffer.rows > 0 && expected >= self.config.block_max_bytes;
                 let full = buffer.rows >= self.config.block_max_spans || too_big;
                 (full, buffer.rows > 0 && ((flush_all && !assembled_some) || aged))
             };
@@ -558,7 +558,7 @@ impl EmbeddedStore {
         let path = self.blocks_dir.join(format!("{id}.parquet"));
         let temporary = self.blocks_dir.join(format!("{id}.parquet.tmp"));
         let properties = WriterProperties::builder()
-            // Level 9 pays for the light columns' LZ4 below and costs writes little more than 3.
+            // Level 9 pays for the LZ4 columns below and costs writes little more than 3.
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(9)?))
             .set_max_row_group_row_count(Some(ROW_GROUP_MAX_ROWS))
             .set_data_page_row_count_limit(ROW_GROUP_ROWS)
@@ -1563,6 +1563,15 @@ mod tests {
         let found = storage.trace(all[7].trace_id).await.unwrap();
         assert_eq!(found.len(), 5);
         assert!(found.iter().all(|s| s.span.service_name() == "svc"), "the resource is decoded");
+        // SQL reads the old block through DataFusion, which casts it to the table's schema.
+        let context = datafusion::prelude::SessionContext::new();
+        context.register_table("span_columns", storage.spans_table()).unwrap();
+        let sql = "SELECT arrow_cast(max(trace_services), 'Utf8') AS services, count(DISTINCT resource) AS resources, \
+                   count(*) AS spans FROM span_columns WHERE trace_services LIKE 's%'";
+        let rows = context.sql(sql).await.unwrap().collect().await.unwrap();
+        assert_eq!(rows[0].column(0).as_string::<i32>().value(0), "svc");
+        assert_eq!(rows[0].column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0), 1);
+        assert_eq!(rows[0].column(2).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0), 500);
         // Three new blocks: the flush after the last merges them with the old one.
         for part in all[500..].chunks(500) {
             storage.append(part.to_vec()).await.unwrap();

@@ -171,9 +171,10 @@ pub struct StoreConfig {
     /// Beyond this many spans waiting in memory for their trace to go quiet, writes are
     /// refused with "retry later"...
     pub max_pending_spans: u64,
-    /// ...and beyond this many bytes of them (a pending span takes a few hundred bytes in the
+    /// ...and beyond this many bytes of them (a pending span takes about 150 bytes in the
     /// demo, its attributes and events included; 0: no limit). With `trace_idle_seconds`,
-    /// these bound the rate the store can take in: about limit / idle time.
+    /// these bound the rate the store can take in: about limit / idle time (the default, 1.3
+    /// million of the demo's spans, allows 130,000 spans/s with traces quiet after 10 s).
     pub max_pending_bytes: u64,
     /// The attribute naming a trace's traffic source (`web`, `app`, `load_test`…), read from
     /// its root span (span, then resource attributes) or the first span that has it.
@@ -199,7 +200,7 @@ impl Default for StoreConfig {
             retention_hours: 7.0 * 24.0,
             retention_max_bytes: 0,
             max_pending_spans: 2_000_000,
-            max_pending_bytes: 384 << 20,
+            max_pending_bytes: 192 << 20,
             traffic_source_attribute: DEFAULT_TRAFFIC_SOURCE_ATTRIBUTE.into(),
             load_test_sources: vec!["load_test".into(), "load-test".into(), "loadtest".into()],
         }
