@@ -1,7 +1,6 @@
 //! The columnar form of assembled traces: one row per span, the schema shared by the in-memory
 //! head and the Parquet blocks, and the way back from rows to spans.
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use clew_model::{
@@ -17,6 +16,9 @@ use opentelemetry_proto::tonic::common::v1 as common;
 use opentelemetry_proto::tonic::resource::v1 as resource_proto;
 use opentelemetry_proto::tonic::trace::v1 as trace_proto;
 use prost::Message;
+
+// Looked up once per row: foldhash, seeded per map like SipHash but faster on short keys.
+use foldhash::{HashMap, HashMapExt};
 
 use crate::StoreError;
 

@@ -17,7 +17,6 @@
 //! time, the latency of its spans, and per trace the number of its spans and its critical-path
 //! time (as histograms, for "calls per request" and critical-path percentiles).
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
@@ -27,6 +26,9 @@ use datafusion::arrow::array::{ArrayRef, AsArray, BinaryBuilder, Int32Builder, I
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use twox_hash::XxHash64;
+
+// Calling contexts are hashed per span: foldhash rather than the slower SipHash.
+use foldhash::{HashMap, HashMapExt};
 
 use crate::StoreError;
 use crate::rollup::{Names, write_parquet};

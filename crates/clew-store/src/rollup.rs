@@ -16,7 +16,7 @@
 //! trace, whether it is whole and which uncalled peers it names; unanswered client calls; root
 //! operations; and uses of deprecated attribute names.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -32,6 +32,10 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
+
+// Rollups hash several keys per span: foldhash, seeded per map like the standard SipHash
+// but several times faster on short keys.
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use crate::StoreError;
 use crate::paths::{PathBuilder, PathRow, PathSpan, PathTrace, merge_paths};
