@@ -22,7 +22,7 @@ use std::time::Instant;
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use clew_model::{LatencyHistogram, SpanId, TraceId};
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, MapArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, DictionaryArray, MapArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type};
 use futures::StreamExt;
 use serde::Serialize;
@@ -479,25 +479,11 @@ impl Pass {
                 counter.baseline += 1;
             }
             counter.map("span.", attributes, row, selected, &mut key, self.skip);
-            if resource.is_valid(row) {
-                let counts = &mut per_resource[resource.keys().value(row) as usize];
-                if selected {
-                    counts.0 += 1;
-                } else {
-                    counts.1 += 1;
-                }
-            }
+            tally(&mut per_resource, resource, row, selected);
             if self.compare_status {
                 counter.count("status", status.value(row), selected);
             }
-            if services.is_valid(row) {
-                let counts = &mut per_list[services.keys().value(row) as usize];
-                if selected {
-                    counts.0 += 1;
-                } else {
-                    counts.1 += 1;
-                }
-            }
+            tally(&mut per_list, services, row, selected);
         }
         for (index, (selected, baseline)) in per_list.into_iter().enumerate() {
             if selected + baseline == 0 || service_lists.is_null(index) {
@@ -511,6 +497,18 @@ impl Pass {
             if selected + baseline > 0 && resource_bytes.is_valid(index) {
                 counter.add_resource(resource_bytes.value(index), selected, baseline, &mut key);
             }
+        }
+    }
+}
+
+/// Counts a row once for its dictionary key, on its side (selected, baseline).
+fn tally(counts: &mut [(u64, u64)], column: &DictionaryArray<Int32Type>, row: usize, selected: bool) {
+    if column.is_valid(row) {
+        let slot = &mut counts[column.keys().value(row) as usize];
+        if selected {
+            slot.0 += 1;
+        } else {
+            slot.1 += 1;
         }
     }
 }

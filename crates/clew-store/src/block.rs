@@ -7,10 +7,10 @@ use clew_model::{
     Attribute, BorrowedTrace, Event, InstrumentationScope, Link, Resource, Span, SpanFacts, SpanId, SpanKind, StatusCode, TraceId, Value,
 };
 use datafusion::arrow::array::{
-    Array, ArrayBuilder, ArrayRef, AsArray, BinaryBuilder, DictionaryArray, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, MapBuilder,
-    MapFieldNames, RecordBatch, StringBuilder,
+    Array, ArrayBuilder, ArrayRef, AsArray, BinaryBuilder, DictionaryArray, FixedSizeBinaryBuilder, GenericByteBuilder, Int32Builder,
+    Int64Builder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{ByteArrayType, DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use opentelemetry_proto::tonic::common::v1 as common;
 use opentelemetry_proto::tonic::resource::v1 as resource_proto;
@@ -202,15 +202,7 @@ impl BatchBuilder {
     pub fn push_trace(&mut self, trace: &BorrowedTrace<'_>, extra_trace_flags: u32) {
         let facts = &trace.facts;
         let services = facts.services.join(",");
-        let services = match self.services_index.get(&services) {
-            Some(key) => *key,
-            None => {
-                let key = self.services.len() as i32;
-                self.services.append_value(&services);
-                self.services_index.insert(services, key);
-                key
-            }
-        };
+        let services = key_of(&mut self.services_index, &mut self.services, services);
         for (span, span_facts) in trace.spans.iter().zip(&trace.span_facts) {
             self.push_span(span, span_facts, facts.start_unix_nano);
             self.root_service.append_value(&facts.root_service);
@@ -259,16 +251,7 @@ impl BatchBuilder {
         let key = match self.resource_by_address.get(&address) {
             Some((_, _, key)) => *key,
             None => {
-                let encoded = encode_resource(span);
-                let key = match self.resource_by_bytes.get(&encoded) {
-                    Some(key) => *key,
-                    None => {
-                        let key = self.resources.len() as i32;
-                        self.resources.append_value(&encoded);
-                        self.resource_by_bytes.insert(encoded, key);
-                        key
-                    }
-                };
+                let key = key_of(&mut self.resource_by_bytes, &mut self.resources, encode_resource(span));
                 self.resource_by_address.insert(address, (Arc::clone(&span.resource), Arc::clone(&span.scope), key));
                 key
             }
@@ -317,6 +300,22 @@ impl BatchBuilder {
         ]);
         RecordBatch::try_new(Arc::clone(&SCHEMA), columns).expect("builder columns match the schema")
     }
+}
+
+/// The key of `value` in a dictionary column being built: found in `index`, or appended to
+/// `values` and remembered.
+fn key_of<T: ByteArrayType, K: std::hash::Hash + Eq + AsRef<T::Native>>(
+    index: &mut HashMap<K, i32>,
+    values: &mut GenericByteBuilder<T>,
+    value: K,
+) -> i32 {
+    if let Some(key) = index.get(&value) {
+        return *key;
+    }
+    let key = values.len() as i32;
+    values.append_value(&value);
+    index.insert(value, key);
+    key
 }
 
 fn append_map(builder: &mut MapBuilder<StringBuilder, StringBuilder>, attributes: &[Attribute]) {
