@@ -444,29 +444,13 @@ impl Pass {
         let status: &StringArray = batch.column_by_name("status_code").expect("projected").as_string::<i32>();
         let attributes = batch.column_by_name("attributes").expect("projected").as_map();
         // Encoded resources, a dictionary: spans are counted per key, resources once per batch.
-        let resource = batch.column_by_name("resource").expect("projected");
-        let resource = match resource.as_dictionary_opt::<Int32Type>() {
-            Some(_) => Arc::clone(resource),
-            None => {
-                datafusion::arrow::compute::cast(resource, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Binary)))
-                    .expect("binary casts to a dictionary")
-            }
-        };
-        let resource = resource.as_dictionary::<Int32Type>();
-        let resource_bytes = datafusion::arrow::compute::cast(resource.values(), &DataType::Binary).expect("resources are binary");
-        let resource_bytes = resource_bytes.as_binary::<i32>();
+        let resource = &keyed(batch, "resource", DataType::Binary);
+        let resource_bytes = resource.values().as_binary::<i32>();
         let mut per_resource = vec![(0u64, 0u64); resource_bytes.len()];
         // One service list per trace, stored as a dictionary: spans are counted per list, and
         // each list is split once per batch.
-        let services = batch.column_by_name("trace_services").expect("projected");
-        let services = match services.as_dictionary_opt::<Int32Type>() {
-            Some(_) => Arc::clone(services),
-            None => datafusion::arrow::compute::cast(services, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))
-                .expect("text casts to a dictionary"),
-        };
-        let services = services.as_dictionary::<Int32Type>();
-        let service_lists = datafusion::arrow::compute::cast(services.values(), &DataType::Utf8).expect("service lists are text");
-        let service_lists = service_lists.as_string::<i32>();
+        let services = &keyed(batch, "trace_services", DataType::Utf8);
+        let service_lists = services.values().as_string::<i32>();
         let mut per_list = vec![(0u64, 0u64); service_lists.len()];
         let mut key = String::new();
         for (row, &selected) in flags.iter().enumerate() {
@@ -499,6 +483,14 @@ impl Pass {
             }
         }
     }
+}
+
+/// A projected column as a dictionary of `values` (as which it is stored: the cast is then a
+/// copy of references; anything else is encoded here).
+fn keyed(batch: &RecordBatch, column: &str, values: DataType) -> DictionaryArray<Int32Type> {
+    let column = batch.column_by_name(column).expect("projected");
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(values));
+    datafusion::arrow::compute::cast(column, &dictionary).expect("casts to a dictionary").as_dictionary::<Int32Type>().clone()
 }
 
 /// Counts a row once for its dictionary key, on its side (selected, baseline).

@@ -23,8 +23,8 @@ use std::sync::{Arc, LazyLock, OnceLock};
 
 use clew_model::{DEPRECATED_ATTRIBUTES, LatencyHistogram, span_flags, trace_flags};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, FixedSizeBinaryArray, Int32Array, Int32Builder, Int64Array, Int64Builder, MapArray,
-    RecordBatch, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, BinaryBuilder, DictionaryArray, FixedSizeBinaryArray, Int32Array, Int32Builder, Int64Array, Int64Builder,
+    MapArray, RecordBatch, StringArray, StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -207,8 +207,7 @@ struct Columns<'a> {
     attributes: &'a MapArray,
     resource_attributes: &'a MapArray,
     /// Each row's key into the batch's distinct resources.
-    resource: &'a Int32Array,
-    resources: usize,
+    resource: &'a DictionaryArray<Int32Type>,
     status: &'a StringArray,
     duration: &'a Int64Array,
     critical: &'a Int64Array,
@@ -240,8 +239,7 @@ impl<'a> Columns<'a> {
             http_status: column(batch, "http_status_code").as_primitive::<Int64Type>(),
             attributes: column(batch, "attributes").as_map(),
             resource_attributes: column(batch, "resource_attributes").as_map(),
-            resource: column(batch, "resource").as_dictionary::<Int32Type>().keys(),
-            resources: column(batch, "resource").as_dictionary::<Int32Type>().values().len(),
+            resource: column(batch, "resource").as_dictionary::<Int32Type>(),
             status: column(batch, "status_code").as_string::<i32>(),
             duration: column(batch, "duration_nanos").as_primitive::<Int64Type>(),
             critical: column(batch, "critical_path_nanos").as_primitive::<Int64Type>(),
@@ -369,7 +367,6 @@ impl RollupBuilder {
             attributes,
             resource_attributes,
             resource,
-            resources,
             status,
             duration,
             critical,
@@ -383,7 +380,7 @@ impl RollupBuilder {
         } = columns;
         let broken_shape = (trace_flags::MULTIPLE_ROOTS | trace_flags::HAS_ORPHANS | trace_flags::NO_ROOT) as i32;
         let mut resource_facts: Vec<Option<ResourceFacts>> = Vec::new();
-        resource_facts.resize_with(resources, || None);
+        resource_facts.resize_with(resource.values().len(), || None);
         for row in 0..batch.num_rows() {
             let trace_id: [u8; 16] = trace_ids.value(row).try_into().expect("16-byte trace IDs");
             if self.trace.id != Some(trace_id) {
@@ -406,7 +403,7 @@ impl RollupBuilder {
                 Some((_, first)) => *first = (*first).min(minute),
                 None => self.trace.services.push((Arc::clone(&service_name), minute)),
             }
-            let resource_key = resource.value(row) as usize;
+            let resource_key = resource.keys().value(row) as usize;
             if resource_facts[resource_key].is_none() {
                 let map = resource_attributes;
                 let mut pairs = Vec::new();
