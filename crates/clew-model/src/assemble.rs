@@ -61,6 +61,9 @@ pub struct TraceFacts {
     /// Distinct service names, sorted.
     pub services: Vec<String>,
     pub flags: u32,
+    /// How many traces of real traffic this one stands for (1 unless it was sampled; see
+    /// [`crate::sampling`]).
+    pub adjusted_count: u32,
 }
 
 impl TraceFacts {
@@ -193,6 +196,7 @@ fn analyse(spans: &[&Span]) -> (Vec<SpanFacts>, TraceFacts, Vec<CriticalSegment>
         facts.start_unix_nano = 0;
     }
     facts.services = services.into_iter().map(str::to_string).collect();
+    facts.adjusted_count = crate::sampling::trace_adjusted_count(root.map(|r| spans[r]), spans.iter().copied());
 
     // Depth, top-down from every subtree top (roots and orphans).
     let mut stack: Vec<(usize, u32)> = roots.iter().chain(orphans.iter()).map(|&i| (i, 0)).collect();

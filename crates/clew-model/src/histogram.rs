@@ -35,8 +35,16 @@ pub struct LatencyHistogram {
 
 impl LatencyHistogram {
     pub fn record(&mut self, nanos: i64) {
+        self.record_n(nanos, 1);
+    }
+
+    /// Records `nanos` `count` times (a sampled value standing for `count`).
+    pub fn record_n(&mut self, nanos: i64, count: u64) {
+        if count == 0 {
+            return;
+        }
         self.widen(nanos, nanos);
-        self.add_bucket(bucket_of(nanos), 1);
+        self.add_bucket(bucket_of(nanos), count);
     }
 
     /// Takes [min, max] into the range of recorded values.

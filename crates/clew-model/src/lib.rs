@@ -10,6 +10,7 @@ mod clock_skew;
 mod critical_path;
 mod histogram;
 mod ids;
+pub mod sampling;
 mod semconv;
 mod span;
 

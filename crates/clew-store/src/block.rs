@@ -7,11 +7,11 @@ use clew_model::{
     Attribute, BorrowedTrace, Event, InstrumentationScope, Link, Resource, Span, SpanFacts, SpanId, SpanKind, StatusCode, TraceId, Value,
 };
 use datafusion::arrow::array::{
-    Array, ArrayBuilder, ArrayRef, AsArray, BinaryBuilder, DictionaryArray, FixedSizeBinaryBuilder, GenericByteBuilder, Int32Builder,
-    Int64Builder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
+    Array, ArrayBuilder, ArrayRef, AsArray, BinaryBuilder, DictionaryArray, FixedSizeBinaryBuilder, GenericByteBuilder, Int32Array,
+    Int32Builder, Int64Builder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
 };
 use datafusion::arrow::datatypes::{ByteArrayType, DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
-use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use opentelemetry_proto::tonic::common::v1 as common;
 use opentelemetry_proto::tonic::resource::v1 as resource_proto;
 use opentelemetry_proto::tonic::trace::v1 as trace_proto;
@@ -84,14 +84,40 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("trace_services", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)), false),
         Field::new("detail", DataType::Binary, false),
         Field::new("resource", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Binary)), false),
+        // How many traces of real traffic the trace stands for when it was sampled (see
+        // `clew_model::sampling`). Last, and nullable: blocks written before it read as null (1).
+        Field::new(ADJUSTED_COUNT, DataType::Int32, true),
     ]);
     Arc::new(Schema::new(fields))
 });
 
-/// How blocks are read: with the span schema as a hint, so that a block written before a
-/// column became a dictionary reads as one, and batches of old and new blocks merge.
-pub fn block_read_options() -> ArrowReaderOptions {
-    ArrowReaderOptions::new().with_schema(Arc::clone(&SCHEMA))
+/// The column of each trace's adjusted count.
+pub const ADJUSTED_COUNT: &str = "trace_adjusted_count";
+
+/// How a block file is read: with the span schema as a hint, so that a block written before a
+/// column became a dictionary reads as one, and batches of old and new blocks merge. A block
+/// written before the adjusted count existed lacks that last column: it is read without it,
+/// and [`upgrade`] adds it.
+pub fn block_metadata(file: &std::fs::File, options: ArrowReaderOptions) -> Result<ArrowReaderMetadata, StoreError> {
+    let plain = ArrowReaderMetadata::load(file, options.clone())?;
+    let columns = plain.schema().fields().len();
+    let hint = if columns == SCHEMA.fields().len() {
+        Arc::clone(&SCHEMA)
+    } else {
+        Arc::new(SCHEMA.project(&(0..columns.min(SCHEMA.fields().len())).collect::<Vec<_>>())?)
+    };
+    Ok(ArrowReaderMetadata::try_new(Arc::clone(plain.metadata()), options.with_schema(hint))?)
+}
+
+/// A batch of every column of a block, with the columns a block written by an older Clew
+/// lacks: each trace's adjusted count is then 1.
+pub fn upgrade(batch: RecordBatch) -> Result<RecordBatch, StoreError> {
+    if batch.num_columns() + 1 != SCHEMA.fields().len() {
+        return Ok(batch);
+    }
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(Int32Array::from(vec![1; batch.num_rows()])));
+    Ok(RecordBatch::try_new(Arc::clone(&SCHEMA), columns)?)
 }
 
 /// Builds record batches from assembled traces.
@@ -125,6 +151,7 @@ pub struct BatchBuilder {
     trace_span_count: Int32Builder,
     trace_error_count: Int32Builder,
     trace_flags: Int32Builder,
+    adjusted_count: Int32Builder,
     /// Keys into `services`, whose index finds a list's key by its text.
     trace_services: Int32Builder,
     services: StringBuilder,
@@ -180,6 +207,7 @@ impl Default for BatchBuilder {
             trace_span_count: Int32Builder::new(),
             trace_error_count: Int32Builder::new(),
             trace_flags: Int32Builder::new(),
+            adjusted_count: Int32Builder::new(),
             trace_services: Int32Builder::new(),
             services: StringBuilder::new(),
             services_index: HashMap::new(),
@@ -213,6 +241,7 @@ impl BatchBuilder {
             self.trace_error_count.append_value(facts.error_count as i32);
             self.trace_flags.append_value((facts.flags | extra_trace_flags) as i32);
             self.trace_services.append_value(services);
+            self.adjusted_count.append_value(facts.adjusted_count.clamp(1, i32::MAX as u32) as i32);
         }
     }
 
@@ -297,6 +326,7 @@ impl BatchBuilder {
             Arc::new(DictionaryArray::<Int32Type>::new(self.trace_services.finish(), Arc::new(self.services.finish()))),
             Arc::new(self.detail.finish()),
             Arc::new(DictionaryArray::<Int32Type>::new(self.resource.finish(), Arc::new(self.resources.finish()))),
+            Arc::new(self.adjusted_count.finish()),
         ]);
         RecordBatch::try_new(Arc::clone(&SCHEMA), columns).expect("builder columns match the schema")
     }

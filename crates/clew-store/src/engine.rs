@@ -18,7 +18,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection, RowSelector,
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection, RowSelector,
 };
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::bloom_filter::Sbbf;
@@ -32,7 +32,7 @@ use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::block::{BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, block_read_options, spans_from_batches};
+use crate::block::{BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, block_metadata, spans_from_batches, upgrade};
 use crate::head::{Head, PendingSpan};
 use crate::paths::{read_paths, write_paths};
 use crate::rollup::{Rollup, RollupBuilder, read_adoption, read_rollup, write_adoption, write_rollup};
@@ -686,9 +686,9 @@ impl EmbeddedStore {
     fn merge_blocks(&self, chosen: Vec<Arc<BlockMeta>>) -> Result<(), StoreError> {
         let mut cursors = Vec::new();
         for block in &chosen {
-            let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(fs::File::open(&block.path)?, block_read_options())?
-                .with_batch_size(8 * 1024)
-                .build()?;
+            let file = fs::File::open(&block.path)?;
+            let metadata = block_metadata(&file, ArrowReaderOptions::new())?;
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata).with_batch_size(8 * 1024).build()?;
             cursors.push(Cursor::new(reader)?);
         }
         let level = chosen.iter().map(|b| b.compaction_level).max().unwrap_or(0) + 1;
@@ -839,7 +839,9 @@ impl EmbeddedStore {
     fn block_span_ids_since(&self, since: i64) -> Result<HashSet<(TraceId, clew_model::SpanId)>, StoreError> {
         let mut ids = HashSet::new();
         for block in self.blocks.read().iter().filter(|b| b.max_end_unix_nano >= since) {
-            let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(fs::File::open(&block.path)?, block_read_options())?;
+            let file = fs::File::open(&block.path)?;
+            let metadata = block_metadata(&file, ArrowReaderOptions::new())?;
+            let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
             let mask = datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [0, 1]);
             for batch in builder.with_projection(mask).build()? {
                 let batch = batch?;
@@ -893,11 +895,10 @@ impl EmbeddedStore {
     /// The rollup of a block file's rows.
     fn rollup_of_file(&self, path: &Path) -> Result<Rollup, StoreError> {
         let mut builder = RollupBuilder::new(&self.config.traffic_source_attribute);
-        for batch in ParquetRecordBatchReaderBuilder::try_new_with_options(fs::File::open(path)?, block_read_options())?
-            .with_batch_size(8 * 1024)
-            .build()?
-        {
-            builder.add(&batch?);
+        let file = fs::File::open(path)?;
+        let metadata = block_metadata(&file, ArrowReaderOptions::new())?;
+        for batch in ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata).with_batch_size(8 * 1024).build()? {
+            builder.add(&upgrade(batch?)?);
         }
         Ok(builder.finish())
     }
@@ -1061,7 +1062,7 @@ impl EmbeddedStore {
             return Ok(Arc::clone(reader));
         }
         let file = fs::File::open(&block.path)?;
-        let metadata = ArrowReaderMetadata::load(&file, block_read_options().with_page_index_policy(PageIndexPolicy::Optional))?;
+        let metadata = block_metadata(&file, ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional))?;
         let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone());
         let mut row_groups = Vec::new();
         for (index, group) in builder.metadata().row_groups().iter().enumerate() {
@@ -1286,9 +1287,15 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn new(mut reader: datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader) -> Result<Self, StoreError> {
-        let batch = reader.next().transpose()?;
-        Ok(Self { reader, batch, row: 0 })
+    fn new(reader: datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader) -> Result<Self, StoreError> {
+        let mut cursor = Self { reader, batch: None, row: 0 };
+        cursor.batch = cursor.next_batch()?;
+        Ok(cursor)
+    }
+
+    /// The reader's next batch, with every column of the span table.
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, StoreError> {
+        self.reader.next().transpose()?.map(upgrade).transpose()
     }
 
     fn key(&self) -> Option<([u8; 16], [u8; 8])> {
@@ -1301,7 +1308,7 @@ impl Cursor {
     fn advance(&mut self) -> Result<(), StoreError> {
         self.row += 1;
         if self.batch.as_ref().is_some_and(|b| self.row >= b.num_rows()) {
-            self.batch = self.reader.next().transpose()?;
+            self.batch = self.next_batch()?;
             self.row = 0;
         }
         Ok(())
@@ -1545,7 +1552,10 @@ mod tests {
             "resource" => Field::new(field.name(), DataType::Binary, false),
             _ => field.clone(),
         };
-        let schema = Arc::new(Schema::new(SCHEMA.fields().iter().map(|f| plain(f)).collect::<Vec<_>>()));
+        // Before the adjusted count, whose column is the last.
+        let fields = &SCHEMA.fields()[..SCHEMA.fields().len() - 1];
+        assert_eq!(fields.len() + 1, SCHEMA.fields().len());
+        let schema = Arc::new(Schema::new(fields.iter().map(|f| plain(f)).collect::<Vec<_>>()));
         let mut writer = ArrowWriter::try_new(fs::File::create(&old.path).unwrap(), Arc::clone(&schema), None).unwrap();
         for batch in &batches {
             let columns = batch
@@ -1567,11 +1577,12 @@ mod tests {
         let context = datafusion::prelude::SessionContext::new();
         context.register_table("span_columns", storage.spans_table()).unwrap();
         let sql = "SELECT arrow_cast(max(trace_services), 'Utf8') AS services, count(DISTINCT resource) AS resources, \
-                   count(*) AS spans FROM span_columns WHERE trace_services LIKE 's%'";
+                   count(*) AS spans, count(trace_adjusted_count) AS weighed FROM span_columns WHERE trace_services LIKE 's%'";
         let rows = context.sql(sql).await.unwrap().collect().await.unwrap();
         assert_eq!(rows[0].column(0).as_string::<i32>().value(0), "svc");
         assert_eq!(rows[0].column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0), 1);
         assert_eq!(rows[0].column(2).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0), 500);
+        assert_eq!(rows[0].column(3).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0), 0, "no adjusted count: null");
         // Three new blocks: the flush after the last merges them with the old one.
         for part in all[500..].chunks(500) {
             storage.append(part.to_vec()).await.unwrap();
@@ -1584,6 +1595,8 @@ mod tests {
             let batch = batch.unwrap();
             let services = batch.column_by_name("trace_services").unwrap().as_dictionary::<Int32Type>();
             assert_eq!(services.values().as_string::<i32>().value(services.keys().value(0) as usize), "svc");
+            let weights = batch.column_by_name(crate::block::ADJUSTED_COUNT).unwrap().as_primitive::<Int32Type>();
+            assert!(weights.null_count() == 0 && weights.values().iter().all(|w| *w == 1), "old rows count once");
         }
         for id in [all[7].trace_id, all[1_777].trace_id] {
             assert_eq!(storage.trace(id).await.unwrap().len(), 5);

@@ -158,6 +158,8 @@ pub(crate) struct PathTrace {
     pub entry_operation: Arc<str>,
     pub duration_nanos: i64,
     pub error: bool,
+    /// How many traces of real traffic this one stands for.
+    pub weight: u64,
 }
 
 type EntryKey = (i64, Arc<str>, Arc<str>, Arc<str>);
@@ -216,14 +218,18 @@ impl PathBuilder {
             let kind: Arc<str> = Arc::from(REQUEST_KIND);
             new_row(REQUEST_PATH, REQUEST_PATH, &trace.entry_service, &trace.entry_operation, &kind, 0)
         });
-        request.traces += 1;
-        request.spans += spans.len() as u64;
-        request.errors += trace.error as u64;
-        request.duration_nanos = request.duration_nanos.saturating_add(trace.duration_nanos);
-        request.critical_path_nanos = request.critical_path_nanos.saturating_add(trace.duration_nanos);
-        request.latency.record(trace.duration_nanos);
-        request.per_trace_spans.record(spans.len() as i64);
-        request.per_trace_critical.record(trace.duration_nanos);
+        // A sampled trace counts as the traces it stands for: counts, sums and distributions
+        // are weighted, so means and quantiles across traces are too.
+        let weight = trace.weight.max(1);
+        let times = |nanos: i64| nanos.saturating_mul(weight as i64);
+        request.traces += weight;
+        request.spans += spans.len() as u64 * weight;
+        request.errors += trace.error as u64 * weight;
+        request.duration_nanos = request.duration_nanos.saturating_add(times(trace.duration_nanos));
+        request.critical_path_nanos = request.critical_path_nanos.saturating_add(times(trace.duration_nanos));
+        request.latency.record_n(trace.duration_nanos, weight);
+        request.per_trace_spans.record_n(spans.len() as i64, weight);
+        request.per_trace_critical.record_n(trace.duration_nanos, weight);
 
         // Per context in this trace: spans and critical-path time.
         let mut in_trace: HashMap<u64, (u64, i64)> = HashMap::new();
@@ -241,20 +247,20 @@ impl PathBuilder {
                     new_row(path, parent, &span.service, &span.operation, &span.kind, depth)
                 }
             });
-            row.spans += 1;
-            row.errors += span.error as u64;
-            row.duration_nanos = row.duration_nanos.saturating_add(span.duration_nanos);
-            row.critical_path_nanos = row.critical_path_nanos.saturating_add(span.critical_path_nanos);
-            row.latency.record(span.duration_nanos);
+            row.spans += weight;
+            row.errors += span.error as u64 * weight;
+            row.duration_nanos = row.duration_nanos.saturating_add(times(span.duration_nanos));
+            row.critical_path_nanos = row.critical_path_nanos.saturating_add(times(span.critical_path_nanos));
+            row.latency.record_n(span.duration_nanos, weight);
             let counted = in_trace.entry(path).or_default();
             counted.0 += 1;
             counted.1 = counted.1.saturating_add(span.critical_path_nanos);
         }
         for (path, (count, critical)) in in_trace {
             let row = rows.get_mut(&path).expect("counted above");
-            row.traces += 1;
-            row.per_trace_spans.record(count as i64);
-            row.per_trace_critical.record(critical);
+            row.traces += weight;
+            row.per_trace_spans.record_n(count as i64, weight);
+            row.per_trace_critical.record_n(critical, weight);
         }
     }
 
@@ -495,6 +501,7 @@ mod tests {
             entry_operation: Arc::from("GET /"),
             duration_nanos: 100_000_000,
             error: false,
+            weight: 1,
         });
         // Children listed before their parents: the order of rows is by span ID, not by call.
         for i in 0..loops {
@@ -560,6 +567,7 @@ mod tests {
                 entry_operation: Arc::from("GET /"),
                 duration_nanos: 10,
                 error: false,
+                weight: 1,
             })
         };
         let tagged = |id: u8, parent: Option<u8>, source: Option<&str>| PathSpan {
@@ -610,6 +618,7 @@ mod tests {
             entry_operation: Arc::from("x"),
             duration_nanos: 1,
             error: false,
+            weight: 1,
         });
         // Two spans that name each other as parent.
         builder.push(span(1, Some(2), "a", "x", "server", 1, 1));

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use foldhash::{HashMap, HashMapExt, HashSet};
 
 use crate::StoreError;
+use crate::block::ADJUSTED_COUNT;
 use crate::paths::{PathBuilder, PathRow, PathSpan, PathTrace, merge_paths};
 
 /// Rollup rows are bucketed by the minute their span started in.
@@ -217,6 +218,8 @@ struct Columns<'a> {
     trace_duration: &'a Int64Array,
     trace_errors: &'a Int32Array,
     offset: &'a Int64Array,
+    /// How many traces of real traffic each row's trace stands for.
+    weight: &'a Int32Array,
 }
 
 impl<'a> Columns<'a> {
@@ -249,7 +252,13 @@ impl<'a> Columns<'a> {
             trace_duration: column(batch, "trace_duration_nanos").as_primitive::<Int64Type>(),
             trace_errors: column(batch, "trace_error_count").as_primitive::<Int32Type>(),
             offset: column(batch, "start_offset_nanos").as_primitive::<Int64Type>(),
+            weight: column(batch, ADJUSTED_COUNT).as_primitive::<Int32Type>(),
         }
+    }
+
+    /// The adjusted count of a row's trace: 1 when it was not sampled (or the row predates it).
+    fn weight(&self, row: usize) -> u64 {
+        if self.weight.is_null(row) { 1 } else { self.weight.value(row).max(1) as u64 }
     }
 
     /// The peer a client span names: `peer.service`, `server.address`, `db.system`, then
@@ -312,17 +321,19 @@ impl RollupBuilder {
             let child = self.intern(service.value(row));
             let error = status.value(row) == "error";
             let (nanos, on_path) = (duration.value(row), critical.value(row));
+            // A sampled trace's calls count as many times as the traces it stands for.
+            let weight = columns.weight(row);
             let count = |builder: &mut Self, edge: EdgeKind, parent: Option<Arc<str>>, child: Arc<str>| {
                 let totals = builder
                     .rows
                     .entry((minute, Arc::clone(&entry_service), Arc::clone(&entry_operation), edge, parent, child))
                     .or_default();
-                totals.calls += 1;
-                totals.errors += error as u64;
-                totals.duration_nanos = totals.duration_nanos.saturating_add(nanos);
-                totals.critical_path_nanos = totals.critical_path_nanos.saturating_add(on_path);
+                totals.calls += weight;
+                totals.errors += error as u64 * weight;
+                totals.duration_nanos = totals.duration_nanos.saturating_add(nanos.saturating_mul(weight as i64));
+                totals.critical_path_nanos = totals.critical_path_nanos.saturating_add(on_path.saturating_mul(weight as i64));
                 if edge != EdgeKind::Present {
-                    totals.histogram.record(nanos);
+                    totals.histogram.record_n(nanos, weight);
                 }
             };
             count(self, EdgeKind::Present, None, Arc::clone(&child));
@@ -393,6 +404,7 @@ impl RollupBuilder {
                     entry_operation: self.intern(root_name.value(row)),
                     duration_nanos: trace_duration.value(row),
                     error: trace_errors.value(row) > 0,
+                    weight: columns.weight(row),
                 };
                 self.paths.begin(trace);
             }
@@ -499,10 +511,11 @@ impl RollupBuilder {
             }
             if is_root {
                 let key = (minute, Arc::clone(&service_name), self.intern(name.value(row)), self.intern(span_kind));
+                let weight = columns.weight(row);
                 let root = self.roots.entry(key).or_default();
-                root.0 += 1;
-                root.1 += error as u64;
-                root.2 = root.2.saturating_add(duration.value(row));
+                root.0 += weight;
+                root.1 += error as u64 * weight;
+                root.2 = root.2.saturating_add(duration.value(row).saturating_mul(weight as i64));
             }
             if unmatched {
                 let peer = columns.peer(row);
@@ -1158,7 +1171,8 @@ mod tests {
     use clew_model::{Attribute, InstrumentationScope, Resource, Span, SpanId, SpanKind, StatusCode, TraceId, Value, assemble_borrowed};
 
     use super::*;
-    use crate::block::BatchBuilder;
+    use crate::block::{BatchBuilder, upgrade};
+    use crate::paths::REQUEST_PATH;
 
     const T0: u64 = 1_700_000_000_000_000_000;
 
@@ -1229,6 +1243,55 @@ mod tests {
         // A rollup read back from its files has no evidence left: parts then add up.
         let read = Rollup::new(calls.edges.clone(), calls.adoption.clone(), calls.paths.clone());
         assert_eq!(roots(&Rollup::combine([&read, &answers], None)), 0);
+    }
+
+    #[test]
+    fn a_sampled_trace_counts_as_the_traces_it_stands_for() {
+        // Two traces of the same entry: one kept with probability 1/4 (tracestate `ot=th:c`)
+        // whose request calls the api once; one not sampled, calling the api five times.
+        let sampled_trace = |id: u8, trace_state: &str, calls: u8| {
+            let mut spans = vec![span("gateway", 1, None, SpanKind::Server, T0, 100, vec![])];
+            for call in 0..calls {
+                spans.push(span("api", 10 + call, Some(1), SpanKind::Server, T0 + 1_000_000, 10, vec![]));
+            }
+            for span in &mut spans {
+                span.trace_id = TraceId([id; 16]);
+                span.name = if span.span_id.0[0] == 1 { "GET /".into() } else { "work".into() };
+            }
+            spans[0].trace_state = trace_state.to_string();
+            spans
+        };
+        let (quarter, whole) = (sampled_trace(1, "ot=th:c", 1), sampled_trace(2, "", 5));
+        let mut builder = BatchBuilder::default();
+        builder.push_trace(&assemble_borrowed(&quarter), 0);
+        builder.push_trace(&assemble_borrowed(&whole), 0);
+        let batch = builder.finish();
+        let weights = batch.column_by_name(ADJUSTED_COUNT).unwrap().as_primitive::<Int32Type>();
+        assert_eq!(weights.values().to_vec(), vec![4, 4, 1, 1, 1, 1, 1, 1]);
+        let rollup = RollupBuilder::from_batches("traffic.source", [&batch]);
+
+        let calls = |kind: EdgeKind, child: &str| {
+            rollup.edges.iter().filter(|r| r.kind == kind && &*r.child == child).map(|r| r.calls).sum::<u64>()
+        };
+        assert_eq!(calls(EdgeKind::Root, "gateway"), 4 + 1, "requests: 4 stood for by the sampled trace, 1 kept whole");
+        assert_eq!(calls(EdgeKind::Call, "api"), 4 + 5);
+        let call = rollup.edges.iter().find(|r| r.kind == EdgeKind::Call).unwrap();
+        assert_eq!(call.histogram.count(), 9, "the latency distribution is weighted too");
+        assert_eq!(call.duration_nanos, 9 * 10_000_000);
+        assert_eq!(rollup.adoption.roots[0].spans, 5);
+
+        // Per request: the api is called 1 time in 4 of 5 requests and 5 times in 1 of 5.
+        let request = rollup.paths.iter().find(|r| r.path == REQUEST_PATH).unwrap();
+        let api = rollup.paths.iter().find(|r| &*r.service == "api").unwrap();
+        assert_eq!((request.traces, api.traces, api.spans), (5, 5, 9));
+        assert_eq!(api.per_trace_spans.count(), 5);
+        assert!((api.per_trace_spans.quantile(0.8) - 1.0).abs() < 0.05, "four requests in five call it once");
+        assert!((api.per_trace_spans.quantile(0.95) - 5.0).abs() < 0.15);
+
+        // Rows of a block written before the adjusted count existed count once.
+        let old = upgrade(batch.project(&(0..batch.num_columns() - 1).collect::<Vec<_>>()).unwrap()).unwrap();
+        let unweighted = RollupBuilder::from_batches("traffic.source", [&old]);
+        assert_eq!(unweighted.paths.iter().find(|r| r.path == REQUEST_PATH).unwrap().traces, 2);
     }
 
     #[test]
