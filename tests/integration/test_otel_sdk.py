@@ -1,5 +1,6 @@
 """The real OpenTelemetry Python SDK sends spans over OTLP gRPC and HTTP; every field comes back."""
 import base64
+import time
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
@@ -7,7 +8,8 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, ParentBased, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceState
 
 from conftest import wait_for_trace
 
@@ -157,3 +159,83 @@ def test_search_and_pickers_find_sdk_spans(clew):
     assert clew.get("/api/v1/search", attr="nooperator").status_code == 400
     assert clew.get("/api/v1/traces/not-hex").status_code == 400
     assert clew.get("/api/v1/traces/" + "ab" * 16).status_code == 404
+
+
+class ConsistentQuarterSampler(Sampler):
+    """OpenTelemetry's consistent probability sampling at 1/4: a root is kept when the low 56
+    bits of its trace ID reach the threshold 0xc0000000000000, and says so in its tracestate
+    (`ot=th:c`); children follow their parent."""
+
+    THRESHOLD = 0xC << 52
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None, trace_state=None):
+        if trace_id & ((1 << 56) - 1) < self.THRESHOLD:
+            return SamplingResult(Decision.DROP)
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, TraceState([("ot", "th:c")]))
+
+    def get_description(self):
+        return "ConsistentQuarter"
+
+
+def test_sampled_traces_count_as_the_traffic_they_stand_for(clew):
+    """Traces the SDK kept with probability 1/4 count four times in the rates, the service
+    graph, the span metrics and the traffic estimate; unsampled ones once."""
+    gateway = TracerProvider(resource=Resource.create({"service.name": "sampled-gateway"}),
+                             sampler=ParentBased(ConsistentQuarterSampler()))
+    payments = TracerProvider(resource=Resource.create({"service.name": "sampled-payments"}), sampler=ParentBased(ALWAYS_OFF))
+    for provider in (gateway, payments):
+        provider.add_span_processor(SimpleSpanProcessor(exporter_for("http", clew)))
+    kept = []
+    for _ in range(200):
+        with gateway.get_tracer("t").start_as_current_span("POST /pay", kind=SpanKind.SERVER) as root:
+            with gateway.get_tracer("t").start_as_current_span("charge", kind=SpanKind.CLIENT):
+                # The callee follows the caller's decision, as propagation would make it.
+                with payments.get_tracer("t").start_as_current_span("POST /charge", kind=SpanKind.SERVER):
+                    pass
+        context = root.get_span_context()
+        if context.trace_flags.sampled:
+            assert context.trace_state.get("ot") == "th:c"
+            kept.append(format(context.trace_id, "032x"))
+    # Unsampled traffic of another entry point counts once per trace.
+    whole = TracerProvider(resource=Resource.create({"service.name": "sampled-gateway"}))
+    whole.add_span_processor(SimpleSpanProcessor(exporter_for("http", clew)))
+    for _ in range(10):
+        with whole.get_tracer("t").start_as_current_span("GET /health", kind=SpanKind.SERVER) as health:
+            pass
+    for provider in (gateway, payments, whole):
+        provider.force_flush()
+    assert 20 < len(kept) < 90, len(kept)
+    for trace_id in kept:
+        wait_for_trace(clew, trace_id, 3)
+    wait_for_trace(clew, format(health.get_span_context().trace_id, "032x"), 1)
+    stored = clew.get("/api/v1/sql", q="SELECT count(DISTINCT trace_id) AS traces, min(trace_adjusted_count) AS low, "
+                      "max(trace_adjusted_count) AS high FROM spans WHERE trace_root_name = 'POST /pay'").json()["rows"]
+    assert stored == [{"traces": len(kept), "low": 4, "high": 4}]
+
+    estimate = clew.get("/api/v1/traffic-estimate", lookback="15m").json()
+    entries = {e["operation"]: e for e in estimate["entries"] if e["service"] == "sampled-gateway"}
+    assert entries["POST /pay"]["requests"] == 4 * len(kept)
+    assert entries["GET /health"]["requests"] == 10
+    fan_out = {f["service"]: f["mean_per_request"] for f in entries["POST /pay"]["fan_out"]}
+    assert fan_out["sampled-payments"] == 1.0
+
+    graph = clew.get("/api/v1/service-graph", lookback="15m").json()
+    edge = next(e for e in graph["edges"] if (e["parent"], e["child"]) == ("sampled-gateway", "sampled-payments"))
+    assert edge["calls"] == 4 * len(kept), edge
+    red = clew.get("/api/v1/services/sampled-payments/red", lookback="15m").json()
+    assert sum(point["calls"] for point in red["series"]) == 4 * len(kept)
+
+    # Span metrics count what has been assembled: the traces go quiet within a second.
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    deadline, calls = time.time() + 20, {}
+    while time.time() < deadline:
+        families = {f.name: f for f in text_string_to_metric_families(clew.get("/metrics").text)}
+        calls = {}
+        for sample in families["traces_spanmetrics_calls"].samples:
+            key = (sample.labels["service"], sample.labels["span_name"])
+            calls[key] = calls.get(key, 0) + sample.value
+        if calls.get(("sampled-gateway", "GET /health")) == 10 and calls.get(("sampled-payments", "POST /charge")) == 4 * len(kept):
+            break
+        time.sleep(0.2)
+    assert calls[("sampled-payments", "POST /charge")] == 4 * len(kept)
+    assert calls[("sampled-gateway", "GET /health")] == 10
