@@ -222,6 +222,11 @@ def test_sampled_traces_count_as_the_traffic_they_stand_for(clew):
     graph = clew.get("/api/v1/service-graph", lookback="15m").json()
     edge = next(e for e in graph["edges"] if (e["parent"], e["child"]) == ("sampled-gateway", "sampled-payments"))
     assert edge["calls"] == 4 * len(kept), edge
+    # Correlations weigh each side by the traffic it stands for, and test on the spans compared.
+    report = clew.get("/api/v1/correlations", service="sampled-gateway", q='{ name = "GET /health" }', lookback="15m").json()
+    assert any("sampled" in note for note in report["notes"]), report["notes"]
+    through = next(c for c in report["correlations"] if (c["key"], c["value"]) == ("trace.service", "sampled-payments"))
+    assert (through["selected"], through["baseline"]) == (0, 2 * len(kept)), through
     red = clew.get("/api/v1/services/sampled-payments/red", lookback="15m").json()
     assert sum(point["calls"] for point in red["series"]) == 4 * len(kept)
 

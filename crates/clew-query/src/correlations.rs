@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use crate::traceql::{Query, SpanSelection};
 use crate::{QueryEngine, QueryError, quote};
+use clew_store::block::ADJUSTED_COUNT;
 
 /// Which spans are compared.
 #[derive(Debug, Clone, Default)]
@@ -243,8 +244,10 @@ struct KeyCounts {
 }
 
 impl KeyCounts {
-    fn add(&mut self, value: &str, selected: u64, baseline: u64) {
-        self.number(value, selected, baseline);
+    /// Counts `value` on each side: `sides.weighted` in traffic, from `sides.spans` stored spans.
+    fn add(&mut self, value: &str, sides: Sides) {
+        let Sides { weighted: (selected, baseline), spans } = sides;
+        self.number(value, spans.0, spans.1);
         if self.too_many {
             return;
         }
@@ -332,43 +335,69 @@ impl Resources {
     }
 }
 
+/// Spans counted on each side (selected, baseline): as the traffic they stand for (each span
+/// weighed by its trace's adjusted count) and as stored spans.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Sides {
+    weighted: (u64, u64),
+    spans: (u64, u64),
+}
+
+impl Sides {
+    fn one(selected: bool, weight: u64) -> Self {
+        if selected { Sides { weighted: (weight, 0), spans: (1, 0) } } else { Sides { weighted: (0, weight), spans: (0, 1) } }
+    }
+
+    fn add(&mut self, other: Sides) {
+        self.weighted = (self.weighted.0 + other.weighted.0, self.weighted.1 + other.weighted.1);
+        self.spans = (self.spans.0 + other.spans.0, self.spans.1 + other.spans.1);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spans == (0, 0)
+    }
+}
+
 #[derive(Default)]
 struct Counter {
     keys: HashMap<String, KeyCounts>,
     resources: Resources,
     selected: u64,
     baseline: u64,
+    /// The same spans weighed by their traces' adjusted counts.
+    selected_weight: u64,
+    baseline_weight: u64,
 }
 
 impl Counter {
-    fn count(&mut self, key: &str, value: &str, selected: bool) {
-        let (s, b) = if selected { (1, 0) } else { (0, 1) };
-        self.add(key, value, s, b);
+    fn count(&mut self, key: &str, value: &str, selected: bool, weight: u64) {
+        self.add(key, value, Sides::one(selected, weight));
     }
 
-    /// Counts `selected` spans of the selection and `baseline` of the baseline with key = value.
-    fn add(&mut self, key: &str, value: &str, selected: u64, baseline: u64) {
+    /// Counts the spans of `sides` with key = value.
+    fn add(&mut self, key: &str, value: &str, sides: Sides) {
         if value.len() > MAX_VALUE_LENGTH {
             return;
         }
         if let Some(counts) = self.keys.get_mut(key) {
-            counts.add(value, selected, baseline);
+            counts.add(value, sides);
         } else if self.keys.len() < MAX_KEYS {
-            self.keys.entry(key.to_string()).or_default().add(value, selected, baseline);
+            self.keys.entry(key.to_string()).or_default().add(value, sides);
         }
     }
 
     /// Adds the attributes of a resource, as often as its spans were counted on each side.
-    fn add_resource(&mut self, bytes: &[u8], selected: u64, baseline: u64, key: &mut String) {
+    fn add_resource(&mut self, bytes: &[u8], sides: Sides, key: &mut String) {
         for (name, value) in self.resources.attributes(bytes).iter() {
             key.clear();
             key.push_str("resource.");
             key.push_str(name);
-            self.add(key, value, selected, baseline);
+            self.add(key, value, sides);
         }
     }
 
-    fn map(&mut self, prefix: &str, map: &MapArray, row: usize, selected: bool, key: &mut String, skip: &[&str]) {
+    #[allow(clippy::too_many_arguments)]
+    fn map(&mut self, prefix: &str, map: &MapArray, row: usize, selected: bool, weight: u64, key: &mut String, skip: &[&str]) {
         if map.is_null(row) {
             return;
         }
@@ -385,13 +414,15 @@ impl Counter {
             key.clear();
             key.push_str(prefix);
             key.push_str(name);
-            self.count(key, values.value(i), selected);
+            self.count(key, values.value(i), selected, weight);
         }
     }
 
     fn merge(&mut self, other: Counter) {
         self.selected += other.selected;
         self.baseline += other.baseline;
+        self.selected_weight += other.selected_weight;
+        self.baseline_weight += other.baseline_weight;
         for (key, counts) in other.keys {
             let room = self.keys.len() < MAX_KEYS;
             match self.keys.get_mut(&key) {
@@ -446,40 +477,45 @@ impl Pass {
         // Encoded resources, a dictionary: spans are counted per key, resources once per batch.
         let resource = &keyed(batch, "resource", DataType::Binary);
         let resource_bytes = resource.values().as_binary::<i32>();
-        let mut per_resource = vec![(0u64, 0u64); resource_bytes.len()];
+        let mut per_resource = vec![Sides::default(); resource_bytes.len()];
+        // Each span weighs as many spans of traffic as its trace stands for.
+        let weights = batch.column_by_name(ADJUSTED_COUNT).expect("projected").as_primitive::<Int32Type>();
         // One service list per trace, stored as a dictionary: spans are counted per list, and
         // each list is split once per batch.
         let services = &keyed(batch, "trace_services", DataType::Utf8);
         let service_lists = services.values().as_string::<i32>();
-        let mut per_list = vec![(0u64, 0u64); service_lists.len()];
+        let mut per_list = vec![Sides::default(); service_lists.len()];
         let mut key = String::new();
         for (row, &selected) in flags.iter().enumerate() {
             if self.only_selected && !selected {
                 continue;
             }
+            let weight = if weights.is_valid(row) { weights.value(row).max(1) as u64 } else { 1 };
             if selected {
                 counter.selected += 1;
+                counter.selected_weight += weight;
             } else {
                 counter.baseline += 1;
+                counter.baseline_weight += weight;
             }
-            counter.map("span.", attributes, row, selected, &mut key, self.skip);
-            tally(&mut per_resource, resource, row, selected);
+            counter.map("span.", attributes, row, selected, weight, &mut key, self.skip);
+            tally(&mut per_resource, resource, row, Sides::one(selected, weight));
             if self.compare_status {
-                counter.count("status", status.value(row), selected);
+                counter.count("status", status.value(row), selected, weight);
             }
-            tally(&mut per_list, services, row, selected);
+            tally(&mut per_list, services, row, Sides::one(selected, weight));
         }
-        for (index, (selected, baseline)) in per_list.into_iter().enumerate() {
-            if selected + baseline == 0 || service_lists.is_null(index) {
+        for (index, sides) in per_list.into_iter().enumerate() {
+            if sides.is_empty() || service_lists.is_null(index) {
                 continue;
             }
             for service in service_lists.value(index).split(',').filter(|s| !s.is_empty() && Some(*s) != self.service.as_deref()) {
-                counter.add("trace.service", service, selected, baseline);
+                counter.add("trace.service", service, sides);
             }
         }
-        for (index, (selected, baseline)) in per_resource.into_iter().enumerate() {
-            if selected + baseline > 0 && resource_bytes.is_valid(index) {
-                counter.add_resource(resource_bytes.value(index), selected, baseline, &mut key);
+        for (index, sides) in per_resource.into_iter().enumerate() {
+            if !sides.is_empty() && resource_bytes.is_valid(index) {
+                counter.add_resource(resource_bytes.value(index), sides, &mut key);
             }
         }
     }
@@ -493,15 +529,25 @@ fn keyed(batch: &RecordBatch, column: &str, values: DataType) -> DictionaryArray
     datafusion::arrow::compute::cast(column, &dictionary).expect("casts to a dictionary").as_dictionary::<Int32Type>().clone()
 }
 
-/// Counts a row once for its dictionary key, on its side (selected, baseline).
-fn tally(counts: &mut [(u64, u64)], column: &DictionaryArray<Int32Type>, row: usize, selected: bool) {
+/// Counts a row once for its dictionary key.
+fn tally(counts: &mut [Sides], column: &DictionaryArray<Int32Type>, row: usize, sides: Sides) {
     if column.is_valid(row) {
-        let slot = &mut counts[column.keys().value(row) as usize];
-        if selected {
-            slot.0 += 1;
-        } else {
-            slot.1 += 1;
+        counts[column.keys().value(row) as usize].add(sides);
+    }
+}
+
+/// Weighted counts of one side, as a number of the spans compared.
+struct Scale {
+    spans: u64,
+    weighted: u64,
+}
+
+impl Scale {
+    fn effective(&self, weighted: u64) -> u64 {
+        if self.weighted == 0 || self.weighted == self.spans {
+            return weighted;
         }
+        (weighted as f64 * self.spans as f64 / self.weighted as f64).round() as u64
     }
 }
 
@@ -670,7 +716,7 @@ impl QueryEngine {
 
         // Attribute values: of every span, or of a sample of traces.
         let total = facts.selected + facts.baseline;
-        let attributes = "status_code, attributes, resource, trace_services";
+        let attributes = "status_code, attributes, resource, trace_services, trace_adjusted_count";
         let project = format!("{selected_column}, {attributes}");
         let share = match sample_spans {
             Some(limit) if total > limit.max(1) => limit.max(1) as f64 / total as f64,
@@ -736,6 +782,18 @@ impl QueryEngine {
             millis = started.elapsed().as_millis() as u64
         );
 
+        // Values were counted as the traffic they stand for; each side is scaled back to the
+        // spans compared, so shares are those of the traffic and the significance tests see
+        // the sample size they have (the same counts when no trace was sampled).
+        if counter.selected_weight + counter.baseline_weight != counter.selected + counter.baseline {
+            facts.notes.push(format!(
+                "some traces were sampled: attribute values are weighed by the traffic each trace stands for ({} spans compared stand for {})",
+                counter.selected + counter.baseline,
+                counter.selected_weight + counter.baseline_weight
+            ));
+        }
+        let selected_scale = Scale { spans: counter.selected, weighted: counter.selected_weight };
+        let baseline_scale = Scale { spans: counter.baseline, weighted: counter.baseline_weight };
         for (key, counts) in counter.keys {
             let distinct = if counts.too_many { usize::MAX } else { counts.values.len() };
             // A number that takes many values is compared as a distribution, not value by value.
@@ -757,6 +815,7 @@ impl QueryEngine {
                 _ => {}
             }
             for (value, (selected, baseline)) in counts.values {
+                let (selected, baseline) = (selected_scale.effective(selected), baseline_scale.effective(baseline));
                 facts.values.push(ValueCounts { key: key.clone(), value, selected, baseline });
             }
         }
@@ -816,13 +875,13 @@ mod tests {
     fn a_key_with_one_word_among_numbers_is_not_numeric() {
         let mut counter = Counter::default();
         for i in 0..50 {
-            counter.count("span.size", &format!("{i}"), i % 2 == 0);
+            counter.count("span.size", &format!("{i}"), i % 2 == 0, 1);
         }
         assert!(matches!(counter.keys["span.size"].numbers, Numbers::Numeric { .. }));
-        counter.count("span.size", "large", true);
+        counter.count("span.size", "large", true, 1);
         assert!(matches!(counter.keys["span.size"].numbers, Numbers::NotNumeric));
         // Hexadecimal IDs that start with a digit are words too.
-        counter.count("span.id", "1e3f0a", true);
+        counter.count("span.id", "1e3f0a", true, 1);
         assert!(matches!(counter.keys["span.id"].numbers, Numbers::NotNumeric));
     }
 
@@ -830,14 +889,76 @@ mod tests {
     fn merging_counters_keeps_the_cap_on_values() {
         let (mut a, mut b) = (Counter::default(), Counter::default());
         for i in 0..300 {
-            a.count("span.k", &format!("a{i}"), true);
-            b.count("span.k", &format!("b{i}"), false);
+            a.count("span.k", &format!("a{i}"), true, 1);
+            b.count("span.k", &format!("b{i}"), false, 1);
         }
-        a.count("span.region", "eu", true);
-        b.count("span.region", "eu", false);
+        a.count("span.region", "eu", true, 1);
+        b.count("span.region", "eu", false, 1);
         a.merge(b);
         assert!(a.keys["span.k"].too_many);
         assert_eq!(a.keys["span.region"].values["eu"], (1, 1));
+    }
+
+    /// The rows correlations read of these traces, as stored, with `selected` set on the spans
+    /// whose ID `chosen` picks.
+    fn stored_rows(traces: &[Vec<clew_model::Span>], chosen: impl Fn(&[u8]) -> bool) -> RecordBatch {
+        let mut builder = clew_store::block::BatchBuilder::default();
+        for spans in traces {
+            builder.push_trace(&clew_model::assemble_borrowed(spans), 0);
+        }
+        let stored = builder.finish();
+        let selected: Vec<bool> =
+            stored.column_by_name("span_id").unwrap().as_fixed_size_binary().iter().map(|id| chosen(id.unwrap())).collect();
+        let columns = ["status_code", "attributes", "resource", "trace_services", ADJUSTED_COUNT];
+        let mut fields: Vec<_> = columns.iter().map(|c| stored.schema().field_with_name(c).unwrap().clone()).collect();
+        let mut arrays: Vec<datafusion::arrow::array::ArrayRef> =
+            columns.iter().map(|c| Arc::clone(stored.column_by_name(c).unwrap())).collect();
+        fields.push(datafusion::arrow::datatypes::Field::new("selected", DataType::Boolean, false));
+        arrays.push(Arc::new(BooleanArray::from(selected)));
+        RecordBatch::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), arrays).unwrap()
+    }
+
+    /// A trace kept with probability 1/4 weighs four times a trace that was not sampled; the
+    /// significance tests still see the spans compared.
+    #[test]
+    fn spans_of_sampled_traces_weigh_what_their_trace_stands_for() {
+        use clew_model::{Attribute, Span, SpanId, Value};
+        let trace = |id: u8, trace_state: &str, region: &str| -> Vec<Span> {
+            (1..=2u8)
+                .map(|i| Span {
+                    trace_id: TraceId([id; 16]),
+                    span_id: SpanId([id * 10 + i; 8]),
+                    parent_span_id: (i > 1).then_some(SpanId([id * 10 + 1; 8])),
+                    trace_state: trace_state.into(),
+                    name: "op".into(),
+                    start_time_unix_nano: 1_000 + i as u64,
+                    end_time_unix_nano: 2_000,
+                    attributes: vec![
+                        Attribute::new("region", Value::Str(region.into())),
+                        Attribute::new("size", Value::Int(i as i64 * 100)),
+                    ],
+                    ..Span::default()
+                })
+                .collect()
+        };
+        // Each trace's first span is selected.
+        let batch = stored_rows(&[trace(1, "ot=th:c", "eu"), trace(2, "", "us")], |id| id[0] % 10 == 1);
+        let pass = Pass { service: None, spans: None, skip: &[], compare_status: false, only_selected: false };
+        let mut counter = Counter::default();
+        pass.count(&batch, &mut counter);
+        assert_eq!((counter.selected, counter.baseline, counter.selected_weight, counter.baseline_weight), (2, 2, 5, 5));
+        assert_eq!(counter.keys["span.region"].values["eu"], (4, 4));
+        assert_eq!(counter.keys["span.region"].values["us"], (1, 1));
+        assert_eq!(counter.keys["trace.service"].values.values().next(), Some(&(5, 5)));
+        // Numeric values are sampled from the spans compared, one each.
+        match &counter.keys["span.size"].numbers {
+            Numbers::Numeric { selected, baseline } => assert_eq!((selected.seen, baseline.seen), (2, 2)),
+            _ => panic!("size is numeric"),
+        }
+        // Scaled back to the two spans of each side: four in five of the traffic is in eu.
+        let scale = Scale { spans: 200, weighted: 500 };
+        assert_eq!((scale.effective(400), scale.effective(100)), (160, 40));
+        assert_eq!(Scale { spans: 7, weighted: 7 }.effective(3), 3, "no sampling: the counts themselves");
     }
 
     /// Rows as they are stored: resources and service lists are dictionary columns.
@@ -872,25 +993,8 @@ mod tests {
                 ..Span::default()
             })
             .collect();
-        let trace = clew_model::assemble_borrowed(&spans);
-        let mut builder = clew_store::block::BatchBuilder::default();
-        builder.push_trace(&trace, 0);
-        let stored = builder.finish();
         // Rows are in span order; the first and third are selected.
-        let selected: Vec<bool> = stored
-            .column_by_name("span_id")
-            .unwrap()
-            .as_fixed_size_binary()
-            .iter()
-            .map(|id| matches!(id, Some([1, ..] | [3, ..])))
-            .collect();
-        let columns = ["status_code", "attributes", "resource", "trace_services"];
-        let mut fields: Vec<_> = columns.iter().map(|c| stored.schema().field_with_name(c).unwrap().clone()).collect();
-        let mut arrays: Vec<datafusion::arrow::array::ArrayRef> =
-            columns.iter().map(|c| Arc::clone(stored.column_by_name(c).unwrap())).collect();
-        fields.push(datafusion::arrow::datatypes::Field::new("selected", DataType::Boolean, false));
-        arrays.push(Arc::new(BooleanArray::from(selected)));
-        let batch = RecordBatch::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), arrays).unwrap();
+        let batch = stored_rows(&[spans], |id| matches!(id, [1, ..] | [3, ..]));
         assert!(matches!(batch.column_by_name("resource").unwrap().data_type(), DataType::Dictionary(..)));
         let pass = Pass { service: None, spans: None, skip: &[], compare_status: false, only_selected: false };
         let mut counter = Counter::default();

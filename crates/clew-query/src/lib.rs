@@ -142,7 +142,7 @@ fn spans_view(name: &str, with_resource: bool) -> String {
             ),
             "resource" if with_resource => Some("resource".to_string()),
             // Blocks written before traces had an adjusted count stand for themselves.
-            "trace_adjusted_count" => Some("COALESCE(trace_adjusted_count, 1) AS trace_adjusted_count".to_string()),
+            "trace_adjusted_count" => Some("COALESCE(trace_adjusted_count, CAST(1 AS INT)) AS trace_adjusted_count".to_string()),
             "detail" | "resource" => None,
             name => Some(name.to_string()),
         })
