@@ -30,10 +30,15 @@ pub fn adjusted_count(span: &Span) -> Option<u32> {
     Some(weight.round().clamp(1.0, MAX_WEIGHT) as u32)
 }
 
-/// The weight of a trace: its root span's adjusted count, else the first span's (in the order
-/// given) that has one, else 1. A trace is sampled as a whole, so one span speaks for it.
+/// The weight of a trace: its root span's adjusted count (1 when it has none); without a root,
+/// the first span's (in the order given) that has one. A trace is sampled as a whole, so one
+/// span speaks for it: the root, which made the decision.
 pub fn trace_adjusted_count<'a>(root: Option<&'a Span>, spans: impl IntoIterator<Item = &'a Span>) -> u32 {
-    root.and_then(adjusted_count).or_else(|| spans.into_iter().find_map(adjusted_count)).unwrap_or(1)
+    match root {
+        Some(root) => adjusted_count(root),
+        None => spans.into_iter().find_map(adjusted_count),
+    }
+    .unwrap_or(1)
 }
 
 /// The weight the `ot` entry of a W3C tracestate gives: `th` (a 56-bit rejection threshold,
@@ -129,11 +134,12 @@ mod tests {
 
     #[test]
     fn a_trace_takes_its_roots_weight_else_the_first_marked_span() {
-        let root = span("", vec![]);
+        let plain = span("", vec![]);
         let marked = span("ot=th:c", vec![]);
         let other = span("ot=th:8", vec![]);
-        assert_eq!(trace_adjusted_count(Some(&root), [&root, &marked, &other]), 4);
-        assert_eq!(trace_adjusted_count(Some(&other), [&root, &marked, &other]), 2);
-        assert_eq!(trace_adjusted_count(None, [&root]), 1);
+        assert_eq!(trace_adjusted_count(Some(&other), [&other, &marked]), 2);
+        assert_eq!(trace_adjusted_count(Some(&plain), [&plain, &marked]), 1, "the root decides");
+        assert_eq!(trace_adjusted_count(None, [&plain, &marked, &other]), 4);
+        assert_eq!(trace_adjusted_count(None, [&plain]), 1);
     }
 }

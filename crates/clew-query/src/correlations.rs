@@ -364,9 +364,12 @@ struct Counter {
     resources: Resources,
     selected: u64,
     baseline: u64,
-    /// The same spans weighed by their traces' adjusted counts.
+    /// The same spans weighed by their traces' adjusted counts, and the sums of the squared
+    /// weights (for the effective sample size).
     selected_weight: u64,
     baseline_weight: u64,
+    selected_squares: u128,
+    baseline_squares: u128,
 }
 
 impl Counter {
@@ -423,6 +426,8 @@ impl Counter {
         self.baseline += other.baseline;
         self.selected_weight += other.selected_weight;
         self.baseline_weight += other.baseline_weight;
+        self.selected_squares += other.selected_squares;
+        self.baseline_squares += other.baseline_squares;
         for (key, counts) in other.keys {
             let room = self.keys.len() < MAX_KEYS;
             match self.keys.get_mut(&key) {
@@ -494,9 +499,11 @@ impl Pass {
             if selected {
                 counter.selected += 1;
                 counter.selected_weight += weight;
+                counter.selected_squares += (weight as u128).pow(2);
             } else {
                 counter.baseline += 1;
                 counter.baseline_weight += weight;
+                counter.baseline_squares += (weight as u128).pow(2);
             }
             counter.map("span.", attributes, row, selected, weight, &mut key, self.skip);
             tally(&mut per_resource, resource, row, Sides::one(selected, weight));
@@ -536,18 +543,36 @@ fn tally(counts: &mut [Sides], column: &DictionaryArray<Int32Type>, row: usize, 
     }
 }
 
-/// Weighted counts of one side, as a number of the spans compared.
+/// One side's weighted counts as a share of its effective sample size.
 struct Scale {
-    spans: u64,
+    /// The effective sample size, (Σw)² / Σw², rounded: the spans compared when every weight
+    /// is equal.
+    size: u64,
+    /// Σw.
     weighted: u64,
 }
 
 impl Scale {
+    fn new(spans: u64, weighted: u64, squares: u128) -> Self {
+        if weighted == 0 || squares == 0 {
+            return Scale { size: spans, weighted };
+        }
+        // Equal weights give the span count exactly, whatever the rounding of the floats.
+        let size = if squares * spans as u128 == (weighted as u128).pow(2) {
+            spans
+        } else {
+            ((weighted as f64).powi(2) / squares as f64).round() as u64
+        };
+        Scale { size, weighted }
+    }
+
+    /// A weighted count as a number of spans of the effective sample.
     fn effective(&self, weighted: u64) -> u64 {
-        if self.weighted == 0 || self.weighted == self.spans {
+        if self.weighted == self.size || self.weighted == 0 {
             return weighted;
         }
-        (weighted as f64 * self.spans as f64 / self.weighted as f64).round() as u64
+        (weighted as u128 * self.size as u128 / self.weighted as u128) as u64
+            + u64::from((weighted as u128 * self.size as u128 % self.weighted as u128) * 2 >= self.weighted as u128)
     }
 }
 
@@ -774,26 +799,29 @@ impl QueryEngine {
         } else {
             counter = engine.count_attributes(&format!("SELECT {project} FROM span_rows WHERE {scope_sql}"), Arc::clone(&pass)).await?;
         }
-        facts.compared_selected = counter.selected;
-        facts.compared_baseline = counter.baseline;
+        // Values were counted as the traffic they stand for. Each side is scaled to its
+        // effective sample size (Kish: (Σw)² / Σw²), so that shares are the traffic's and the
+        // tests weigh no more evidence than the spans hold: the spans themselves when every
+        // weight on a side is equal.
+        let selected_scale = Scale::new(counter.selected, counter.selected_weight, counter.selected_squares);
+        let baseline_scale = Scale::new(counter.baseline, counter.baseline_weight, counter.baseline_squares);
+        facts.compared_selected = selected_scale.size;
+        facts.compared_baseline = baseline_scale.size;
         tracing::debug!(
             message = "correlations: attribute values counted",
             spans = counter.selected + counter.baseline,
             millis = started.elapsed().as_millis() as u64
         );
 
-        // Values were counted as the traffic they stand for; each side is scaled back to the
-        // spans compared, so shares are those of the traffic and the significance tests see
-        // the sample size they have (the same counts when no trace was sampled).
         if counter.selected_weight + counter.baseline_weight != counter.selected + counter.baseline {
             facts.notes.push(format!(
-                "some traces were sampled: attribute values are weighed by the traffic each trace stands for ({} spans compared stand for {})",
+                "some traces were sampled: attribute values are weighed by the traffic each trace stands for ({} spans compared stand for {}; as evidence they count as {} selected and {} baseline spans)",
                 counter.selected + counter.baseline,
-                counter.selected_weight + counter.baseline_weight
+                counter.selected_weight + counter.baseline_weight,
+                selected_scale.size,
+                baseline_scale.size,
             ));
         }
-        let selected_scale = Scale { spans: counter.selected, weighted: counter.selected_weight };
-        let baseline_scale = Scale { spans: counter.baseline, weighted: counter.baseline_weight };
         for (key, counts) in counter.keys {
             let distinct = if counts.too_many { usize::MAX } else { counts.values.len() };
             // A number that takes many values is compared as a distribution, not value by value.
@@ -955,10 +983,21 @@ mod tests {
             Numbers::Numeric { selected, baseline } => assert_eq!((selected.seen, baseline.seen), (2, 2)),
             _ => panic!("size is numeric"),
         }
-        // Scaled back to the two spans of each side: four in five of the traffic is in eu.
-        let scale = Scale { spans: 200, weighted: 500 };
-        assert_eq!((scale.effective(400), scale.effective(100)), (160, 40));
-        assert_eq!(Scale { spans: 7, weighted: 7 }.effective(3), 3, "no sampling: the counts themselves");
+        // Each side holds a span of weight 4 and one of weight 1: as evidence, (4+1)²/(16+1)
+        // = 1.47 spans, rounded to 1, of which four in five are in eu.
+        let scale = Scale::new(counter.selected, counter.selected_weight, counter.selected_squares);
+        assert_eq!((scale.size, scale.effective(4), scale.effective(1)), (1, 1, 0));
+        // Equal weights: the spans themselves, however heavy.
+        let equal = Scale::new(300, 3_000, 300 * 100);
+        assert_eq!((equal.size, equal.effective(1_000), equal.effective(2_000)), (300, 100, 200));
+        assert_eq!(Scale::new(7, 7, 7).effective(3), 3, "no sampling: the counts themselves");
+        // One heavy span among many light ones is little evidence: 99 spans of weight 1 and
+        // one of weight 1,000 count as about one span.
+        let lopsided = Scale::new(100, 1_099, 99 + 1_000_000);
+        assert_eq!((lopsided.size, lopsided.effective(1_000), lopsided.effective(99)), (1, 1, 0));
+        // Two groups of 100 spans, weights 1 and 3: (400)² / (100 + 900) = 160 spans.
+        let two = Scale::new(200, 400, 1_000);
+        assert_eq!((two.size, two.effective(300), two.effective(100)), (160, 120, 40));
     }
 
     /// Rows as they are stored: resources and service lists are dictionary columns.

@@ -138,7 +138,11 @@ impl Collector for Scrape {
             ("clew_traces_assembled", "Traces assembled.", s.traces_assembled),
             ("clew_trace_fragments", "Spans that arrived after their trace was assembled.", s.fragments),
             ("clew_wal_syncs", "Write-ahead log syncs (group commits).", s.wal_syncs),
-            ("clew_spanmetrics_traces", "Traces counted in the span metrics.", self.spans.traces),
+            (
+                "clew_spanmetrics_traces",
+                "Traces counted in the span metrics, each sampled trace as the traffic it stands for.",
+                self.spans.traces,
+            ),
         ];
         for (name, help, value) in counters {
             encoder.encode_descriptor(name, help, None, MetricType::Counter)?.encode_counter::<NoLabelSet, _, u64>(&value, None)?;

@@ -146,6 +146,8 @@ struct UnansweredTotals {
 #[derive(Default)]
 struct TraceState {
     id: Option<[u8; 16]>,
+    /// How many traces of real traffic it stands for.
+    weight: u64,
     whole_shape: bool,
     /// Per service: the minute of its first span in the trace.
     services: Vec<(Arc<str>, i64)>,
@@ -398,6 +400,7 @@ impl RollupBuilder {
                 self.end_trace();
                 self.trace.id = Some(trace_id);
                 self.trace.whole_shape = shape.value(row) & broken_shape == 0;
+                self.trace.weight = columns.weight(row);
                 let trace = PathTrace {
                     minute_unix_nano: trace_start.value(row).div_euclid(ROLLUP_BUCKET_NANOS) * ROLLUP_BUCKET_NANOS,
                     entry_service: self.intern(root_service.value(row)),
@@ -535,13 +538,16 @@ impl RollupBuilder {
                         self.in_flight.push((key.clone(), start, start.saturating_add(duration.value(row))));
                     }
                     let first_in_trace = self.trace.unanswered_groups.insert(key.clone());
+                    // Traffic, like the answered calls it is compared with: weighted.
+                    let weight = columns.weight(row);
                     let totals = self.unanswered.entry(key).or_default();
                     totals.is_database |= !db_system.is_null(row);
-                    totals.calls += 1;
-                    totals.errors += error as u64;
-                    totals.traces += first_in_trace as u64;
-                    totals.duration_nanos = totals.duration_nanos.saturating_add(duration.value(row));
-                    totals.critical_path_nanos = totals.critical_path_nanos.saturating_add(critical.value(row));
+                    totals.calls += weight;
+                    totals.errors += error as u64 * weight;
+                    totals.traces += first_in_trace as u64 * weight;
+                    totals.duration_nanos = totals.duration_nanos.saturating_add(duration.value(row).saturating_mul(weight as i64));
+                    totals.critical_path_nanos =
+                        totals.critical_path_nanos.saturating_add(critical.value(row).saturating_mul(weight as i64));
                 }
             }
         }
@@ -556,7 +562,8 @@ impl RollupBuilder {
         }
         let peers: Vec<Arc<str>> = trace.unanswered_peers.into_iter().collect();
         for (service, minute) in trace.services {
-            *self.trace_classes.entry((minute, service, trace.whole_shape, peers.clone(), trace.uncovered)).or_default() += 1;
+            *self.trace_classes.entry((minute, service, trace.whole_shape, peers.clone(), trace.uncovered)).or_default() +=
+                trace.weight.max(1);
         }
     }
 

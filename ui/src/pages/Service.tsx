@@ -216,7 +216,8 @@ function RedCharts({ red }: { red: ServiceRed }) {
       </div>
       <div className="panel muted" style={{ fontSize: 12 }}>
         Counted spans: {red.kinds.join(" and ")} spans of the service
-        {red.kinds.includes("server") ? " (the requests it serves)" : ""}, in buckets of {duration(red.step_nanos)}.
+        {red.kinds.includes("server") ? " (the requests it serves)" : ""}, in buckets of {duration(red.step_nanos)}. A
+        sampled trace counts as the traffic it stands for.
       </div>
     </div>
   );
