@@ -91,6 +91,9 @@ pub struct PathRow {
     /// Traces in which the context occurs.
     pub traces: u64,
     pub spans: u64,
+    /// The spans stored, each once: `spans` weighs each by its trace's adjusted count, so this
+    /// is the evidence behind it (equal to it when nothing was sampled).
+    pub stored_spans: u64,
     pub errors: u64,
     pub duration_nanos: i64,
     pub critical_path_nanos: i64,
@@ -107,6 +110,7 @@ impl PathRow {
     pub fn add(&mut self, other: &PathRow) {
         self.traces += other.traces;
         self.spans += other.spans;
+        self.stored_spans += other.stored_spans;
         self.errors += other.errors;
         self.duration_nanos = self.duration_nanos.saturating_add(other.duration_nanos);
         self.critical_path_nanos = self.critical_path_nanos.saturating_add(other.critical_path_nanos);
@@ -207,6 +211,7 @@ impl PathBuilder {
             depth,
             traces: 0,
             spans: 0,
+            stored_spans: 0,
             errors: 0,
             duration_nanos: 0,
             critical_path_nanos: 0,
@@ -224,6 +229,7 @@ impl PathBuilder {
         let times = |nanos: i64| nanos.saturating_mul(weight as i64);
         request.traces += weight;
         request.spans += spans.len() as u64 * weight;
+        request.stored_spans += spans.len() as u64;
         request.errors += trace.error as u64 * weight;
         request.duration_nanos = request.duration_nanos.saturating_add(times(trace.duration_nanos));
         request.critical_path_nanos = request.critical_path_nanos.saturating_add(times(trace.duration_nanos));
@@ -248,6 +254,7 @@ impl PathBuilder {
                 }
             });
             row.spans += weight;
+            row.stored_spans += 1;
             row.errors += span.error as u64 * weight;
             row.duration_nanos = row.duration_nanos.saturating_add(times(span.duration_nanos));
             row.critical_path_nanos = row.critical_path_nanos.saturating_add(times(span.critical_path_nanos));
@@ -377,6 +384,7 @@ static PATH_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("per_trace_spans", DataType::Binary, false),
         Field::new("per_trace_critical", DataType::Binary, false),
         Field::new("source", DataType::Utf8, false),
+        Field::new("stored_spans", DataType::Int64, false),
     ]))
 });
 
@@ -390,7 +398,9 @@ pub fn write_paths(path: &Path, rows: &[PathRow]) -> Result<(), StoreError> {
     let mut counters: [Int64Builder; 5] = std::array::from_fn(|_| Int64Builder::new());
     let mut histograms: [BinaryBuilder; 3] = std::array::from_fn(|_| BinaryBuilder::new());
     let mut source = StringBuilder::new();
+    let mut stored_spans = Int64Builder::new();
     for row in rows {
+        stored_spans.append_value(row.stored_spans as i64);
         source.append_value(&row.source);
         minute.append_value(row.minute_unix_nano);
         entry_service.append_value(&row.entry_service);
@@ -423,6 +433,7 @@ pub fn write_paths(path: &Path, rows: &[PathRow]) -> Result<(), StoreError> {
     columns.extend(counters.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     columns.extend(histograms.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     columns.push(Arc::new(source.finish()));
+    columns.push(Arc::new(stored_spans.finish()));
     write_parquet(path, RecordBatch::try_new(Arc::clone(&PATH_SCHEMA), columns)?)
 }
 
@@ -434,12 +445,15 @@ pub fn read_paths(path: &Path) -> Result<Vec<PathRow>, StoreError> {
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch?;
-        // Files written before traffic sources lack the last column: their traffic names none.
+        // Files written before traffic sources lack the last two columns (their traffic names
+        // none), files written before adjusted counts the last one (every span counted once).
         let columns = batch.schema().fields().len();
-        if columns != PATH_SCHEMA.fields().len() && columns != PATH_SCHEMA.fields().len() - 1 {
+        let all = PATH_SCHEMA.fields().len();
+        if !(all - 2..=all).contains(&columns) {
             return Err(StoreError::Corrupt(format!("path rollup {}: unexpected columns", path.display())));
         }
-        let source = (columns == PATH_SCHEMA.fields().len()).then(|| batch.column(17).as_string::<i32>());
+        let source = (columns > all - 2).then(|| batch.column(17).as_string::<i32>());
+        let stored = (columns == all).then(|| batch.column(18).as_primitive::<Int64Type>());
         let minute = batch.column(0).as_primitive::<Int64Type>();
         let (entry_service, entry_operation) = (batch.column(1).as_string::<i32>(), batch.column(2).as_string::<i32>());
         let (context, parent) = (batch.column(3).as_primitive::<UInt64Type>(), batch.column(4).as_primitive::<UInt64Type>());
@@ -462,6 +476,7 @@ pub fn read_paths(path: &Path) -> Result<Vec<PathRow>, StoreError> {
                 depth: depth.value(row).max(0) as u32,
                 traces: counter(0).value(row) as u64,
                 spans: counter(1).value(row) as u64,
+                stored_spans: stored.map_or(counter(1).value(row), |s| s.value(row)) as u64,
                 errors: counter(2).value(row) as u64,
                 duration_nanos: counter(3).value(row),
                 critical_path_nanos: counter(4).value(row),
@@ -597,8 +612,24 @@ mod tests {
         let file = std::env::temp_dir().join(format!("clew-paths-source-{}.paths.parquet", std::process::id()));
         write_paths(&file, &rows).unwrap();
         let read = read_paths(&file).unwrap();
-        let _ = fs::remove_file(&file);
         assert!(rows.iter().all(|r| read.contains(r)));
+        // A file written before stored spans were counted apart: every span counted once.
+        let old: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|batch| {
+                let batch = batch.unwrap();
+                batch.project(&(0..batch.num_columns() - 1).collect::<Vec<_>>()).unwrap()
+            })
+            .collect();
+        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(fs::File::create(&file).unwrap(), old[0].schema(), None).unwrap();
+        old.iter().for_each(|batch| writer.write(batch).unwrap());
+        writer.close().unwrap();
+        let read = read_paths(&file).unwrap();
+        let _ = fs::remove_file(&file);
+        assert_eq!(read.len(), rows.len());
+        assert!(read.iter().all(|r| r.stored_spans == r.spans && rows.iter().any(|w| w.key() == r.key() && w.spans == r.spans)));
     }
 
     #[test]
