@@ -255,6 +255,43 @@ def test_clew_docs_writes_the_system_down(full_shop, tmp_path):
     checkout = (tmp_path / "docs" / "flows" / "web-gateway-post-checkout.md").read_text()
     assert "checkout-service: POST /checkout" in checkout and "```mermaid" in checkout
 
+    # The same pages as HTML: tables as tables, diagrams drawn, links between the HTML pages.
+    from html.parser import HTMLParser
+
+    class Page(HTMLParser):
+        def __init__(self, path):
+            super().__init__()
+            self.cells, self.links, self.svgs, self.code, self._cell = [], [], 0, [], None
+            self.feed(path.read_text())
+
+        def handle_starttag(self, tag, attrs):
+            if tag in ("td", "th"):
+                self._cell = ""
+            elif tag == "a":
+                self.links.append(dict(attrs)["href"])
+            elif tag == "svg":
+                self.svgs += 1
+
+        def handle_data(self, data):
+            if self._cell is not None:
+                self._cell += data
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th"):
+                self.cells.append(self._cell.strip())
+                self._cell = None
+
+    html_index = Page(tmp_path / "docs" / "index.html")
+    for service, fact in truth["services"].items():
+        assert service in html_index.cells and fact["team"] in html_index.cells, service
+    assert html_index.svgs >= 1, "the dependency graph is drawn"
+    assert "```mermaid" not in (tmp_path / "docs" / "index.html").read_text()
+    flow_links = [link for link in html_index.links if link.startswith("flows/")]
+    assert "flows/web-gateway-post-checkout.html" in flow_links
+    for link in flow_links:
+        page = Page(tmp_path / "docs" / link)
+        assert page.svgs >= 1 and "../index.html" in page.links, link
+
 
 def test_a_shop_part_way_through_adoption(edge_only_shop):
     base, truth = edge_only_shop

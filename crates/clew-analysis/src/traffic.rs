@@ -370,21 +370,21 @@ pub fn measure_load_test(window: (u64, u64), baseline: (&[PathRow], &[PathRow]),
         estimate.warnings.push("no load-test traffic in the window: nothing to measure".into());
     }
     let mut measured: HashMap<OperationKey, u64> = HashMap::new();
-    // Per operation, the spans' mean adjusted count on each side: a count of sampled spans
-    // varies as much as the spans it is made of, not as the traffic they stand for.
+    // Per operation and side, Σw and Σw² of the spans' adjusted counts: a weighted count of
+    // sampled spans has a relative variance of Σw²/Σw², Σw²/Σw times an unsampled count's.
     let mut test_weight: HashMap<OperationKey, (u64, u64)> = HashMap::new();
     for row in test_per_minute.iter().filter(|r| takes_load(r)) {
         *measured.entry(key(row)).or_default() += row.spans;
         let weight = test_weight.entry(key(row)).or_default();
-        (weight.0, weight.1) = (weight.0 + row.spans, weight.1 + row.stored_spans);
+        (weight.0, weight.1) = (weight.0 + row.spans, weight.1.saturating_add(row.weight_squares));
     }
     let mut baseline_weight: HashMap<OperationKey, (u64, u64)> = HashMap::new();
     for row in baseline.0.iter().filter(|r| takes_load(r)) {
         let weight = baseline_weight.entry(key(row)).or_default();
-        (weight.0, weight.1) = (weight.0 + row.spans, weight.1 + row.stored_spans);
+        (weight.0, weight.1) = (weight.0 + row.spans, weight.1.saturating_add(row.weight_squares));
     }
-    let mean_weight = |weights: &HashMap<OperationKey, (u64, u64)>, k: &OperationKey| match weights.get(k) {
-        Some(&(weighted, stored)) if stored > 0 => (weighted as f64 / stored as f64).max(1.0),
+    let variance_factor = |weights: &HashMap<OperationKey, (u64, u64)>, k: &OperationKey| match weights.get(k) {
+        Some(&(weighted, squares)) if weighted > 0 => (squares as f64 / weighted as f64).max(1.0),
         _ => 1.0,
     };
     let (test_latency, base_latency) = (latency_by_operation(test_rows), latency_by_operation(baseline.0));
@@ -423,11 +423,11 @@ pub fn measure_load_test(window: (u64, u64), baseline: (&[PathRow], &[PathRow]),
         let ratio = (t.expected_per_second > 0.0).then(|| per_second / t.expected_per_second);
         // Within 10%, or four standard errors when the counts are small: of the spans the
         // test should send it, and of the baseline's spans its fan-out was learnt from (a
-        // count of spans of mean adjusted count w varies w times as much as an unsampled one).
+        // count of sampled spans varies Σw²/Σw times as much as an unsampled one).
         let expected_spans = t.expected_per_second * test_seconds;
         let baseline_spans = t.observed_mean_per_second * estimate.observed_seconds;
         let tolerance = if expected_spans > 0.0 && baseline_spans > 0.0 {
-            let (w_test, w_base) = (mean_weight(&test_weight, &k), mean_weight(&baseline_weight, &k));
+            let (w_test, w_base) = (variance_factor(&test_weight, &k), variance_factor(&baseline_weight, &k));
             (4.0 * (w_test / expected_spans + w_base / baseline_spans).sqrt()).max(0.1)
         } else {
             0.1
@@ -691,7 +691,7 @@ mod tests {
             depth: if path == REQUEST_PATH { 0 } else { 1 },
             traces,
             spans,
-            stored_spans: spans,
+            weight_squares: spans,
             errors: 0,
             duration_nanos: 0,
             critical_path_nanos: 0,
@@ -762,9 +762,12 @@ mod tests {
             let estimate = measure_load_test((0, 1), (&merged(&production), &production), (&merged(test), test));
             estimate.targets.iter().find(|t| t.service == "cart").unwrap().measured.clone().unwrap().verdict
         };
-        assert_eq!(verdict(&more.iter().map(|r| PathRow { stored_spans: r.spans, ..r.clone() }).collect::<Vec<_>>()), "more than expected");
+        assert_eq!(
+            verdict(&more.iter().map(|r| PathRow { weight_squares: r.spans, ..r.clone() }).collect::<Vec<_>>()),
+            "more than expected"
+        );
         for row in more.iter_mut().filter(|r| &*r.service == "cart") {
-            row.stored_spans = 8;
+            row.weight_squares = 78_000;
         }
         assert_eq!(verdict(&more), "as expected");
 

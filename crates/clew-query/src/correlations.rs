@@ -107,7 +107,9 @@ pub struct CorrelationFacts {
     /// Every span of the scope, in the selection and not.
     pub selected: u64,
     pub baseline: u64,
-    /// The spans whose attributes were counted (fewer when sampled).
+    /// The spans whose attributes were counted (fewer when sampled); when traces of unequal
+    /// adjusted counts are among them, their effective number (see `Scale`), which the value
+    /// counts are scaled to.
     pub compared_selected: u64,
     pub compared_baseline: u64,
     /// Share of the traces whose spans were compared, when attributes were counted on a sample.
@@ -566,13 +568,13 @@ impl Scale {
         Scale { size, weighted }
     }
 
-    /// A weighted count as a number of spans of the effective sample.
+    /// A weighted count as a number of spans of the effective sample, rounded down, so that a
+    /// key's values never add up to more than the sample.
     fn effective(&self, weighted: u64) -> u64 {
         if self.weighted == self.size || self.weighted == 0 {
             return weighted;
         }
         (weighted as u128 * self.size as u128 / self.weighted as u128) as u64
-            + u64::from((weighted as u128 * self.size as u128 % self.weighted as u128) * 2 >= self.weighted as u128)
     }
 }
 
@@ -984,9 +986,9 @@ mod tests {
             _ => panic!("size is numeric"),
         }
         // Each side holds a span of weight 4 and one of weight 1: as evidence, (4+1)²/(16+1)
-        // = 1.47 spans, rounded to 1, of which four in five are in eu.
+        // = 1.47 spans, rounded to 1, of which four in five are in eu: less than a span.
         let scale = Scale::new(counter.selected, counter.selected_weight, counter.selected_squares);
-        assert_eq!((scale.size, scale.effective(4), scale.effective(1)), (1, 1, 0));
+        assert_eq!((scale.size, scale.effective(4), scale.effective(1), scale.effective(5)), (1, 0, 0, 1));
         // Equal weights: the spans themselves, however heavy.
         let equal = Scale::new(300, 3_000, 300 * 100);
         assert_eq!((equal.size, equal.effective(1_000), equal.effective(2_000)), (300, 100, 200));
@@ -994,7 +996,7 @@ mod tests {
         // One heavy span among many light ones is little evidence: 99 spans of weight 1 and
         // one of weight 1,000 count as about one span.
         let lopsided = Scale::new(100, 1_099, 99 + 1_000_000);
-        assert_eq!((lopsided.size, lopsided.effective(1_000), lopsided.effective(99)), (1, 1, 0));
+        assert_eq!((lopsided.size, lopsided.effective(1_000), lopsided.effective(99)), (1, 0, 0));
         // Two groups of 100 spans, weights 1 and 3: (400)² / (100 + 900) = 160 spans.
         let two = Scale::new(200, 400, 1_000);
         assert_eq!((two.size, two.effective(300), two.effective(100)), (160, 120, 40));

@@ -91,9 +91,9 @@ pub struct PathRow {
     /// Traces in which the context occurs.
     pub traces: u64,
     pub spans: u64,
-    /// The spans stored, each once: `spans` weighs each by its trace's adjusted count, so this
-    /// is the evidence behind it (equal to it when nothing was sampled).
-    pub stored_spans: u64,
+    /// Σw² over the spans, w being each span's trace's adjusted count (`spans` is Σw): how much
+    /// a count of sampled spans varies. Equal to `spans` when nothing was sampled.
+    pub weight_squares: u64,
     pub errors: u64,
     pub duration_nanos: i64,
     pub critical_path_nanos: i64,
@@ -110,7 +110,7 @@ impl PathRow {
     pub fn add(&mut self, other: &PathRow) {
         self.traces += other.traces;
         self.spans += other.spans;
-        self.stored_spans += other.stored_spans;
+        self.weight_squares = self.weight_squares.saturating_add(other.weight_squares);
         self.errors += other.errors;
         self.duration_nanos = self.duration_nanos.saturating_add(other.duration_nanos);
         self.critical_path_nanos = self.critical_path_nanos.saturating_add(other.critical_path_nanos);
@@ -211,7 +211,7 @@ impl PathBuilder {
             depth,
             traces: 0,
             spans: 0,
-            stored_spans: 0,
+            weight_squares: 0,
             errors: 0,
             duration_nanos: 0,
             critical_path_nanos: 0,
@@ -229,7 +229,7 @@ impl PathBuilder {
         let times = |nanos: i64| nanos.saturating_mul(weight as i64);
         request.traces += weight;
         request.spans += spans.len() as u64 * weight;
-        request.stored_spans += spans.len() as u64;
+        request.weight_squares = request.weight_squares.saturating_add((spans.len() as u64).saturating_mul(weight * weight));
         request.errors += trace.error as u64 * weight;
         request.duration_nanos = request.duration_nanos.saturating_add(times(trace.duration_nanos));
         request.critical_path_nanos = request.critical_path_nanos.saturating_add(times(trace.duration_nanos));
@@ -254,7 +254,7 @@ impl PathBuilder {
                 }
             });
             row.spans += weight;
-            row.stored_spans += 1;
+            row.weight_squares = row.weight_squares.saturating_add(weight * weight);
             row.errors += span.error as u64 * weight;
             row.duration_nanos = row.duration_nanos.saturating_add(times(span.duration_nanos));
             row.critical_path_nanos = row.critical_path_nanos.saturating_add(times(span.critical_path_nanos));
@@ -384,7 +384,7 @@ static PATH_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("per_trace_spans", DataType::Binary, false),
         Field::new("per_trace_critical", DataType::Binary, false),
         Field::new("source", DataType::Utf8, false),
-        Field::new("stored_spans", DataType::Int64, false),
+        Field::new("weight_squares", DataType::Int64, false),
     ]))
 });
 
@@ -398,9 +398,9 @@ pub fn write_paths(path: &Path, rows: &[PathRow]) -> Result<(), StoreError> {
     let mut counters: [Int64Builder; 5] = std::array::from_fn(|_| Int64Builder::new());
     let mut histograms: [BinaryBuilder; 3] = std::array::from_fn(|_| BinaryBuilder::new());
     let mut source = StringBuilder::new();
-    let mut stored_spans = Int64Builder::new();
+    let mut weight_squares = Int64Builder::new();
     for row in rows {
-        stored_spans.append_value(row.stored_spans as i64);
+        weight_squares.append_value(row.weight_squares.min(i64::MAX as u64) as i64);
         source.append_value(&row.source);
         minute.append_value(row.minute_unix_nano);
         entry_service.append_value(&row.entry_service);
@@ -433,7 +433,7 @@ pub fn write_paths(path: &Path, rows: &[PathRow]) -> Result<(), StoreError> {
     columns.extend(counters.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     columns.extend(histograms.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     columns.push(Arc::new(source.finish()));
-    columns.push(Arc::new(stored_spans.finish()));
+    columns.push(Arc::new(weight_squares.finish()));
     write_parquet(path, RecordBatch::try_new(Arc::clone(&PATH_SCHEMA), columns)?)
 }
 
@@ -453,7 +453,7 @@ pub fn read_paths(path: &Path) -> Result<Vec<PathRow>, StoreError> {
             return Err(StoreError::Corrupt(format!("path rollup {}: unexpected columns", path.display())));
         }
         let source = (columns > all - 2).then(|| batch.column(17).as_string::<i32>());
-        let stored = (columns == all).then(|| batch.column(18).as_primitive::<Int64Type>());
+        let squares = (columns == all).then(|| batch.column(18).as_primitive::<Int64Type>());
         let minute = batch.column(0).as_primitive::<Int64Type>();
         let (entry_service, entry_operation) = (batch.column(1).as_string::<i32>(), batch.column(2).as_string::<i32>());
         let (context, parent) = (batch.column(3).as_primitive::<UInt64Type>(), batch.column(4).as_primitive::<UInt64Type>());
@@ -476,7 +476,7 @@ pub fn read_paths(path: &Path) -> Result<Vec<PathRow>, StoreError> {
                 depth: depth.value(row).max(0) as u32,
                 traces: counter(0).value(row) as u64,
                 spans: counter(1).value(row) as u64,
-                stored_spans: stored.map_or(counter(1).value(row), |s| s.value(row)) as u64,
+                weight_squares: squares.map_or(counter(1).value(row), |s| s.value(row)) as u64,
                 errors: counter(2).value(row) as u64,
                 duration_nanos: counter(3).value(row),
                 critical_path_nanos: counter(4).value(row),
@@ -613,7 +613,7 @@ mod tests {
         write_paths(&file, &rows).unwrap();
         let read = read_paths(&file).unwrap();
         assert!(rows.iter().all(|r| read.contains(r)));
-        // A file written before stored spans were counted apart: every span counted once.
+        // A file written before adjusted counts: every span counted once.
         let old: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&file).unwrap())
             .unwrap()
             .build()
@@ -629,7 +629,7 @@ mod tests {
         let read = read_paths(&file).unwrap();
         let _ = fs::remove_file(&file);
         assert_eq!(read.len(), rows.len());
-        assert!(read.iter().all(|r| r.stored_spans == r.spans && rows.iter().any(|w| w.key() == r.key() && w.spans == r.spans)));
+        assert!(read.iter().all(|r| r.weight_squares == r.spans && rows.iter().any(|w| w.key() == r.key() && w.spans == r.spans)));
     }
 
     #[test]

@@ -1291,7 +1291,7 @@ mod tests {
         let request = rollup.paths.iter().find(|r| r.path == REQUEST_PATH).unwrap();
         let api = rollup.paths.iter().find(|r| &*r.service == "api").unwrap();
         assert_eq!((request.traces, api.traces, api.spans), (5, 5, 9));
-        assert_eq!((request.stored_spans, api.stored_spans), (8, 6), "the spans stored, each once");
+        assert_eq!((request.spans, request.weight_squares, api.weight_squares), (2 * 4 + 6, 2 * 16 + 6, 16 + 5), "Σw and Σw²");
         assert_eq!(api.per_trace_spans.count(), 5);
         assert!((api.per_trace_spans.quantile(0.8) - 1.0).abs() < 0.05, "four requests in five call it once");
         assert!((api.per_trace_spans.quantile(0.95) - 5.0).abs() < 0.15);

@@ -216,7 +216,8 @@ pub enum Command {
         output: GraphOutput,
     },
     /// Write living documentation of the system as seen in its traces: services and owners,
-    /// entry points and their flows, dependencies, versions; Markdown with Mermaid diagrams.
+    /// entry points and their flows, dependencies, versions; Markdown with Mermaid diagrams, and
+    /// the same pages as self-contained HTML with the diagrams drawn (open index.html).
     Docs {
         /// The directory to write (created; files in it are replaced).
         #[arg(long, default_value = "clew-docs")]

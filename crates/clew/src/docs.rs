@@ -1,5 +1,6 @@
 //! `clew docs` and `clew flow`: the system as its traces describe it, written as Markdown pages
-//! (with Mermaid diagrams) that a team can publish next to its code.
+//! (with Mermaid diagrams) that a team can publish next to its code, and the same pages as a
+//! self-contained HTML snapshot (diagrams drawn as SVG) to open in a browser or serve as files.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -58,8 +59,60 @@ fn write_file(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
     std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
+/// A Markdown page as a standalone HTML page: tables kept, links to `.md` pages pointed at their
+/// `.html` twins, and each Mermaid diagram replaced by the next of `diagrams` (an SVG drawn by
+/// the server; the diagram's text when there is none).
+fn html_page(title: &str, markdown: &str, diagrams: Vec<String>) -> String {
+    use pulldown_cmark::{CodeBlockKind, Event, Options, Parser, Tag, TagEnd};
+    let mut diagrams = diagrams.into_iter();
+    let mut in_diagram = false;
+    let mut events = Vec::new();
+    for event in Parser::new_ext(markdown, Options::ENABLE_TABLES) {
+        match event {
+            Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(ref language))) if language.as_ref() == "mermaid" => {
+                in_diagram = true;
+                match diagrams.next() {
+                    Some(svg) => events.push(Event::Html(format!("<figure class=\"diagram\">{svg}</figure>\n").into())),
+                    None => {
+                        in_diagram = false;
+                        events.push(event);
+                    }
+                }
+            }
+            Event::End(TagEnd::CodeBlock) if in_diagram => in_diagram = false,
+            _ if in_diagram => {}
+            Event::Start(Tag::Link { link_type, dest_url, title, id }) => {
+                let dest_url = match dest_url.strip_suffix(".md") {
+                    Some(page) if !dest_url.contains("://") => format!("{page}.html").into(),
+                    _ => dest_url,
+                };
+                events.push(Event::Start(Tag::Link { link_type, dest_url, title, id }));
+            }
+            other => events.push(other),
+        }
+    }
+    let mut body = String::new();
+    pulldown_cmark::html::push_html(&mut body, events.into_iter());
+    let title = title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n{body}</main>\n</body>\n</html>\n"
+    )
+}
+
+const STYLE: &str = "body{font:15px/1.5 system-ui,sans-serif;color:#1f2328;margin:0}\
+main{max-width:1100px;margin:0 auto;padding:24px}\
+table{border-collapse:collapse;margin:12px 0}th,td{border:1px solid #d0d7de;padding:4px 10px;text-align:left}\
+th{background:#f6f8fa}code,pre{font-family:ui-monospace,monospace;font-size:13px}pre{background:#f6f8fa;padding:12px;overflow:auto}\
+figure.diagram{margin:12px 0;overflow:auto;border:1px solid #d0d7de}";
+
+/// Writes a page as Markdown (`name`.md) and as HTML (`name`.html).
+fn write_page(dir: &Path, name: &str, title: &str, markdown: &str, diagrams: Vec<String>) -> anyhow::Result<()> {
+    write_file(dir, &format!("{name}.md"), markdown)?;
+    write_file(dir, &format!("{name}.html"), &html_page(title, markdown, diagrams))
+}
+
 /// `clew docs`: index.md (services and owners, entry points, dependencies, critical operations,
-/// versions) and one page per entry operation under flows/.
+/// versions) and one page per entry operation under flows/; each also as HTML.
 pub async fn write(server: &str, lookback: &str, out: &Path) -> anyhow::Result<ExitCode> {
     let window = || ("lookback", lookback.to_string());
     let markdown = || ("format", "markdown".to_string());
@@ -111,8 +164,8 @@ pub async fn write(server: &str, lookback: &str, out: &Path) -> anyhow::Result<E
     index.push_str("\n## Entry points\n\n| Entry operation | Requests | Flow |\n|---|---|---|\n");
     let mut pages = Vec::new();
     for (service, operation, requests) in &entries {
-        let file = format!("{}.md", slug(&format!("{service} {operation}")));
-        let _ = writeln!(index, "| {service} {operation} | {requests} | [flow](flows/{file}) |");
+        let file = slug(&format!("{service} {operation}"));
+        let _ = writeln!(index, "| {service} {operation} | {requests} | [flow](flows/{file}.md) |");
         pages.push((service, operation, file));
     }
     let graph = get_text(server, "/api/v1/service-graph", &[window(), ("format", "mermaid".into())]).await;
@@ -136,18 +189,27 @@ pub async fn write(server: &str, lookback: &str, out: &Path) -> anyhow::Result<E
             );
         }
     }
-    write_file(out, "index.md", &index)?;
+    let svg = |path: &'static str, query: Vec<(&'static str, String)>| async move {
+        let query: Vec<(&str, String)> = query.into_iter().chain([("format", "svg".to_string())]).collect();
+        get_text(server, path, &query).await.ok().into_iter().collect::<Vec<_>>()
+    };
+    let graph_svg = svg("/api/v1/service-graph", vec![window()]).await;
+    write_page(out, "index", "The system, as its traces describe it", &index, graph_svg)?;
     progress.inc(1);
     for (service, operation, file) in pages {
         progress.set_message(format!("{service} {operation}"));
         let query = [window(), markdown(), ("service", service.clone()), ("operation", operation.clone())];
         match get_text(server, "/api/v1/flow", &query).await {
-            Ok(page) => write_file(&out.join("flows"), &file, &format!("{page}\n[All entry points](../index.md)\n"))?,
+            Ok(page) => {
+                let flow_svg = svg("/api/v1/flow", vec![window(), ("service", service.clone()), ("operation", operation.clone())]).await;
+                let page = format!("{page}\n[All entry points](../index.md)\n");
+                write_page(&out.join("flows"), &file, &format!("{service} {operation}"), &page, flow_svg)?;
+            }
             Err(code) => return Ok(code),
         }
         progress.inc(1);
     }
     progress.finish_and_clear();
-    println!("wrote {} ({} entry operations) to {}", "index.md", entries.len(), out.display());
+    println!("wrote index.md and index.html ({} entry operations) to {}", entries.len(), out.display());
     Ok(ExitCode::SUCCESS)
 }
