@@ -82,12 +82,21 @@ fn html_page(title: &str, markdown: &str, diagrams: Vec<String>) -> String {
             Event::End(TagEnd::CodeBlock) if in_diagram => in_diagram = false,
             _ if in_diagram => {}
             Event::Start(Tag::Link { link_type, dest_url, title, id }) => {
+                // A relative link names no scheme before its path.
+                let relative = !dest_url.split(['/', '?', '#']).next().is_some_and(|first| first.contains(':'));
+                let web = dest_url.starts_with("https://") || dest_url.starts_with("http://");
                 let dest_url = match dest_url.strip_suffix(".md") {
-                    Some(page) if !dest_url.contains("://") => format!("{page}.html").into(),
-                    _ => dest_url,
+                    Some(page) if relative => format!("{page}.html").into(),
+                    _ if relative || web => dest_url,
+                    _ => "#".into(),
                 };
                 events.push(Event::Start(Tag::Link { link_type, dest_url, title, id }));
             }
+            // No images: the page loads nothing; the description stays as text.
+            Event::Start(Tag::Image { .. }) | Event::End(TagEnd::Image) => {}
+            // Names and values in the pages come from spans: markup in them is shown as text,
+            // never run.
+            Event::Html(markup) | Event::InlineHtml(markup) => events.push(Event::Text(markup)),
             other => events.push(other),
         }
     }
@@ -104,6 +113,11 @@ main{max-width:1100px;margin:0 auto;padding:24px}\
 table{border-collapse:collapse;margin:12px 0}th,td{border:1px solid #d0d7de;padding:4px 10px;text-align:left}\
 th{background:#f6f8fa}code,pre{font-family:ui-monospace,monospace;font-size:13px}pre{background:#f6f8fa;padding:12px;overflow:auto}\
 figure.diagram{margin:12px 0;overflow:auto;border:1px solid #d0d7de}";
+
+/// A name from the traces as a Markdown table cell: on one line, its bars escaped.
+fn cell(text: &str) -> String {
+    text.replace(['\n', '\r'], " ").replace('|', "\\|")
+}
 
 /// Writes a page as Markdown (`name`.md) and as HTML (`name`.html).
 fn write_page(dir: &Path, name: &str, title: &str, markdown: &str, diagrams: Vec<String>) -> anyhow::Result<()> {
@@ -154,8 +168,8 @@ pub async fn write(server: &str, lookback: &str, out: &Path) -> anyhow::Result<E
         let _ = writeln!(
             index,
             "| {} | {} | {} | {} | {} |",
-            s["service"].as_str().unwrap_or(""),
-            s["team"].as_str().unwrap_or("unknown"),
+            cell(s["service"].as_str().unwrap_or("")),
+            cell(s["team"].as_str().unwrap_or("unknown")),
             s["status"].as_str().unwrap_or("").replace('_', " "),
             s["spans"],
             s["quality_score"].as_u64().map_or(String::new(), |q| q.to_string()),
@@ -165,7 +179,7 @@ pub async fn write(server: &str, lookback: &str, out: &Path) -> anyhow::Result<E
     let mut pages = Vec::new();
     for (service, operation, requests) in &entries {
         let file = slug(&format!("{service} {operation}"));
-        let _ = writeln!(index, "| {service} {operation} | {requests} | [flow](flows/{file}.md) |");
+        let _ = writeln!(index, "| {} | {requests} | [flow](flows/{file}.md) |", cell(&format!("{service} {operation}")));
         pages.push((service, operation, file));
     }
     let graph = get_text(server, "/api/v1/service-graph", &[window(), ("format", "mermaid".into())]).await;
@@ -212,4 +226,27 @@ pub async fn write(server: &str, lookback: &str, out: &Path) -> anyhow::Result<E
     progress.finish_and_clear();
     println!("wrote index.md and index.html ({} entry operations) to {}", entries.len(), out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_draw_diagrams_link_html_and_show_markup_from_spans_as_text() {
+        let markdown = "# Flow\n\n```mermaid\ngraph LR\n  a-->b\n```\n\n| Service | Note |\n|---|---|\n| <img src=x onerror=alert(1)> | [flow](flows/a.md) |\n\n\
+                        <script>alert(2)</script>\n\n[site](https://example.com/readme.md) [x](javascript:alert(3)) [m](mailto:a.md) \
+                        ![remote](https://example.com/pixel.png)\n\n```mermaid\ngraph LR\n  c-->d\n```\n";
+        let html = html_page("a <b>", markdown, vec!["<svg id=\"drawn\"></svg>".into()]);
+        assert!(html.contains("<figure class=\"diagram\"><svg id=\"drawn\"></svg></figure>"));
+        assert!(!html.contains("a--&gt;b"), "the drawn diagram replaces its text");
+        assert!(html.contains("c--&gt;d"), "a diagram without a drawing stays as text");
+        assert!(html.contains("<td>&lt;img src=x onerror=alert(1)&gt;</td>"), "{html}");
+        assert!(!html.contains("<script>") && html.contains("&lt;script&gt;"));
+        assert!(html.contains("href=\"flows/a.html\"") && html.contains("href=\"https://example.com/readme.md\""));
+        assert!(html.contains("<title>a &lt;b&gt;</title>"));
+        assert!(!html.contains("javascript:") && !html.contains("mailto:") && !html.contains("<img"), "{html}");
+        assert!(html.contains("remote"), "an image's description stays");
+        assert_eq!(cell("a|b\nc"), "a\\|b c");
+    }
 }
