@@ -244,5 +244,9 @@ def test_sampled_traces_count_as_the_traffic_they_stand_for(clew):
         time.sleep(0.2)
     assert calls[("sampled-payments", "POST /charge")] == 4 * len(kept)
     assert calls[("sampled-gateway", "GET /health")] == 10
+    # Clew's own health beside them: what it acknowledged, and no assembly backlog.
+    assert families["clew_spans_accepted"].samples[0].value == 3 * len(kept) + 10
+    assert families["clew_assembly_lag_seconds"].type == "gauge"
+    assert families["clew_assembly_lag_seconds"].samples[0].value == 0
     for provider in (gateway, payments, whole):
         provider.shutdown()

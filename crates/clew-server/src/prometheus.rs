@@ -171,6 +171,14 @@ impl Collector for Scrape {
         for (name, help, value) in gauges {
             encoder.encode_descriptor(name, help, None, MetricType::Gauge)?.encode_gauge(&value)?;
         }
+        encoder
+            .encode_descriptor(
+                "clew_assembly_lag_seconds",
+                "How long quiet traces waited for assembly beyond their quiet time (0 unless assembly falls behind).",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&s.assembly_lag_seconds)?;
         Ok(())
     }
 }

@@ -87,6 +87,10 @@ struct AssembledBuffer {
 struct Recent {
     current: HashSet<TraceId>,
     previous: HashSet<TraceId>,
+    /// The adjusted counts above 1 of those traces (sampled ones), in the same generations:
+    /// a fragment lacks the root that says how it was sampled.
+    current_weights: HashMap<TraceId, u32>,
+    previous_weights: HashMap<TraceId, u32>,
     rotated: Option<Instant>,
 }
 
@@ -102,9 +106,21 @@ impl Recent {
         let rotated = *self.rotated.get_or_insert(now);
         if now.duration_since(rotated) > Self::PERIOD || self.current.len() >= Self::MAX {
             self.previous = std::mem::take(&mut self.current);
+            self.previous_weights = std::mem::take(&mut self.current_weights);
             self.rotated = Some(now);
         }
         self.current.insert(id);
+    }
+
+    /// Remembers the adjusted count of a trace just assembled.
+    fn weigh(&mut self, id: TraceId, weight: u32) {
+        if weight > 1 && self.current.contains(&id) {
+            self.current_weights.insert(id, weight);
+        }
+    }
+
+    fn weight(&self, id: &TraceId) -> Option<u32> {
+        self.current_weights.get(id).or_else(|| self.previous_weights.get(id)).copied()
     }
 }
 
@@ -378,13 +394,18 @@ impl EmbeddedStore {
             let mut recent = self.recent.lock();
             for (trace_id, _, _) in &ready {
                 let fragment = if recent.contains(trace_id) { trace_flags::FRAGMENT } else { 0 };
+                let mut known_weight = None;
                 if fragment != 0 {
                     self.counters.fragments.fetch_add(1, Ordering::Relaxed);
+                    known_weight = recent.weight(trace_id);
                 }
                 recent.insert(*trace_id, now);
-                fragment_flags.push(fragment);
+                fragment_flags.push((fragment, known_weight));
             }
         }
+        // Traces assembled with an adjusted count above 1, for their late fragments.
+        let sampled: Mutex<Vec<(TraceId, u32)>> = Mutex::new(Vec::new());
+        let sampled = &sampled;
         // Assembly is the costliest step of the write path: the chunk is split across threads.
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
         let per_thread = ready.len().div_ceil(threads);
@@ -399,9 +420,16 @@ impl EmbeddedStore {
                 .map(|(traces, flags)| {
                     scope.spawn(move || {
                         let mut builders: BTreeMap<i64, (BatchBuilder, HashMap<SegmentId, u64>)> = BTreeMap::new();
-                        for ((trace_id, spans, trace_segments), fragment) in traces.iter().zip(flags) {
+                        for ((trace_id, spans, trace_segments), (fragment, known_weight)) in traces.iter().zip(flags) {
                             let spans = self.head.unpack(*trace_id, spans);
-                            let trace = assemble_borrowed(&spans);
+                            let mut trace = assemble_borrowed(&spans);
+                            // A late fragment without the root's sampling marks counts as its
+                            // trace did.
+                            match known_weight {
+                                Some(weight) if trace.facts.adjusted_count <= 1 => trace.facts.adjusted_count = *weight,
+                                _ if trace.facts.adjusted_count > 1 => sampled.lock().push((*trace_id, trace.facts.adjusted_count)),
+                                _ => {}
+                            }
                             let slot = (trace.facts.start_unix_nano as i64).div_euclid(window);
                             let (builder, segments) = builders.entry(slot).or_default();
                             builder.push_trace(&trace, *fragment);
@@ -425,6 +453,12 @@ impl EmbeddedStore {
             workers.into_iter().flat_map(|worker| worker.join().expect("assembly does not panic")).collect()
         });
         self.counters.traces_assembled.fetch_add(ready.len() as u64, Ordering::Relaxed);
+        {
+            let mut recent = self.recent.lock();
+            for (trace_id, weight) in sampled.lock().drain(..) {
+                recent.weigh(trace_id, weight);
+            }
+        }
         {
             let mut metrics = self.span_metrics.lock();
             for (_, _, rollup, _) in &batches {
@@ -1165,6 +1199,7 @@ impl Storage for Arc<EmbeddedStore> {
             traces_assembled: self.counters.traces_assembled.load(Ordering::Relaxed),
             fragments: self.counters.fragments.load(Ordering::Relaxed),
             rollup_cpu_nanos: self.counters.rollup_nanos.load(Ordering::Relaxed),
+            assembly_lag_seconds: self.head.assembly_lag().as_secs_f64(),
         }
     }
 
@@ -1619,6 +1654,33 @@ mod tests {
             crate::EdgeKind::Root => (present, roots + row.calls),
             _ => (present, roots),
         })
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_late_fragment_counts_as_its_sampled_trace() {
+        // Jaeger clients mark only the root span: kept with probability 1/100.
+        let mut all = spans(2, 3);
+        for span in all.iter_mut().filter(|s| s.parent_span_id.is_none()) {
+            span.attributes.push(Attribute::new("sampler.type", Value::Str("probabilistic".into())));
+            span.attributes.push(Attribute::new("sampler.param", Value::Double(0.01)));
+        }
+        let late = all.remove(2);
+        let store = EmbeddedStore::open(temp_config()).unwrap();
+        let storage: &dyn Storage = &store;
+        storage.append(all).await.unwrap();
+        storage.flush().await.unwrap();
+        storage.append(vec![late]).await.unwrap();
+        storage.flush().await.unwrap();
+        let context = datafusion::prelude::SessionContext::new();
+        context.register_table("span_columns", storage.spans_table()).unwrap();
+        let sql = "SELECT (trace_flags & 16) <> 0 AS fragment, min(trace_adjusted_count) AS low, max(trace_adjusted_count) AS high, \
+                   count(*) AS spans FROM span_columns GROUP BY 1 ORDER BY 1";
+        let rows = context.sql(sql).await.unwrap().collect().await.unwrap();
+        let batch = datafusion::arrow::compute::concat_batches(&rows[0].schema(), &rows).unwrap();
+        let column = |i: usize| batch.column(i).as_primitive::<datafusion::arrow::datatypes::Int32Type>().values().to_vec();
+        assert_eq!(batch.column(0).as_boolean().iter().collect::<Vec<_>>(), vec![Some(false), Some(true)]);
+        assert_eq!((column(1), column(2)), (vec![100, 100], vec![100, 100]), "the fragment of the sampled trace counts 100 too");
+        assert_eq!(batch.column(3).as_primitive::<datafusion::arrow::datatypes::Int64Type>().values().to_vec(), vec![5, 1]);
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -233,6 +233,8 @@ pub struct Head {
     bytes: AtomicU64,
     generation: AtomicU64,
     keys: Keys,
+    /// How long the longest-waiting quiet trace left by the last `take_ready` had been ready.
+    lag_nanos: AtomicU64,
 }
 
 impl Default for Head {
@@ -243,6 +245,7 @@ impl Default for Head {
             bytes: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             keys: Keys::default(),
+            lag_nanos: AtomicU64::new(0),
         }
     }
 }
@@ -316,24 +319,36 @@ impl Head {
     /// `flush_all`, oldest first (by when their first span came); stops once about `max_spans`
     /// spans are taken (the rest wait for the next call). Oldest first matters when much is
     /// pending: a backlog arrives in time order, and its chunks then hold consecutive time.
+    /// How long quiet traces wait for assembly beyond their quiet time: zero unless assembly
+    /// falls behind.
+    pub fn assembly_lag(&self) -> Duration {
+        Duration::from_nanos(self.lag_nanos.load(Ordering::Relaxed))
+    }
+
     pub fn take_ready(&self, now: Instant, idle: Duration, max_age: Duration, flush_all: bool, max_spans: usize) -> Vec<PendingTrace> {
         let is_ready =
             |t: &PendingTrace| flush_all || now.duration_since(t.last_seen) >= idle || now.duration_since(t.first_seen) >= max_age;
-        let mut candidates: Vec<(Instant, u8, TraceId, usize)> = Vec::new();
+        let mut candidates: Vec<(Instant, u8, TraceId, usize, Instant)> = Vec::new();
         for (index, shard) in self.shards.iter().enumerate() {
             let shard = shard.lock();
-            candidates.extend(shard.values().filter(|t| is_ready(t)).map(|t| (t.first_seen, index as u8, t.trace_id, t.spans.len())));
+            candidates.extend(
+                shard.values().filter(|t| is_ready(t)).map(|t| (t.first_seen, index as u8, t.trace_id, t.spans.len(), t.last_seen)),
+            );
         }
         candidates.sort_unstable_by_key(|(first_seen, ..)| *first_seen);
         let mut wanted: Vec<Vec<TraceId>> = vec![Vec::new(); SHARDS];
         let mut counted = 0;
-        for (_, index, trace_id, spans) in candidates {
+        // The assembly lag: how long the traces left for a later call have been ready.
+        let mut lag = Duration::ZERO;
+        for (_, index, trace_id, spans, last_seen) in candidates {
             if counted >= max_spans {
-                break;
+                lag = lag.max(now.duration_since(last_seen).saturating_sub(idle));
+                continue;
             }
             counted += spans;
             wanted[index as usize].push(trace_id);
         }
+        self.lag_nanos.store(if flush_all { 0 } else { lag.as_nanos() as u64 }, Ordering::Relaxed);
         let mut ready = Vec::new();
         for (shard, ids) in self.shards.iter().zip(wanted) {
             if ids.is_empty() {
@@ -513,8 +528,12 @@ mod tests {
         assert_eq!(head.span_count(), 37 * 3);
         let taken_bytes: u64 = taken.iter().map(|t| t.bytes).sum();
         assert_eq!(head.bytes(), before - taken_bytes);
+        // The traces left are ready and waiting: the longest-waiting one (trace 37, last seen
+        // 3 ms after the start) for 9 s less 3 ms beyond its 1 s of quiet.
+        assert_eq!(head.assembly_lag(), Duration::from_secs(9) - Duration::from_millis(3));
         let rest = head.take_ready(later, Duration::from_secs(1), Duration::from_secs(60), true, usize::MAX);
         assert_eq!(rest.len(), 37);
+        assert_eq!(head.assembly_lag(), Duration::ZERO, "nothing left waiting");
         assert_eq!((head.span_count(), head.bytes()), (0, 0), "memory is counted back to nothing");
     }
 }

@@ -133,6 +133,8 @@ pub struct StoreStats {
     pub fragments: u64,
     /// Time spent computing rollups (at assembly and when blocks are written), summed over threads.
     pub rollup_cpu_nanos: u64,
+    /// How long quiet traces waited for assembly beyond their quiet time, at the last sweep.
+    pub assembly_lag_seconds: f64,
 }
 
 /// The attribute that names a trace's traffic source unless configured otherwise.
