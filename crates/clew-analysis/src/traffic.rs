@@ -170,6 +170,16 @@ fn key(row: &PathRow) -> OperationKey {
     (row.service.to_string(), row.operation.to_string(), row.kind.to_string())
 }
 
+/// Per operation that takes load: Σw and Σw² of its spans' adjusted counts.
+fn weighted_spans(rows: &[PathRow]) -> HashMap<OperationKey, (u64, u64)> {
+    let mut out: HashMap<OperationKey, (u64, u64)> = HashMap::new();
+    for row in rows.iter().filter(|r| takes_load(r)) {
+        let slot = out.entry(key(row)).or_default();
+        (slot.0, slot.1) = (slot.0 + row.spans, slot.1.saturating_add(row.weight_squares));
+    }
+    out
+}
+
 /// From the first to the last minute that holds a request, in seconds.
 fn observed_seconds(per_minute: &[PathRow]) -> f64 {
     let minutes = per_minute.iter().filter(|r| r.path == REQUEST_PATH).map(|r| r.minute_unix_nano);
@@ -369,20 +379,11 @@ pub fn measure_load_test(window: (u64, u64), baseline: (&[PathRow], &[PathRow]),
     if test_entries.is_empty() {
         estimate.warnings.push("no load-test traffic in the window: nothing to measure".into());
     }
-    let mut measured: HashMap<OperationKey, u64> = HashMap::new();
-    // Per operation and side, Σw and Σw² of the spans' adjusted counts: a weighted count of
-    // sampled spans has a relative variance of Σw²/Σw², Σw²/Σw times an unsampled count's.
-    let mut test_weight: HashMap<OperationKey, (u64, u64)> = HashMap::new();
-    for row in test_per_minute.iter().filter(|r| takes_load(r)) {
-        *measured.entry(key(row)).or_default() += row.spans;
-        let weight = test_weight.entry(key(row)).or_default();
-        (weight.0, weight.1) = (weight.0 + row.spans, weight.1.saturating_add(row.weight_squares));
-    }
-    let mut baseline_weight: HashMap<OperationKey, (u64, u64)> = HashMap::new();
-    for row in baseline.0.iter().filter(|r| takes_load(r)) {
-        let weight = baseline_weight.entry(key(row)).or_default();
-        (weight.0, weight.1) = (weight.0 + row.spans, weight.1.saturating_add(row.weight_squares));
-    }
+    // What the test measured of each operation, and the baseline's: Σw (the spans, weighted)
+    // and Σw² of the spans' adjusted counts.
+    let (measured, baseline_weight) = (weighted_spans(test_per_minute), weighted_spans(baseline.0));
+    // A weighted count of sampled spans has a relative variance of Σw²/Σw², Σw²/Σw times an
+    // unsampled count's.
     let variance_factor = |weights: &HashMap<OperationKey, (u64, u64)>, k: &OperationKey| match weights.get(k) {
         Some(&(weighted, squares)) if weighted > 0 => (squares as f64 / weighted as f64).max(1.0),
         _ => 1.0,
@@ -418,7 +419,7 @@ pub fn measure_load_test(window: (u64, u64), baseline: (&[PathRow], &[PathRow]),
     };
     for t in &mut targets {
         let k = (t.service.clone(), t.operation.clone(), t.kind.clone());
-        let spans = measured.get(&k).copied().unwrap_or(0);
+        let spans = measured.get(&k).map_or(0, |(spans, _)| *spans);
         let per_second = if test_seconds > 0.0 { spans as f64 / test_seconds } else { 0.0 };
         let ratio = (t.expected_per_second > 0.0).then(|| per_second / t.expected_per_second);
         // Within 10%, or four standard errors when the counts are small: of the spans the
@@ -427,7 +428,7 @@ pub fn measure_load_test(window: (u64, u64), baseline: (&[PathRow], &[PathRow]),
         let expected_spans = t.expected_per_second * test_seconds;
         let baseline_spans = t.observed_mean_per_second * estimate.observed_seconds;
         let tolerance = if expected_spans > 0.0 && baseline_spans > 0.0 {
-            let (w_test, w_base) = (variance_factor(&test_weight, &k), variance_factor(&baseline_weight, &k));
+            let (w_test, w_base) = (variance_factor(&measured, &k), variance_factor(&baseline_weight, &k));
             (4.0 * (w_test / expected_spans + w_base / baseline_spans).sqrt()).max(0.1)
         } else {
             0.1

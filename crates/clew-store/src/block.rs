@@ -11,7 +11,7 @@ use datafusion::arrow::array::{
     Int32Builder, Int64Builder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
 };
 use datafusion::arrow::datatypes::{ByteArrayType, DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
-use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use opentelemetry_proto::tonic::common::v1 as common;
 use opentelemetry_proto::tonic::resource::v1 as resource_proto;
 use opentelemetry_proto::tonic::trace::v1 as trace_proto;
@@ -107,6 +107,16 @@ pub fn block_metadata(file: &std::fs::File, options: ArrowReaderOptions) -> Resu
         Arc::new(SCHEMA.project(&(0..columns.min(SCHEMA.fields().len())).collect::<Vec<_>>())?)
     };
     Ok(ArrowReaderMetadata::try_new(Arc::clone(plain.metadata()), options.with_schema(hint))?)
+}
+
+/// A block file opened for reading with [`block_metadata`]'s hint.
+pub fn open_block(
+    path: &std::path::Path,
+    options: ArrowReaderOptions,
+) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>, StoreError> {
+    let file = std::fs::File::open(path)?;
+    let metadata = block_metadata(&file, options)?;
+    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata))
 }
 
 /// A batch of every column of a block, with the columns a block written by an older Clew

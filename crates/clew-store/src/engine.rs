@@ -32,7 +32,7 @@ use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::block::{BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, block_metadata, spans_from_batches, upgrade};
+use crate::block::{BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, block_metadata, open_block, spans_from_batches, upgrade};
 use crate::head::{Head, PendingSpan};
 use crate::paths::{read_paths, write_paths};
 use crate::rollup::{Rollup, RollupBuilder, read_adoption, read_rollup, write_adoption, write_rollup};
@@ -720,9 +720,7 @@ impl EmbeddedStore {
     fn merge_blocks(&self, chosen: Vec<Arc<BlockMeta>>) -> Result<(), StoreError> {
         let mut cursors = Vec::new();
         for block in &chosen {
-            let file = fs::File::open(&block.path)?;
-            let metadata = block_metadata(&file, ArrowReaderOptions::new())?;
-            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata).with_batch_size(8 * 1024).build()?;
+            let reader = open_block(&block.path, ArrowReaderOptions::new())?.with_batch_size(8 * 1024).build()?;
             cursors.push(Cursor::new(reader)?);
         }
         let level = chosen.iter().map(|b| b.compaction_level).max().unwrap_or(0) + 1;
@@ -873,9 +871,7 @@ impl EmbeddedStore {
     fn block_span_ids_since(&self, since: i64) -> Result<HashSet<(TraceId, clew_model::SpanId)>, StoreError> {
         let mut ids = HashSet::new();
         for block in self.blocks.read().iter().filter(|b| b.max_end_unix_nano >= since) {
-            let file = fs::File::open(&block.path)?;
-            let metadata = block_metadata(&file, ArrowReaderOptions::new())?;
-            let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
+            let builder = open_block(&block.path, ArrowReaderOptions::new())?;
             let mask = datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [0, 1]);
             for batch in builder.with_projection(mask).build()? {
                 let batch = batch?;
@@ -929,9 +925,7 @@ impl EmbeddedStore {
     /// The rollup of a block file's rows.
     fn rollup_of_file(&self, path: &Path) -> Result<Rollup, StoreError> {
         let mut builder = RollupBuilder::new(&self.config.traffic_source_attribute);
-        let file = fs::File::open(path)?;
-        let metadata = block_metadata(&file, ArrowReaderOptions::new())?;
-        for batch in ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata).with_batch_size(8 * 1024).build()? {
+        for batch in open_block(path, ArrowReaderOptions::new())?.with_batch_size(8 * 1024).build()? {
             builder.add(&upgrade(batch?)?);
         }
         Ok(builder.finish())

@@ -407,7 +407,7 @@ impl RollupBuilder {
                     entry_operation: self.intern(root_name.value(row)),
                     duration_nanos: trace_duration.value(row),
                     error: trace_errors.value(row) > 0,
-                    weight: columns.weight(row),
+                    weight: self.trace.weight,
                 };
                 self.paths.begin(trace);
             }
@@ -514,7 +514,7 @@ impl RollupBuilder {
             }
             if is_root {
                 let key = (minute, Arc::clone(&service_name), self.intern(name.value(row)), self.intern(span_kind));
-                let weight = columns.weight(row);
+                let weight = self.trace.weight;
                 let root = self.roots.entry(key).or_default();
                 root.0 += weight;
                 root.1 += error as u64 * weight;
@@ -539,7 +539,7 @@ impl RollupBuilder {
                     }
                     let first_in_trace = self.trace.unanswered_groups.insert(key.clone());
                     // Traffic, like the answered calls it is compared with: weighted.
-                    let weight = columns.weight(row);
+                    let weight = self.trace.weight;
                     let totals = self.unanswered.entry(key).or_default();
                     totals.is_database |= !db_system.is_null(row);
                     totals.calls += weight;
