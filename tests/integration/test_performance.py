@@ -534,6 +534,77 @@ def test_group_comparison_finds_the_n_plus_one_between_versions(shop):
     assert bad.status_code == 400 and "b is required" in bad.json()["error"]["message"]
 
 
+def product_page_traces(base, window):
+    """Trace IDs of product pages (the root: the gateway's GET /product/{id}) in a window."""
+    q = '{ resource.service.name = "web-gateway" && name = "GET /product/{id}" && kind = server }'
+    traces = get(base, "/api/v1/search", q=q, limit="20", **window_params(window)).json()["traces"]
+    found = [t["trace_id"] for t in traces if (t["root_service"], t["root_name"]) == ("web-gateway", "GET /product/{id}")]
+    assert found, traces[:3]
+    return found
+
+
+def calls_ending_in(side, paths, label):
+    return sum((p[side] or {}).get("calls", 0) for p in paths if p["path"][-1] == label)
+
+
+def test_trace_comparison_finds_the_n_plus_one_between_two_requests(shop, page):  # noqa: F811 (fixture)
+    base, truth, windows = shop
+    service, operation, callee = truth["incidents"]["n_plus_one"][:3]
+    callee_service, callee_operation = callee.split(" ", 1)
+    a = product_page_traces(base, windows["before"])[0]
+    b = product_page_traces(base, windows["after"])[0]
+    report = get(base, "/api/v1/compare-traces", a=a, b=b).json()
+    assert (report["a"]["trace_id"], report["b"]["trace_id"]) == (a, b)
+    assert not any("different operations" in w for w in report["warnings"]), report["warnings"]
+    paths = report["paths"]
+    # A parent before its children, the root first.
+    assert paths[0]["depth"] == 0 and paths[0]["path"] == ["web-gateway: GET /product/{id}"]
+    for before, after in zip(paths, paths[1:]):
+        assert after["depth"] <= before["depth"] + 1, (before["path"], after["path"])
+    # Per catalog request, one price lookup before the deploy and four to six after it.
+    catalog, price = f"{service}: {operation}", f"{callee_service}: {callee_operation}"
+    for side, low, high in (("a", 1, 1), ("b", 4, 6)):
+        per_request = calls_ending_in(side, paths, price) / calls_ending_in(side, paths, catalog)
+        assert low <= per_request <= high, (side, per_request)
+    loop = [p for p in paths if p["path"][-1] == price]
+    assert loop and all(p["change"] == "more calls" and p["calls_change"] >= 3 for p in loop), loop
+    # Critical-path changes add up to the change end to end, and the loop is on the critical path.
+    explained = sum(p["critical_ms_change"] for p in paths)
+    assert abs(explained - (report["b"]["critical_path_ms"] - report["a"]["critical_path_ms"])) < 0.01
+    assert abs(report["a"]["critical_path_ms"] - report["a"]["duration_ms"]) < 0.01
+    ranked = [paths[i] for i in report["critical_changes"]]
+    assert any(p["path"][-1] == price and p["critical_ms_change"] > 0 for p in ranked[:5]), [p["path"][-1] for p in ranked[:5]]
+
+    text = get(base, "/api/v1/compare-traces", a=a, b=b, format="table").text
+    assert "more calls" in text and f"B − A: {report['duration_change_ms']:+.2f} ms end to end" in text
+    out = subprocess.run([CLEW_BIN, "compare-traces", a, b, "--server", base], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "more calls" in out.stdout and price in out.stdout, out.stderr
+    as_json = json.loads(subprocess.run([CLEW_BIN, "compare-traces", a, b, "--server", base, "--output", "json"],
+                                        capture_output=True, text=True, timeout=60, check=True).stdout)
+    # The same report (the CLI pretty-prints the JSON, which may move a float's last digit).
+    assert [(p["path"], p["change"], round(p["critical_ms_change"], 6)) for p in as_json["paths"]] == \
+        [(p["path"], p["change"], round(p["critical_ms_change"], 6)) for p in paths]
+
+    missing = requests.get(base + "/api/v1/compare-traces", params={"a": a, "b": "0" * 31 + "1"}, timeout=30)
+    assert missing.status_code == 404 and missing.json()["error"]["message"].startswith("b: trace "), missing.text
+    bad = requests.get(base + "/api/v1/compare-traces", params={"a": "xyz", "b": b}, timeout=30)
+    assert bad.status_code == 400 and "a: invalid trace ID" in bad.json()["error"]["message"], bad.text
+    assert requests.get(base + "/api/v1/compare-traces", params={"a": a}, timeout=30).status_code == 400
+    out = subprocess.run([CLEW_BIN, "compare-traces", a, "0" * 31 + "1", "--server", base], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode != 0 and "not found" in out.stderr, (out.stdout, out.stderr)
+
+    # The page shows the same comparison: the loop's rows marked, the critical path summarised.
+    page.goto(f"{base}/compare?a={a}&b={b}")
+    page.wait_for_selector("[data-testid=compare-table]", timeout=30_000)
+    rows = page.locator("[data-testid=compare-table] tbody tr")
+    assert rows.count() == len(paths)
+    assert page.locator(f'[data-testid=compare-table] tr[data-change="more calls"][title$="{price}"]').count() == len(loop)
+    assert page.locator("[data-testid=critical-change]").count() == min(5, len(ranked))
+    assert "end to end" in page.inner_text("[data-testid=compare-critical]")
+    page.screenshot(path=os.path.join(SHOTS, "compare-traces.png"), full_page=True)
+
+
 def test_correlations_heatmap_and_group_pages(shop, page):  # noqa: F811 (fixture)
     base, truth, windows = shop
     service, region, _ = truth["incidents"]["slow_region"]

@@ -233,17 +233,22 @@ def test_service_page_draws_red_charts(demo, page):
 
 def test_compare_highlights_differences(demo, page):
     base, _ = demo
-    traces = requests.get(base + "/api/v1/search", params={"lookback": "1h", "service": "checkout-service",
-                                                          "limit": 50}, timeout=30).json()["traces"]
-    by_shape = {}
-    for t in traces:
-        by_shape.setdefault((t["root_service"], t["root_name"]), []).append(t)
     pair = None
-    for group in by_shape.values():
-        counts = {t["span_count"]: t for t in group}
-        if len(counts) >= 2:
-            pair = list(counts.values())[:2]
-            break
+    deadline = time.time() + 60
+    while pair is None and time.time() < deadline:
+        # The demo sends checkouts of several shapes: wait for two of one entry that differ.
+        traces = requests.get(base + "/api/v1/search", params={"lookback": "1h", "service": "checkout-service",
+                                                              "limit": 50}, timeout=30).json()["traces"]
+        by_shape = {}
+        for t in traces:
+            by_shape.setdefault((t["root_service"], t["root_name"]), []).append(t)
+        for group in by_shape.values():
+            counts = {t["span_count"]: t for t in group}
+            if len(counts) >= 2:
+                pair = list(counts.values())[:2]
+                break
+        else:
+            time.sleep(1)
     assert pair, "the demo should give two checkouts with different span counts"
     a, b = pair
     page.goto(base + f"/compare?a={a['trace_id']}&b={b['trace_id']}")

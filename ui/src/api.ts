@@ -11,9 +11,21 @@ export class ApiError extends Error {
 
 async function get<T>(path: string, params?: URLSearchParams): Promise<T> {
   const url = params && [...params.keys()].length ? `${path}?${params}` : path;
+  return send<T>(url, { headers: { Accept: "application/json" } });
+}
+
+// A request that changes something: its JSON answer, or undefined when it has none (204).
+async function change<T>(method: "PUT" | "DELETE", path: string, body?: unknown): Promise<T | undefined> {
+  const init: RequestInit = { method, headers: { Accept: "application/json", "Content-Type": "application/json" } };
+  if (body !== undefined) init.body = JSON.stringify(body);
+  return send<T>(path, init, true);
+}
+
+async function send<T>(url: string, init: RequestInit, emptyOk = false): Promise<T> {
+  const path = url.split("?")[0];
   let response: Response;
   try {
-    response = await fetch(url, { headers: { Accept: "application/json" } });
+    response = await fetch(url, init);
   } catch (e) {
     throw new ApiError(0, `Clew did not answer (${String(e)}). Is the server running?`);
   }
@@ -29,7 +41,7 @@ async function get<T>(path: string, params?: URLSearchParams): Promise<T> {
       (body as { error?: { message?: string } } | undefined)?.error?.message ?? (text || response.statusText);
     throw new ApiError(response.status, `${response.status}: ${message}`);
   }
-  if (body === undefined) throw new ApiError(response.status, `unexpected answer from ${path}`);
+  if (body === undefined && !emptyOk) throw new ApiError(response.status, `unexpected answer from ${path}`);
   return body as T;
 }
 
@@ -270,12 +282,21 @@ export interface OperationNode {
   callers: string[];
   calls: number;
 }
+export interface CriticalOperationDefinition {
+  service: string;
+  operation?: string;
+  route?: string;
+  traceql?: string;
+  description?: string;
+}
 export interface CriticalOperationReport {
   name: string;
   service: string;
   operation?: string;
   route?: string;
+  traceql?: string;
   description?: string;
+  source: "catalog" | "api";
   team: string | null;
   start_unix_nano: number;
   end_unix_nano: number;
@@ -527,6 +548,44 @@ export interface GroupComparison {
   warnings: string[];
 }
 
+export interface TracePathSide {
+  calls: number;
+  errors: number;
+  total_ms: number;
+  self_ms: number;
+  critical_ms: number;
+  max_ms: number;
+}
+export interface TraceSummarySide {
+  trace_id: string;
+  root_service: string;
+  root_name: string;
+  duration_ms: number;
+  spans: number;
+  errors: number;
+  critical_path_ms: number;
+}
+export interface TraceComparison {
+  a: TraceSummarySide;
+  b: TraceSummarySide;
+  duration_change_ms: number;
+  paths: {
+    path: string[];
+    service: string;
+    operation: string;
+    depth: number;
+    a: TracePathSide | null;
+    b: TracePathSide | null;
+    calls_change: number;
+    errors_change: number;
+    total_ms_change: number;
+    critical_ms_change: number;
+    change: string;
+  }[];
+  critical_changes: number[];
+  warnings: string[];
+}
+
 export type LabelValue = string | number | null;
 
 export interface MetricsSeries {
@@ -574,10 +633,14 @@ export const api = {
   entryOperations: (params: URLSearchParams) =>
     get<{ entries: EntryOperation[] }>("/api/v1/flows", params).then((r) => r.entries),
   flow: (params: URLSearchParams) => get<Flow>("/api/v1/flow", params),
+  registerOperation: (name: string, definition: CriticalOperationDefinition) =>
+    change<CriticalOperationDefinition>("PUT", `/api/v1/critical-operations/${encodeURIComponent(name)}`, definition),
+  removeOperation: (name: string) => change<void>("DELETE", `/api/v1/critical-operations/${encodeURIComponent(name)}`),
   criticalOperations: (params: URLSearchParams) =>
     get<{ operations: CriticalOperationReport[]; warnings: string[] }>("/api/v1/critical-operations", params),
   criticalPath: (params: URLSearchParams) => get<CriticalPathReport>("/api/v1/critical-path", params),
   correlations: (params: URLSearchParams) => get<CorrelationReport>("/api/v1/correlations", params),
+  compareTraces: (a: string, b: string) => get<TraceComparison>("/api/v1/compare-traces", new URLSearchParams({ a, b })),
   compareGroups: (params: URLSearchParams) => get<GroupComparison>("/api/v1/compare-groups", params),
   traceqlMetrics: (params: URLSearchParams) => get<MetricsResult>("/api/v1/metrics/query_range", params),
   trafficEstimate: (params: URLSearchParams) => get<TrafficEstimate>("/api/v1/traffic-estimate", params),

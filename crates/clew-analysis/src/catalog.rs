@@ -66,7 +66,8 @@ pub struct CatalogEntry {
 }
 
 /// A user-visible operation the business cares about most: the requests entering `service` as
-/// `operation` (the entry span's name) or on `route` (its `http.route`).
+/// `operation` (the entry span's name) or on `route` (its `http.route`), optionally narrowed by
+/// a TraceQL filter on the entry span (`{ span.http.request.method = "POST" }`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct CriticalOperation {
@@ -76,8 +77,62 @@ pub struct CriticalOperation {
     pub operation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// A TraceQL filter the entry span must match too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceql: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// Where it is defined: `catalog` (the catalog file) or `api` (registered over the API).
+    #[serde(default, skip_deserializing, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+}
+
+/// Where a critical operation is defined.
+pub const FROM_CATALOG: &str = "catalog";
+pub const FROM_API: &str = "api";
+
+impl CriticalOperation {
+    /// Whether the definition can be used: the field at fault and why, if not.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let name = self.name.trim();
+        if name.is_empty() || self.name.len() > 200 || self.name.chars().any(char::is_control) {
+            return Err(("name", "a critical operation needs a name of 1 to 200 characters, without control characters".into()));
+        }
+        if self.service.trim().is_empty() {
+            return Err(("service", format!("{name} needs the service its requests enter")));
+        }
+        match (&self.operation, &self.route, &self.traceql) {
+            (None, None, None) => {
+                return Err(("operation", format!("{name} needs an operation (the entry span's name), a route or a TraceQL filter")));
+            }
+            (Some(_), Some(_), _) => return Err(("route", format!("{name} has both an operation and a route: give one"))),
+            _ => {}
+        }
+        if let Some(text) = &self.traceql {
+            entry_filter_sql(text).map_err(|message| ("traceql", format!("{name}: {message}")))?;
+        }
+        if self.description.len() > 2_000 {
+            return Err(("description", format!("{name}: a description has at most 2000 bytes")));
+        }
+        Ok(())
+    }
+}
+
+/// The SQL condition on the span table that a critical operation's TraceQL filter states, or
+/// why it cannot be one: a single `{ … }` of conditions SQL can say exactly.
+pub fn entry_filter_sql(text: &str) -> Result<String, String> {
+    if text.len() > 4_096 {
+        return Err("the TraceQL filter has at most 4096 bytes".into());
+    }
+    let query = clew_query::traceql::parse(text).map_err(|e| format!("TraceQL: {e}"))?;
+    if query.metrics.is_some() {
+        return Err("the TraceQL filter is a spanset filter, without a metrics function".into());
+    }
+    clew_query::traceql::exact_filter(&query).ok_or_else(|| {
+        "the TraceQL filter must be one { … } of conditions on the entry span's own fields, joined by && and || \
+         (structural operators, pipelines and conditions on parents or other spans have no place here)"
+            .into()
+    })
 }
 
 #[derive(Deserialize)]
@@ -154,21 +209,12 @@ impl Catalog {
                 field: Some(format!("critical_operations[{i}].{field}")),
                 message,
             };
-            let name = operation.name.trim();
-            if name.is_empty() || name.len() > 200 {
-                return Err(at("name", "a critical operation needs a name of 1 to 200 characters".into()));
-            }
+            operation.check().map_err(|(field, message)| at(field, message))?;
             if let Some(other) = catalog.critical_operations.iter().position(|o| o.name == operation.name) {
-                return Err(at("name", format!("{name} is already listed (critical_operations[{other}])")));
+                return Err(at("name", format!("{} is already listed (critical_operations[{other}])", operation.name)));
             }
-            if operation.service.trim().is_empty() {
-                return Err(at("service", format!("{name} needs the service its requests enter")));
-            }
-            match (&operation.operation, &operation.route) {
-                (None, None) => return Err(at("operation", format!("{name} needs an operation (the entry span's name) or a route"))),
-                (Some(_), Some(_)) => return Err(at("route", format!("{name} has both an operation and a route: give one"))),
-                _ => {}
-            }
+            let mut operation = operation;
+            operation.source = FROM_CATALOG.into();
             catalog.critical_operations.push(operation);
         }
         Ok(catalog)
@@ -311,6 +357,18 @@ services:
         let error = Catalog::parse(&text.replace("name: Search", "name: Checkout")).unwrap_err();
         assert!(error.message.contains("already listed"), "{error}");
         assert_eq!(error.line, Some(18));
+        assert!(catalog.critical_operations.iter().all(|o| o.source == FROM_CATALOG));
+        // A TraceQL filter narrows the entry spans; it must be one SQL can state.
+        let filtered = text
+            .replace("    route: /search\n", "    traceql: '{ span.http.request.method = \"GET\" && span.http.route =~ \"/search.*\" }'\n");
+        let catalog = Catalog::parse(&filtered).unwrap();
+        let sql = entry_filter_sql(catalog.critical_operation("Search").unwrap().traceql.as_deref().unwrap()).unwrap();
+        assert!(sql.contains("GET"), "{sql}");
+        let error = Catalog::parse(&filtered.replace("'{ span.http", "'{ kind = server } >> { span.http")).unwrap_err();
+        assert_eq!((error.line, error.field.as_deref()), (Some(20), Some("critical_operations[1].traceql")));
+        assert!(error.message.contains("one { … } of conditions"), "{error}");
+        let error = Catalog::parse(&filtered.replace("'{ span.http", "'{ span.http =")).unwrap_err();
+        assert!(error.message.contains("TraceQL:"), "{error}");
     }
 
     #[test]

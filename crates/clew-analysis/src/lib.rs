@@ -14,6 +14,7 @@ pub mod groups;
 pub mod plan;
 pub mod render;
 pub mod series;
+pub mod trace_diff;
 pub mod traffic;
 
 pub use catalog::{Catalog, CatalogEntry, CatalogError, CriticalOperation};

@@ -318,12 +318,14 @@ impl QueryEngine {
 }
 
 /// Which requests a critical operation is: root spans of `service` named `operation`, or
-/// with `http.route` = `route`.
+/// with `http.route` = `route`, that also satisfy `filter_sql` (a TraceQL filter as SQL, see
+/// [`crate::traceql::exact_filter`]).
 #[derive(Debug, Clone, Default)]
 pub struct EntryPredicate {
     pub service: String,
     pub operation: Option<String>,
     pub route: Option<String>,
+    pub filter_sql: Option<String>,
 }
 
 impl EntryPredicate {
@@ -334,6 +336,9 @@ impl EntryPredicate {
         }
         if let Some(route) = &self.route {
             out.push_str(&format!(" AND http_route = {}", quote(route)));
+        }
+        if let Some(filter) = &self.filter_sql {
+            out.push_str(&format!(" AND ({filter})"));
         }
         out
     }

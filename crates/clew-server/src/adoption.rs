@@ -8,10 +8,11 @@ use clew_analysis::{Catalog, CoverageReport};
 use serde_json::{Value as Json, json};
 
 use crate::api::{ApiError, ApiState, only_params, pairs, param, step_param, window};
+use crate::registry::RegistryError;
 
-/// The configured catalog, read now. A broken file does not stop the reports: they are made
-/// without it and say why.
-fn read_catalog(state: &ApiState) -> (Catalog, Vec<String>) {
+/// The configured catalog file, read now. A broken file does not stop the reports: they are
+/// made without it and say why.
+fn read_catalog_file(state: &ApiState) -> (Catalog, Vec<String>) {
     let path = &state.adoption.catalog_file;
     if path.is_empty() {
         return (Catalog::default(), Vec::new());
@@ -19,6 +20,110 @@ fn read_catalog(state: &ApiState) -> (Catalog, Vec<String>) {
     match Catalog::load(std::path::Path::new(path)) {
         Ok(catalog) => (catalog, Vec::new()),
         Err(error) => (Catalog::default(), vec![format!("the catalog {path} was not used: {error}")]),
+    }
+}
+
+/// The catalog file with the critical operations registered over the API after its own.
+fn read_catalog(state: &ApiState) -> (Catalog, Vec<String>) {
+    let (mut catalog, mut warnings) = read_catalog_file(state);
+    match state.operations.read() {
+        Ok(registered) => {
+            for operation in registered {
+                if catalog.critical_operation(&operation.name).is_some() {
+                    warnings.push(format!(
+                        "the registered critical operation {:?} is not used: the catalog defines one of that name",
+                        operation.name
+                    ));
+                } else {
+                    catalog.critical_operations.push(operation);
+                }
+            }
+        }
+        Err(error) => warnings.push(error.to_string()),
+    }
+    (catalog, warnings)
+}
+
+/// The body of `PUT /api/v1/critical-operations/{name}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registration {
+    #[serde(default)]
+    name: Option<String>,
+    service: String,
+    #[serde(default)]
+    operation: Option<String>,
+    #[serde(default)]
+    route: Option<String>,
+    #[serde(default)]
+    traceql: Option<String>,
+    #[serde(default)]
+    description: String,
+}
+
+fn registry_error(error: RegistryError) -> ApiError {
+    use axum::http::StatusCode;
+    match error {
+        RegistryError::Invalid(message) => ApiError::bad_request(message),
+        RegistryError::Full(_) => ApiError(StatusCode::CONFLICT, "limit", error.to_string()),
+        RegistryError::Unreadable { .. } | RegistryError::Io { .. } => {
+            tracing::error!(message = "critical operations registry", error = %error);
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string())
+        }
+    }
+}
+
+/// A name the catalog file defines can only be changed there.
+fn defined_in_catalog(state: &ApiState, name: &str) -> Result<(), ApiError> {
+    let (catalog, _) = read_catalog_file(state);
+    match catalog.critical_operation(name) {
+        Some(_) => Err(ApiError(
+            axum::http::StatusCode::CONFLICT,
+            "defined_in_catalog",
+            format!("{name:?} is defined in the catalog file {}: change it there", state.adoption.catalog_file),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `PUT /api/v1/critical-operations/{name}` with `{service, operation | route, traceql,
+/// description}`: registers a critical operation (201) or replaces the registered one of that
+/// name (200). Kept in the data directory across restarts.
+pub(crate) async fn register_operation(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let registration: Registration = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body is a JSON object {{\"service\", \"operation\" or \"route\", \"traceql\", \"description\"}}: {e}"
+        ))
+    })?;
+    if registration.name.as_ref().is_some_and(|n| n != &name) {
+        return Err(ApiError::bad_request("the body's name differs from the name in the path"));
+    }
+    defined_in_catalog(&state, &name)?;
+    let definition = clew_analysis::CriticalOperation {
+        name,
+        service: registration.service,
+        operation: registration.operation,
+        route: registration.route,
+        traceql: registration.traceql,
+        description: registration.description,
+        source: clew_analysis::catalog::FROM_API.into(),
+    };
+    let created = state.operations.put(definition.clone()).await.map_err(registry_error)?;
+    let status = if created { axum::http::StatusCode::CREATED } else { axum::http::StatusCode::OK };
+    Ok((status, axum::Json(definition)).into_response())
+}
+
+/// `DELETE /api/v1/critical-operations/{name}`: forgets a registered critical operation (204).
+pub(crate) async fn remove_operation(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    defined_in_catalog(&state, &name)?;
+    if state.operations.remove(&name).await.map_err(registry_error)? {
+        Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError(axum::http::StatusCode::NOT_FOUND, "not_found", format!("no critical operation {name:?} is registered")))
     }
 }
 
@@ -142,6 +247,12 @@ async fn critical_report(
         service: definition.service.clone(),
         operation: definition.operation.clone(),
         route: definition.route.clone(),
+        filter_sql: match &definition.traceql {
+            Some(text) => Some(
+                clew_analysis::catalog::entry_filter_sql(text).map_err(|e| ApiError::bad_request(format!("{}: {e}", definition.name)))?,
+            ),
+            None => None,
+        },
     };
     let facts = state.query.operation_facts(&predicate, start, end, step, &state.adoption.owner_attributes).await?;
     Ok(clew_analysis::critical_operation(definition, &facts, catalog))
@@ -180,7 +291,7 @@ pub(crate) async fn critical_operation(
             axum::http::StatusCode::NOT_FOUND,
             "not_found",
             format!(
-                "no critical operation is named {name:?}; the catalog defines: {}",
+                "no critical operation is named {name:?}; the catalog and the API define: {}",
                 if known.is_empty() { "none".into() } else { known.join(", ") }
             ),
         ));
@@ -208,7 +319,8 @@ pub(crate) async fn flow(State(state): State<ApiState>, RawQuery(raw): RawQuery)
         return Err(ApiError::bad_request("service and operation name the entry operation (see /api/v1/flows)"));
     };
     let (start, end) = window(&pairs)?;
-    let predicate = clew_query::EntryPredicate { service: service.into(), operation: Some(operation.into()), route: None };
+    let predicate =
+        clew_query::EntryPredicate { service: service.into(), operation: Some(operation.into()), route: None, filter_sql: None };
     let facts = state.query.flow_facts(&predicate, start, end).await?;
     let flow = clew_analysis::flows::flow(service, operation, &facts);
     Ok(match format {

@@ -21,6 +21,8 @@ pub struct ApiState {
     pub receiver: Arc<Receiver>,
     pub store: Arc<EmbeddedStore>,
     pub adoption: Arc<crate::AdoptionConfig>,
+    /// Critical operations registered over the API.
+    pub operations: Arc<crate::registry::Registry>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -43,12 +45,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/critical-operations", get(crate::adoption::critical_operations))
         .route("/api/v1/flows", get(crate::adoption::entry_operations))
         .route("/api/v1/flow", get(crate::adoption::flow))
-        .route("/api/v1/critical-operations/{name}", get(crate::adoption::critical_operation))
+        .route(
+            "/api/v1/critical-operations/{name}",
+            get(crate::adoption::critical_operation).put(crate::adoption::register_operation).delete(crate::adoption::remove_operation),
+        )
         .route("/metrics", get(crate::prometheus::metrics))
         .route("/api/v1/critical-path", get(crate::performance::critical_path))
         .route("/api/v1/bottlenecks", get(crate::performance::bottlenecks))
         .route("/api/v1/correlations", get(crate::performance::correlations))
         .route("/api/v1/compare-groups", get(crate::performance::compare_groups))
+        .route("/api/v1/compare-traces", get(crate::performance::compare_traces))
         .route("/api/v1/traffic-estimate", get(crate::performance::traffic_estimate))
         .route("/api/v1/metrics/query_range", get(crate::performance::traceql_metrics))
         .route("/api/v1/openapi.yaml", get(openapi))
@@ -154,7 +160,7 @@ fn parse_trace_id(text: &str) -> Result<TraceId, ApiError> {
     TraceId::from_hex(text).map_err(|e| ApiError::bad_request(format!("invalid trace ID: {e}")))
 }
 
-async fn load_trace(state: &ApiState, trace_id: &str, adjust_skew: bool) -> Result<TraceView, ApiError> {
+pub(crate) async fn load_trace(state: &ApiState, trace_id: &str, adjust_skew: bool) -> Result<TraceView, ApiError> {
     let id = parse_trace_id(trace_id)?;
     state
         .query

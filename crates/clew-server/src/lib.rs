@@ -14,6 +14,7 @@ mod otlp_http;
 mod performance;
 mod prometheus;
 mod receiver;
+mod registry;
 mod svg;
 mod tempo;
 mod trace_json;
@@ -125,7 +126,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .map_err(|e| anyhow::anyhow!("catalog {}: {e}", config.adoption.catalog_file))?;
     }
     let adoption = Arc::new(config.adoption.clone());
-    let api_app = api::router(api::ApiState { query, receiver, store: Arc::clone(&store), adoption });
+    let api_app = api::router(api::ApiState {
+        query,
+        receiver,
+        store: Arc::clone(&store),
+        adoption,
+        operations: Arc::new(registry::Registry::new(&config.store.data_dir)),
+    });
     tasks.push(serve_http("query", query_listener, api_app));
     tracing::info!(message = "clew is serving", addresses = ?addresses);
     Ok(Running { addresses, store, tasks })

@@ -8,7 +8,7 @@ use clew_analysis::traffic::PlannedRate;
 use clew_query::{EntryFilter, TrafficFilter};
 
 use crate::adoption::{format_param, respond, text};
-use crate::api::{ApiError, ApiState, only_params, pairs, param, parse_duration_nanos, window};
+use crate::api::{ApiError, ApiState, load_trace, only_params, pairs, param, parse_duration_nanos, window};
 
 /// `faster`: the percentage in "time saved if it were N% faster" (20 by default).
 fn faster_param(pairs: &[(String, String)]) -> Result<f64, ApiError> {
@@ -328,6 +328,33 @@ pub(crate) async fn compare_groups(State(state): State<ApiState>, RawQuery(raw):
     let b = groups.pop().expect("two groups");
     let a = groups.pop().expect("two groups");
     let report = clew_analysis::groups::compare_groups(a, b, (start, end));
+    Ok(respond(&report, format, &report.warnings, || report.to_markdown(), || report.to_table()))
+}
+
+/// `GET /api/v1/compare-traces?a=&b=`: two traces (IDs in hex) aligned by the path of
+/// (service, operation) from the root: per path, calls, errors, time and critical-path time in
+/// each, and what changed. `raw=true` compares the spans as received, without clock-skew
+/// adjustment. `format=json|markdown|table`.
+pub(crate) async fn compare_traces(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let pairs = pairs(raw)?;
+    only_params(&pairs, &["a", "b", "raw", "format"])?;
+    let format = format_param(&pairs, &["json", "markdown", "table"])?;
+    let adjust_skew = match param(&pairs, "raw") {
+        None | Some("false") => true,
+        Some("true") => false,
+        Some(other) => return Err(ApiError::bad_request(format!("raw is true or false, not {other:?}"))),
+    };
+    let mut views = Vec::new();
+    let mut warnings = Vec::new();
+    for name in ["a", "b"] {
+        let id = param(&pairs, name).ok_or_else(|| ApiError::bad_request(format!("{name} is required: a trace ID in hex")))?;
+        let view = load_trace(&state, id, adjust_skew)
+            .await
+            .map_err(|ApiError(status, code, message)| ApiError(status, code, format!("{name}: {message}")))?;
+        warnings.extend(view.warnings.iter().map(|w| format!("{}: {}", name.to_uppercase(), w.message)));
+        views.push(view);
+    }
+    let report = clew_analysis::trace_diff::compare_traces(&views[0].trace, &views[1].trace, warnings);
     Ok(respond(&report, format, &report.warnings, || report.to_markdown(), || report.to_table()))
 }
 

@@ -289,6 +289,22 @@ pub enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
+    /// Two traces aligned by the path of calls from the root: per path, calls and time in each,
+    /// what changed, and where on the critical path B's extra (or saved) latency comes from.
+    CompareTraces {
+        /// Trace A (e.g. a fast one, or one from before a deploy), in hex.
+        a: String,
+        /// Trace B, in hex.
+        b: String,
+        /// Compare the spans as received, without clock-skew adjustment.
+        #[arg(long)]
+        raw: bool,
+        /// The query API of a running Clew.
+        #[arg(long, env = "CLEW_SERVER", default_value = "http://127.0.0.1:16686")]
+        server: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: ReportOutput,
+    },
     /// A TraceQL metrics query as time series, e.g.
     /// `{ status = error } | rate() by (resource.service.name)`,
     /// `{ kind = server } | quantile_over_time(duration, .99, .5)`, `… | topk(5)`.
@@ -366,13 +382,44 @@ pub enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
-    /// Critical user operations (defined in the service catalog): rate, errors, latency against
+    /// Critical user operations (defined in the service catalog or registered with
+    /// `register-operation`): rate, errors, latency against
     /// the window before, and how much of each one's call tree is traced, with the gaps' teams.
     Operations {
         /// Only this operation, with every service its requests reach.
         name: Option<String>,
         #[command(flatten)]
         report: ReportArgs,
+    },
+    /// Register a critical operation on a running Clew (kept in its data directory), or replace
+    /// the registered one of that name: e.g. `Checkout --service web-gateway --operation "POST
+    /// /checkout"`, or `--route /checkout --traceql '{ span.http.request.method = "POST" }'`.
+    RegisterOperation {
+        name: String,
+        /// The service the requests enter.
+        #[arg(long)]
+        service: String,
+        /// The entry span's name.
+        #[arg(long, conflicts_with = "route")]
+        operation: Option<String>,
+        /// The entry span's `http.route`.
+        #[arg(long)]
+        route: Option<String>,
+        /// A TraceQL filter the entry span must match too.
+        #[arg(long)]
+        traceql: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The query API of a running Clew.
+        #[arg(long, env = "CLEW_SERVER", default_value = "http://127.0.0.1:16686")]
+        server: String,
+    },
+    /// Forget a critical operation registered with `register-operation`.
+    RemoveOperation {
+        name: String,
+        /// The query API of a running Clew.
+        #[arg(long, env = "CLEW_SERVER", default_value = "http://127.0.0.1:16686")]
+        server: String,
     },
     /// Check a service catalog file: every error with its line and field.
     Catalog { file: PathBuf },
@@ -572,6 +619,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CompareGroups { a, b, report } => {
             let pairs = vec![("lookback", report.lookback), ("format", report.output.name()), ("a", a), ("b", b)];
             crate::client::print_text(&report.server, "/api/v1/compare-groups", &pairs).await
+        }
+        Command::RegisterOperation { name, service, operation, route, traceql, description, server } => {
+            let body = serde_json::json!({
+                "service": service, "operation": operation, "route": route, "traceql": traceql, "description": description,
+            });
+            let path = format!("/api/v1/critical-operations/{}", crate::client::path_segment(&name));
+            let done = format!("registered {name:?}: `clew operations {name:?}` reports on it");
+            crate::client::change(&server, reqwest::Method::PUT, &path, Some(&body), &done).await
+        }
+        Command::RemoveOperation { name, server } => {
+            let path = format!("/api/v1/critical-operations/{}", crate::client::path_segment(&name));
+            crate::client::change(&server, reqwest::Method::DELETE, &path, None, &format!("removed {name:?}")).await
+        }
+        Command::CompareTraces { a, b, raw, server, output } => {
+            let pairs = [("format", output.name()), ("a", a), ("b", b), ("raw", raw.to_string())];
+            crate::client::print_text(&server, "/api/v1/compare-traces", &pairs).await
         }
         Command::Metrics { query, step, instant, csv, report } => {
             let format = if csv { "csv".to_string() } else { report.output.name() };

@@ -15,8 +15,23 @@ const UNREACHABLE: u8 = 4;
 /// A GET to the API. An unreachable server or an error answer is reported on stderr and
 /// becomes the exit code.
 async fn request(server: &str, path: &str, query: &[(&str, String)]) -> Result<reqwest::Response, ExitCode> {
+    send(server, reqwest::Method::GET, path, query, None).await
+}
+
+/// A request to the API with an optional JSON body (see [`request`]).
+async fn send(
+    server: &str,
+    method: reqwest::Method,
+    path: &str,
+    query: &[(&str, String)],
+    body: Option<&Value>,
+) -> Result<reqwest::Response, ExitCode> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
-    let response = match reqwest::Client::new().get(&url).query(query).send().await {
+    let mut builder = reqwest::Client::new().request(method, &url).query(query);
+    if let Some(body) = body {
+        builder = builder.json(body);
+    }
+    let response = match builder.send().await {
         Ok(response) => response,
         Err(error) => {
             eprintln!("error: cannot reach Clew at {server}: {error}");
@@ -72,6 +87,17 @@ pub async fn print_text(server: &str, path: &str, query: &[(&str, String)]) -> a
         print!("{text}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A change through the API (PUT or DELETE): `done` is printed when it is made.
+pub async fn change(server: &str, method: reqwest::Method, path: &str, body: Option<&Value>, done: &str) -> anyhow::Result<ExitCode> {
+    match send(server, method, path, &[], body).await {
+        Ok(_) => {
+            println!("{done}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(code) => Ok(code),
+    }
 }
 
 pub async fn trace(client: &ClientArgs, trace_id: &str) -> anyhow::Result<ExitCode> {

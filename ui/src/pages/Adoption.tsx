@@ -1,4 +1,4 @@
-import { useMemo, useState } from "react";
+import { useMemo, useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router-dom";
 
 import {
@@ -470,7 +470,10 @@ function Change({ value, worse }: { value: number | null; worse: "up" | "down" |
 // The business's critical operations: how each behaves, and how much of it is traced.
 export function OperationsPage() {
   const { lookback, setLookback } = useUrlState();
-  const reports = useApi(() => api.criticalOperations(new URLSearchParams({ lookback })), [lookback]);
+  // Bumped after a registration or a removal, to read the list again.
+  const [version, setVersion] = useState(0);
+  const reports = useApi(() => api.criticalOperations(new URLSearchParams({ lookback })), [lookback, version]);
+  const changed = () => setVersion((v) => v + 1);
   return (
     <div>
       <div className="form-row" style={{ marginBottom: 12 }}>
@@ -479,17 +482,19 @@ export function OperationsPage() {
         <span className="spacer" />
         <DownloadMarkdown path="/api/v1/critical-operations" lookback={lookback} name="critical-operations.md" />
       </div>
+      <RegisterOperation onChange={changed} />
       <Show value={reports} what="the critical operations">
         {(data) => (
           <>
             <Warnings warnings={data.warnings} />
             {data.operations.length === 0 ? (
               <Empty>
-                No critical operation is defined. List them under <code>critical_operations</code> in the service
-                catalog: a name, the service requests enter, and the operation or route.
+                No critical operation is defined. Register one above, or list them under{" "}
+                <code>critical_operations</code> in the service catalog: a name, the service requests enter, and the
+                operation or route.
               </Empty>
             ) : (
-              data.operations.map((report) => <OperationCard key={report.name} report={report} />)
+              data.operations.map((report) => <OperationCard key={report.name} report={report} onChange={changed} />)
             )}
           </>
         )}
@@ -498,7 +503,102 @@ export function OperationsPage() {
   );
 }
 
-function OperationCard({ report }: { report: CriticalOperationReport }) {
+// Registers a critical operation over the API (kept by the server across restarts).
+function RegisterOperation({ onChange }: { onChange: () => void }) {
+  const empty = { name: "", service: "", by: "operation", entry: "", traceql: "", description: "" };
+  const [draft, setDraft] = useState(empty);
+  const [open, setOpen] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const set = (key: keyof typeof empty) => (e: { target: { value: string } }) => setDraft({ ...draft, [key]: e.target.value });
+  if (!open) {
+    return (
+      <div className="form-row" style={{ marginBottom: 12 }}>
+        <button onClick={() => setOpen(true)} data-testid="register-open">
+          Register a critical operation
+        </button>
+      </div>
+    );
+  }
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    const definition = {
+      service: draft.service.trim(),
+      ...(draft.entry.trim() ? { [draft.by]: draft.entry.trim() } : {}),
+      ...(draft.traceql.trim() ? { traceql: draft.traceql.trim() } : {}),
+      description: draft.description.trim(),
+    };
+    try {
+      await api.registerOperation(draft.name.trim(), definition);
+      setError(null);
+      setDraft(empty);
+      setOpen(false);
+      onChange();
+    } catch (err) {
+      setError(err instanceof Error ? err.message : String(err));
+    }
+  };
+  return (
+    <form className="panel" onSubmit={submit} data-testid="register-form">
+      <div className="form-row">
+        <label className="field">
+          Name
+          <input value={draft.name} onChange={set("name")} placeholder="Checkout" data-testid="register-name" required />
+        </label>
+        <label className="field">
+          Service the requests enter
+          <input value={draft.service} onChange={set("service")} placeholder="web-gateway" data-testid="register-service" required />
+        </label>
+        <label className="field">
+          Entry span's
+          <select value={draft.by} onChange={set("by")} data-testid="register-by">
+            <option value="operation">name</option>
+            <option value="route">http.route</option>
+          </select>
+        </label>
+        <label className="field">
+          {draft.by === "route" ? "Route" : "Operation"}
+          <input value={draft.entry} onChange={set("entry")} placeholder={draft.by === "route" ? "/checkout" : "POST /checkout"} data-testid="register-entry" />
+        </label>
+      </div>
+      <div className="form-row">
+        <label className="field" style={{ flex: 1 }}>
+          TraceQL filter on the entry span (optional)
+          <input className="mono" value={draft.traceql} onChange={set("traceql")} placeholder='{ span.http.request.method = "POST" }' data-testid="register-traceql" />
+        </label>
+        <label className="field" style={{ flex: 1 }}>
+          Description
+          <input value={draft.description} onChange={set("description")} placeholder="A customer pays for their cart." />
+        </label>
+      </div>
+      {error && (
+        <div className="panel warning" data-testid="register-error">
+          {error}
+        </div>
+      )}
+      <div className="form-row">
+        <button type="submit" data-testid="register-submit">
+          Register
+        </button>
+        <button type="button" onClick={() => setOpen(false)}>
+          Cancel
+        </button>
+        <span className="muted">Kept by the server across restarts; the catalog file's operations are changed in the file.</span>
+      </div>
+    </form>
+  );
+}
+
+function OperationCard({ report, onChange }: { report: CriticalOperationReport; onChange: () => void }) {
+  const [error, setError] = useState<string | null>(null);
+  const remove = async () => {
+    if (!window.confirm(`Forget the critical operation "${report.name}"?`)) return;
+    try {
+      await api.removeOperation(report.name);
+      onChange();
+    } catch (err) {
+      setError(err instanceof Error ? err.message : String(err));
+    }
+  };
   const option = useMemo(
     () => ({
       tooltip: { trigger: "axis" },
@@ -536,12 +636,26 @@ function OperationCard({ report }: { report: CriticalOperationReport }) {
     }),
     [report],
   );
-  const entry = report.operation ? `${report.service} ${report.operation}` : `${report.service} route ${report.route}`;
+  const entry = report.operation
+    ? `${report.service} ${report.operation}`
+    : report.route
+      ? `${report.service} route ${report.route}`
+      : report.service;
   return (
     <div className="panel" data-testid="critical-operation" data-name={report.name}>
       <h2 style={{ marginTop: 0 }}>
         {report.name} <span className="muted">{entry}</span>
+        {report.traceql && <code style={{ fontSize: "0.7em", marginLeft: 8 }}>{report.traceql}</code>}{" "}
+        <span className="badge" data-testid="operation-source" title={report.source === "api" ? "registered over the API" : "from the catalog file"}>
+          {report.source === "api" ? "registered" : "catalog"}
+        </span>
+        {report.source === "api" && (
+          <button style={{ marginLeft: 8, fontSize: 13, fontWeight: "normal" }} onClick={remove} data-testid="operation-remove">
+            Remove
+          </button>
+        )}
       </h2>
+      {error && <div className="panel warning">{error}</div>}
       {report.description && <p>{report.description}</p>}
       <div className="form-row" data-testid="operation-stats">
         <span>

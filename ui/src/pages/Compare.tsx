@@ -1,65 +1,11 @@
 import { useMemo, useState } from "react";
 import { Link, useSearchParams } from "react-router-dom";
 
-import { api, type GroupComparison, type Trace } from "../api";
+import { api, type GroupComparison, type TraceComparison } from "../api";
 import { Chart } from "../components/Chart";
-import { Empty, Picker, Show, WarningPanels, useApi, type Loadable } from "../components/common";
+import { Empty, Picker, Show, WarningPanels, useApi } from "../components/common";
 import { LOOKBACKS } from "../format";
 import { duration, serviceColour } from "../format";
-import { buildModel, visibleRows } from "./traceModel";
-
-interface PathRow {
-  path: string;
-  depth: number;
-  service: string;
-  name: string;
-  countA: number;
-  countB: number;
-  nanosA: number;
-  nanosB: number;
-  change: "added" | "removed" | "slower" | "faster" | "same" | "more" | "fewer";
-}
-
-// Aligns two traces by the path of (service, operation) from the root to each span, and sums
-// what each side spends on every path.
-export function comparePaths(a: Trace, b: Trace): PathRow[] {
-  const rows = new Map<string, PathRow>();
-  const walk = (trace: Trace, side: "A" | "B") => {
-    const model = buildModel(trace);
-    const paths = new Map<string, string>();
-    for (const node of visibleRows(model, new Set())) {
-      const own = `${node.span.service}: ${node.span.name}`;
-      const parent = node.parent ? paths.get(node.parent.span.spanId) : undefined;
-      const path = parent ? `${parent} › ${own}` : own;
-      paths.set(node.span.spanId, path);
-      let row = rows.get(path);
-      if (!row) {
-        row = { path, depth: node.depth, service: node.span.service, name: node.span.name, countA: 0, countB: 0, nanosA: 0, nanosB: 0, change: "same" };
-        rows.set(path, row);
-      }
-      if (side === "A") {
-        row.countA += 1;
-        row.nanosA += node.span.durationNanos;
-      } else {
-        row.countB += 1;
-        row.nanosB += node.span.durationNanos;
-      }
-    }
-  };
-  walk(a, "A");
-  walk(b, "B");
-  for (const row of rows.values()) {
-    const delta = row.nanosB - row.nanosA;
-    const relevant = Math.abs(delta) > 1_000_000 && Math.abs(delta) > 0.2 * Math.max(row.nanosA, row.nanosB);
-    if (row.countA === 0) row.change = "added";
-    else if (row.countB === 0) row.change = "removed";
-    else if (row.countB > row.countA) row.change = "more";
-    else if (row.countB < row.countA) row.change = "fewer";
-    else if (relevant) row.change = delta > 0 ? "slower" : "faster";
-  }
-  // Paths in the order of a depth-first walk: a path sorts right after its parent.
-  return [...rows.values()].sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
-}
 
 function TraceIdInput({ label, value, onChange, testId }: { label: string; value: string; onChange: (v: string) => void; testId: string }) {
   const [text, setText] = useState(value);
@@ -117,8 +63,7 @@ function TracesCompare() {
     else next.delete(key);
     setParams(next);
   };
-  const traceA = useApi(() => (a ? api.trace(a) : Promise.resolve(undefined)), [a]);
-  const traceB = useApi(() => (b ? api.trace(b) : Promise.resolve(undefined)), [b]);
+  const report = useApi(() => (a && b ? api.compareTraces(a, b) : Promise.resolve(undefined)), [a, b]);
   return (
     <div>
       <div className="form-row panel">
@@ -129,61 +74,72 @@ function TracesCompare() {
       {!a || !b ? (
         <Empty>Give two trace IDs: spans are aligned by their path of service and operation from the root.</Empty>
       ) : (
-        <Both a={traceA} b={traceB} />
+        <Show value={report} what="the comparison">
+          {(r) => (r ? <Diff report={r} /> : null)}
+        </Show>
       )}
     </div>
   );
 }
 
-function Both({ a, b }: { a: Loadable<Trace | undefined>; b: Loadable<Trace | undefined> }) {
-  return (
-    <Show value={a} what="trace A">
-      {(ta) => (
-        <Show value={b} what="trace B">
-          {(tb) => (ta && tb ? <Diff a={ta} b={tb} /> : null)}
-        </Show>
-      )}
-    </Show>
-  );
-}
-
-const CHANGE_LABEL: Record<PathRow["change"], string> = {
+const CHANGE_LABEL: Record<string, string> = {
   added: "only in B",
   removed: "only in A",
-  slower: "slower",
-  faster: "faster",
-  more: "more calls",
-  fewer: "fewer calls",
   same: "",
 };
 
-function Diff({ a, b }: { a: Trace; b: Trace }) {
+const ms = (value: number) => duration(value * 1e6);
+const signedMs = (value: number) => `${value >= 0 ? "+" : "−"}${ms(Math.abs(value))}`;
+
+// The server aligns the traces by their path of service and operation from the root; the page
+// shows every path as a tree, with the changes on the critical path first in the summary.
+function Diff({ report }: { report: TraceComparison }) {
   const [onlyChanges, setOnlyChanges] = useState(false);
-  const rows = useMemo(() => comparePaths(a, b), [a, b]);
-  const longest = Math.max(1, ...rows.map((r) => Math.max(r.nanosA, r.nanosB)));
+  const rows = report.paths;
+  const longest = Math.max(1e-9, ...rows.map((r) => Math.max(r.a?.total_ms ?? 0, r.b?.total_ms ?? 0)));
   const counts = rows.reduce<Record<string, number>>((acc, r) => ((acc[r.change] = (acc[r.change] ?? 0) + 1), acc), {});
-  const shown = onlyChanges ? rows.filter((r) => r.change !== "same") : rows;
+  const shown = onlyChanges ? rows.filter((r) => r.change !== "same" || Math.abs(r.critical_ms_change) >= 1) : rows;
+  const critical = report.critical_changes.slice(0, 5).map((i) => rows[i]);
   return (
     <div>
+      <WarningPanels warnings={report.warnings} />
       <div className="grid-2">
-        {[a, b].map((t, i) => (
-          <div key={t.traceId} className="panel">
+        {[report.a, report.b].map((t, i) => (
+          <div key={i} className="panel">
             <strong>{i === 0 ? "A" : "B"}:</strong>{" "}
-            <Link to={`/trace/${t.traceId}`}>
-              {t.rootService}: {t.rootName}
+            <Link to={`/trace/${t.trace_id}`}>
+              {t.root_service}: {t.root_name}
             </Link>{" "}
-            · {duration(t.durationNanos)} · {t.spanCount} spans · {t.errorCount} errors
+            · {ms(t.duration_ms)} · {t.spans} spans · {t.errors} errors
           </div>
         ))}
+      </div>
+      <div className="panel" data-testid="compare-critical">
+        <strong>B − A: {signedMs(report.duration_change_ms)} end to end.</strong>{" "}
+        {critical.length > 0 ? (
+          <>
+            On the critical path:{" "}
+            {critical.map((r, i) => (
+              <span key={r.path.join(" › ")} data-testid="critical-change" title={r.path.join(" › ")}>
+                {i > 0 && ", "}
+                <span className="service-dot" style={{ background: serviceColour(r.service) }} />
+                {r.service}: {r.operation} <span className="mono">{signedMs(r.critical_ms_change)}</span>
+                {r.change !== "same" && ` (${CHANGE_LABEL[r.change] ?? r.change})`}
+              </span>
+            ))}
+          </>
+        ) : (
+          "No time moved on the critical path."
+        )}
       </div>
       <div className="panel">
         <div className="form-row" style={{ justifyContent: "space-between" }}>
           <span data-testid="compare-summary">
-            {(["added", "removed", "more", "fewer", "slower", "faster"] as const)
+            {["added", "removed", "more calls", "fewer calls", "more errors", "fewer errors", "slower", "faster"]
               .filter((c) => counts[c])
               .map((c) => (
-                <span key={c} className={`badge ${c === "added" || c === "faster" ? "" : "warn"}`}>
-                  {counts[c]} {CHANGE_LABEL[c]}
+                <span key={c} className={`badge ${c === "added" || c === "faster" || c.startsWith("fewer") ? "" : "warn"}`}>
+                  {counts[c]} {CHANGE_LABEL[c] ?? c}
                 </span>
               ))}
             {rows.every((r) => r.change === "same") && "The two traces have the same shape and timing."}
@@ -202,26 +158,33 @@ function Diff({ a, b }: { a: Trace; b: Trace }) {
               <th className="num">Time A</th>
               <th className="num">Time B</th>
               <th className="num">Change</th>
-              <th style={{ width: "25%" }}>A ▬ / B ▬</th>
+              <th className="num" title="Change in time on the critical path: these add up to the change end to end">
+                Critical path
+              </th>
+              <th style={{ width: "22%" }}>A ▬ / B ▬</th>
             </tr>
           </thead>
           <tbody>
             {shown.map((r) => (
-              <tr key={r.path} className={`compare-row ${r.change}`} data-change={r.change} title={r.path}>
+              <tr
+                key={r.path.join(" › ")}
+                className={`compare-row ${r.change.replace(" ", "-")}`}
+                data-change={r.change}
+                title={r.path.join(" › ")}
+              >
                 <td style={{ paddingLeft: 8 + r.depth * 14 }}>
                   <span className="service-dot" style={{ background: serviceColour(r.service) }} />
-                  {r.service}: {r.name} {r.change !== "same" && <span className="badge warn">{CHANGE_LABEL[r.change]}</span>}
+                  {r.service}: {r.operation} {r.change !== "same" && <span className="badge warn">{CHANGE_LABEL[r.change] ?? r.change}</span>}
                 </td>
-                <td className="num">{r.countA}</td>
-                <td className="num">{r.countB}</td>
-                <td className="num">{r.countA ? duration(r.nanosA) : ""}</td>
-                <td className="num">{r.countB ? duration(r.nanosB) : ""}</td>
-                <td className="num delta">
-                  {r.countA && r.countB ? `${r.nanosB >= r.nanosA ? "+" : "−"}${duration(Math.abs(r.nanosB - r.nanosA))}` : ""}
-                </td>
+                <td className="num">{r.a?.calls ?? ""}</td>
+                <td className="num">{r.b?.calls ?? ""}</td>
+                <td className="num">{r.a ? ms(r.a.total_ms) : ""}</td>
+                <td className="num">{r.b ? ms(r.b.total_ms) : ""}</td>
+                <td className="num delta">{r.a && r.b ? signedMs(r.total_ms_change) : ""}</td>
+                <td className="num">{Math.abs(r.critical_ms_change) >= 0.001 ? signedMs(r.critical_ms_change) : ""}</td>
                 <td>
-                  <div style={{ height: 5, width: `${(100 * r.nanosA) / longest}%`, background: "var(--muted)", marginBottom: 2 }} />
-                  <div style={{ height: 5, width: `${(100 * r.nanosB) / longest}%`, background: "var(--accent)" }} />
+                  <div style={{ height: 5, width: `${(100 * (r.a?.total_ms ?? 0)) / longest}%`, background: "var(--muted)", marginBottom: 2 }} />
+                  <div style={{ height: 5, width: `${(100 * (r.b?.total_ms ?? 0)) / longest}%`, background: "var(--accent)" }} />
                 </td>
               </tr>
             ))}

@@ -1,0 +1,471 @@
+//! Two traces side by side (a slow request against a fast one of the same operation, one before
+//! a deploy against one after), aligned by the path of (service, operation) from the root to
+//! each span. Per path: calls, errors, time and critical-path time in each trace, and what
+//! changed. Critical-path times add up to each trace's end-to-end latency, so the changes on
+//! the critical path say where the difference in latency comes from.
+
+use std::collections::HashMap;
+
+use clew_model::{AssembledTrace, SpanId};
+use serde::Serialize;
+
+use crate::render::{cell, table};
+
+/// One trace of the two.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    pub root_service: String,
+    pub root_name: String,
+    pub duration_ms: f64,
+    pub spans: usize,
+    pub errors: usize,
+    /// Sum of every span's critical-path time: the end-to-end latency the critical path
+    /// covers (less than the duration where the root is missing or several spans are tops).
+    pub critical_path_ms: f64,
+}
+
+/// What one trace spends on one path.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct TracePathSide {
+    pub calls: u64,
+    pub errors: u64,
+    /// Summed duration of the path's spans (overlapping calls count each).
+    pub total_ms: f64,
+    /// Summed time of the path's spans not covered by a child.
+    pub self_ms: f64,
+    /// Summed time of the path's spans on the trace's critical path.
+    pub critical_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TracePathChange {
+    /// `service: operation` from the root (the roots align even when their names differ).
+    pub path: Vec<String>,
+    pub service: String,
+    pub operation: String,
+    /// 0 for the root.
+    pub depth: usize,
+    pub a: Option<TracePathSide>,
+    pub b: Option<TracePathSide>,
+    /// B minus A.
+    pub calls_change: i64,
+    pub errors_change: i64,
+    pub total_ms_change: f64,
+    pub critical_ms_change: f64,
+    /// `added`, `removed`, `more calls`, `fewer calls`, `more errors`, `fewer errors`,
+    /// `slower`, `faster` or `same`.
+    pub change: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TraceComparison {
+    pub a: TraceSummary,
+    pub b: TraceSummary,
+    /// B's duration minus A's.
+    pub duration_change_ms: f64,
+    /// Every path, a parent before its children.
+    pub paths: Vec<TracePathChange>,
+    /// Indexes into `paths`, the largest change in critical-path time first; paths whose
+    /// critical-path time did not change are left out.
+    pub critical_changes: Vec<usize>,
+    pub warnings: Vec<String>,
+}
+
+/// The total time on a path must change by this share of the larger side, and by 1 ms, to count
+/// as slower or faster.
+const TIME_CHANGE: f64 = 0.2;
+const MIN_TIME_CHANGE_MS: f64 = 1.0;
+
+type Key = Vec<String>;
+
+fn label(service: &str, operation: &str) -> String {
+    format!("{service}: {operation}")
+}
+
+/// What one trace spends on each path. `root_label` replaces the root's own label, so that two
+/// traces whose roots are named differently still align below them.
+fn walk(trace: &AssembledTrace, root_label: &str) -> (HashMap<Key, (String, String, TracePathSide)>, Vec<Key>) {
+    let spans = &trace.spans;
+    let index: HashMap<SpanId, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id, i)).collect();
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
+    let mut tops = Vec::new();
+    for (i, span) in spans.iter().enumerate() {
+        match span.parent_span_id.and_then(|p| index.get(&p)).filter(|&&p| p != i) {
+            Some(&parent) => children[parent].push(i),
+            None => tops.push(i),
+        }
+    }
+    // The root first, then other tops (orphaned subtrees) in start order.
+    if let Some(root) = trace.facts.root_index {
+        if let Some(at) = tops.iter().position(|&t| t == root) {
+            tops.remove(at);
+            tops.insert(0, root);
+        }
+    }
+    let mut out: HashMap<Key, (String, String, TracePathSide)> = HashMap::new();
+    let mut order = Vec::new();
+    let mut visited = vec![false; spans.len()];
+    for (n, &top) in tops.iter().enumerate() {
+        let own = label(spans[top].service_name(), &spans[top].name);
+        let first = if n == 0 && Some(top) == trace.facts.root_index { root_label.to_string() } else { own };
+        let mut stack = vec![(top, vec![first])];
+        while let Some((i, path)) = stack.pop() {
+            if std::mem::replace(&mut visited[i], true) {
+                continue; // a parent cycle
+            }
+            let span = &spans[i];
+            let facts = &trace.span_facts[i];
+            let entry = out.entry(path.clone()).or_insert_with(|| {
+                order.push(path.clone());
+                (span.service_name().to_string(), span.name.clone(), TracePathSide::default())
+            });
+            let side = &mut entry.2;
+            let ms = span.duration_nanos() as f64 / 1e6;
+            side.calls += 1;
+            side.errors += u64::from(span.is_error());
+            side.total_ms += ms;
+            side.self_ms += facts.self_nanos as f64 / 1e6;
+            side.critical_ms += facts.critical_path_nanos as f64 / 1e6;
+            side.max_ms = side.max_ms.max(ms);
+            for &child in children[i].iter().rev() {
+                let mut next = path.clone();
+                next.push(label(spans[child].service_name(), &spans[child].name));
+                stack.push((child, next));
+            }
+        }
+    }
+    (out, order)
+}
+
+/// Every path once, a parent before its children: siblings in A's order, and a sibling only B
+/// has right after the sibling B has before it.
+fn merged_order(order_a: Vec<Key>, order_b: Vec<Key>) -> Vec<Key> {
+    let mut children: HashMap<Key, Vec<Key>> = HashMap::new();
+    let mut known: std::collections::HashSet<Key> = std::collections::HashSet::new();
+    for path in order_a {
+        children.entry(path[..path.len() - 1].to_vec()).or_default().push(path.clone());
+        known.insert(path);
+    }
+    let mut previous_sibling: HashMap<Key, Key> = HashMap::new();
+    for path in order_b {
+        let parent = path[..path.len() - 1].to_vec();
+        if known.insert(path.clone()) {
+            let siblings = children.entry(parent.clone()).or_default();
+            let at = previous_sibling.get(&parent).and_then(|p| siblings.iter().position(|s| s == p)).map_or(0, |i| i + 1);
+            siblings.insert(at, path.clone());
+        }
+        previous_sibling.insert(parent, path);
+    }
+    let mut order = Vec::with_capacity(known.len());
+    let mut stack: Vec<Key> = children.remove(&Vec::new()).unwrap_or_default().into_iter().rev().collect();
+    while let Some(path) = stack.pop() {
+        if let Some(below) = children.remove(&path) {
+            stack.extend(below.into_iter().rev());
+        }
+        order.push(path);
+    }
+    order
+}
+
+fn summary(trace: &AssembledTrace) -> TraceSummary {
+    TraceSummary {
+        trace_id: trace.spans.first().map(|s| s.trace_id.to_hex()).unwrap_or_default(),
+        root_service: trace.facts.root_service.clone(),
+        root_name: trace.facts.root_name.clone(),
+        duration_ms: trace.facts.duration_nanos() as f64 / 1e6,
+        spans: trace.spans.len(),
+        errors: trace.spans.iter().filter(|s| s.is_error()).count(),
+        critical_path_ms: trace.span_facts.iter().map(|f| f.critical_path_nanos as f64).sum::<f64>() / 1e6,
+    }
+}
+
+fn change(a: &Option<TracePathSide>, b: &Option<TracePathSide>) -> &'static str {
+    let (a, b) = match (a, b) {
+        (None, Some(_)) => return "added",
+        (Some(_), None) => return "removed",
+        (Some(a), Some(b)) => (a, b),
+        (None, None) => return "same",
+    };
+    let time = b.total_ms - a.total_ms;
+    if b.calls > a.calls {
+        "more calls"
+    } else if b.calls < a.calls {
+        "fewer calls"
+    } else if b.errors > a.errors {
+        "more errors"
+    } else if b.errors < a.errors {
+        "fewer errors"
+    } else if time.abs() >= MIN_TIME_CHANGE_MS && time.abs() >= TIME_CHANGE * a.total_ms.max(b.total_ms) {
+        if time > 0.0 { "slower" } else { "faster" }
+    } else {
+        "same"
+    }
+}
+
+/// Compares trace B with trace A. `warnings` are what reading each trace said (clock skew
+/// adjusted, fragments merged), prefixed with its side.
+pub fn compare_traces(a: &AssembledTrace, b: &AssembledTrace, warnings: Vec<String>) -> TraceComparison {
+    let (summary_a, summary_b) = (summary(a), summary(b));
+    let mut warnings = warnings;
+    let root_label = label(&summary_a.root_service, &summary_a.root_name);
+    if (&summary_a.root_service, &summary_a.root_name) != (&summary_b.root_service, &summary_b.root_name) {
+        warnings.push(format!(
+            "the traces start at different operations (A at {root_label}, B at {}); they are aligned below their roots",
+            label(&summary_b.root_service, &summary_b.root_name)
+        ));
+    }
+    if summary_a.trace_id == summary_b.trace_id {
+        warnings.push("A and B are the same trace".into());
+    }
+    let (mut side_a, order_a) = walk(a, &root_label);
+    let (mut side_b, order_b) = walk(b, &root_label);
+    let order = merged_order(order_a, order_b);
+    let mut paths = Vec::with_capacity(order.len());
+    for path in order {
+        let from_a = side_a.remove(&path);
+        let from_b = side_b.remove(&path);
+        let (service, operation) = from_b.as_ref().or(from_a.as_ref()).map(|(s, o, _)| (s.clone(), o.clone())).unwrap_or_default();
+        let sa = from_a.map(|(_, _, s)| s);
+        let sb = from_b.map(|(_, _, s)| s);
+        let get = |s: &Option<TracePathSide>, f: fn(&TracePathSide) -> f64| s.as_ref().map_or(0.0, f);
+        paths.push(TracePathChange {
+            depth: path.len() - 1,
+            path,
+            service,
+            operation,
+            calls_change: get(&sb, |s| s.calls as f64) as i64 - get(&sa, |s| s.calls as f64) as i64,
+            errors_change: get(&sb, |s| s.errors as f64) as i64 - get(&sa, |s| s.errors as f64) as i64,
+            total_ms_change: get(&sb, |s| s.total_ms) - get(&sa, |s| s.total_ms),
+            critical_ms_change: get(&sb, |s| s.critical_ms) - get(&sa, |s| s.critical_ms),
+            change: change(&sa, &sb).into(),
+            a: sa,
+            b: sb,
+        });
+    }
+    let mut critical_changes: Vec<usize> = (0..paths.len()).filter(|&i| paths[i].critical_ms_change.abs() >= 0.0005).collect();
+    critical_changes
+        .sort_by(|&x, &y| paths[y].critical_ms_change.abs().total_cmp(&paths[x].critical_ms_change.abs()).then_with(|| x.cmp(&y)));
+    TraceComparison {
+        duration_change_ms: summary_b.duration_ms - summary_a.duration_ms,
+        a: summary_a,
+        b: summary_b,
+        paths,
+        critical_changes,
+        warnings,
+    }
+}
+
+fn ms(value: f64) -> String {
+    format!("{value:.2}")
+}
+
+fn signed(value: f64) -> String {
+    format!("{value:+.2}")
+}
+
+impl TraceComparison {
+    fn headline(&self) -> String {
+        let line = |name: &str, s: &TraceSummary| {
+            format!(
+                "{name}: {} {} ({:.2} ms, {} spans, {} errors)",
+                s.trace_id,
+                label(&s.root_service, &s.root_name),
+                s.duration_ms,
+                s.spans,
+                s.errors
+            )
+        };
+        let mut out = format!("{}\n{}\nB − A: {} ms end to end", line("A", &self.a), line("B", &self.b), signed(self.duration_change_ms));
+        let top: Vec<String> = self
+            .critical_changes
+            .iter()
+            .take(3)
+            .map(|&i| {
+                let p = &self.paths[i];
+                format!("{} {} ms ({})", label(&p.service, &p.operation), signed(p.critical_ms_change), p.change)
+            })
+            .collect();
+        if !top.is_empty() {
+            out.push_str(&format!("; on the critical path: {}", top.join(", ")));
+        }
+        out
+    }
+
+    /// The paths that changed (or moved time on the critical path), indented by depth.
+    fn rows(&self, indent: &str) -> Vec<[String; 6]> {
+        let side = |s: &Option<TracePathSide>, f: fn(&TracePathSide) -> String| s.as_ref().map_or("—".to_string(), f);
+        self.paths
+            .iter()
+            .filter(|p| p.change != "same" || p.critical_ms_change.abs() >= MIN_TIME_CHANGE_MS)
+            .map(|p| {
+                [
+                    format!("{}{}", indent.repeat(p.depth), label(&p.service, &p.operation)),
+                    p.change.clone(),
+                    format!("{} → {}", side(&p.a, |s| s.calls.to_string()), side(&p.b, |s| s.calls.to_string())),
+                    format!("{} → {}", side(&p.a, |s| ms(s.total_ms)), side(&p.b, |s| ms(s.total_ms))),
+                    signed(p.total_ms_change),
+                    signed(p.critical_ms_change),
+                ]
+            })
+            .collect()
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let mut out = format!("## Trace comparison\n\n{}\n\n", self.headline().replace('\n', "  \n"));
+        out.push_str(
+            "| Path from the root | Change | Calls A → B | Time ms A → B | Δ time ms | Δ critical-path ms |\n|---|---|---|---|---|---|\n",
+        );
+        let rows = self.rows("· ");
+        for row in &rows {
+            out.push_str(&format!("| {} |\n", row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")));
+        }
+        if rows.is_empty() {
+            out.push_str("\nThe two traces have the same shape and timing.\n");
+        }
+        out
+    }
+
+    pub fn to_table(&self) -> String {
+        let mut rows = vec![[
+            "PATH FROM THE ROOT".to_string(),
+            "CHANGE".into(),
+            "CALLS A→B".into(),
+            "TIME MS A→B".into(),
+            "Δ TIME MS".into(),
+            "Δ CRITICAL MS".into(),
+        ]];
+        let changed = self.rows("  ");
+        let same = changed.is_empty();
+        rows.extend(changed);
+        let mut out = format!("{}\n{}", self.headline(), table(&rows));
+        if same {
+            out.push_str("The two traces have the same shape and timing.\n");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use clew_model::{Attribute, Resource, Span, SpanId, StatusCode, TraceId, Value, assemble};
+
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn span(trace: u8, id: u8, parent: Option<u8>, service: &str, name: &str, start_ms: u64, end_ms: u64) -> Span {
+        Span {
+            trace_id: TraceId([trace; 16]),
+            span_id: SpanId([id; 8]),
+            parent_span_id: parent.map(|p| SpanId([p; 8])),
+            name: name.into(),
+            start_time_unix_nano: start_ms * MS,
+            end_time_unix_nano: end_ms * MS,
+            resource: Arc::new(Resource {
+                attributes: vec![Attribute::new("service.name", Value::Str(service.into()))],
+                ..Resource::default()
+            }),
+            ..Span::default()
+        }
+    }
+
+    /// A: the checkout prices once and queries the database for 40 ms.
+    fn before() -> AssembledTrace {
+        assemble(vec![
+            span(1, 1, None, "frontend", "GET /checkout", 0, 100),
+            span(1, 2, Some(1), "checkout", "POST /order", 10, 90),
+            span(1, 3, Some(2), "pricing", "GET /price", 20, 30),
+            span(1, 4, Some(2), "db", "SELECT", 40, 80),
+        ])
+    }
+
+    /// B: prices three times in a row (N+1), reads a cache, and the database takes 70 ms.
+    fn after() -> AssembledTrace {
+        assemble(vec![
+            span(2, 1, None, "frontend", "GET /checkout", 0, 150),
+            span(2, 2, Some(1), "checkout", "POST /order", 10, 140),
+            span(2, 3, Some(2), "pricing", "GET /price", 20, 30),
+            span(2, 5, Some(2), "pricing", "GET /price", 30, 40),
+            span(2, 6, Some(2), "pricing", "GET /price", 40, 50),
+            span(2, 7, Some(2), "cache", "GET", 52, 56),
+            span(2, 4, Some(2), "db", "SELECT", 60, 130),
+        ])
+    }
+
+    fn find<'a>(report: &'a TraceComparison, service: &str) -> &'a TracePathChange {
+        report.paths.iter().find(|p| p.service == service).unwrap()
+    }
+
+    #[test]
+    fn the_critical_path_says_where_the_extra_latency_comes_from() {
+        let report = compare_traces(&before(), &after(), vec![]);
+        assert_eq!(report.duration_change_ms, 50.0);
+        assert_eq!((report.a.critical_path_ms, report.b.critical_path_ms), (100.0, 150.0));
+        // The critical-path changes add up to the change end to end.
+        let explained: f64 = report.paths.iter().map(|p| p.critical_ms_change).sum();
+        assert!((explained - 50.0).abs() < 1e-9, "{explained}");
+
+        let pricing = find(&report, "pricing");
+        assert_eq!(pricing.change, "more calls");
+        assert_eq!((pricing.a.as_ref().unwrap().calls, pricing.b.as_ref().unwrap().calls), (1, 3));
+        assert_eq!(pricing.calls_change, 2);
+        assert_eq!(pricing.critical_ms_change, 20.0);
+        let db = find(&report, "db");
+        assert_eq!(db.change, "slower");
+        assert_eq!(db.total_ms_change, 30.0);
+        let cache = find(&report, "cache");
+        assert_eq!(cache.change, "added");
+        assert!(cache.a.is_none());
+        assert_eq!(cache.path, vec!["frontend: GET /checkout", "checkout: POST /order", "cache: GET"]);
+        let checkout = find(&report, "checkout");
+        assert_eq!(checkout.change, "slower");
+        assert_eq!(checkout.critical_ms_change, -4.0, "its own gaps shrank from 30 to 26 ms");
+
+        // The largest changes on the critical path first: the database, then the N+1 loop.
+        let ranked: Vec<&str> = report.critical_changes.iter().map(|&i| report.paths[i].service.as_str()).collect();
+        assert_eq!(&ranked[..2], ["db", "pricing"]);
+        // A parent before its children; B's new call after the sibling B made before it.
+        let order: Vec<&str> = report.paths.iter().map(|p| p.service.as_str()).collect();
+        assert_eq!(order, ["frontend", "checkout", "pricing", "cache", "db"]);
+        assert_eq!(report.paths.iter().map(|p| p.depth).collect::<Vec<_>>(), [0, 1, 2, 2, 2]);
+
+        let text = report.to_table();
+        assert!(text.contains("on the critical path: db: SELECT +30.00 ms (slower), pricing: GET /price +20.00 ms (more calls)"), "{text}");
+        assert!(text.contains("    pricing: GET /price"), "indented by depth: {text}");
+        assert!(report.to_markdown().contains("| · · pricing: GET /price | more calls | 1 → 3 |"));
+    }
+
+    #[test]
+    fn reversed_the_changes_are_mirrored() {
+        let report = compare_traces(&after(), &before(), vec![]);
+        assert_eq!(find(&report, "pricing").change, "fewer calls");
+        assert_eq!(find(&report, "db").change, "faster");
+        assert_eq!(find(&report, "cache").change, "removed");
+        assert_eq!(report.duration_change_ms, -50.0);
+    }
+
+    #[test]
+    fn traces_with_differently_named_roots_align_below_them_and_say_so() {
+        let mut b = before().spans;
+        b[0].name = "GET /checkout/v2".into();
+        for s in &mut b {
+            s.trace_id = TraceId([3; 16]);
+        }
+        b[3].status_code = StatusCode::Error;
+        let report = compare_traces(&before(), &assemble(b), vec![]);
+        assert!(report.warnings.iter().any(|w| w.contains("start at different operations")), "{:?}", report.warnings);
+        assert_eq!(report.paths.len(), 4);
+        assert_eq!(find(&report, "frontend").change, "same");
+        assert_eq!(find(&report, "frontend").operation, "GET /checkout/v2");
+        assert_eq!(find(&report, "db").change, "more errors");
+        assert_eq!(find(&report, "pricing").change, "same");
+        assert!(report.critical_changes.is_empty());
+        let same = compare_traces(&before(), &before(), vec![]);
+        assert!(same.to_table().contains("the same shape and timing"));
+        assert!(same.warnings.iter().any(|w| w.contains("same trace")));
+    }
+}
