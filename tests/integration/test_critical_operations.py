@@ -53,6 +53,8 @@ def test_critical_operations_registered_over_the_api(clew_factory, tmp_path):
                                   "traceql": '{ span.http.request.method = "POST" }'})
     assert created.status_code == 201, created.text
     assert created.json()["source"] == "api"
+    # The server's answer can be sent back as it is.
+    assert put(server, "Pay", created.json()).status_code == 200
     replaced = put(server, "Pay", {"service": SERVICE, "route": "/checkout", "description": "A customer pays.",
                                    "traceql": '{ span.http.request.method = "POST" }'})
     assert replaced.status_code == 200, replaced.text
@@ -86,6 +88,16 @@ def test_critical_operations_registered_over_the_api(clew_factory, tmp_path):
                      requests.delete(f"{server.query}/api/v1/critical-operations/Browse", timeout=30)):
         assert response.status_code == 409 and "catalog file" in response.json()["error"]["message"], response.text
     assert set(operations(server)) == {"Browse", "Pay"}
+    # A registered name the catalog comes to define too: the catalog's is used, and the
+    # registered one can still be removed.
+    assert put(server, "Later", {"service": SERVICE, "operation": "GET /items"}).status_code == 201
+    catalog.write_text(catalog.read_text() + f"  - name: Later\n    service: {SERVICE}\n    route: /items\n")
+    listed = server.get("/api/v1/critical-operations", lookback="1h").json()
+    assert any('"Later" is not used' in w for w in listed["warnings"]), listed["warnings"]
+    assert [o["source"] for o in listed["operations"] if o["name"] == "Later"] == ["catalog"]
+    assert requests.delete(f"{server.query}/api/v1/critical-operations/Later", timeout=30).status_code == 204
+    assert not any("Later" in w for w in server.get("/api/v1/critical-operations", lookback="1h").json()["warnings"])
+    catalog.write_text(catalog.read_text().split("  - name: Later")[0])
 
     # The CLI registers and removes too.
     out = subprocess.run([CLEW_BIN, "register-operation", "Look at the cart", "--service", SERVICE, "--operation",

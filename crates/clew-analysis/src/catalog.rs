@@ -95,7 +95,7 @@ impl CriticalOperation {
     /// Whether the definition can be used: the field at fault and why, if not.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         let name = self.name.trim();
-        if name.is_empty() || self.name.len() > 200 || self.name.chars().any(char::is_control) {
+        if name.is_empty() || self.name.chars().count() > 200 || self.name.chars().any(char::is_control) {
             return Err(("name", "a critical operation needs a name of 1 to 200 characters, without control characters".into()));
         }
         if self.service.trim().is_empty() {
@@ -110,9 +110,6 @@ impl CriticalOperation {
         }
         if let Some(text) = &self.traceql {
             entry_filter_sql(text).map_err(|message| ("traceql", format!("{name}: {message}")))?;
-        }
-        if self.description.len() > 2_000 {
-            return Err(("description", format!("{name}: a description has at most 2000 bytes")));
         }
         Ok(())
     }

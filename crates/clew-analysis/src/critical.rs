@@ -209,10 +209,14 @@ fn signed(x: Option<f64>) -> String {
 }
 
 fn entry_text(d: &CriticalOperation) -> String {
-    match (&d.operation, &d.route) {
+    let entry = match (&d.operation, &d.route) {
         (Some(operation), _) => format!("{} {operation}", d.service),
         (None, Some(route)) => format!("{} route {route}", d.service),
         (None, None) => d.service.clone(),
+    };
+    match &d.traceql {
+        Some(filter) => format!("{entry} where {filter}"),
+        None => entry,
     }
 }
 

@@ -78,95 +78,167 @@ pub struct TraceComparison {
 const TIME_CHANGE: f64 = 0.2;
 const MIN_TIME_CHANGE_MS: f64 = 1.0;
 
-type Key = Vec<String>;
+/// Spans deeper than this many calls below the top are left out, and said.
+pub const MAX_DEPTH: usize = 64;
+/// Distinct paths at most; spans on further paths are left out and said.
+pub const MAX_PATHS: usize = 5_000;
 
 fn label(service: &str, operation: &str) -> String {
     format!("{service}: {operation}")
 }
 
-/// What one trace spends on each path. `root_label` replaces the root's own label, so that two
-/// traces whose roots are named differently still align below them.
-fn walk(trace: &AssembledTrace, root_label: &str) -> (HashMap<Key, (String, String, TracePathSide)>, Vec<Key>) {
-    let spans = &trace.spans;
-    let index: HashMap<SpanId, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id, i)).collect();
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
-    let mut tops = Vec::new();
-    for (i, span) in spans.iter().enumerate() {
-        match span.parent_span_id.and_then(|p| index.get(&p)).filter(|&&p| p != i) {
-            Some(&parent) => children[parent].push(i),
-            None => tops.push(i),
-        }
-    }
-    // The root first, then other tops (orphaned subtrees) in start order.
-    if let Some(root) = trace.facts.root_index {
-        if let Some(at) = tops.iter().position(|&t| t == root) {
-            tops.remove(at);
-            tops.insert(0, root);
-        }
-    }
-    let mut out: HashMap<Key, (String, String, TracePathSide)> = HashMap::new();
-    let mut order = Vec::new();
-    let mut visited = vec![false; spans.len()];
-    for (n, &top) in tops.iter().enumerate() {
-        let own = label(spans[top].service_name(), &spans[top].name);
-        let first = if n == 0 && Some(top) == trace.facts.root_index { root_label.to_string() } else { own };
-        let mut stack = vec![(top, vec![first])];
-        while let Some((i, path)) = stack.pop() {
-            if std::mem::replace(&mut visited[i], true) {
-                continue; // a parent cycle
-            }
-            let span = &spans[i];
-            let facts = &trace.span_facts[i];
-            let entry = out.entry(path.clone()).or_insert_with(|| {
-                order.push(path.clone());
-                (span.service_name().to_string(), span.name.clone(), TracePathSide::default())
-            });
-            let side = &mut entry.2;
-            let ms = span.duration_nanos() as f64 / 1e6;
-            side.calls += 1;
-            side.errors += u64::from(span.is_error());
-            side.total_ms += ms;
-            side.self_ms += facts.self_nanos as f64 / 1e6;
-            side.critical_ms += facts.critical_path_nanos as f64 / 1e6;
-            side.max_ms = side.max_ms.max(ms);
-            for &child in children[i].iter().rev() {
-                let mut next = path.clone();
-                next.push(label(spans[child].service_name(), &spans[child].name));
-                stack.push((child, next));
-            }
-        }
-    }
-    (out, order)
+/// One path of the merged tree of both traces.
+struct Node {
+    parent: Option<usize>,
+    service: String,
+    operation: String,
+    depth: usize,
+    /// Where it sorts among its siblings: (A's visiting order, 0) for the paths A has, (the
+    /// previous sibling B visited, a sequence number) for those only B has.
+    order: (i64, u64),
+    sides: [Option<TracePathSide>; 2],
 }
 
-/// Every path once, a parent before its children: siblings in A's order, and a sibling only B
-/// has right after the sibling B has before it.
-fn merged_order(order_a: Vec<Key>, order_b: Vec<Key>) -> Vec<Key> {
-    let mut children: HashMap<Key, Vec<Key>> = HashMap::new();
-    let mut known: std::collections::HashSet<Key> = std::collections::HashSet::new();
-    for path in order_a {
-        children.entry(path[..path.len() - 1].to_vec()).or_default().push(path.clone());
-        known.insert(path);
-    }
-    let mut previous_sibling: HashMap<Key, Key> = HashMap::new();
-    for path in order_b {
-        let parent = path[..path.len() - 1].to_vec();
-        if known.insert(path.clone()) {
-            let siblings = children.entry(parent.clone()).or_default();
-            let at = previous_sibling.get(&parent).and_then(|p| siblings.iter().position(|s| s == p)).map_or(0, |i| i + 1);
-            siblings.insert(at, path.clone());
+/// Both traces' paths in one tree: a path is its parent path and a (service, operation).
+#[derive(Default)]
+struct Tree {
+    nodes: Vec<Node>,
+    index: HashMap<(Option<usize>, String, String), usize>,
+    sequence: u64,
+    left_out: u64,
+    cut: u64,
+    unreached: u64,
+}
+
+impl Tree {
+    /// Adds one trace's spans as `side` (0 for A, 1 for B). The root goes on `root` when given
+    /// (B's root on A's, so that traces whose roots are named differently align below them).
+    fn add(&mut self, trace: &AssembledTrace, side: usize, root: Option<usize>) {
+        let spans = &trace.spans;
+        let index: HashMap<SpanId, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id, i)).collect();
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
+        let mut tops = Vec::new();
+        for (i, span) in spans.iter().enumerate() {
+            match span.parent_span_id.and_then(|p| index.get(&p)).filter(|&&p| p != i) {
+                Some(&parent) => children[parent].push(i),
+                None => tops.push(i),
+            }
         }
-        previous_sibling.insert(parent, path);
+        // The root first, then other tops (orphaned subtrees) in start order.
+        if let Some(at) = trace.facts.root_index.and_then(|r| tops.iter().position(|&t| t == r)) {
+            let root_span = tops.remove(at);
+            tops.insert(0, root_span);
+        }
+        let mut visited = vec![false; spans.len()];
+        // The last child of each node this trace visited, for where B's own paths sort.
+        let mut previous: HashMap<Option<usize>, usize> = HashMap::new();
+        for (n, &top) in tops.iter().enumerate() {
+            let is_root = n == 0 && Some(top) == trace.facts.root_index;
+            let mut stack: Vec<(usize, Option<usize>, usize)> = vec![(top, None, 0)];
+            while let Some((i, parent, depth)) = stack.pop() {
+                if std::mem::replace(&mut visited[i], true) {
+                    continue;
+                }
+                let span = &spans[i];
+                if depth >= MAX_DEPTH {
+                    // The whole subtree is left out: marked visited, counted once each.
+                    self.cut += 1;
+                    stack.extend(children[i].iter().map(|&child| (child, parent, depth)));
+                    continue;
+                }
+                let node = match (is_root && depth == 0, root) {
+                    (true, Some(root)) => Some(root),
+                    _ => self.node(parent, span.service_name(), &span.name, depth, side, &mut previous),
+                };
+                let Some(node) = node else {
+                    // No room for another path: the subtree is left out, each span counted once.
+                    let mut below = vec![i];
+                    while let Some(j) = below.pop() {
+                        self.left_out += 1;
+                        below.extend(children[j].iter().copied().filter(|&c| !std::mem::replace(&mut visited[c], true)));
+                    }
+                    continue;
+                };
+                let facts = &trace.span_facts[i];
+                let ms = span.duration_nanos() as f64 / 1e6;
+                let counted = self.nodes[node].sides[side].get_or_insert_with(TracePathSide::default);
+                counted.calls += 1;
+                counted.errors += u64::from(span.is_error());
+                counted.total_ms += ms;
+                counted.self_ms += facts.self_nanos as f64 / 1e6;
+                counted.critical_ms += facts.critical_path_nanos as f64 / 1e6;
+                counted.max_ms = counted.max_ms.max(ms);
+                for &child in children[i].iter().rev() {
+                    stack.push((child, Some(node), depth + 1));
+                }
+            }
+        }
+        self.unreached += visited.iter().filter(|v| !**v).count() as u64;
     }
-    let mut order = Vec::with_capacity(known.len());
-    let mut stack: Vec<Key> = children.remove(&Vec::new()).unwrap_or_default().into_iter().rev().collect();
-    while let Some(path) = stack.pop() {
-        if let Some(below) = children.remove(&path) {
+
+    /// The node of (service, operation) below `parent`, made when new (None past [`MAX_PATHS`]).
+    fn node(
+        &mut self,
+        parent: Option<usize>,
+        service: &str,
+        operation: &str,
+        depth: usize,
+        side: usize,
+        previous: &mut HashMap<Option<usize>, usize>,
+    ) -> Option<usize> {
+        let key = (parent, service.to_string(), operation.to_string());
+        let node = match self.index.get(&key) {
+            Some(&node) => node,
+            None if self.nodes.len() >= MAX_PATHS => return None,
+            None => {
+                self.sequence += 1;
+                let order = match (side, previous.get(&parent)) {
+                    (0, _) => (self.sequence as i64, 0),
+                    (_, Some(&sibling)) => (self.nodes[sibling].order.0, self.sequence),
+                    (_, None) => (-1, self.sequence),
+                };
+                self.nodes.push(Node { parent, service: key.1.clone(), operation: key.2.clone(), depth, order, sides: [None, None] });
+                self.index.insert(key, self.nodes.len() - 1);
+                self.nodes.len() - 1
+            }
+        };
+        previous.insert(parent, node);
+        Some(node)
+    }
+
+    /// Every node once, a parent before its children, siblings in their order.
+    fn depth_first(&self) -> Vec<usize> {
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        let mut tops = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            match node.parent {
+                Some(parent) => children[parent].push(i),
+                None => tops.push(i),
+            }
+        }
+        let by_order = |list: &mut Vec<usize>| list.sort_by_key(|&i| self.nodes[i].order);
+        by_order(&mut tops);
+        let mut out = Vec::with_capacity(self.nodes.len());
+        let mut stack: Vec<usize> = tops.into_iter().rev().collect();
+        while let Some(i) = stack.pop() {
+            out.push(i);
+            let mut below = std::mem::take(&mut children[i]);
+            by_order(&mut below);
             stack.extend(below.into_iter().rev());
         }
-        order.push(path);
+        out
     }
-    order
+
+    /// `service: operation` from the top down to `node`.
+    fn path(&self, mut node: usize) -> Vec<String> {
+        let mut path = vec![label(&self.nodes[node].service, &self.nodes[node].operation)];
+        while let Some(parent) = self.nodes[node].parent {
+            path.push(label(&self.nodes[parent].service, &self.nodes[parent].operation));
+            node = parent;
+        }
+        path.reverse();
+        path
+    }
 }
 
 fn summary(trace: &AssembledTrace) -> TraceSummary {
@@ -219,20 +291,37 @@ pub fn compare_traces(a: &AssembledTrace, b: &AssembledTrace, warnings: Vec<Stri
     if summary_a.trace_id == summary_b.trace_id {
         warnings.push("A and B are the same trace".into());
     }
-    let (mut side_a, order_a) = walk(a, &root_label);
-    let (mut side_b, order_b) = walk(b, &root_label);
-    let order = merged_order(order_a, order_b);
-    let mut paths = Vec::with_capacity(order.len());
-    for path in order {
-        let from_a = side_a.remove(&path);
-        let from_b = side_b.remove(&path);
-        let (service, operation) = from_b.as_ref().or(from_a.as_ref()).map(|(s, o, _)| (s.clone(), o.clone())).unwrap_or_default();
-        let sa = from_a.map(|(_, _, s)| s);
-        let sb = from_b.map(|(_, _, s)| s);
-        let get = |s: &Option<TracePathSide>, f: fn(&TracePathSide) -> f64| s.as_ref().map_or(0.0, f);
+    let mut tree = Tree::default();
+    tree.add(a, 0, None);
+    let root =
+        a.facts.root_index.and_then(|r| tree.index.get(&(None, a.spans[r].service_name().to_string(), a.spans[r].name.clone())).copied());
+    tree.add(b, 1, root);
+    if tree.left_out > 0 {
+        warnings.push(format!(
+            "the traces have more than {MAX_PATHS} distinct call paths: {} spans (of both traces) on the rest were left out",
+            tree.left_out
+        ));
+    }
+    if tree.cut > 0 {
+        warnings.push(format!("{} spans (of both traces) deeper than {MAX_DEPTH} calls below the top were left out", tree.cut));
+    }
+    if tree.unreached > 0 {
+        warnings.push(format!("{} spans (of both traces) are in a cycle of parents and were left out", tree.unreached));
+    }
+    let get = |s: &Option<TracePathSide>, f: fn(&TracePathSide) -> f64| s.as_ref().map_or(0.0, f);
+    let mut paths = Vec::with_capacity(tree.nodes.len());
+    for i in tree.depth_first() {
+        let node = &tree.nodes[i];
+        let [sa, sb] = node.sides.clone();
+        // The root of B aligned on A's: named as B names it when only B's name differs.
+        let (service, operation) = if node.parent.is_none() && i == root.unwrap_or(usize::MAX) {
+            (summary_b.root_service.clone(), summary_b.root_name.clone())
+        } else {
+            (node.service.clone(), node.operation.clone())
+        };
         paths.push(TracePathChange {
-            depth: path.len() - 1,
-            path,
+            depth: node.depth,
+            path: tree.path(i),
             service,
             operation,
             calls_change: get(&sb, |s| s.calls as f64) as i64 - get(&sa, |s| s.calls as f64) as i64,
@@ -467,5 +556,50 @@ mod tests {
         let same = compare_traces(&before(), &before(), vec![]);
         assert!(same.to_table().contains("the same shape and timing"));
         assert!(same.warnings.iter().any(|w| w.contains("same trace")));
+    }
+
+    #[test]
+    fn deep_wide_and_ambiguous_traces_are_bounded_and_said() {
+        // A chain 100 calls deep: the spans below MAX_DEPTH are left out, and said.
+        let chain: Vec<Span> = (0..100u64)
+            .map(|i| span(4, 0, None, "svc", &format!("op{i}"), i, 200 - i))
+            .enumerate()
+            .map(|(i, mut s)| {
+                s.span_id = SpanId((i as u64 + 1).to_be_bytes());
+                s.parent_span_id = (i > 0).then(|| SpanId((i as u64).to_be_bytes()));
+                s
+            })
+            .collect();
+        let report = compare_traces(&assemble(chain.clone()), &assemble(chain), vec![]);
+        assert_eq!(report.paths.len(), MAX_DEPTH);
+        assert!(
+            report.warnings.iter().any(|w| w.starts_with(&format!("{} spans (of both traces) deeper", 2 * (100 - MAX_DEPTH)))),
+            "{:?}",
+            report.warnings
+        );
+        // Six thousand distinct calls under one root: at most MAX_PATHS paths.
+        let mut wide = vec![span(5, 0, None, "svc", "root", 0, 10_000)];
+        wide[0].span_id = SpanId(u64::MAX.to_be_bytes());
+        for i in 0..6_000u64 {
+            let mut s = span(5, 0, None, "db", &format!("SELECT {i}"), 1, 2);
+            s.span_id = SpanId((i + 1).to_be_bytes());
+            s.parent_span_id = Some(SpanId(u64::MAX.to_be_bytes()));
+            wide.push(s);
+        }
+        let wide = assemble(wide);
+        let report = compare_traces(&wide, &wide, vec![]);
+        assert_eq!(report.paths.len(), MAX_PATHS);
+        assert!(
+            report.warnings.iter().any(|w| w.contains("2002 spans (of both traces) on the rest were left out")),
+            "{:?}",
+            report.warnings
+        );
+        // Labels that read alike are still different paths.
+        let odd = assemble(vec![
+            span(6, 1, None, "gateway", "GET /", 0, 10),
+            span(6, 2, Some(1), "a: b", "c", 1, 2),
+            span(6, 3, Some(1), "a", "b: c", 3, 4),
+        ]);
+        assert_eq!(compare_traces(&odd, &odd, vec![]).paths.len(), 3);
     }
 }

@@ -2,10 +2,13 @@
 //! (service, operation) that called it, with how many times per request. The facts behind the
 //! living documentation of a system.
 
+use std::collections::HashMap;
+
+use clew_store::in_minutes;
 use serde::{Deserialize, Serialize};
 
 use crate::adoption::{EntryPredicate, RequestStats};
-use crate::metrics::{ERROR, VIRTUAL_PEER, percentiles, rows};
+use crate::metrics::{ERROR, VIRTUAL_PEER, first_minute, percentiles, rows};
 use crate::{QueryEngine, QueryError};
 
 /// How many requests ran a node how many times: `traces` requests ran it `per_request` times.
@@ -46,6 +49,9 @@ pub struct FlowFacts {
     pub spans: Vec<FlowSpans>,
 }
 
+/// Entry operations listed at most.
+pub const MAX_ENTRY_OPERATIONS: usize = 1_000;
+
 /// An entry operation and its requests in a window.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EntryOperation {
@@ -57,14 +63,35 @@ pub struct EntryOperation {
 }
 
 impl QueryEngine {
-    /// The entry operations (root spans by service and name), busiest first.
+    /// The entry operations (root spans by service and name), busiest first, from the root
+    /// rollups: whole minutes from the one `start` falls in, and counted as the traffic they
+    /// stand for where traces were sampled.
     pub async fn entry_operations(&self, start_unix_nano: u64, end_unix_nano: u64) -> Result<Vec<EntryOperation>, QueryError> {
-        let sql = format!(
-            "SELECT service_name AS service, name AS operation, kind, count(*) AS requests, sum({ERROR}) AS errors FROM spans \
-             WHERE parent_span_id IS NULL AND start_time_unix_nano >= {start_unix_nano} AND start_time_unix_nano < {end_unix_nano} \
-             GROUP BY service_name, name, kind ORDER BY requests DESC, service, operation LIMIT 1000"
-        );
-        rows(&self.internal_sql(&sql).await?)
+        let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
+        let stored = self.storage().rollups(first, last).await?;
+        let mut totals: HashMap<(&str, &str, &str), (u64, u64)> = HashMap::new();
+        for part in stored.iter().map(|part| part.for_window(first, last)) {
+            for row in in_minutes(&part.adoption.roots, first, last, |r| r.minute_unix_nano) {
+                let total = totals.entry(row.key()).or_default();
+                total.0 += row.spans;
+                total.1 += row.errors;
+            }
+        }
+        let mut entries: Vec<EntryOperation> = totals
+            .into_iter()
+            .map(|((service, operation, kind), (requests, errors))| EntryOperation {
+                service: service.to_string(),
+                operation: operation.to_string(),
+                kind: kind.to_string(),
+                requests: requests.min(i64::MAX as u64) as i64,
+                errors: errors.min(i64::MAX as u64) as i64,
+            })
+            .collect();
+        entries.sort_by(|a, b| {
+            b.requests.cmp(&a.requests).then_with(|| (&a.service, &a.operation, &a.kind).cmp(&(&b.service, &b.operation, &b.kind)))
+        });
+        entries.truncate(MAX_ENTRY_OPERATIONS);
+        Ok(entries)
     }
 
     /// The flow of the requests matching `predicate` that started in [start, end].

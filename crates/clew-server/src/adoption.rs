@@ -26,8 +26,9 @@ fn read_catalog_file(state: &ApiState) -> (Catalog, Vec<String>) {
 /// The catalog file with the critical operations registered over the API after its own.
 fn read_catalog(state: &ApiState) -> (Catalog, Vec<String>) {
     let (mut catalog, mut warnings) = read_catalog_file(state);
-    match state.operations.read() {
-        Ok(registered) => {
+    match state.operations.read_usable() {
+        Ok((registered, unusable)) => {
+            warnings.extend(unusable);
             for operation in registered {
                 if catalog.critical_operation(&operation.name).is_some() {
                     warnings.push(format!(
@@ -59,6 +60,9 @@ struct Registration {
     traceql: Option<String>,
     #[serde(default)]
     description: String,
+    /// What the server answers with: accepted so that an answer can be sent back, and ignored.
+    #[serde(default, rename = "source")]
+    _source: Option<String>,
 }
 
 fn registry_error(error: RegistryError) -> ApiError {
@@ -118,13 +122,13 @@ pub(crate) async fn register_operation(
 }
 
 /// `DELETE /api/v1/critical-operations/{name}`: forgets a registered critical operation (204).
+/// A registered operation that the catalog came to define as well is removed all the same.
 pub(crate) async fn remove_operation(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    defined_in_catalog(&state, &name)?;
     if state.operations.remove(&name).await.map_err(registry_error)? {
-        Ok(axum::http::StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(ApiError(axum::http::StatusCode::NOT_FOUND, "not_found", format!("no critical operation {name:?} is registered")))
+        return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
     }
+    defined_in_catalog(&state, &name)?;
+    Err(ApiError(axum::http::StatusCode::NOT_FOUND, "not_found", format!("no critical operation {name:?} is registered")))
 }
 
 /// The reports' formats.
@@ -266,9 +270,16 @@ pub(crate) async fn critical_operations(State(state): State<ApiState>, RawQuery(
     only_params(&pairs, &["start", "end", "lookback", "step", "format"])?;
     let format = format_param(&pairs, REPORT_FORMATS)?;
     let (catalog, warnings) = read_catalog(&state);
+    // A bad window is the caller's, said for all; what fails after that is one operation's.
+    let (start, end) = window(&pairs)?;
+    step_param(&pairs, start, end)?;
+    let mut warnings = warnings;
     let mut reports = Vec::with_capacity(catalog.critical_operations.len());
     for definition in &catalog.critical_operations {
-        reports.push(critical_report(&state, definition, &catalog, &pairs).await?);
+        match critical_report(&state, definition, &catalog, &pairs).await {
+            Ok(report) => reports.push(report),
+            Err(error) => warnings.push(format!("{} could not be reported on: {}", definition.name, error.2)),
+        }
     }
     let body = json!({ "operations": reports });
     Ok(respond(&body, format, &warnings, || clew_analysis::critical::to_markdown(&reports), || clew_analysis::critical::to_table(&reports)))

@@ -354,7 +354,12 @@ pub(crate) async fn compare_traces(State(state): State<ApiState>, RawQuery(raw):
         warnings.extend(view.warnings.iter().map(|w| format!("{}: {}", name.to_uppercase(), w.message)));
         views.push(view);
     }
-    let report = clew_analysis::trace_diff::compare_traces(&views[0].trace, &views[1].trace, warnings);
+    // Up to a few thousand paths of two large traces: off the async workers.
+    let b = views.pop().expect("two traces");
+    let a = views.pop().expect("two traces");
+    let report = tokio::task::spawn_blocking(move || clew_analysis::trace_diff::compare_traces(&a.trace, &b.trace, warnings))
+        .await
+        .map_err(|e| ApiError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the comparison failed: {e}")))?;
     Ok(respond(&report, format, &report.warnings, || report.to_markdown(), || report.to_table()))
 }
 

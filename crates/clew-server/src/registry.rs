@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// Registered operations at most: every report on them reads the spans once per operation.
 pub const MAX_REGISTERED: usize = 100;
+pub const MAX_DESCRIPTION_BYTES: usize = 4_096;
 
 #[derive(Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +42,21 @@ impl Registry {
         Self { path: data_dir.join("critical-operations.json"), writing: tokio::sync::Mutex::new(()) }
     }
 
+    /// The registered operations that can be used, and why the others cannot (a file edited
+    /// by hand, a filter an older version accepted).
+    pub fn read_usable(&self) -> Result<(Vec<CriticalOperation>, Vec<String>), RegistryError> {
+        let mut warnings = Vec::new();
+        let mut operations = self.read()?;
+        operations.retain(|operation| match operation.check() {
+            Ok(()) => true,
+            Err((field, message)) => {
+                warnings.push(format!("the registered critical operation {:?} is not used: {field}: {message}", operation.name));
+                false
+            }
+        });
+        Ok((operations, warnings))
+    }
+
     /// The registered operations; none when nothing was registered yet.
     pub fn read(&self) -> Result<Vec<CriticalOperation>, RegistryError> {
         let unreadable = |message: String| RegistryError::Unreadable { path: self.path.display().to_string(), message };
@@ -60,6 +76,9 @@ impl Registry {
     /// Adds `operation`, or replaces the one of its name. True when it is new.
     pub async fn put(&self, mut operation: CriticalOperation) -> Result<bool, RegistryError> {
         operation.check().map_err(|(field, message)| RegistryError::Invalid(format!("{field}: {message}")))?;
+        if operation.description.len() > MAX_DESCRIPTION_BYTES {
+            return Err(RegistryError::Invalid(format!("description: at most {MAX_DESCRIPTION_BYTES} bytes")));
+        }
         operation.source = FROM_API.into();
         let _writing = self.writing.lock().await;
         let mut operations = self.read()?;

@@ -521,6 +521,10 @@ function RegisterOperation({ onChange }: { onChange: () => void }) {
   }
   const submit = async (e: FormEvent) => {
     e.preventDefault();
+    if (!draft.name.trim() || !draft.service.trim()) {
+      setError("A critical operation needs a name and the service its requests enter.");
+      return;
+    }
     const definition = {
       service: draft.service.trim(),
       ...(draft.entry.trim() ? { [draft.by]: draft.entry.trim() } : {}),
@@ -579,7 +583,14 @@ function RegisterOperation({ onChange }: { onChange: () => void }) {
         <button type="submit" data-testid="register-submit">
           Register
         </button>
-        <button type="button" onClick={() => setOpen(false)}>
+        <button
+          type="button"
+          onClick={() => {
+            setOpen(false);
+            setError(null);
+            setDraft(empty);
+          }}
+        >
           Cancel
         </button>
         <span className="muted">Kept by the server across restarts; the catalog file's operations are changed in the file.</span>
