@@ -78,7 +78,8 @@ pub struct TraceComparison {
 const TIME_CHANGE: f64 = 0.2;
 const MIN_TIME_CHANGE_MS: f64 = 1.0;
 
-/// Spans deeper than this many calls below the top are left out, and said.
+/// Levels of calls kept, the top being the first: spans this many calls or more below the top
+/// are left out, and said.
 pub const MAX_DEPTH: usize = 64;
 /// Distinct paths at most; spans on further paths are left out and said.
 pub const MAX_PATHS: usize = 5_000;
@@ -147,7 +148,10 @@ impl Tree {
                     continue;
                 }
                 let node = match (is_root && depth == 0, root) {
-                    (true, Some(root)) => Some(root),
+                    (true, Some(root)) => {
+                        previous.insert(None, root);
+                        Some(root)
+                    }
                     _ => self.node(parent, span.service_name(), &span.name, depth, side, &mut previous),
                 };
                 let Some(node) = node else {
@@ -303,10 +307,10 @@ pub fn compare_traces(a: &AssembledTrace, b: &AssembledTrace, warnings: Vec<Stri
         ));
     }
     if tree.cut > 0 {
-        warnings.push(format!("{} spans (of both traces) deeper than {MAX_DEPTH} calls below the top were left out", tree.cut));
+        warnings.push(format!("{} spans (of both traces) {MAX_DEPTH} or more calls below the top were left out", tree.cut));
     }
     if tree.unreached > 0 {
-        warnings.push(format!("{} spans (of both traces) are in a cycle of parents and were left out", tree.unreached));
+        warnings.push(format!("{} spans (of both traces) are in a cycle of parents, or below one, and were left out", tree.unreached));
     }
     let get = |s: &Option<TracePathSide>, f: fn(&TracePathSide) -> f64| s.as_ref().map_or(0.0, f);
     let mut paths = Vec::with_capacity(tree.nodes.len());
@@ -314,7 +318,7 @@ pub fn compare_traces(a: &AssembledTrace, b: &AssembledTrace, warnings: Vec<Stri
         let node = &tree.nodes[i];
         let [sa, sb] = node.sides.clone();
         // The root of B aligned on A's: named as B names it when only B's name differs.
-        let (service, operation) = if node.parent.is_none() && i == root.unwrap_or(usize::MAX) {
+        let (service, operation) = if node.parent.is_none() && i == root.unwrap_or(usize::MAX) && b.facts.root_index.is_some() {
             (summary_b.root_service.clone(), summary_b.root_name.clone())
         } else {
             (node.service.clone(), node.operation.clone())
@@ -573,7 +577,10 @@ mod tests {
         let report = compare_traces(&assemble(chain.clone()), &assemble(chain), vec![]);
         assert_eq!(report.paths.len(), MAX_DEPTH);
         assert!(
-            report.warnings.iter().any(|w| w.starts_with(&format!("{} spans (of both traces) deeper", 2 * (100 - MAX_DEPTH)))),
+            report
+                .warnings
+                .iter()
+                .any(|w| w.starts_with(&format!("{} spans (of both traces) {MAX_DEPTH} or more calls below", 2 * (100 - MAX_DEPTH)))),
             "{:?}",
             report.warnings
         );
@@ -601,5 +608,18 @@ mod tests {
             span(6, 3, Some(1), "a", "b: c", 3, 4),
         ]);
         assert_eq!(compare_traces(&odd, &odd, vec![]).paths.len(), 3);
+    }
+
+    #[test]
+    fn an_orphaned_subtree_only_b_has_comes_after_the_root() {
+        let mut b = before().spans;
+        let mut orphan = span(1, 9, Some(42), "mailer", "send", 5, 8);
+        orphan.trace_id = b[0].trace_id;
+        b.push(orphan);
+        let report = compare_traces(&before(), &assemble(b), vec![]);
+        let order: Vec<&str> = report.paths.iter().map(|p| p.service.as_str()).collect();
+        assert_eq!(order, ["frontend", "checkout", "pricing", "db", "mailer"]);
+        assert_eq!(report.paths[4].change, "added");
+        assert_eq!(report.paths[4].depth, 0);
     }
 }

@@ -278,6 +278,8 @@ pub(crate) async fn critical_operations(State(state): State<ApiState>, RawQuery(
     for definition in &catalog.critical_operations {
         match critical_report(&state, definition, &catalog, &pairs).await {
             Ok(report) => reports.push(report),
+            // The store failing fails them all: said as it is, not as an empty list.
+            Err(error) if error.0.is_server_error() => return Err(error),
             Err(error) => warnings.push(format!("{} could not be reported on: {}", definition.name, error.2)),
         }
     }

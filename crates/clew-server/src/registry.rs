@@ -1,6 +1,7 @@
 //! Critical operations registered over the API. They are kept in the data directory, in
 //! `critical-operations.json`, and reports list them beside the catalog file's. A name the
-//! catalog defines belongs to the catalog: the API neither replaces nor removes it.
+//! catalog defines belongs to the catalog: the API does not register it (one registered before
+//! the catalog came to define it is not used, and may be removed).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -120,7 +120,7 @@ function Diff({ report }: { report: TraceComparison }) {
           <>
             On the critical path:{" "}
             {critical.map((r, i) => (
-              <span key={r.path.join(" › ")} data-testid="critical-change" title={r.path.join(" › ")}>
+              <span key={i} data-testid="critical-change" title={r.path.join(" › ")}>
                 {i > 0 && ", "}
                 <span className="service-dot" style={{ background: serviceColour(r.service) }} />
                 {r.service}: {r.operation} <span className="mono">{signedMs(r.critical_ms_change)}</span>
@@ -165,9 +165,9 @@ function Diff({ report }: { report: TraceComparison }) {
             </tr>
           </thead>
           <tbody>
-            {shown.map((r) => (
+            {shown.map((r, i) => (
               <tr
-                key={r.path.join(" › ")}
+                key={i}
                 className={`compare-row ${r.change.replace(" ", "-")}`}
                 data-change={r.change}
                 title={r.path.join(" › ")}
