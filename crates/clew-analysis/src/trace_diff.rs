@@ -252,7 +252,7 @@ fn summary(trace: &AssembledTrace) -> TraceSummary {
         root_name: trace.facts.root_name.clone(),
         duration_ms: trace.facts.duration_nanos() as f64 / 1e6,
         spans: trace.spans.len(),
-        errors: trace.spans.iter().filter(|s| s.is_error()).count(),
+        errors: trace.facts.error_count as usize,
         critical_path_ms: trace.span_facts.iter().map(|f| f.critical_path_nanos as f64).sum::<f64>() / 1e6,
     }
 }
@@ -313,6 +313,7 @@ pub fn compare_traces(a: &AssembledTrace, b: &AssembledTrace, warnings: Vec<Stri
         warnings.push(format!("{} spans (of both traces) are in a cycle of parents, or below one, and were left out", tree.unreached));
     }
     let get = |s: &Option<TracePathSide>, f: fn(&TracePathSide) -> f64| s.as_ref().map_or(0.0, f);
+    let count = |s: &Option<TracePathSide>, f: fn(&TracePathSide) -> u64| s.as_ref().map_or(0, f) as i64;
     let mut paths = Vec::with_capacity(tree.nodes.len());
     for i in tree.depth_first() {
         let node = &tree.nodes[i];
@@ -328,8 +329,8 @@ pub fn compare_traces(a: &AssembledTrace, b: &AssembledTrace, warnings: Vec<Stri
             path: tree.path(i),
             service,
             operation,
-            calls_change: get(&sb, |s| s.calls as f64) as i64 - get(&sa, |s| s.calls as f64) as i64,
-            errors_change: get(&sb, |s| s.errors as f64) as i64 - get(&sa, |s| s.errors as f64) as i64,
+            calls_change: count(&sb, |s| s.calls) - count(&sa, |s| s.calls),
+            errors_change: count(&sb, |s| s.errors) - count(&sa, |s| s.errors),
             total_ms_change: get(&sb, |s| s.total_ms) - get(&sa, |s| s.total_ms),
             critical_ms_change: get(&sb, |s| s.critical_ms) - get(&sa, |s| s.critical_ms),
             change: change(&sa, &sb).into(),

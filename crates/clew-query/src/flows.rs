@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use clew_store::in_minutes;
+use clew_store::{RootMinute, in_minutes};
 use serde::{Deserialize, Serialize};
 
 use crate::adoption::{EntryPredicate, RequestStats};
@@ -69,22 +69,25 @@ impl QueryEngine {
     pub async fn entry_operations(&self, start_unix_nano: u64, end_unix_nano: u64) -> Result<Vec<EntryOperation>, QueryError> {
         let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
         let stored = self.storage().rollups(first, last).await?;
-        let mut totals: HashMap<(&str, &str, &str), (u64, u64)> = HashMap::new();
+        let mut totals: HashMap<(&str, &str, &str), RootMinute> = HashMap::new();
         for part in stored.iter().map(|part| part.for_window(first, last)) {
             for row in in_minutes(&part.adoption.roots, first, last, |r| r.minute_unix_nano) {
-                let total = totals.entry(row.key()).or_default();
-                total.0 += row.spans;
-                total.1 += row.errors;
+                match totals.get_mut(&row.key()) {
+                    Some(total) => total.add(row),
+                    None => {
+                        totals.insert(row.key(), row.clone());
+                    }
+                }
             }
         }
         let mut entries: Vec<EntryOperation> = totals
-            .into_iter()
-            .map(|((service, operation, kind), (requests, errors))| EntryOperation {
-                service: service.to_string(),
-                operation: operation.to_string(),
-                kind: kind.to_string(),
-                requests: requests.min(i64::MAX as u64) as i64,
-                errors: errors.min(i64::MAX as u64) as i64,
+            .into_values()
+            .map(|root| EntryOperation {
+                requests: root.spans.min(i64::MAX as u64) as i64,
+                errors: root.errors.min(i64::MAX as u64) as i64,
+                service: root.service,
+                operation: root.operation,
+                kind: root.kind,
             })
             .collect();
         entries.sort_by(|a, b| {
