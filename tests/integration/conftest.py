@@ -1,9 +1,12 @@
 """Starts the real `clew` binary for end-to-end tests."""
 import contextlib
+import importlib
 import os
+import pathlib
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -189,3 +192,16 @@ def running_demo(*extra, ready, timeout=120):
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+def compile_protos(out, *names):
+    """Compiles `protos/<name>.proto` with grpcio-tools into `out` and imports each one's message
+    and service modules: [(name_pb2, name_pb2_grpc), ...]."""
+    import grpc_tools
+    protos = str(pathlib.Path(__file__).parent / "protos")
+    include = str(pathlib.Path(grpc_tools.__file__).parent / "_proto")
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{protos}", f"-I{include}", f"--python_out={out}",
+                    f"--grpc_python_out={out}", *(f"{name}.proto" for name in names)], check=True)
+    if str(out) not in sys.path:
+        sys.path.insert(0, str(out))
+    return [(importlib.import_module(f"{name}_pb2"), importlib.import_module(f"{name}_pb2_grpc")) for name in names]

@@ -4,14 +4,10 @@ collector's HTTP endpoint (encoded by the client's own generated Thrift code), a
 client on the gRPC collector. Every span is read back through the Jaeger API and compared
 field by field with what the client built."""
 import base64
-import pathlib
 import socket
-import subprocess
-import sys
 import time
 
 import grpc
-import grpc_tools
 import pytest
 import requests
 from jaeger_client import Config, ConstSampler, Tracer
@@ -23,7 +19,7 @@ from thrift.protocol import TBinaryProtocol
 from thrift.Thrift import TMessageType
 from thrift.transport import TTransport
 
-from conftest import wait_for_trace
+from conftest import compile_protos, wait_for_trace
 
 MASK = (1 << 64) - 1
 TAG_TYPES = {0: "string", 1: "float64", 2: "bool", 3: "int64", 4: "binary"}
@@ -185,15 +181,8 @@ def test_bad_jaeger_input(clew):
 
 @pytest.fixture(scope="module")
 def grpc_stubs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("stubs")
-    protos = str(pathlib.Path(__file__).parent / "protos")
-    include = str(pathlib.Path(grpc_tools.__file__).parent / "_proto")
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{protos}", f"-I{include}", f"--python_out={out}",
-                    f"--grpc_python_out={out}", "jaeger_collector.proto"], check=True)
-    sys.path.insert(0, str(out))
-    import jaeger_collector_pb2
-    import jaeger_collector_pb2_grpc
-    return jaeger_collector_pb2, jaeger_collector_pb2_grpc
+    ((messages, services),) = compile_protos(tmp_path_factory.mktemp("stubs"), "jaeger_collector")
+    return messages, services
 
 
 def test_grpc_collector(clew, grpc_stubs):

@@ -1,9 +1,15 @@
 """The Tempo HTTP API (what Grafana's Tempo data source calls) and TraceQL search, against
 shapes written from Tempo's API document: trace by ID as OTLP JSON (`batches`) or protobuf,
-v2 trace by ID (`trace`, with `q` picking spans), search with `q` or `tags`, tag lists."""
+v2 trace by ID (`trace`, with `q` picking spans), search with `q` or `tags`, tag lists; and the
+streaming gRPC querier on the same port, compared with the HTTP answers."""
+import time
+
+import grpc
+import pytest
 import requests
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
+from conftest import compile_protos
 from test_jaeger_api import TRACE, seed
 
 
@@ -132,3 +138,102 @@ def test_tags_and_values(clew):
     names = [v["value"] for v in tempo(clew, "/api/v2/search/tag/name/values").json()["tagValues"]]
     assert sorted(names) == ["GET /checkout", "POST /reserve", "SELECT stock"]
     assert tempo(clew, "/api/v2/search/tags", scope="bogus").status_code == 400
+
+
+# ---- the streaming gRPC API on the Tempo port (what Grafana uses when streaming is on) ----
+
+@pytest.fixture(scope="module")
+def tempopb(tmp_path_factory):
+    """tempopb's streaming querier, compiled from a transcription of Tempo's tempo.proto."""
+    _, (messages, services) = compile_protos(tmp_path_factory.mktemp("tempopb"), "tempopb_common", "tempo_streaming")
+    return messages, services
+
+
+def streaming(clew, services):
+    channel = grpc.insecure_channel(clew.tempo.removeprefix("http://"))
+    return channel, services.StreamingQuerierStub(channel)
+
+
+def test_streaming_search_answers_as_the_http_search(clew, tempopb):
+    pb, services = tempopb
+    seed(clew)
+    channel, stub = streaming(clew, services)
+    with channel:
+        q = '{ resource.service.name = "backend" && status = error }'
+        messages = list(stub.Search(pb.SearchRequest(Query=q, Limit=20), timeout=30))
+        assert messages, "the stream ended without an answer"
+        last = messages[-1]
+        # Earlier messages carry traces as they are found; the last one has the whole result.
+        final_ids = [t.traceID for t in last.traces]
+        assert all(t.traceID in final_ids for m in messages[:-1] for t in m.traces)
+        assert last.metrics.completedJobs == last.metrics.totalJobs >= 1
+        assert last.metrics.inspectedTraces >= 1
+        http = found(clew, q=q)
+        assert final_ids == [t["traceID"] for t in http] == [TRACE]
+        trace = last.traces[0]
+        assert trace.rootServiceName == "frontend" and trace.rootTraceName == "GET /checkout" and trace.durationMs == 80
+        assert trace.startTimeUnixNano == int(http[0]["startTimeUnixNano"])
+        (spanset,) = trace.spanSets
+        assert spanset.matched == 1 and trace.spanSet == spanset
+        (span,) = spanset.spans
+        assert span.spanID == "1111111111111111" and span.name == "POST /reserve" and span.durationNanos == 46_000_000
+        attributes = {a.key: a.value.string_value for a in span.attributes}
+        assert attributes["service.name"] == "backend"
+
+        # A tag search (no Query), with its duration bounds in milliseconds.
+        def ids(**request):
+            return [t.traceID for t in list(stub.Search(pb.SearchRequest(**request), timeout=30))[-1].traces]
+
+        assert ids(Tags={"service.name": "frontend"}) == [TRACE]
+        assert ids(Tags={"http.route": "/checkout"}, MinDurationMs=70) == [TRACE]
+        assert ids(Tags={"http.route": "/checkout"}, MinDurationMs=100) == []
+        assert ids(Query="{ } | count() > 3", start=int(time.time()) - 600, end=int(time.time()) + 60) == [TRACE]
+        assert ids(Query="{ } | count() > 3", start=int(time.time()) - 600, end=int(time.time()) - 300) == []
+
+        # A query that does not parse: INVALID_ARGUMENT, pointing at the column.
+        with pytest.raises(grpc.RpcError) as bad:
+            list(stub.Search(pb.SearchRequest(Query="{ name = }"), timeout=30))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "column 10" in bad.value.details()
+    # The HTTP API on the same port still answers.
+    assert tempo(clew, "/api/echo").text == "echo"
+
+
+def test_streaming_tags_values_and_metrics(clew, tempopb):
+    pb, services = tempopb
+    t0 = seed(clew)
+    channel, stub = streaming(clew, services)
+    with channel:
+        (tags,) = list(stub.SearchTags(pb.SearchTagsRequest(scope="resource"), timeout=30))
+        assert set(tags.tagNames) == set(tempo(clew, "/api/search/tags", scope="resource").json()["tagNames"]) == {"host.name", "service.name"}
+        (scoped,) = list(stub.SearchTagsV2(pb.SearchTagsRequest(), timeout=30))
+        http_scopes = {s["name"]: s["tags"] for s in tempo(clew, "/api/v2/search/tags").json()["scopes"]}
+        assert {s.name: list(s.tags) for s in scoped.scopes} == http_scopes
+
+        # Values narrowed by a TraceQL filter: only the service with database calls.
+        q = '{ span.db.system = "postgresql" }'
+        (narrowed,) = list(stub.SearchTagValuesV2(pb.SearchTagValuesRequest(tagName="resource.service.name", query=q), timeout=30))
+        assert [(v.type, v.value) for v in narrowed.tagValues] == [("string", "backend")]
+        http = tempo(clew, "/api/v2/search/tag/resource.service.name/values", q=q).json()["tagValues"]
+        assert http == [{"type": "string", "value": "backend"}]
+        (everything,) = list(stub.SearchTagValues(pb.SearchTagValuesRequest(tagName="service.name", query="{}"), timeout=30))
+        assert list(everything.tagValues) == ["backend", "frontend"]
+        names = tempo(clew, "/api/v2/search/tag/name/values", q='{ resource.service.name = "frontend" }').json()["tagValues"]
+        assert sorted(v["value"] for v in names) == ["GET /checkout", "POST /reserve"]
+        assert tempo(clew, "/api/v2/search/tag/name/values", q="{ nope").status_code == 400
+
+        # TraceQL metrics: the same series as the HTTP range query, over the seeded spans.
+        start, end = t0 - 120_000_000_000, t0 + 120_000_000_000
+        (ranged,) = list(stub.MetricsQueryRange(pb.QueryRangeRequest(query="{ } | count_over_time()", start=start, end=end,
+                                                                      step=60_000_000_000), timeout=30))
+        (series,) = ranged.series
+        assert [(l.key, l.value.string_value) for l in series.labels] == [("__name__", "count_over_time")]
+        assert sum(s.value for s in series.samples) >= 4
+        http = tempo(clew, "/api/metrics/query_range", q="{ } | count_over_time()", start=str(start), end=str(end), step="60s").json()
+        assert [(int(s["timestampMs"]), s["value"]) for s in http["series"][0]["samples"]] == \
+            [(s.timestamp_ms, s.value) for s in series.samples]
+        (instant,) = list(stub.MetricsQueryInstant(pb.QueryInstantRequest(query='{ resource.service.name = "backend" } | count_over_time()',
+                                                                          start=start, end=end), timeout=30))
+        assert [s.value for s in instant.series] == [2.0]
+        with pytest.raises(grpc.RpcError) as bad:
+            list(stub.MetricsQueryRange(pb.QueryRangeRequest(query="{ } | rate()", start=end, end=start), timeout=30))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT

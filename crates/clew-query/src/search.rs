@@ -439,12 +439,23 @@ impl QueryEngine {
     /// The most common values of a span column that pickers offer: `name`, `service_name`,
     /// `kind` or `status_code`.
     pub async fn column_values(&self, column: &str, limit: usize) -> Result<Vec<(String, i64)>, QueryError> {
+        self.column_values_where(column, None, limit).await
+    }
+
+    /// [`Self::column_values`] of the spans an SQL condition over the span table keeps.
+    pub async fn column_values_where(
+        &self,
+        column: &str,
+        filter_sql: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, QueryError> {
         if !["name", "service_name", "kind", "status_code", "status_message", "trace_root_name", "trace_root_service"].contains(&column) {
             return Err(QueryError::Invalid(format!("no values are listed for {column}")));
         }
         let query = format!(
-            "SELECT {column}, count(*) AS spans FROM spans WHERE {column} IS NOT NULL AND {column} <> '' \
+            "SELECT {column}, count(*) AS spans FROM spans WHERE {column} IS NOT NULL AND {column} <> '' AND ({}) \
              GROUP BY {column} ORDER BY spans DESC, {column} LIMIT {}",
+            filter_sql.unwrap_or("TRUE"),
             limit.clamp(1, 10_000)
         );
         pairs(&self.internal_sql(&query).await?)
@@ -461,11 +472,23 @@ impl QueryEngine {
 
     /// The most common values of an attribute, with counts.
     pub async fn attribute_values(&self, scope: AttributeScope, key: &str, limit: usize) -> Result<Vec<(String, i64)>, QueryError> {
+        self.attribute_values_where(scope, key, None, limit).await
+    }
+
+    /// [`Self::attribute_values`] on the spans an SQL condition over the span table keeps.
+    pub async fn attribute_values_where(
+        &self,
+        scope: AttributeScope,
+        key: &str,
+        filter_sql: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, QueryError> {
         let column = if scope == AttributeScope::Resource { "resource_attributes" } else { "attributes" };
         let query = format!(
-            "SELECT value, count(*) AS spans FROM (SELECT {column}[{}] AS value FROM spans) WHERE value IS NOT NULL \
+            "SELECT value, count(*) AS spans FROM (SELECT {column}[{}] AS value FROM spans WHERE {}) WHERE value IS NOT NULL \
              GROUP BY value ORDER BY spans DESC, value LIMIT {}",
             quote(key),
+            filter_sql.unwrap_or("TRUE"),
             limit.clamp(1, 10_000)
         );
         pairs(&self.internal_sql(&query).await?)

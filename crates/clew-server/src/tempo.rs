@@ -2,7 +2,8 @@
 //! Clew: `/api/echo`, `/ready`, `/api/status/buildinfo`, trace by ID (`/api/traces/{id}` and
 //! `/api/v2/traces/{id}`, OTLP JSON or protobuf by `Accept`), `/api/search` (TraceQL `q`, or
 //! logfmt `tags` with `minDuration`/`maxDuration`), the tag name and value lists, and TraceQL
-//! metrics (`/api/metrics/query_range`, `/api/metrics/query`).
+//! metrics (`/api/metrics/query_range`, `/api/metrics/query`); and on the same port, Tempo's
+//! streaming gRPC API ([`grpc`]).
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -10,12 +11,16 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clew_model::{SpanKind, StatusCode as SpanStatus, TraceId};
-use clew_query::traceql::{self, AttrScope, CompareOp, Expr, Field, Intrinsic, Query, SpansetExpr, TraceContext, TraceQlRequest, Value};
+use clew_query::traceql::{
+    self, AttrScope, CompareOp, Expr, Field, Intrinsic, Query, SpansetExpr, TraceContext, TraceQlMatch, TraceQlRequest, Value,
+};
 use clew_query::{AttributeScope, QueryEngine, QueryError, TraceView};
 use prost::Message;
 use serde_json::{Value as Json, json};
 
 use crate::api::parse_duration_nanos;
+
+mod grpc;
 
 pub fn router(query: QueryEngine) -> Router {
     Router::new()
@@ -32,7 +37,8 @@ pub fn router(query: QueryEngine) -> Router {
         .route("/api/metrics/query_range", get(metrics_query_range))
         .route("/api/metrics/query", get(metrics_query_instant))
         .fallback(|| async { TempoError(StatusCode::NOT_FOUND, "no such endpoint in Clew's Tempo API".into()) })
-        .with_state(query)
+        .with_state(query.clone())
+        .merge(grpc::router(query))
 }
 
 /// Tempo answers errors in plain text.
@@ -160,10 +166,9 @@ fn seconds(pairs: &[(String, String)], key: &str) -> Result<Option<u64>, TempoEr
         .transpose()
 }
 
-/// A logfmt `tags` value (`service.name="api" http.status_code=500 error=true`) as a spanset
-/// filter: every tag on one span; `name`, `status` and `error=true` mean the span's own.
-fn tags_filter(tags: &str) -> Result<Expr, TempoError> {
-    let mut conditions = Vec::new();
+/// A logfmt `tags` value (`service.name="api" http.status_code=500 error=true`) as pairs.
+fn logfmt(tags: &str) -> Result<Vec<(String, String)>, TempoError> {
+    let mut pairs = Vec::new();
     let mut rest = tags.trim();
     while !rest.is_empty() {
         let (key, after) = rest.split_once('=').ok_or_else(|| bad_request(format!("tags: expected key=value in {rest:?}")))?;
@@ -173,8 +178,18 @@ fn tags_filter(tags: &str) -> Result<Expr, TempoError> {
         } else {
             after.split_once(' ').unwrap_or((after, ""))
         };
-        let key = key.trim();
-        let condition = match key {
+        pairs.push((key.trim().to_string(), value.to_string()));
+        rest = after.trim_start();
+    }
+    Ok(pairs)
+}
+
+/// Tags as a spanset filter: every tag on one span; `name`, `status` and `error=true` mean the
+/// span's own.
+fn tags_filter(tags: &[(String, String)]) -> Result<Expr, TempoError> {
+    let mut conditions = Vec::new();
+    for (key, value) in tags {
+        let condition = match key.as_str() {
             "name" => (Field::Intrinsic(Intrinsic::Name), Value::Str(value.to_string())),
             "status" | "status.code" => (
                 Field::Intrinsic(Intrinsic::Status),
@@ -188,7 +203,6 @@ fn tags_filter(tags: &str) -> Result<Expr, TempoError> {
             _ => (Field::Attribute { scope: AttrScope::Any, key: key.to_string() }, Value::Str(value.to_string())),
         };
         conditions.push(Expr::Compare(CompareOp::Eq, Box::new(Expr::Field(condition.0)), Box::new(Expr::Literal(condition.1))));
-        rest = after.trim_start();
     }
     Ok(conditions.into_iter().reduce(|a, b| Expr::And(Box::new(a), Box::new(b))).unwrap_or(Expr::Literal(Value::Bool(true))))
 }
@@ -197,66 +211,139 @@ fn string_attribute(key: &str, value: &str) -> Json {
     json!({ "key": key, "value": { "stringValue": value } })
 }
 
-async fn search(State(engine): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
-    let pairs = pairs(raw)?;
-    let duration = |key: &str| -> Result<Option<u64>, TempoError> {
-        param(&pairs, key).map(|v| parse_duration_nanos(v).map_err(|e| bad_request(format!("{key}: {e}")))).transpose()
-    };
-    let (min, max) = (duration("minDuration")?, duration("maxDuration")?);
-    // A tag search is a TraceQL filter built directly, not printed and parsed again.
-    let query = match (param(&pairs, "q"), param(&pairs, "tags")) {
-        (Some(q), _) => traceql::parse(q).map_err(|e| bad_request(e.to_string()))?,
-        (None, tags) => {
-            Query { first: SpansetExpr::Filter(tags_filter(tags.unwrap_or(""))?), stages: vec![], metrics: None, hints: vec![] }
-        }
-    };
-    let limit: usize = param(&pairs, "limit").map(|v| v.parse().map_err(|_| bad_request("limit is a number"))).transpose()?.unwrap_or(20);
-    let spss: usize = param(&pairs, "spss").map(|v| v.parse().map_err(|_| bad_request("spss is a number"))).transpose()?.unwrap_or(3);
-    let request = TraceQlRequest {
-        query: String::new(),
-        start_unix_nano: seconds(&pairs, "start")?,
-        end_unix_nano: seconds(&pairs, "end")?.map(|e| e + 999_999_999),
-        // Duration bounds are checked after the query, so ask for more.
-        limit: if min.is_some() || max.is_some() { limit.saturating_mul(5) } else { limit },
-        spans_per_spanset: spss,
-    };
-    let (matches, metrics) = engine.run_traceql(&query, &request).await?;
-    let traces: Vec<Json> = matches
-        .into_iter()
-        .filter(|m| min.is_none_or(|min| m.duration_nanos >= min) && max.is_none_or(|max| m.duration_nanos <= max))
-        .take(limit)
-        .map(|m| {
-            let spansets: Vec<Json> = m
-                .spansets
-                .iter()
-                .map(|set| {
-                    json!({
-                        "spans": set.spans.iter().map(|span| json!({
-                            "spanID": span.span_id,
-                            "name": span.name,
-                            "startTimeUnixNano": span.start_unix_nano.to_string(),
-                            "durationNanos": span.duration_nanos.to_string(),
-                            "attributes": span.attributes.iter().map(|(k, v)| string_attribute(k, v)).collect::<Vec<_>>(),
-                        })).collect::<Vec<_>>(),
-                        "matched": set.matched,
-                        "attributes": set.group.iter().map(|(k, v)| string_attribute(k, v)).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
+/// A search as Tempo takes one, over HTTP (`/api/search`) or its streaming gRPC API.
+struct SearchParams {
+    query: Query,
+    min: Option<u64>,
+    max: Option<u64>,
+    limit: usize,
+    spans_per_spanset: usize,
+    start: Option<u64>,
+    end: Option<u64>,
+}
+
+impl SearchParams {
+    /// `q` (TraceQL) or `tags` (logfmt), `minDuration`/`maxDuration`, `start`/`end` (Unix
+    /// seconds), `limit` (20) and `spss` (3).
+    fn from_pairs(pairs: &[(String, String)]) -> Result<Self, TempoError> {
+        let duration = |key: &str| -> Result<Option<u64>, TempoError> {
+            param(pairs, key).map(|v| parse_duration_nanos(v).map_err(|e| bad_request(format!("{key}: {e}")))).transpose()
+        };
+        let number = |key: &str, default: usize| -> Result<usize, TempoError> {
+            param(pairs, key)
+                .map(|v| v.parse().map_err(|_| bad_request(format!("{key} is a number"))))
+                .transpose()
+                .map(|n| n.unwrap_or(default))
+        };
+        // A tag search is a TraceQL filter built directly, not printed and parsed again.
+        let query = match (param(pairs, "q"), param(pairs, "tags")) {
+            (Some(q), _) => traceql::parse(q).map_err(|e| bad_request(e.to_string()))?,
+            (None, tags) => filter_query(tags_filter(&logfmt(tags.unwrap_or(""))?)?),
+        };
+        Ok(Self {
+            query,
+            min: duration("minDuration")?,
+            max: duration("maxDuration")?,
+            limit: number("limit", 20)?,
+            spans_per_spanset: number("spss", 3)?,
+            start: seconds(pairs, "start")?,
+            end: seconds(pairs, "end")?,
+        })
+    }
+
+    /// tempopb's `SearchRequest`: `Query`, or else `Tags`; zero means "not given".
+    fn from_request(request: &grpc::SearchRequest) -> Result<Self, TempoError> {
+        let query = if request.query.trim().is_empty() {
+            let mut tags: Vec<(String, String)> = request.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            tags.sort();
+            filter_query(tags_filter(&tags)?)
+        } else {
+            traceql::parse(&request.query).map_err(|e| bad_request(e.to_string()))?
+        };
+        let given = |n: u32| (n > 0).then_some(n);
+        Ok(Self {
+            query,
+            min: given(request.min_duration_ms).map(|ms| u64::from(ms) * 1_000_000),
+            max: given(request.max_duration_ms).map(|ms| u64::from(ms) * 1_000_000),
+            limit: given(request.limit).map_or(20, |n| n as usize),
+            spans_per_spanset: given(request.spans_per_span_set).map_or(3, |n| n as usize),
+            start: given(request.start).map(|s| u64::from(s) * 1_000_000_000),
+            end: given(request.end).map(|s| u64::from(s) * 1_000_000_000),
+        })
+    }
+
+    fn wanted(&self, found: &TraceQlMatch) -> bool {
+        self.min.is_none_or(|min| found.duration_nanos >= min) && self.max.is_none_or(|max| found.duration_nanos <= max)
+    }
+
+    /// Runs the search. `progress` gets each batch of newly found traces that the duration
+    /// bounds keep (at most `limit` in all) with the number of traces inspected so far.
+    async fn run(
+        &self,
+        engine: &QueryEngine,
+        mut progress: impl FnMut(&[TraceQlMatch], usize) + Send,
+    ) -> Result<(Vec<TraceQlMatch>, usize), TempoError> {
+        let request = TraceQlRequest {
+            query: String::new(),
+            start_unix_nano: self.start,
+            end_unix_nano: self.end.map(|e| e + 999_999_999),
+            // Duration bounds are checked after the query, so ask for more.
+            limit: if self.min.is_some() || self.max.is_some() { self.limit.saturating_mul(5) } else { self.limit },
+            spans_per_spanset: self.spans_per_spanset,
+        };
+        let mut reported = 0;
+        let (matches, metrics) = engine
+            .run_traceql_with_progress(&self.query, &request, |found, metrics| {
+                let kept: Vec<TraceQlMatch> =
+                    found.iter().filter(|m| self.wanted(m)).take(self.limit.saturating_sub(reported)).cloned().collect();
+                reported += kept.len();
+                progress(&kept, metrics.inspected_traces);
+            })
+            .await?;
+        let matches = matches.into_iter().filter(|m| self.wanted(m)).take(self.limit).collect();
+        Ok((matches, metrics.inspected_traces))
+    }
+}
+
+fn filter_query(filter: Expr) -> Query {
+    Query { first: SpansetExpr::Filter(filter), stages: vec![], metrics: None, hints: vec![] }
+}
+
+fn trace_json(found: &TraceQlMatch) -> Json {
+    let spansets: Vec<Json> = found
+        .spansets
+        .iter()
+        .map(|set| {
             json!({
-                "traceID": m.trace_id.to_compact_hex(),
-                "rootServiceName": m.root_service,
-                "rootTraceName": m.root_name,
-                "startTimeUnixNano": m.start_unix_nano.to_string(),
-                "durationMs": m.duration_nanos / 1_000_000,
-                "spanSet": spansets.first().cloned().unwrap_or(Json::Null),
-                "spanSets": spansets,
+                "spans": set.spans.iter().map(|span| json!({
+                    "spanID": span.span_id,
+                    "name": span.name,
+                    "startTimeUnixNano": span.start_unix_nano.to_string(),
+                    "durationNanos": span.duration_nanos.to_string(),
+                    "attributes": span.attributes.iter().map(|(k, v)| string_attribute(k, v)).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "matched": set.matched,
+                "attributes": set.group.iter().map(|(k, v)| string_attribute(k, v)).collect::<Vec<_>>(),
             })
         })
         .collect();
+    json!({
+        "traceID": found.trace_id.to_compact_hex(),
+        "rootServiceName": found.root_service,
+        "rootTraceName": found.root_name,
+        "startTimeUnixNano": found.start_unix_nano.to_string(),
+        "durationMs": found.duration_nanos / 1_000_000,
+        "spanSet": spansets.first().cloned().unwrap_or(Json::Null),
+        "spanSets": spansets,
+    })
+}
+
+async fn search(State(engine): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
+    let params = SearchParams::from_pairs(&pairs(raw)?)?;
+    let (matches, inspected) = params.run(&engine, |_, _| {}).await?;
     Ok(axum::Json(json!({
-        "traces": traces,
-        "metrics": { "inspectedTraces": metrics.inspected_traces, "completedJobs": 1, "totalJobs": 1 },
+        "traces": matches.iter().map(trace_json).collect::<Vec<_>>(),
+        "metrics": { "inspectedTraces": inspected, "completedJobs": 1, "totalJobs": 1 },
     })))
 }
 
@@ -280,45 +367,67 @@ async fn keys(query: &QueryEngine, scope: AttributeScope) -> Result<Vec<String>,
     Ok(query.attribute_keys(scope).await?.into_iter().map(|(k, _)| k).collect())
 }
 
-async fn tags_v1(State(query): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
-    let pairs = pairs(raw)?;
+/// Tag names, one list: every scope, or `span`, `resource` or `intrinsic`.
+async fn tag_names(query: &QueryEngine, scope: Option<&str>) -> Result<Vec<String>, TempoError> {
     let mut names = Vec::new();
-    match param(&pairs, "scope") {
-        Some("span") => names = keys(&query, AttributeScope::Span).await?,
-        Some("resource") => names = keys(&query, AttributeScope::Resource).await?,
+    match scope.filter(|s| !s.is_empty()) {
+        Some("span") => names = keys(query, AttributeScope::Span).await?,
+        Some("resource") => names = keys(query, AttributeScope::Resource).await?,
         Some("intrinsic") => names = INTRINSICS.iter().map(|s| s.to_string()).collect(),
         None | Some("all") => {
-            names.extend(keys(&query, AttributeScope::Span).await?);
-            names.extend(keys(&query, AttributeScope::Resource).await?);
+            names.extend(keys(query, AttributeScope::Span).await?);
+            names.extend(keys(query, AttributeScope::Resource).await?);
         }
         Some(other) => return Err(bad_request(format!("unknown scope {other:?}: use span, resource or intrinsic"))),
     }
     names.sort();
     names.dedup();
-    Ok(axum::Json(json!({ "tagNames": names, "metrics": {} })))
+    Ok(names)
 }
 
-async fn tags_v2(State(query): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
-    let pairs = pairs(raw)?;
-    let wanted = param(&pairs, "scope").unwrap_or("all");
+/// Tag names by scope: every scope, or `resource`, `span` or `intrinsic`.
+async fn tag_scopes(query: &QueryEngine, scope: Option<&str>) -> Result<Vec<(&'static str, Vec<String>)>, TempoError> {
+    let wanted = scope.filter(|s| !s.is_empty()).unwrap_or("all");
     let mut scopes = Vec::new();
     if matches!(wanted, "all" | "resource") {
-        scopes.push(json!({ "name": "resource", "tags": keys(&query, AttributeScope::Resource).await? }));
+        scopes.push(("resource", keys(query, AttributeScope::Resource).await?));
     }
     if matches!(wanted, "all" | "span") {
-        scopes.push(json!({ "name": "span", "tags": keys(&query, AttributeScope::Span).await? }));
+        scopes.push(("span", keys(query, AttributeScope::Span).await?));
     }
     if matches!(wanted, "all" | "intrinsic") {
-        scopes.push(json!({ "name": "intrinsic", "tags": INTRINSICS }));
+        scopes.push(("intrinsic", INTRINSICS.iter().map(|s| s.to_string()).collect()));
     }
     if scopes.is_empty() {
         return Err(bad_request(format!("unknown scope {wanted:?}: use resource, span or intrinsic")));
     }
+    Ok(scopes)
+}
+
+async fn tags_v1(State(query): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
+    let names = tag_names(&query, param(&pairs(raw)?, "scope")).await?;
+    Ok(axum::Json(json!({ "tagNames": names, "metrics": {} })))
+}
+
+async fn tags_v2(State(query): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
+    let scopes = tag_scopes(&query, param(&pairs(raw)?, "scope")).await?;
+    let scopes: Vec<Json> = scopes.into_iter().map(|(name, tags)| json!({ "name": name, "tags": tags })).collect();
     Ok(axum::Json(json!({ "scopes": scopes, "metrics": {} })))
 }
 
-/// Values of a tag, typed as Tempo types them: `(type, value)`.
-async fn values(query: &QueryEngine, tag: &str) -> Result<Vec<(&'static str, String)>, TempoError> {
+/// The SQL condition of a tag-value request's `q`: the spans whose values are listed. Tempo
+/// narrows values by the conditions of a spanset filter (`{}` narrows nothing); a query SQL
+/// cannot state exactly (structure, pipelines) lists every value, as Tempo does when it cannot
+/// narrow.
+fn values_filter(q: Option<&str>) -> Result<Option<String>, TempoError> {
+    let Some(q) = q.map(str::trim).filter(|q| !q.is_empty()) else { return Ok(None) };
+    let parsed = traceql::parse(q).map_err(|e| bad_request(format!("q: {e}")))?;
+    Ok(traceql::exact_filter(&parsed).filter(|sql| sql != "TRUE"))
+}
+
+/// Values of a tag, typed as Tempo types them: `(type, value)`; among the spans `filter_sql`
+/// keeps, when given.
+async fn values(query: &QueryEngine, tag: &str, filter_sql: Option<&str>) -> Result<Vec<(&'static str, String)>, TempoError> {
     const LIMIT: usize = 1000;
     let column = |values: Vec<(String, i64)>, kind: &'static str| values.into_iter().map(move |(v, _)| (kind, v)).collect::<Vec<_>>();
     let intrinsic = match tag {
@@ -331,7 +440,7 @@ async fn values(query: &QueryEngine, tag: &str) -> Result<Vec<(&'static str, Str
         _ => None,
     };
     if let Some((name, kind)) = intrinsic {
-        return Ok(column(query.column_values(name, LIMIT).await?, kind));
+        return Ok(column(query.column_values_where(name, filter_sql, LIMIT).await?, kind));
     }
     let field = traceql::field(tag).or_else(|| traceql::field(&format!(".{tag}")));
     let Some(Field::Attribute { scope, key }) = field else {
@@ -339,23 +448,34 @@ async fn values(query: &QueryEngine, tag: &str) -> Result<Vec<(&'static str, Str
     };
     let mut out = Vec::new();
     if matches!(scope, AttrScope::Span | AttrScope::Any) {
-        out.extend(column(query.attribute_values(AttributeScope::Span, &key, LIMIT).await?, "string"));
+        out.extend(column(query.attribute_values_where(AttributeScope::Span, &key, filter_sql, LIMIT).await?, "string"));
     }
     if matches!(scope, AttrScope::Resource | AttrScope::Any) {
-        out.extend(column(query.attribute_values(AttributeScope::Resource, &key, LIMIT).await?, "string"));
+        out.extend(column(query.attribute_values_where(AttributeScope::Resource, &key, filter_sql, LIMIT).await?, "string"));
     }
     out.sort_by(|a, b| a.1.cmp(&b.1));
     out.dedup_by(|a, b| a.1 == b.1);
     Ok(out)
 }
 
-async fn tag_values_v1(State(query): State<QueryEngine>, Path(tag): Path<String>) -> Result<axum::Json<Json>, TempoError> {
-    let values: Vec<String> = values(&query, &tag).await?.into_iter().map(|(_, v)| v).collect();
+async fn tag_values_v1(
+    State(query): State<QueryEngine>,
+    Path(tag): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<axum::Json<Json>, TempoError> {
+    let filter = values_filter(param(&pairs(raw)?, "q"))?;
+    let values: Vec<String> = values(&query, &tag, filter.as_deref()).await?.into_iter().map(|(_, v)| v).collect();
     Ok(axum::Json(json!({ "tagValues": values, "metrics": {} })))
 }
 
-async fn tag_values_v2(State(query): State<QueryEngine>, Path(tag): Path<String>) -> Result<axum::Json<Json>, TempoError> {
-    let values: Vec<Json> = values(&query, &tag).await?.into_iter().map(|(kind, value)| json!({ "type": kind, "value": value })).collect();
+async fn tag_values_v2(
+    State(query): State<QueryEngine>,
+    Path(tag): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<axum::Json<Json>, TempoError> {
+    let filter = values_filter(param(&pairs(raw)?, "q"))?;
+    let values: Vec<Json> =
+        values(&query, &tag, filter.as_deref()).await?.into_iter().map(|(kind, value)| json!({ "type": kind, "value": value })).collect();
     Ok(axum::Json(json!({ "tagValues": values, "metrics": {} })))
 }
 
@@ -365,7 +485,7 @@ mod tests {
 
     #[test]
     fn tag_searches_become_traceql() {
-        let filter = tags_filter(r#"service.name="my api" http.status_code=500 error=true"#).unwrap();
+        let filter = tags_filter(&logfmt(r#"service.name="my api" http.status_code=500 error=true"#).unwrap()).unwrap();
         let compare =
             |field: Field, value: Value| Expr::Compare(CompareOp::Eq, Box::new(Expr::Field(field)), Box::new(Expr::Literal(value)));
         let any = |key: &str| Field::Attribute { scope: AttrScope::Any, key: key.into() };
@@ -377,8 +497,8 @@ mod tests {
             Box::new(compare(Field::Intrinsic(Intrinsic::Status), Value::Status(SpanStatus::Error))),
         );
         assert_eq!(filter, expected);
-        assert_eq!(tags_filter("").unwrap(), Expr::Literal(Value::Bool(true)));
-        assert!(tags_filter("novalue").is_err());
+        assert_eq!(tags_filter(&logfmt("").unwrap()).unwrap(), Expr::Literal(Value::Bool(true)));
+        assert!(logfmt("novalue").is_err());
     }
 }
 
@@ -430,23 +550,50 @@ fn metrics_label(key: &str, value: &traceql::LabelValue) -> Json {
 }
 
 /// A series' labels as Tempo gives them: `__name__` = the function when nothing else names the
-/// series; nil group values left out unless all are nil.
-fn tempo_labels(result: &traceql::MetricsResult, series: &traceql::Series) -> (Vec<Json>, String) {
-    let mut labels: Vec<&(String, traceql::LabelValue)> = series.labels.iter().filter(|(_, v)| *v != traceql::LabelValue::Nil).collect();
+/// series; nil group values left out unless all are nil. With the Prometheus-style text.
+fn tempo_labels(result: &traceql::MetricsResult, series: &traceql::Series) -> (Vec<(String, traceql::LabelValue)>, String) {
+    let mut labels: Vec<(String, traceql::LabelValue)> =
+        series.labels.iter().filter(|(_, v)| *v != traceql::LabelValue::Nil).cloned().collect();
     if labels.is_empty() && !series.labels.is_empty() {
-        labels.push(&series.labels[0]);
+        labels.push(series.labels[0].clone());
     }
-    let mut json_labels: Vec<Json> = labels.iter().map(|(k, v)| metrics_label(k, v)).collect();
-    let mut prom: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", v.text().replace('"', "\\\""))).collect();
     if labels.is_empty() {
-        json_labels.push(metrics_label("__name__", &traceql::LabelValue::Str(result.function.clone())));
-        prom.push(format!("__name__=\"{}\"", result.function));
+        labels.push(("__name__".into(), traceql::LabelValue::Str(result.function.clone())));
     }
-    (json_labels, format!("{{{}}}", prom.join(", ")))
+    let prom: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", v.text().replace('"', "\\\""))).collect();
+    (labels, format!("{{{}}}", prom.join(", ")))
 }
 
 fn metrics_stats(result: &traceql::MetricsResult) -> Json {
     json!({ "inspectedTraces": result.inspected_traces, "completedJobs": 1, "totalJobs": 1 })
+}
+
+/// A range query's step: Tempo's default for the window, a bare number of seconds (as in
+/// Prometheus) or a duration.
+fn step_nanos(step: Option<&str>, start: u64, end: u64) -> Result<u64, TempoError> {
+    match step {
+        None => Ok(traceql::default_step(start, end)),
+        Some(v) => match v.parse::<f64>() {
+            Ok(seconds) if seconds > 0.0 => Ok((seconds * 1e9) as u64),
+            Ok(_) => Err(bad_request("step must be greater than 0")),
+            Err(_) => parse_duration_nanos(v).map_err(|e| bad_request(format!("step: {e}"))),
+        },
+    }
+}
+
+/// Runs a metrics query over [start, end) in steps; `step == end - start` gives one value per
+/// series (an instant query). Series come sorted by their labels' text.
+async fn run_metrics(engine: &QueryEngine, q: &str, start: u64, end: u64, step: u64) -> Result<traceql::MetricsResult, TempoError> {
+    if end <= start {
+        return Err(bad_request("end must be greater than start"));
+    }
+    let request = traceql::MetricsRequest { start_unix_nano: start, end_unix_nano: end, step_nanos: step, evaluate_traces: false };
+    let mut result = engine.traceql_metrics(q, &request).await?;
+    let mut keyed: Vec<(String, traceql::Series)> =
+        std::mem::take(&mut result.series).into_iter().map(|series| (tempo_labels(&result, &series).1, series)).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    result.series = keyed.into_iter().map(|(_, series)| series).collect();
+    Ok(result)
 }
 
 /// `GET /api/metrics/query_range?q=&start=&end=&since=&step=`: Tempo's series (labels,
@@ -454,28 +601,19 @@ fn metrics_stats(result: &traceql::MetricsResult) -> Json {
 async fn metrics_query_range(State(engine): State<QueryEngine>, RawQuery(raw): RawQuery) -> Result<axum::Json<Json>, TempoError> {
     let pairs = pairs(raw)?;
     let (q, start, end) = metrics_params(&pairs)?;
-    let step = match param(&pairs, "step") {
-        None => traceql::default_step(start, end),
-        // A bare number is seconds, as in Prometheus.
-        Some(v) => match v.parse::<f64>() {
-            Ok(seconds) if seconds > 0.0 => (seconds * 1e9) as u64,
-            Ok(_) => return Err(bad_request("step must be greater than 0")),
-            Err(_) => parse_duration_nanos(v).map_err(|e| bad_request(format!("step: {e}")))?,
-        },
-    };
-    let request = traceql::MetricsRequest { start_unix_nano: start, end_unix_nano: end, step_nanos: step, evaluate_traces: false };
-    let result = engine.traceql_metrics(&q, &request).await?;
-    let mut series: Vec<(String, Json)> = result
+    let step = step_nanos(param(&pairs, "step"), start, end)?;
+    let result = run_metrics(&engine, &q, start, end, step).await?;
+    let series: Vec<Json> = result
         .series
         .iter()
         .map(|s| {
             let (labels, prom) = tempo_labels(&result, s);
+            let labels: Vec<Json> = labels.iter().map(|(k, v)| metrics_label(k, v)).collect();
             let samples: Vec<Json> = s.samples.iter().map(|(t, v)| json!({ "timestampMs": t.to_string(), "value": v })).collect();
-            (prom.clone(), json!({ "labels": labels, "samples": samples, "promLabels": prom }))
+            json!({ "labels": labels, "samples": samples, "promLabels": prom })
         })
         .collect();
-    series.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut body = json!({ "series": series.into_iter().map(|(_, s)| s).collect::<Vec<_>>(), "metrics": metrics_stats(&result) });
+    let mut body = json!({ "series": series, "metrics": metrics_stats(&result) });
     if let Some(partial) = &result.partial {
         body["status"] = json!("PARTIAL");
         body["message"] = json!(partial);
@@ -488,17 +626,16 @@ async fn metrics_query_instant(State(engine): State<QueryEngine>, RawQuery(raw):
     let pairs = pairs(raw)?;
     let (q, start, end) = metrics_params(&pairs)?;
     // One step exactly as long as the window (alignment then keeps it one step).
-    let request = traceql::MetricsRequest { start_unix_nano: start, end_unix_nano: end, step_nanos: end - start, evaluate_traces: false };
-    let result = engine.traceql_metrics(&q, &request).await?;
-    let mut series: Vec<(String, Json)> = result
+    let result = run_metrics(&engine, &q, start, end, end.saturating_sub(start)).await?;
+    let series: Vec<Json> = result
         .series
         .iter()
         .filter_map(|s| {
             let value = s.samples.first()?.1;
             let (labels, prom) = tempo_labels(&result, s);
-            Some((prom.clone(), json!({ "labels": labels, "value": value, "promLabels": prom })))
+            let labels: Vec<Json> = labels.iter().map(|(k, v)| metrics_label(k, v)).collect();
+            Some(json!({ "labels": labels, "value": value, "promLabels": prom }))
         })
         .collect();
-    series.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(axum::Json(json!({ "series": series.into_iter().map(|(_, s)| s).collect::<Vec<_>>(), "metrics": metrics_stats(&result) })))
+    Ok(axum::Json(json!({ "series": series, "metrics": metrics_stats(&result) })))
 }

@@ -39,7 +39,7 @@ use crate::rollup::{Rollup, RollupBuilder, read_adoption, read_rollup, write_ado
 use crate::span_metrics::SpanMetrics;
 use crate::table::SpansTable;
 use crate::wal::{SegmentId, Wal};
-use crate::{Appended, Storage, StoreConfig, StoreError, StoreStats};
+use crate::{Appended, Storage, StoreConfig, StoreError, StoreStats, WritePathSeconds};
 
 /// What is known of a block without opening it; stored beside it as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +132,17 @@ struct Counters {
     fragments: AtomicU64,
     /// Time spent computing rollups, summed over threads.
     rollup_nanos: AtomicU64,
+    /// Wall time of the write path's stages: taking ready traces from the head, assembling
+    /// them (on several threads), writing blocks, compacting them.
+    take_nanos: AtomicU64,
+    assembly_nanos: AtomicU64,
+    block_write_nanos: AtomicU64,
+    compaction_nanos: AtomicU64,
+}
+
+/// Adds the time since `started` to `counter`.
+fn add_elapsed(counter: &AtomicU64, started: Instant) {
+    counter.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
 /// The embedded store. Create with [`EmbeddedStore::open`], then [`EmbeddedStore::start`].
@@ -346,7 +357,9 @@ impl EmbeddedStore {
                 (full, buffer.rows > 0 && ((flush_all && !assembled_some) || aged))
             };
             if all || full {
+                let started = Instant::now();
                 self.cut_block(all)?;
+                add_elapsed(&self.counters.block_write_nanos, started);
             }
             if !assembled_some {
                 break;
@@ -361,7 +374,10 @@ impl EmbeddedStore {
     /// Merges small blocks for up to `budget`, then applies retention.
     fn compact_and_expire(&self, budget: Duration) -> Result<(), StoreError> {
         let _one_at_a_time = self.compaction.lock();
-        self.compact_for(budget)?;
+        let started = Instant::now();
+        let compacted = self.compact_for(budget);
+        add_elapsed(&self.counters.compaction_nanos, started);
+        compacted?;
         self.expire()?;
         self.bury();
         Ok(())
@@ -372,6 +388,7 @@ impl EmbeddedStore {
     fn assemble_chunk(&self, flush_all: bool) -> bool {
         const CHUNK_SPANS: usize = 50_000;
         let now = Instant::now();
+        let take_started = Instant::now();
         let idle = Duration::from_secs_f64(self.config.trace_idle_seconds.max(0.0));
         let max_age = Duration::from_secs_f64(self.config.trace_max_age_seconds.max(0.0));
         let ready = {
@@ -386,9 +403,11 @@ impl EmbeddedStore {
             }
             out
         };
+        add_elapsed(&self.counters.take_nanos, take_started);
         if ready.is_empty() {
             return false;
         }
+        let assembly_started = Instant::now();
         let mut fragment_flags = Vec::with_capacity(ready.len());
         {
             let mut recent = self.recent.lock();
@@ -483,6 +502,7 @@ impl EmbeddedStore {
         }
         buffer.oldest.get_or_insert(now);
         self.in_flight.lock().clear();
+        add_elapsed(&self.counters.assembly_nanos, assembly_started);
         true
     }
 
@@ -1193,6 +1213,12 @@ impl Storage for Arc<EmbeddedStore> {
             traces_assembled: self.counters.traces_assembled.load(Ordering::Relaxed),
             fragments: self.counters.fragments.load(Ordering::Relaxed),
             rollup_cpu_nanos: self.counters.rollup_nanos.load(Ordering::Relaxed),
+            write_path_seconds: WritePathSeconds {
+                take_ready: seconds(&self.counters.take_nanos),
+                assembly: seconds(&self.counters.assembly_nanos),
+                block_writes: seconds(&self.counters.block_write_nanos),
+                compaction: seconds(&self.counters.compaction_nanos),
+            },
             assembly_lag_seconds: self.head.assembly_lag().as_secs_f64(),
         }
     }
@@ -1217,6 +1243,10 @@ impl Storage for Arc<EmbeddedStore> {
 }
 
 /// Removes the items whose flag is set.
+fn seconds(counter: &AtomicU64) -> f64 {
+    counter.load(Ordering::Relaxed) as f64 / 1e9
+}
+
 fn drop_written<T>(items: &mut Vec<T>, written: &[bool]) {
     let mut flags = written.iter();
     items.retain(|_| !flags.next().copied().unwrap_or(false));

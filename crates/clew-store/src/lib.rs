@@ -135,6 +135,22 @@ pub struct StoreStats {
     pub rollup_cpu_nanos: u64,
     /// How long quiet traces waited for assembly beyond their quiet time, at the last sweep.
     pub assembly_lag_seconds: f64,
+    /// Where the write path's time went since start.
+    pub write_path_seconds: WritePathSeconds,
+}
+
+/// Wall time of the write path's stages since start, in seconds. Taking traces, assembly and
+/// block writes run one after another; compaction runs beside them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WritePathSeconds {
+    /// Finding quiet traces in the head and taking them out.
+    pub take_ready: f64,
+    /// Assembling them into rows (on several threads) and computing their rollups.
+    pub assembly: f64,
+    /// Writing assembled rows as blocks.
+    pub block_writes: f64,
+    /// Merging small blocks.
+    pub compaction: f64,
 }
 
 /// The attribute that names a trace's traffic source unless configured otherwise.

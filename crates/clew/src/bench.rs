@@ -208,7 +208,10 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     let ingest_status: serde_json::Value =
         reqwest::Client::new().get(format!("{}/api/v1/status", server.query)).send().await?.json().await?;
     let rollup_seconds = ingest_status["store"]["rollup_cpu_nanos"].as_f64().unwrap_or(0.0) / 1e9;
-    let rollup_share = rollup_seconds / cpu_seconds(server.child.id()).max(1e-9);
+    let server_cpu = cpu_seconds(server.child.id());
+    let rollup_share = rollup_seconds / server_cpu.max(1e-9);
+    let stage = |name: &str| ingest_status["store"]["write_path_seconds"][name].as_f64().unwrap_or(0.0);
+    let write_path = [stage("take_ready"), stage("assembly"), stage("block_writes"), stage("compaction")];
     eprintln!("stopping (assembles and writes every trace)…");
     let ingest_rss = server.stop()?;
 
@@ -399,6 +402,13 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
         };
         row(&name, format!("{:.2}", percentile(times, 0.5).as_secs_f64() * 1e3), target);
     }
+    // Where the server's time went while it ingested: the stages of the write path in wall
+    // seconds (the first three run one after another), beside the CPU seconds it used.
+    row(
+        "write path during ingest (s): take / assemble / write / compact",
+        format!("{:.1} / {:.1} / {:.1} / {:.1}", write_path[0], write_path[1], write_path[2], write_path[3]),
+        &format!("of {ingest_seconds:.1} s; server CPU {server_cpu:.1} s"),
+    );
     row("rollups' share of the server's CPU during ingest", format!("{:.1}%", 100.0 * rollup_share), "≤ 15%");
     row("server peak RSS during ingest (MiB)", format!("{:.0}", ingest_rss as f64 / (1 << 20) as f64), "≤ 1024");
     row("server peak RSS during queries (MiB)", format!("{:.0}", query_rss as f64 / (1 << 20) as f64), "≤ 1024");

@@ -85,6 +85,18 @@ impl QueryEngine {
 
     /// Runs a parsed query; `request.query` is not read.
     pub async fn run_traceql(&self, query: &Query, request: &TraceQlRequest) -> Result<(Vec<TraceQlMatch>, TraceQlMetrics), QueryError> {
+        self.run_traceql_with_progress(query, request, |_, _| {}).await
+    }
+
+    /// Runs a parsed query and reports progress as it goes: after each page of candidate
+    /// traces, `progress` gets the matches that page found (perhaps none) and the counts so
+    /// far. The result is the same as [`Self::run_traceql`]'s.
+    pub async fn run_traceql_with_progress(
+        &self,
+        query: &Query,
+        request: &TraceQlRequest,
+        mut progress: impl FnMut(&[TraceQlMatch], &TraceQlMetrics) + Send,
+    ) -> Result<(Vec<TraceQlMatch>, TraceQlMetrics), QueryError> {
         if let Some(metrics) = &query.metrics {
             return Err(QueryError::Invalid(format!(
                 "{}() makes this a TraceQL metrics query: ask /api/metrics/query_range (Tempo API) or /api/v1/metrics/query_range, not search",
@@ -136,6 +148,7 @@ impl QueryEngine {
                 }
                 offset += ids.len();
                 inspected += ids.len();
+                let before = matches.len();
                 // Candidates are loaded a few at a time, so a search that is soon satisfied
                 // reads no more traces than it needs.
                 'page: for chunk in ids.chunks(16) {
@@ -152,6 +165,7 @@ impl QueryEngine {
                         }
                     }
                 }
+                progress(&matches[before..], &metrics);
             }
             if matches.len() >= limit || last || inspected >= MAX_INSPECTED {
                 break;
