@@ -9,8 +9,8 @@ import pytest
 import requests
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from conftest import compile_protos
-from test_jaeger_api import TRACE, seed
+from conftest import compile_protos, wait_for_trace
+from test_jaeger_api import TRACE, kv, post_otlp, seed
 
 
 def tempo(clew, path, **params):
@@ -219,7 +219,15 @@ def test_streaming_tags_values_and_metrics(clew, tempopb):
         assert list(everything.tagValues) == ["backend", "frontend"]
         names = tempo(clew, "/api/v2/search/tag/name/values", q='{ resource.service.name = "frontend" }').json()["tagValues"]
         assert sorted(v["value"] for v in names) == ["GET /checkout", "POST /reserve"]
-        assert tempo(clew, "/api/v2/search/tag/name/values", q="{ nope").status_code == 400
+        # The query being typed: its complete conditions narrow, the unfinished one is left out;
+        # nothing complete lists every value.
+        typing = tempo(clew, "/api/v2/search/tag/name/values", q='{ resource.service.name = "frontend" && span.http.route = }')
+        assert sorted(v["value"] for v in typing.json()["tagValues"]) == ["GET /checkout", "POST /reserve"]
+        (typed,) = list(stub.SearchTagValues(pb.SearchTagValuesRequest(tagName="name", query='{ resource.service.name = "backend" && kind = '),
+                                             timeout=30))
+        assert sorted(typed.tagValues) == ["POST /reserve", "SELECT stock"]
+        unfinished = tempo(clew, "/api/v2/search/tag/name/values", q="{ nope").json()["tagValues"]
+        assert sorted(v["value"] for v in unfinished) == ["GET /checkout", "POST /reserve", "SELECT stock"]
 
         # TraceQL metrics: the same series as the HTTP range query, over the seeded spans.
         start, end = t0 - 120_000_000_000, t0 + 120_000_000_000
@@ -237,3 +245,41 @@ def test_streaming_tags_values_and_metrics(clew, tempopb):
         with pytest.raises(grpc.RpcError) as bad:
             list(stub.MetricsQueryRange(pb.QueryRangeRequest(query="{ } | rate()", start=end, end=start), timeout=30))
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_streaming_search_sends_traces_as_it_finds_them(clew, tempopb):
+    """More traces than one page of candidates: the traces come in several messages, each new,
+    and the last message holds the whole result, limited as asked."""
+    pb, services = tempopb
+    now = time.time_ns() - 5_000_000_000
+    traces = [f"5ca1ab1e{index + 1:024x}" for index in range(450)]
+    spans = [{"traceId": trace, "spanId": f"{index + 1:016x}", "name": "GET /page", "kind": 2,
+              "startTimeUnixNano": str(now + index * 1_000_000),
+              # Every third request is slow (30 ms); the others take 5 ms.
+              "endTimeUnixNano": str(now + index * 1_000_000 + (30_000_000 if index % 3 == 0 else 5_000_000))}
+             for index, trace in enumerate(traces)]
+    post_otlp(clew, [{"resource": {"attributes": [kv("service.name", stringValue="pager")]}, "scopeSpans": [{"spans": spans}]}])
+    wait_for_trace(clew, traces[-1], 1)
+    wait_for_trace(clew, traces[0], 1)
+    channel, stub = streaming(clew, services)
+    with channel:
+        q = '{ resource.service.name = "pager" }'
+        messages = list(stub.Search(pb.SearchRequest(Query=q, Limit=300), timeout=60))
+        assert len(messages) >= 3, [len(m.traces) for m in messages]
+        progress = [t.traceID for m in messages[:-1] for t in m.traces]
+        final = [t.traceID for t in messages[-1].traces]
+        assert len(progress) == len(set(progress)) == 300, "each trace is sent once as it is found"
+        assert sorted(progress) == sorted(final) and len(final) == 300
+        assert set(final) <= set(traces)
+        assert [m.metrics.completedJobs for m in messages] == sorted(m.metrics.completedJobs for m in messages)
+        assert messages[-1].metrics.completedJobs == messages[-1].metrics.totalJobs >= 2
+        http = [t["traceID"] for t in found(clew, q=q, limit="300")]
+        assert http == final
+
+        # Duration bounds with a limit: only slow traces, at most the limit, across messages too.
+        slow = {trace for index, trace in enumerate(traces) if index % 3 == 0}
+        messages = list(stub.Search(pb.SearchRequest(Query=q, Limit=120, MinDurationMs=20), timeout=60))
+        final = [t.traceID for t in messages[-1].traces]
+        assert len(final) == 120 and set(final) <= slow
+        progress = [t.traceID for m in messages[:-1] for t in m.traces]
+        assert len(progress) <= 120 and set(progress) <= set(final)

@@ -244,7 +244,8 @@ impl SearchParams {
             query,
             min: duration("minDuration")?,
             max: duration("maxDuration")?,
-            limit: number("limit", 20)?,
+            // 0, as for the gRPC API, means the default.
+            limit: Some(number("limit", 0)?).filter(|&n| n > 0).unwrap_or(20),
             spans_per_spanset: number("spss", 3)?,
             start: seconds(pairs, "start")?,
             end: seconds(pairs, "end")?,
@@ -286,7 +287,7 @@ impl SearchParams {
         let request = TraceQlRequest {
             query: String::new(),
             start_unix_nano: self.start,
-            end_unix_nano: self.end.map(|e| e + 999_999_999),
+            end_unix_nano: self.end.map(|e| e.saturating_add(999_999_999)),
             // Duration bounds are checked after the query, so ask for more.
             limit: if self.min.is_some() || self.max.is_some() { self.limit.saturating_mul(5) } else { self.limit },
             spans_per_spanset: self.spans_per_spanset,
@@ -419,10 +420,26 @@ async fn tags_v2(State(query): State<QueryEngine>, RawQuery(raw): RawQuery) -> R
 /// narrows values by the conditions of a spanset filter (`{}` narrows nothing); a query SQL
 /// cannot state exactly (structure, pipelines) lists every value, as Tempo does when it cannot
 /// narrow.
-fn values_filter(q: Option<&str>) -> Result<Option<String>, TempoError> {
-    let Some(q) = q.map(str::trim).filter(|q| !q.is_empty()) else { return Ok(None) };
-    let parsed = traceql::parse(q).map_err(|e| bad_request(format!("q: {e}")))?;
-    Ok(traceql::exact_filter(&parsed).filter(|sql| sql != "TRUE"))
+///
+/// Grafana sends the query being typed, often with a condition still unfinished
+/// (`{ resource.service.name = "api" && name = }`): as Tempo does, the conditions that are
+/// complete narrow the values and the unfinished one is left out.
+fn values_filter(q: Option<&str>) -> Option<String> {
+    let q = q.map(str::trim).filter(|q| !q.is_empty())?;
+    let sql = match traceql::parse(q) {
+        Ok(parsed) => traceql::exact_filter(&parsed),
+        Err(_) => {
+            let inner = q.strip_prefix('{').unwrap_or(q);
+            let inner = inner.strip_suffix('}').unwrap_or(inner);
+            let complete: Vec<String> = inner
+                .split("&&")
+                .filter_map(|condition| traceql::parse(&format!("{{ {condition} }}")).ok())
+                .filter_map(|parsed| traceql::exact_filter(&parsed))
+                .collect();
+            (!complete.is_empty()).then(|| complete.join(" AND "))
+        }
+    };
+    sql.filter(|sql| sql != "TRUE")
 }
 
 /// Values of a tag, typed as Tempo types them: `(type, value)`; among the spans `filter_sql`
@@ -463,7 +480,7 @@ async fn tag_values_v1(
     Path(tag): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<Json>, TempoError> {
-    let filter = values_filter(param(&pairs(raw)?, "q"))?;
+    let filter = values_filter(param(&pairs(raw)?, "q"));
     let values: Vec<String> = values(&query, &tag, filter.as_deref()).await?.into_iter().map(|(_, v)| v).collect();
     Ok(axum::Json(json!({ "tagValues": values, "metrics": {} })))
 }
@@ -473,7 +490,7 @@ async fn tag_values_v2(
     Path(tag): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<Json>, TempoError> {
-    let filter = values_filter(param(&pairs(raw)?, "q"))?;
+    let filter = values_filter(param(&pairs(raw)?, "q"));
     let values: Vec<Json> =
         values(&query, &tag, filter.as_deref()).await?.into_iter().map(|(kind, value)| json!({ "type": kind, "value": value })).collect();
     Ok(axum::Json(json!({ "tagValues": values, "metrics": {} })))

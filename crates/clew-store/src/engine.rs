@@ -358,8 +358,9 @@ impl EmbeddedStore {
             };
             if all || full {
                 let started = Instant::now();
-                self.cut_block(all)?;
+                let cut = self.cut_block(all);
                 add_elapsed(&self.counters.block_write_nanos, started);
+                cut?;
             }
             if !assembled_some {
                 break;
@@ -1242,11 +1243,11 @@ impl Storage for Arc<EmbeddedStore> {
     }
 }
 
-/// Removes the items whose flag is set.
 fn seconds(counter: &AtomicU64) -> f64 {
     counter.load(Ordering::Relaxed) as f64 / 1e9
 }
 
+/// Removes the items whose flag is set.
 fn drop_written<T>(items: &mut Vec<T>, written: &[bool]) {
     let mut flags = written.iter();
     items.retain(|_| !flags.next().copied().unwrap_or(false));

@@ -140,7 +140,8 @@ pub struct StoreStats {
 }
 
 /// Wall time of the write path's stages since start, in seconds. Taking traces, assembly and
-/// block writes run one after another; compaction runs beside them.
+/// block writes run one after another; compaction runs beside them. Each includes its waits
+/// for the lock that queries reading pending spans hold.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WritePathSeconds {
     /// Finding quiet traces in the head and taking them out.

@@ -17,6 +17,7 @@ use clew_query::QueryEngine;
 use clew_query::traceql::{LabelValue, MetricsResult, TraceQlMatch};
 use futures::future::BoxFuture;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -253,6 +254,28 @@ pub(super) use proto::SearchRequest;
 /// The largest request message read: requests are a query and a few numbers.
 const MAX_REQUEST_BYTES: usize = 1 << 20;
 
+/// The largest answer sent: gRPC clients refuse messages over 4 MiB unless told otherwise
+/// (Grafana's is not), so longer answers are cut, and say so.
+const MAX_RESPONSE_BYTES: usize = 4_000_000;
+
+/// Keeps the items (at least one) whose encoded sizes add up to what one message may hold;
+/// returns how many were dropped from the end.
+fn fit<T: Message>(items: &mut Vec<T>) -> usize {
+    let total = items.len();
+    let mut bytes = 0;
+    let keep = items
+        .iter()
+        .take_while(|item| {
+            // The field's tag and length come before each item.
+            let length = item.encoded_len();
+            bytes += length + prost::length_delimiter_len(length) + 1;
+            bytes <= MAX_RESPONSE_BYTES
+        })
+        .count();
+    items.truncate(keep.max(1));
+    total - items.len()
+}
+
 const SERVICE: &str = "/tempopb.StreamingQuerier";
 
 pub fn router(engine: QueryEngine) -> Router {
@@ -282,9 +305,23 @@ impl<Req: Send + 'static, Resp: Send + 'static> tonic::server::ServerStreamingSe
     type ResponseStream = ReceiverStream<Result<Resp, Status>>;
     type Future = futures::future::Ready<Result<tonic::Response<Self::ResponseStream>, Status>>;
 
+    /// The work runs in a task of its own, watched: it is stopped when the client goes away
+    /// (Grafana cancels a stream whenever the query is run again), and a failure ends the
+    /// stream with an error rather than as an empty success.
     fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
         let (sender, receiver) = mpsc::channel(16);
-        tokio::spawn((self.work)(self.engine.clone(), request.into_inner(), sender));
+        let work = tokio::spawn((self.work)(self.engine.clone(), request.into_inner(), sender.clone()));
+        tokio::spawn(async move {
+            let abort = work.abort_handle();
+            tokio::select! {
+                () = sender.closed() => abort.abort(),
+                finished = work => {
+                    if finished.is_err() {
+                        let _ = sender.send(Err(Status::internal("the query failed; the server log says why"))).await;
+                    }
+                }
+            }
+        });
         futures::future::ready(Ok(tonic::Response::new(ReceiverStream::new(receiver))))
     }
 }
@@ -394,9 +431,11 @@ fn search(engine: QueryEngine, request: proto::SearchRequest, out: Sender<proto:
             })
             .await;
         let done = pages.max(1);
-        let last = result.map(|(matches, inspected)| proto::SearchResponse {
-            traces: matches.iter().map(metadata).collect(),
-            metrics: search_metrics(inspected, done, done),
+        let last = result.map(|(matches, inspected)| {
+            let mut traces: Vec<proto::TraceSearchMetadata> = matches.iter().map(metadata).collect();
+            // Traces past the size a client takes are left out, as a smaller limit would.
+            fit(&mut traces);
+            proto::SearchResponse { traces, metrics: search_metrics(inspected, done, done) }
         });
         answer(out, last).await
     })
@@ -423,8 +462,7 @@ fn search_tags_v2(
 }
 
 async fn tag_values(engine: &QueryEngine, request: &proto::SearchTagValuesRequest) -> Result<Vec<(&'static str, String)>, TempoError> {
-    let filter = values_filter(Some(&request.query))?;
-    values(engine, &request.tag_name, filter.as_deref()).await
+    values(engine, &request.tag_name, values_filter(Some(&request.query)).as_deref()).await
 }
 
 fn search_tag_values(
@@ -458,6 +496,20 @@ fn metrics_status(result: &MetricsResult) -> (i32, String) {
     }
 }
 
+/// Cuts series that do not fit in one message, and marks the answer partial when it does.
+fn fit_series<T: Message>(series: &mut Vec<T>, status: &mut i32, message: &mut String) {
+    let total = series.len();
+    let dropped = fit(series);
+    if dropped > 0 {
+        *status = 1;
+        let note = format!(
+            "{} of {total} series fit in one gRPC message of {MAX_RESPONSE_BYTES} bytes; narrow the query, use a longer step, or ask the HTTP API",
+            total - dropped
+        );
+        *message = if message.is_empty() { note } else { format!("{message}; {note}") };
+    }
+}
+
 fn metrics_query_range(
     engine: QueryEngine,
     request: proto::QueryRangeRequest,
@@ -470,28 +522,25 @@ fn metrics_query_range(
             Err(error) => Err(error),
         };
         let response = result.map(|result| {
-            let (status, message) = metrics_status(&result);
-            proto::QueryRangeResponse {
-                series: result
-                    .series
-                    .iter()
-                    .map(|series| {
-                        let (labels, prom_labels) = tempo_labels(&result, series);
-                        proto::TimeSeries {
-                            labels: labels.iter().map(|(k, v)| label(k, v)).collect(),
-                            samples: series
-                                .samples
-                                .iter()
-                                .map(|&(ms, value)| proto::Sample { value, timestamp_ms: i64::try_from(ms).unwrap_or(i64::MAX) })
-                                .collect(),
-                            prom_labels,
-                        }
-                    })
-                    .collect(),
-                metrics: search_metrics(result.inspected_traces, 1, 1),
-                status,
-                message,
-            }
+            let (mut status, mut message) = metrics_status(&result);
+            let mut series: Vec<proto::TimeSeries> = result
+                .series
+                .iter()
+                .map(|series| {
+                    let (labels, prom_labels) = tempo_labels(&result, series);
+                    proto::TimeSeries {
+                        labels: labels.iter().map(|(k, v)| label(k, v)).collect(),
+                        samples: series
+                            .samples
+                            .iter()
+                            .map(|&(ms, value)| proto::Sample { value, timestamp_ms: i64::try_from(ms).unwrap_or(i64::MAX) })
+                            .collect(),
+                        prom_labels,
+                    }
+                })
+                .collect();
+            fit_series(&mut series, &mut status, &mut message);
+            proto::QueryRangeResponse { series, metrics: search_metrics(result.inspected_traces, 1, 1), status, message }
         });
         answer(out, response).await
     })
@@ -505,21 +554,18 @@ fn metrics_query_instant(
     Box::pin(async move {
         let result = run_metrics(&engine, &request.query, request.start, request.end, request.end.saturating_sub(request.start)).await;
         let response = result.map(|result| {
-            let (status, message) = metrics_status(&result);
-            proto::QueryInstantResponse {
-                series: result
-                    .series
-                    .iter()
-                    .filter_map(|series| {
-                        let value = series.samples.first()?.1;
-                        let (labels, prom_labels) = tempo_labels(&result, series);
-                        Some(proto::InstantSeries { labels: labels.iter().map(|(k, v)| label(k, v)).collect(), value, prom_labels })
-                    })
-                    .collect(),
-                metrics: search_metrics(result.inspected_traces, 1, 1),
-                status,
-                message,
-            }
+            let (mut status, mut message) = metrics_status(&result);
+            let mut series: Vec<proto::InstantSeries> = result
+                .series
+                .iter()
+                .filter_map(|series| {
+                    let value = series.samples.first()?.1;
+                    let (labels, prom_labels) = tempo_labels(&result, series);
+                    Some(proto::InstantSeries { labels: labels.iter().map(|(k, v)| label(k, v)).collect(), value, prom_labels })
+                })
+                .collect();
+            fit_series(&mut series, &mut status, &mut message);
+            proto::QueryInstantResponse { series, metrics: search_metrics(result.inspected_traces, 1, 1), status, message }
         });
         answer(out, response).await
     })
