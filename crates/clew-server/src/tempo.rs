@@ -211,6 +211,9 @@ fn string_attribute(key: &str, value: &str) -> Json {
     json!({ "key": key, "value": { "stringValue": value } })
 }
 
+/// Spans listed per spanset at most, whatever `spss` asks (Tempo's default bound).
+const MAX_SPANS_PER_SPANSET: usize = 100;
+
 /// A search as Tempo takes one, over HTTP (`/api/search`) or its streaming gRPC API.
 struct SearchParams {
     query: Query,
@@ -246,7 +249,7 @@ impl SearchParams {
             max: duration("maxDuration")?,
             // 0, as for the gRPC API, means the default.
             limit: Some(number("limit", 0)?).filter(|&n| n > 0).unwrap_or(20),
-            spans_per_spanset: number("spss", 3)?,
+            spans_per_spanset: number("spss", 3)?.min(MAX_SPANS_PER_SPANSET),
             start: seconds(pairs, "start")?,
             end: seconds(pairs, "end")?,
         })
@@ -267,7 +270,7 @@ impl SearchParams {
             min: given(request.min_duration_ms).map(|ms| u64::from(ms) * 1_000_000),
             max: given(request.max_duration_ms).map(|ms| u64::from(ms) * 1_000_000),
             limit: given(request.limit).map_or(20, |n| n as usize),
-            spans_per_spanset: given(request.spans_per_span_set).map_or(3, |n| n as usize),
+            spans_per_spanset: given(request.spans_per_span_set).map_or(3, |n| n as usize).min(MAX_SPANS_PER_SPANSET),
             start: given(request.start).map(|s| u64::from(s) * 1_000_000_000),
             end: given(request.end).map(|s| u64::from(s) * 1_000_000_000),
         })
@@ -426,13 +429,13 @@ async fn tags_v2(State(query): State<QueryEngine>, RawQuery(raw): RawQuery) -> R
 /// complete narrow the values and the unfinished one is left out.
 fn values_filter(q: Option<&str>) -> Option<String> {
     let q = q.map(str::trim).filter(|q| !q.is_empty())?;
-    let sql = match traceql::parse(q) {
-        Ok(parsed) => traceql::exact_filter(&parsed),
-        Err(_) => {
-            let inner = q.strip_prefix('{').unwrap_or(q);
-            let inner = inner.strip_suffix('}').unwrap_or(inner);
-            let complete: Vec<String> = inner
-                .split("&&")
+    let exact = traceql::parse(q).ok().map(|parsed| traceql::exact_filter(&parsed));
+    let sql = match exact {
+        Some(Some(sql)) => Some(sql),
+        // Unfinished, or not all of it SQL: its complete conditions, when they are all ANDed.
+        _ => {
+            let complete: Vec<String> = and_conditions(q)?
+                .into_iter()
                 .filter_map(|condition| traceql::parse(&format!("{{ {condition} }}")).ok())
                 .filter_map(|parsed| traceql::exact_filter(&parsed))
                 .collect();
@@ -440,6 +443,35 @@ fn values_filter(q: Option<&str>) -> Option<String> {
         }
     };
     sql.filter(|sql| sql != "TRUE")
+}
+
+/// The conditions of a one-filter query joined by `&&` at its top level, split apart; `None`
+/// when the query has anything else outside quoted strings (`||`, a `!` that is not part of
+/// `!=` or `!~`, brackets, a second spanset), since a condition taken alone would then not
+/// mean what it meant in the query.
+fn and_conditions(q: &str) -> Option<Vec<&str>> {
+    let inner = q.trim().strip_prefix('{')?;
+    let inner = inner.strip_suffix('}').unwrap_or(inner);
+    let bytes = inner.as_bytes();
+    let (mut parts, mut start, mut quoted, mut index) = (Vec::new(), 0, false, 0);
+    while index < bytes.len() {
+        match (bytes[index], bytes.get(index + 1)) {
+            (b'\\', _) if quoted => index += 1,
+            (b'"', _) => quoted = !quoted,
+            _ if quoted => {}
+            (b'&', Some(b'&')) => {
+                parts.push(&inner[start..index]);
+                start = index + 2;
+                index += 1;
+            }
+            (b'!', Some(b'=' | b'~')) => index += 1,
+            (b'|' | b'!' | b'(' | b')' | b'{' | b'}', _) => return None,
+            _ => {}
+        }
+        index += 1;
+    }
+    parts.push(&inner[start..]);
+    Some(parts)
 }
 
 /// Values of a tag, typed as Tempo types them: `(type, value)`; among the spans `filter_sql`
@@ -499,6 +531,23 @@ async fn tag_values_v2(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_top_level_and_conditions_narrow_tag_values() {
+        assert_eq!(and_conditions(r#"{ a = "x" && b = }"#), Some(vec![r#" a = "x" "#, " b = "]));
+        // `&&` inside a quoted value is part of the value.
+        assert_eq!(and_conditions(r#"{ name = "x && y" && kind = }"#), Some(vec![r#" name = "x && y" "#, " kind = "]));
+        assert_eq!(and_conditions(r#"{ a != "x" && b !~ "y" }"#).map(|p| p.len()), Some(2));
+        for other in [r#"{ a = "x" && b = "y" || c = }"#, r#"{ !(a = "x" && b = "y") && d = }"#, "{ a = 1 } >> { b = }", "a = 1"] {
+            assert_eq!(and_conditions(other), None, "{other}");
+        }
+        // An unfinished condition is left out; what is complete narrows.
+        let narrowed = values_filter(Some(r#"{ resource.service.name = "api" && span.http.route = }"#)).expect("narrowed");
+        assert!(narrowed.contains("api") && !narrowed.contains("http.route"), "{narrowed}");
+        assert_eq!(values_filter(Some(r#"{ a = "x" && b = "y" || c = }"#)), None);
+        assert_eq!(values_filter(Some("{}")), None);
+        assert_eq!(values_filter(Some("{ nope")), None);
+    }
 
     #[test]
     fn tag_searches_become_traceql() {

@@ -316,7 +316,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> tonic::server::ServerStreamingSe
             tokio::select! {
                 () = sender.closed() => abort.abort(),
                 finished = work => {
-                    if finished.is_err() {
+                    if let Err(error) = finished {
+                        tracing::error!(message = "a Tempo streaming query failed", %error);
                         let _ = sender.send(Err(Status::internal("the query failed; the server log says why"))).await;
                     }
                 }
@@ -423,10 +424,9 @@ fn search(engine: QueryEngine, request: proto::SearchRequest, out: Sender<proto:
                 if !found.is_empty() {
                     // Progress is sent only while the client keeps up; the last message
                     // carries every trace in any case.
-                    let _ = progress.try_send(Ok(proto::SearchResponse {
-                        traces: found.iter().map(metadata).collect(),
-                        metrics: search_metrics(inspected, pages, pages + 1),
-                    }));
+                    let mut traces: Vec<proto::TraceSearchMetadata> = found.iter().map(metadata).collect();
+                    fit(&mut traces);
+                    let _ = progress.try_send(Ok(proto::SearchResponse { traces, metrics: search_metrics(inspected, pages, pages + 1) }));
                 }
             })
             .await;
