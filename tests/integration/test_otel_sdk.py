@@ -248,5 +248,10 @@ def test_sampled_traces_count_as_the_traffic_they_stand_for(clew):
     assert families["clew_spans_accepted"].samples[0].value == 3 * len(kept) + 10
     assert families["clew_assembly_lag_seconds"].type == "gauge"
     assert families["clew_assembly_lag_seconds"].samples[0].value == 0
+    # Where the write path spent its time: the traces above were assembled, so assembly took some.
+    stages = {sample.labels["stage"]: sample.value for sample in families["clew_write_path_seconds"].samples
+              if sample.name == "clew_write_path_seconds_total"}
+    assert set(stages) == {"take_ready", "assembly", "block_writes", "compaction"}
+    assert stages["assembly"] > 0 and all(value >= 0 for value in stages.values())
     for provider in (gateway, payments, whole):
         provider.shutdown()

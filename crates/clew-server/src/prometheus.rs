@@ -158,6 +158,20 @@ impl Collector for Scrape {
                 refused.encode_family(&[("reason", reason)])?.encode_counter::<NoLabelSet, _, u64>(&value, None)?;
             }
         }
+        {
+            let mut stages = encoder.encode_descriptor(
+                "clew_write_path_seconds",
+                "Wall time of the write path's stages since start: take_ready, assembly and block_writes run one after another; compaction beside them.",
+                None,
+                MetricType::Counter,
+            )?;
+            let w = &s.write_path_seconds;
+            for (stage, value) in
+                [("take_ready", w.take_ready), ("assembly", w.assembly), ("block_writes", w.block_writes), ("compaction", w.compaction)]
+            {
+                stages.encode_family(&[("stage", stage)])?.encode_counter::<NoLabelSet, _, f64>(&value, None)?;
+            }
+        }
         let gauges: [(&str, &str, i64); 8] = [
             ("clew_pending_spans", "Spans waiting for their trace to go quiet.", s.pending_spans as i64),
             ("clew_assembled_unflushed_spans", "Assembled spans not yet in a block.", s.assembled_unflushed_spans as i64),
