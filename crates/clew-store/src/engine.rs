@@ -888,6 +888,17 @@ impl EmbeddedStore {
         batches
     }
 
+    /// The pending and in-flight spans of the traces in `trace_ids`, provisionally assembled.
+    fn pending_batches_of(&self, trace_ids: &[TraceId]) -> Vec<RecordBatch> {
+        let mut builder = BatchBuilder::default();
+        self.head.visit_traces(trace_ids, |spans| builder.push_trace(&assemble_borrowed(spans), 0));
+        let in_flight = self.in_flight.lock().clone();
+        for (trace_id, spans) in in_flight.iter().filter(|(id, _)| trace_ids.contains(id)) {
+            builder.push_trace(&assemble_borrowed(&self.head.unpack(*trace_id, spans)), 0);
+        }
+        if builder.rows() == 0 { Vec::new() } else { vec![builder.finish()] }
+    }
+
     /// (trace, span) IDs of every block holding spans that ended at or after `since`.
     fn block_span_ids_since(&self, since: i64) -> Result<HashSet<(TraceId, clew_model::SpanId)>, StoreError> {
         let mut ids = HashSet::new();
@@ -1023,7 +1034,14 @@ impl EmbeddedStore {
     /// on `trace_id`). Each block is read once for all the IDs. Returns the spans of each ID
     /// that has any, in the order asked, duplicates removed.
     fn traces_blocking(&self, trace_ids: &[TraceId]) -> Result<Vec<Vec<StoredSpan>>, StoreError> {
-        let snapshot = self.snapshot()?;
+        // Of the spans still pending, only the wanted traces' are decoded: under heavy ingest
+        // the head holds a million spans or more, which a whole snapshot would convert.
+        let snapshot = {
+            let _steady = self.stages.read();
+            let mut memory = self.assembled.lock().batches.clone();
+            memory.extend(self.pending_batches_of(trace_ids));
+            Snapshot { memory, blocks: self.blocks.read().clone() }
+        };
         // Only the columns a span is rebuilt from: not the search maps and copies.
         let needed: Vec<usize> =
             SCHEMA.fields().iter().enumerate().filter(|(_, f)| SPAN_COLUMNS.contains(&f.name().as_str())).map(|(i, _)| i).collect();
@@ -1807,6 +1825,29 @@ mod tests {
         storage.flush().await.unwrap();
         assert!(store.blocks().is_empty(), "any block is over a one-byte size limit");
         assert_eq!(storage.stats().block_bytes, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_trace_is_found_whole_across_blocks_and_pending_spans() {
+        let store = EmbeddedStore::open(temp_config()).unwrap();
+        let storage: &dyn Storage = &store;
+        let all = spans(3, 6);
+        let (first, second, third) = (all[0].trace_id, all[6].trace_id, all[12].trace_id);
+        // The first trace's early spans in a block, its late ones pending; the second pending
+        // only; the third in a block only.
+        let early: Vec<Span> =
+            all.iter().filter(|s| s.trace_id != second && !(s.trace_id == first && s.span_id.0[3] > 3)).cloned().collect();
+        storage.append(early).await.unwrap();
+        storage.flush().await.unwrap();
+        let late: Vec<Span> = all.iter().filter(|s| s.trace_id == second || (s.trace_id == first && s.span_id.0[3] > 3)).cloned().collect();
+        storage.append(late).await.unwrap();
+        assert_eq!(storage.stats().pending_spans, 9);
+        let found = storage.traces(vec![first, second, third, TraceId([9; 16])]).await.unwrap();
+        let sizes: Vec<usize> = found.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![6, 6, 6], "every wanted trace whole, the unknown one absent");
+        assert!(found[1].iter().all(|s| s.span.trace_id == second));
+        let names: HashSet<&str> = found[0].iter().map(|s| s.span.name.as_str()).collect();
+        assert_eq!(names.len(), 6, "block and pending spans of one trace together, none twice");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -371,6 +371,17 @@ impl Head {
         ready
     }
 
+    /// Calls `visit` with the decoded spans of each trace in `ids` that is pending: a lookup
+    /// by trace ID decodes those traces only, however many spans are pending.
+    pub fn visit_traces(&self, ids: &[TraceId], mut visit: impl FnMut(&[Span])) {
+        for id in ids {
+            let spans = self.shards[Self::shard(id)].lock().get(id).map(|trace| self.unpack(*id, &trace.spans));
+            if let Some(spans) = spans {
+                visit(&spans);
+            }
+        }
+    }
+
     /// Calls `visit` with the decoded spans of every pending trace. A shard is locked only to
     /// list its traces and then to decode one trace at a time, so that inserts are seldom held
     /// up while a query reads everything pending.
