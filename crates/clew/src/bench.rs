@@ -364,6 +364,23 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     let (server, restart) = Server::start(&logged, 3600.0, config).await?;
     let status: serde_json::Value = client.get(format!("{}/api/v1/status", server.query)).send().await?.json().await?;
     let replayed = status["store"]["pending_spans"].as_u64().unwrap_or(0);
+    // Trace lookups while all those spans wait in memory, as during heavy ingest.
+    let ids: serde_json::Value = client
+        .get(format!("{}/api/v1/sql", server.query))
+        .query(&[("q", format!("SELECT DISTINCT encode(trace_id, 'hex') AS id FROM spans LIMIT {}", options.queries))])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut pending_by_id = Vec::new();
+    for id in ids["rows"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_str()) {
+        let sent = Instant::now();
+        let response = client.get(format!("{}/api/v1/traces/{id}", server.query)).send().await?;
+        anyhow::ensure!(response.status().is_success(), "pending trace {id}: {}", response.status());
+        response.bytes().await?;
+        pending_by_id.push(sent.elapsed());
+    }
+    pending_by_id.sort();
     server.kill()?;
 
     println!(
@@ -413,6 +430,11 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     row("server peak RSS during ingest (MiB)", format!("{:.0}", ingest_rss as f64 / (1 << 20) as f64), "≤ 1024");
     row("server peak RSS during queries (MiB)", format!("{:.0}", query_rss as f64 / (1 << 20) as f64), "≤ 1024");
     row(&format!("restart with {replayed} spans in the log (s)"), format!("{:.2}", restart.as_secs_f64()), "≤ 5");
+    row(
+        "trace by ID p50 / p99, those spans pending (ms)",
+        format!("{:.2} / {:.2}", percentile(&pending_by_id, 0.5).as_secs_f64() * 1e3, percentile(&pending_by_id, 0.99).as_secs_f64() * 1e3),
+        "",
+    );
     if options.keep {
         eprintln!("the data is kept in {}", directory.display());
     } else {
