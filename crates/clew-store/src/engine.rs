@@ -389,7 +389,6 @@ impl EmbeddedStore {
     fn assemble_chunk(&self, flush_all: bool) -> bool {
         const CHUNK_SPANS: usize = 50_000;
         let now = Instant::now();
-        let take_started = Instant::now();
         let idle = Duration::from_secs_f64(self.config.trace_idle_seconds.max(0.0));
         let max_age = Duration::from_secs_f64(self.config.trace_max_age_seconds.max(0.0));
         let ready = {
@@ -404,7 +403,7 @@ impl EmbeddedStore {
             }
             out
         };
-        add_elapsed(&self.counters.take_nanos, take_started);
+        add_elapsed(&self.counters.take_nanos, now);
         if ready.is_empty() {
             return false;
         }
@@ -854,11 +853,16 @@ impl EmbeddedStore {
 
     /// Everything a query must see, each span once.
     pub(crate) fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(self.snapshot_with(|| self.pending_batches()))
+    }
+
+    /// The assembled rows and blocks, with the pending rows `pending` gives, all taken while
+    /// no trace moves between the stages.
+    fn snapshot_with(&self, pending: impl FnOnce() -> Vec<RecordBatch>) -> Snapshot {
         let _steady = self.stages.read();
         let mut memory = self.assembled.lock().batches.clone();
-        memory.extend(self.pending_batches());
-        let blocks = self.blocks.read().clone();
-        Ok(Snapshot { memory, blocks })
+        memory.extend(pending());
+        Snapshot { memory, blocks: self.blocks.read().clone() }
     }
 
     /// Pending and in-flight traces, provisionally assembled so that they have every column.
@@ -875,9 +879,7 @@ impl EmbeddedStore {
         let mut builder = BatchBuilder::default();
         self.head.visit(|spans| builder.push_trace(&assemble_borrowed(spans), 0));
         let head_rows = builder.rows();
-        for (trace_id, spans) in &in_flight {
-            builder.push_trace(&assemble_borrowed(&self.head.unpack(*trace_id, spans)), 0);
-        }
+        self.push_in_flight(&mut builder, &in_flight, |_| true);
         if builder.rows() == 0 {
             return Vec::new();
         }
@@ -893,10 +895,20 @@ impl EmbeddedStore {
         let mut builder = BatchBuilder::default();
         self.head.visit_traces(trace_ids, |spans| builder.push_trace(&assemble_borrowed(spans), 0));
         let in_flight = self.in_flight.lock().clone();
-        for (trace_id, spans) in in_flight.iter().filter(|(id, _)| trace_ids.contains(id)) {
+        self.push_in_flight(&mut builder, &in_flight, |id| trace_ids.contains(id));
+        if builder.rows() == 0 { Vec::new() } else { vec![builder.finish()] }
+    }
+
+    /// Adds the in-flight traces that `wanted` picks, provisionally assembled.
+    fn push_in_flight(
+        &self,
+        builder: &mut BatchBuilder,
+        in_flight: &[(TraceId, Arc<Vec<PendingSpan>>)],
+        wanted: impl Fn(&TraceId) -> bool,
+    ) {
+        for (trace_id, spans) in in_flight.iter().filter(|(id, _)| wanted(id)) {
             builder.push_trace(&assemble_borrowed(&self.head.unpack(*trace_id, spans)), 0);
         }
-        if builder.rows() == 0 { Vec::new() } else { vec![builder.finish()] }
     }
 
     /// (trace, span) IDs of every block holding spans that ended at or after `since`.
@@ -1036,12 +1048,7 @@ impl EmbeddedStore {
     fn traces_blocking(&self, trace_ids: &[TraceId]) -> Result<Vec<Vec<StoredSpan>>, StoreError> {
         // Of the spans still pending, only the wanted traces' are decoded: under heavy ingest
         // the head holds a million spans or more, which a whole snapshot would convert.
-        let snapshot = {
-            let _steady = self.stages.read();
-            let mut memory = self.assembled.lock().batches.clone();
-            memory.extend(self.pending_batches_of(trace_ids));
-            Snapshot { memory, blocks: self.blocks.read().clone() }
-        };
+        let snapshot = self.snapshot_with(|| self.pending_batches_of(trace_ids));
         // Only the columns a span is rebuilt from: not the search maps and copies.
         let needed: Vec<usize> =
             SCHEMA.fields().iter().enumerate().filter(|(_, f)| SPAN_COLUMNS.contains(&f.name().as_str())).map(|(i, _)| i).collect();

@@ -169,6 +169,24 @@ async fn send_all(endpoint: &str, bodies: &Arc<Vec<Vec<u8>>>, connections: usize
     Ok((started.elapsed().as_secs_f64(), latencies, pushed_back.load(std::sync::atomic::Ordering::Relaxed)))
 }
 
+/// Looks up each trace whose ID `sql` (over the span table) lists, one after another; returns
+/// the response times, sorted.
+async fn lookup_times(client: &reqwest::Client, query: &str, sql: &str) -> anyhow::Result<Vec<Duration>> {
+    let ids: serde_json::Value = client.get(format!("{query}/api/v1/sql")).query(&[("q", sql)]).send().await?.json().await?;
+    let ids: Vec<&str> = ids["rows"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_str()).collect();
+    anyhow::ensure!(!ids.is_empty(), "no trace IDs to look up");
+    let mut times = Vec::new();
+    for id in ids {
+        let sent = Instant::now();
+        let response = client.get(format!("{query}/api/v1/traces/{id}")).send().await?;
+        anyhow::ensure!(response.status().is_success(), "trace {id}: {}", response.status());
+        response.bytes().await?;
+        times.push(sent.elapsed());
+    }
+    times.sort();
+    Ok(times)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -222,27 +240,12 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     let block_spans = status["store"]["block_spans"].as_f64().unwrap_or(0.0);
     let bytes_per_span = status["store"]["block_bytes"].as_f64().unwrap_or(0.0) / block_spans.max(1.0);
     let block_count = status["store"]["blocks"].as_u64().unwrap_or(0);
-    let ids: serde_json::Value = client
-        .get(format!("{}/api/v1/sql", server.query))
-        .query(&[(
-            "q",
-            format!("SELECT encode(trace_id, 'hex') AS id FROM spans WHERE depth = 0 ORDER BY span_id LIMIT {}", options.queries),
-        )])
-        .send()
-        .await?
-        .json()
-        .await?;
-    let ids: Vec<String> = ids["rows"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_str().map(str::to_string)).collect();
-    anyhow::ensure!(!ids.is_empty(), "no trace IDs to look up");
-    let mut by_id = Vec::new();
-    for id in &ids {
-        let sent = Instant::now();
-        let response = client.get(format!("{}/api/v1/traces/{id}", server.query)).send().await?;
-        anyhow::ensure!(response.status().is_success(), "trace {id}: {}", response.status());
-        response.bytes().await?;
-        by_id.push(sent.elapsed());
-    }
-    by_id.sort();
+    let by_id = lookup_times(
+        &client,
+        &server.query,
+        &format!("SELECT encode(trace_id, 'hex') AS id FROM spans WHERE depth = 0 ORDER BY span_id LIMIT {}", options.queries),
+    )
+    .await?;
     let searches = [
         vec![("service", "checkout-service"), ("limit", "20"), ("lookback", "24h")],
         vec![("attr", "http.response.status_code>=500"), ("limit", "20"), ("lookback", "24h")],
@@ -365,22 +368,12 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     let status: serde_json::Value = client.get(format!("{}/api/v1/status", server.query)).send().await?.json().await?;
     let replayed = status["store"]["pending_spans"].as_u64().unwrap_or(0);
     // Trace lookups while all those spans wait in memory, as during heavy ingest.
-    let ids: serde_json::Value = client
-        .get(format!("{}/api/v1/sql", server.query))
-        .query(&[("q", format!("SELECT DISTINCT encode(trace_id, 'hex') AS id FROM spans LIMIT {}", options.queries))])
-        .send()
-        .await?
-        .json()
-        .await?;
-    let mut pending_by_id = Vec::new();
-    for id in ids["rows"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_str()) {
-        let sent = Instant::now();
-        let response = client.get(format!("{}/api/v1/traces/{id}", server.query)).send().await?;
-        anyhow::ensure!(response.status().is_success(), "pending trace {id}: {}", response.status());
-        response.bytes().await?;
-        pending_by_id.push(sent.elapsed());
-    }
-    pending_by_id.sort();
+    let pending_by_id = lookup_times(
+        &client,
+        &server.query,
+        &format!("SELECT DISTINCT encode(trace_id, 'hex') AS id FROM spans LIMIT {}", options.queries),
+    )
+    .await?;
     server.kill()?;
 
     println!(
