@@ -12,6 +12,7 @@ mod paths;
 mod search;
 mod trace;
 pub mod traceql;
+mod udf;
 
 use std::sync::Arc;
 
@@ -80,6 +81,7 @@ impl QueryEngine {
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true);
         let context = SessionContext::new_with_config(config);
+        context.register_udf(udf::resource_attributes());
         context.register_table("span_columns", table)?;
         context.sql(&spans_view("spans", false)).await?;
         context.sql(&spans_view("span_rows", true)).await?;
@@ -140,10 +142,12 @@ fn spans_view(name: &str, with_resource: bool) -> String {
                  trace_start_unix_nano + start_offset_nanos + duration_nanos AS end_time_unix_nano"
                     .to_string(),
             ),
-            "resource" if with_resource => Some("resource".to_string()),
+            // A resource's attributes are decoded from the resource, once per distinct one.
+            "resource" if with_resource => Some("resource, resource_attributes(resource) AS resource_attributes".to_string()),
+            "resource" => Some("resource_attributes(resource) AS resource_attributes".to_string()),
             // Blocks written before traces had an adjusted count stand for themselves.
             "trace_adjusted_count" => Some("COALESCE(trace_adjusted_count, CAST(1 AS INT)) AS trace_adjusted_count".to_string()),
-            "detail" | "resource" => None,
+            "detail" => None,
             name => Some(name.to_string()),
         })
         .collect();

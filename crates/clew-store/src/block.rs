@@ -11,6 +11,7 @@ use datafusion::arrow::array::{
     Int32Builder, Int64Builder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
 };
 use datafusion::arrow::datatypes::{ByteArrayType, DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
+use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use opentelemetry_proto::tonic::common::v1 as common;
 use opentelemetry_proto::tonic::resource::v1 as resource_proto;
@@ -32,7 +33,9 @@ pub const DEDICATED: &[(&str, &str)] = &[
     ("peer.service", "peer_service"),
 ];
 
-fn map_type() -> DataType {
+/// The type of the `attributes` column (and of the query layer's `resource_attributes`): a
+/// map of keys to rendered values.
+pub fn map_type() -> DataType {
     let entries = Field::new(
         "entries",
         DataType::Struct(vec![Field::new("keys", DataType::Utf8, false), Field::new("values", DataType::Utf8, true)].into()),
@@ -65,7 +68,6 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     fields.extend([
         Field::new("http_status_code", DataType::Int64, true),
         Field::new("attributes", map_type(), true),
-        Field::new("resource_attributes", map_type(), true),
         Field::new("parent_service", DataType::Utf8, true),
         Field::new("parent_name", DataType::Utf8, true),
         Field::new("depth", DataType::Int32, false),
@@ -80,7 +82,9 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("trace_error_count", DataType::Int32, false),
         Field::new("trace_flags", DataType::Int32, false),
         // The same for every span of a trace, and of a resource: a key per row into values
-        // held once, in memory as on disk.
+        // held once, in memory as on disk. A resource's attributes are not repeated per row:
+        // the query layer's `resource_attributes` is read from `resource`, once per value
+        // ([`resource_attribute_maps`]).
         Field::new("trace_services", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)), false),
         Field::new("detail", DataType::Binary, false),
         Field::new("resource", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Binary)), false),
@@ -94,29 +98,52 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// The column of each trace's adjusted count.
 pub const ADJUSTED_COUNT: &str = "trace_adjusted_count";
 
-/// How a block file is read: with the span schema as a hint, so that a block written before a
-/// column became a dictionary reads as one, and batches of old and new blocks merge. A block
-/// written before the adjusted count existed lacks that last column: it is read without it,
-/// and [`upgrade`] adds it.
+/// How a block file is read: with the span schema's type of each column as a hint, so that a
+/// block written before a column became a dictionary reads as one, and batches of old and new
+/// blocks merge. Columns are matched by name: a block written before the adjusted count
+/// existed lacks that last column, and [`upgrade`] adds it; one written when resource
+/// attributes had a column per row has that column, which [`open_block`] leaves unread.
 pub fn block_metadata(file: &std::fs::File, options: ArrowReaderOptions) -> Result<ArrowReaderMetadata, StoreError> {
     let plain = ArrowReaderMetadata::load(file, options.clone())?;
-    let columns = plain.schema().fields().len();
-    let hint = if columns == SCHEMA.fields().len() {
-        Arc::clone(&SCHEMA)
-    } else {
-        Arc::new(SCHEMA.project(&(0..columns.min(SCHEMA.fields().len())).collect::<Vec<_>>())?)
-    };
+    let fields: Vec<Field> = plain
+        .schema()
+        .fields()
+        .iter()
+        .map(|field| match SCHEMA.field_with_name(field.name()) {
+            Ok(known) => known.clone(),
+            Err(_) => field.as_ref().clone(),
+        })
+        .collect();
+    let hint = Arc::new(Schema::new(fields));
     Ok(ArrowReaderMetadata::try_new(Arc::clone(plain.metadata()), options.with_schema(hint))?)
 }
 
-/// A block file opened for reading with [`block_metadata`]'s hint.
+/// The block's columns that the span schema has, by name, in the block's order (the schema's).
+pub fn known_columns(schema: &Schema, wanted: impl Fn(&str) -> bool) -> Vec<usize> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, field)| SCHEMA.field_with_name(field.name()).is_ok() && wanted(field.name()))
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// A block file opened for reading with [`block_metadata`]'s hint, reading the span schema's
+/// columns only.
 pub fn open_block(
     path: &std::path::Path,
     options: ArrowReaderOptions,
 ) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>, StoreError> {
     let file = std::fs::File::open(path)?;
     let metadata = block_metadata(&file, options)?;
-    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata))
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
+    let known = known_columns(builder.schema(), |_| true);
+    if known.len() == builder.schema().fields().len() {
+        return Ok(builder);
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), known);
+    Ok(builder.with_projection(mask))
 }
 
 /// A batch of every column of a block, with the columns a block written by an older Clew
@@ -147,7 +174,6 @@ pub struct BatchBuilder {
     dedicated: Vec<StringBuilder>,
     http_status_code: Int64Builder,
     attributes: MapBuilder<StringBuilder, StringBuilder>,
-    resource_attributes: MapBuilder<StringBuilder, StringBuilder>,
     parent_service: StringBuilder,
     parent_name: StringBuilder,
     depth: Int32Builder,
@@ -203,7 +229,6 @@ impl Default for BatchBuilder {
             dedicated: DEDICATED.iter().map(|_| StringBuilder::new()).collect(),
             http_status_code: Int64Builder::new(),
             attributes: map_builder(),
-            resource_attributes: map_builder(),
             parent_service: StringBuilder::new(),
             parent_name: StringBuilder::new(),
             depth: Int32Builder::new(),
@@ -278,7 +303,6 @@ impl BatchBuilder {
         let status = span.attribute("http.response.status_code").or_else(|| span.attribute("http.status_code"));
         self.http_status_code.append_option(status.and_then(Value::as_int));
         append_map(&mut self.attributes, &span.attributes);
-        append_map(&mut self.resource_attributes, &span.resource.attributes);
         self.parent_service.append_option(facts.parent_service.as_deref());
         self.parent_name.append_option(facts.parent_name.as_deref());
         self.depth.append_value(facts.depth as i32);
@@ -319,7 +343,6 @@ impl BatchBuilder {
         columns.extend::<Vec<ArrayRef>>(vec![
             Arc::new(self.http_status_code.finish()),
             Arc::new(self.attributes.finish()),
-            Arc::new(self.resource_attributes.finish()),
             Arc::new(self.parent_service.finish()),
             Arc::new(self.parent_name.finish()),
             Arc::new(self.depth.finish()),
@@ -529,10 +552,50 @@ pub fn spans_from_batches(batches: &[RecordBatch]) -> Result<Vec<StoredSpan>, St
 }
 
 /// The attributes of an encoded resource (a value of the `resource` column) as the
-/// `resource_attributes` column holds them: key and rendered value, in order.
+/// `resource_attributes` map holds them: key and rendered value, in order.
 pub fn resource_attribute_pairs(bytes: &[u8]) -> Result<Vec<(String, String)>, StoreError> {
     let (resource, _) = decode_resource(bytes)?;
     Ok(resource.attributes.iter().map(|a| (a.key.clone(), a.value.rendered().into_owned())).collect())
+}
+
+/// The `resource_attributes` map of each row of a `resource` column: each distinct resource
+/// is decoded once. Takes the dictionary the span schema declares, or plain binary.
+pub fn resource_attribute_maps(column: &dyn Array) -> Result<ArrayRef, StoreError> {
+    let mut builder = map_builder();
+    let append = |builder: &mut MapBuilder<StringBuilder, StringBuilder>, pairs: Option<&Vec<(String, String)>>| {
+        for (key, value) in pairs.into_iter().flatten() {
+            builder.keys().append_value(key);
+            builder.values().append_value(value);
+        }
+        builder.append(pairs.is_some()).expect("keys and values appended together");
+    };
+    if let Some(dictionary) = column.as_dictionary_opt::<Int32Type>() {
+        let values =
+            dictionary.values().as_binary_opt::<i32>().ok_or_else(|| StoreError::Corrupt("resource values are not binary".into()))?;
+        let decoded = (0..values.len())
+            .map(|i| if values.is_null(i) { Ok(None) } else { resource_attribute_pairs(values.value(i)).map(Some) })
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..dictionary.len() {
+            let pairs = dictionary.key(row).and_then(|key| decoded.get(key).and_then(Option::as_ref));
+            append(&mut builder, pairs);
+        }
+    } else if let Some(values) = column.as_binary_opt::<i32>() {
+        let mut decoded: HashMap<&[u8], Vec<(String, String)>> = HashMap::new();
+        for row in 0..values.len() {
+            if values.is_null(row) {
+                append(&mut builder, None);
+                continue;
+            }
+            let bytes = values.value(row);
+            if !decoded.contains_key(bytes) {
+                decoded.insert(bytes, resource_attribute_pairs(bytes)?);
+            }
+            append(&mut builder, decoded.get(bytes));
+        }
+    } else {
+        return Err(StoreError::Corrupt(format!("resource column of type {}", column.data_type())));
+    }
+    Ok(Arc::new(builder.finish()))
 }
 
 fn decode_resource(bytes: &[u8]) -> Result<(Arc<Resource>, Arc<InstrumentationScope>), StoreError> {

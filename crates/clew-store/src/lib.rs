@@ -28,7 +28,7 @@ use datafusion::catalog::TableProvider;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-pub use block::{SCHEMA, StoredSpan, resource_attribute_pairs};
+pub use block::{SCHEMA, StoredSpan, map_type, resource_attribute_maps, resource_attribute_pairs};
 pub use engine::EmbeddedStore;
 pub use paths::{OTHER_SOURCE, OVERFLOW_KIND, OVERFLOW_PATH, PathRow, REQUEST_KIND, REQUEST_PATH, TrafficFilter, merge_paths};
 pub use rollup::{

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use foldhash::{HashMap, HashMapExt, HashSet};
 
 use crate::StoreError;
-use crate::block::ADJUSTED_COUNT;
+use crate::block::{ADJUSTED_COUNT, resource_attribute_pairs};
 use crate::paths::{PathBuilder, PathRow, PathSpan, PathTrace, merge_paths};
 
 /// Rollup rows are bucketed by the minute their span started in.
@@ -208,7 +208,6 @@ struct Columns<'a> {
     http_route: &'a StringArray,
     http_status: &'a Int64Array,
     attributes: &'a MapArray,
-    resource_attributes: &'a MapArray,
     /// Each row's key into the batch's distinct resources.
     resource: &'a DictionaryArray<Int32Type>,
     status: &'a StringArray,
@@ -243,7 +242,6 @@ impl<'a> Columns<'a> {
             http_route: column(batch, "http_route").as_string::<i32>(),
             http_status: column(batch, "http_status_code").as_primitive::<Int64Type>(),
             attributes: column(batch, "attributes").as_map(),
-            resource_attributes: column(batch, "resource_attributes").as_map(),
             resource: column(batch, "resource").as_dictionary::<Int32Type>(),
             status: column(batch, "status_code").as_string::<i32>(),
             duration: column(batch, "duration_nanos").as_primitive::<Int64Type>(),
@@ -378,7 +376,6 @@ impl RollupBuilder {
             http_route,
             http_status,
             attributes,
-            resource_attributes,
             resource,
             status,
             duration,
@@ -420,17 +417,19 @@ impl RollupBuilder {
             }
             let resource_key = resource.keys().value(row) as usize;
             if resource_facts[resource_key].is_none() {
-                let map = resource_attributes;
-                let mut pairs = Vec::new();
-                if !map.is_null(row) {
-                    let offsets = map.value_offsets();
-                    let (keys, values) = (map.keys().as_string::<i32>(), map.values().as_string::<i32>());
-                    for i in offsets[row] as usize..offsets[row + 1] as usize {
-                        if !values.is_null(i) && values.value(i).len() <= MAX_RESOURCE_VALUE {
-                            pairs.push((self.intern(keys.value(i)), self.intern(values.value(i))));
-                        }
-                    }
-                }
+                let values = resource.values().as_binary::<i32>();
+                // Undecodable bytes count as a resource without attributes: a rollup is counted
+                // from rows that were written whole.
+                let decoded = if values.is_null(resource_key) {
+                    Vec::new()
+                } else {
+                    resource_attribute_pairs(values.value(resource_key)).unwrap_or_default()
+                };
+                let pairs: Vec<_> = decoded
+                    .iter()
+                    .filter(|(_, value)| value.len() <= MAX_RESOURCE_VALUE)
+                    .map(|(key, value)| (self.intern(key), self.intern(value)))
+                    .collect();
                 let has = |key: &str| pairs.iter().any(|(k, _)| &**k == key);
                 let source = self.source_key.as_ref().and_then(|key| pairs.iter().find(|(k, _)| k == key)).map(|(_, v)| Arc::clone(v));
                 resource_facts[resource_key] = Some(ResourceFacts {
