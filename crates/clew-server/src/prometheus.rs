@@ -130,7 +130,7 @@ impl Collector for Scrape {
         // Clew's own health.
         let r = &self.receiver;
         let s = &self.store;
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 9] = [
             ("clew_receiver_requests", "Export requests received by every receiver.", r.requests),
             ("clew_spans_accepted", "Spans acknowledged (durable).", r.spans_accepted),
             ("clew_spans_rejected", "Spans refused inside accepted requests (partial success).", r.spans_rejected),
@@ -138,6 +138,7 @@ impl Collector for Scrape {
             ("clew_traces_assembled", "Traces assembled.", s.traces_assembled),
             ("clew_trace_fragments", "Spans that arrived after their trace was assembled.", s.fragments),
             ("clew_wal_syncs", "Write-ahead log syncs (group commits).", s.wal_syncs),
+            ("clew_compactions_deferred", "Compaction rounds left for later while ingest was behind.", s.compactions_deferred),
             (
                 "clew_spanmetrics_traces",
                 "Traces counted in the span metrics, each sampled trace as the traffic it stands for.",

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clew_ingest::Limits;
 use clew_model::{Span, TraceId, assemble_borrowed, trace_flags};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use datafusion::arrow::compute::{filter_record_batch, interleave_record_batch};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::catalog::TableProvider;
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection, RowSelector,
@@ -41,6 +40,7 @@ use crate::rollup::{Rollup, RollupBuilder, read_adoption, read_rollup, write_ado
 use crate::span_metrics::SpanMetrics;
 use crate::table::SpansTable;
 use crate::wal::{SegmentId, Wal};
+use crate::writer::{BlockWriter, interleave_columns};
 use crate::{Appended, Storage, StoreConfig, StoreError, StoreStats, WritePathSeconds};
 
 /// What is known of a block without opening it; stored beside it as JSON.
@@ -81,6 +81,14 @@ struct AssembledBuffer {
     /// Spans held per log segment, by the time window their traces start in.
     segments: BTreeMap<i64, HashMap<SegmentId, u64>>,
     oldest: Option<Instant>,
+}
+
+/// The rows of a cut: batches of the buffer's first `taken` in the chosen windows, with the
+/// log segments' counts of those windows at the time.
+struct Cut {
+    taken: usize,
+    chosen: BTreeMap<i64, HashMap<SegmentId, u64>>,
+    parts: BTreeMap<i64, (Vec<RecordBatch>, Vec<Arc<Rollup>>)>,
 }
 
 /// Trace IDs assembled lately, in two generations, so that a late span is recognised as a
@@ -140,6 +148,8 @@ struct Counters {
     assembly_nanos: AtomicU64,
     block_write_nanos: AtomicU64,
     compaction_nanos: AtomicU64,
+    /// Compaction rounds left for later because ingest was behind.
+    compactions_deferred: AtomicU64,
 }
 
 /// Adds the time since `started` to `counter`.
@@ -209,6 +219,8 @@ pub(crate) struct Snapshot {
 /// Rows are sorted, merged and written this many at a time, and a page holds at most this
 /// many (fewer when [`PAGE_BYTES`] is reached first).
 const ROW_GROUP_ROWS: usize = 8 * 1024;
+/// Small blocks compaction leaves for later while ingest is behind: beyond, it merges anyway.
+const MAX_DEFERRED_BLOCKS: usize = 64;
 /// Rows per row group: larger groups cost scans fewer column chunks to open and decompressor
 /// contexts to make; lookups select pages within them by the page index.
 const ROW_GROUP_MAX_ROWS: usize = 64 * 1024;
@@ -355,7 +367,7 @@ impl EmbeddedStore {
         tokio::spawn(async move {
             tokio::join!(
                 Self::every(Arc::clone(&store), Duration::from_millis(250), "store maintenance", |s| s.maintain(false)),
-                Self::every(store, Duration::from_secs(10), "store compaction", |s| s.compact_and_expire(Duration::from_secs(5))),
+                Self::every(store, Duration::from_secs(10), "store compaction", |s| s.compact_and_expire(Duration::from_secs(5), true)),
             );
         })
     }
@@ -401,27 +413,35 @@ impl EmbeddedStore {
             };
             if all || full {
                 let started = Instant::now();
-                let cut = self.cut_block(all);
+                let cut = self.begin_cut(all);
+                let written = self.finish_cut(cut);
                 add_elapsed(&self.counters.block_write_nanos, started);
-                cut?;
+                written?;
             }
             if !assembled_some {
                 break;
             }
         }
         if flush_all {
-            self.compact_and_expire(Duration::from_secs(2))?;
+            self.compact_and_expire(Duration::from_secs(2), false)?;
         }
         Ok(())
     }
 
-    /// Merges small blocks for up to `budget`, then applies retention.
-    fn compact_and_expire(&self, budget: Duration) -> Result<(), StoreError> {
+    /// Merges small blocks for up to `budget`, then applies retention. With `yielding`,
+    /// compaction waits while the write path is behind ([`Self::write_path_behind`]) and
+    /// fewer than [`MAX_DEFERRED_BLOCKS`] small blocks wait: a burst of ingest gets the CPU,
+    /// and the blocks it leaves are merged once it has passed.
+    fn compact_and_expire(&self, budget: Duration, yielding: bool) -> Result<(), StoreError> {
         let _one_at_a_time = self.compaction.lock();
-        let started = Instant::now();
-        let compacted = self.compact_for(budget);
-        add_elapsed(&self.counters.compaction_nanos, started);
-        compacted?;
+        if yielding && self.write_path_behind() && self.small_blocks().len() < MAX_DEFERRED_BLOCKS {
+            self.counters.compactions_deferred.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let started = Instant::now();
+            let compacted = self.compact_for(budget);
+            add_elapsed(&self.counters.compaction_nanos, started);
+            compacted?;
+        }
         self.expire()?;
         self.bury();
         Ok(())
@@ -555,36 +575,48 @@ impl EmbeddedStore {
         if window > 0 { window } else { i64::MAX }
     }
 
-    /// Writes the assembled buffer as one block per time window, then lets the log forget
-    /// those spans. With `all` false (the buffer is full), the newest window stays in memory
-    /// unless it holds more than half the rows: a backlog arrives in time order, and the
-    /// newest window is still filling, so each window is written once instead of in pieces
-    /// that compaction would merge again.
+    #[cfg(test)]
     fn cut_block(&self, all: bool) -> Result<(), StoreError> {
-        let (taken, chosen, parts) = {
-            let buffer = self.assembled.lock();
-            let mut rows_by_window: BTreeMap<i64, usize> = BTreeMap::new();
-            for (batch, slot) in buffer.batches.iter().zip(&buffer.windows) {
-                *rows_by_window.entry(*slot).or_insert(0) += batch.num_rows();
-            }
-            let keep = match rows_by_window.last_key_value() {
-                Some((&newest, &rows)) if !all && rows_by_window.len() > 1 && rows * 2 <= buffer.rows => Some(newest),
-                _ => None,
-            };
-            let chosen: BTreeMap<i64, HashMap<SegmentId, u64>> =
-                buffer.segments.iter().filter(|(slot, _)| Some(**slot) != keep).map(|(slot, segments)| (*slot, segments.clone())).collect();
-            let mut parts: BTreeMap<i64, (Vec<RecordBatch>, Vec<Arc<Rollup>>)> = BTreeMap::new();
-            for ((batch, rollup), slot) in buffer.batches.iter().zip(&buffer.rollups).zip(&buffer.windows) {
-                if Some(*slot) != keep {
-                    let entry = parts.entry(*slot).or_default();
-                    entry.0.push(batch.clone());
-                    entry.1.push(Arc::clone(rollup));
-                }
-            }
-            (buffer.batches.len(), chosen, parts)
+        let cut = self.begin_cut(all);
+        self.finish_cut(cut)
+    }
+
+    /// Chooses the rows of a cut: the assembled buffer is
+    /// written as one block per time window ([`Self::finish_cut`]). With `all` false (the
+    /// buffer is full), the newest window stays in memory unless it holds more than half the
+    /// rows: a backlog arrives in time order, and the newest window is still filling, so each
+    /// window is written once instead of in pieces that compaction would merge again.
+    fn begin_cut(&self, all: bool) -> Cut {
+        let buffer = self.assembled.lock();
+        let mut rows_by_window: BTreeMap<i64, usize> = BTreeMap::new();
+        for (batch, slot) in buffer.batches.iter().zip(&buffer.windows) {
+            *rows_by_window.entry(*slot).or_insert(0) += batch.num_rows();
+        }
+        let keep = match rows_by_window.last_key_value() {
+            Some((&newest, &rows)) if !all && rows_by_window.len() > 1 && rows * 2 <= buffer.rows => Some(newest),
+            _ => None,
         };
+        let chosen: BTreeMap<i64, HashMap<SegmentId, u64>> =
+            buffer.segments.iter().filter(|(slot, _)| Some(**slot) != keep).map(|(slot, segments)| (*slot, segments.clone())).collect();
+        let mut parts: BTreeMap<i64, (Vec<RecordBatch>, Vec<Arc<Rollup>>)> = BTreeMap::new();
+        for ((batch, rollup), slot) in buffer.batches.iter().zip(&buffer.rollups).zip(&buffer.windows) {
+            if Some(*slot) != keep {
+                let entry = parts.entry(*slot).or_default();
+                entry.0.push(batch.clone());
+                entry.1.push(Arc::clone(rollup));
+            }
+        }
+        Cut { taken: buffer.batches.len(), chosen, parts }
+    }
+
+    /// Writes a cut's blocks, then drops its rows from memory and lets the log forget them.
+    /// Should rows have been added meanwhile, to the same windows too, only the rows and log
+    /// counts taken at the start of the cut are dropped.
+    fn finish_cut(&self, cut: Cut) -> Result<(), StoreError> {
+        let Cut { taken, chosen, parts } = cut;
         let mut metas = Vec::new();
         for (batches, rollups) in parts.into_values() {
+            // On failure nothing is dropped: the rows stay in memory and the log.
             metas.push(Arc::new(self.write_block(&batches, rollups, 0, Vec::new())?));
         }
         {
@@ -598,10 +630,17 @@ impl EmbeddedStore {
             buffer.combined = None;
             buffer.rows = buffer.batches.iter().map(RecordBatch::num_rows).sum();
             buffer.bytes = buffer.batches.iter().map(RecordBatch::get_array_memory_size).sum();
-            // Assembly adds to the buffer only under the maintenance lock, which this cut
-            // holds: the written windows' counts are the ones copied above.
-            for slot in chosen.keys() {
-                buffer.segments.remove(slot);
+            for (slot, segments) in &chosen {
+                let Some(held) = buffer.segments.get_mut(slot) else { continue };
+                for (segment, count) in segments {
+                    if let Some(left) = held.get_mut(segment) {
+                        *left = left.saturating_sub(*count);
+                    }
+                }
+                held.retain(|_, count| *count > 0);
+                if held.is_empty() {
+                    buffer.segments.remove(slot);
+                }
             }
             buffer.oldest = if buffer.rows > 0 { Some(Instant::now()) } else { None };
             self.blocks.write().extend(metas);
@@ -634,7 +673,7 @@ impl EmbeddedStore {
         });
         let reuse = (parts.len() == batches.len() && order.len() == rows && whole_traces).then(|| (parts, Rc::new(Cell::new(false))));
         let sources: Vec<&RecordBatch> = batches.iter().collect();
-        let chunks = order.chunks(ROW_GROUP_ROWS).map(|chunk| Ok(interleave_record_batch(&sources, chunk)?));
+        let chunks = order.chunks(ROW_GROUP_ROWS).map(|chunk| Ok(interleave_columns(&sources, chunk)?));
         self.write_sorted(chunks, level, replaces, reuse)
     }
 
@@ -660,7 +699,7 @@ impl EmbeddedStore {
         let properties = block_properties(if level == 0 { 1 } else { 9 })?;
         {
             let file = fs::File::create(&temporary)?;
-            let mut writer = ArrowWriter::try_new(file, Arc::clone(&SCHEMA), Some(properties))?;
+            let mut writer = BlockWriter::try_new(file, Arc::clone(&SCHEMA), properties, ROW_GROUP_MAX_ROWS)?;
             for batch in chunks {
                 let batch = batch?;
                 summary.add(&batch);
@@ -671,7 +710,7 @@ impl EmbeddedStore {
                 }
                 writer.write(&batch)?;
             }
-            let file = writer.into_inner()?;
+            let file = writer.finish()?;
             file.sync_all()?;
         }
         fs::rename(&temporary, &path)?;
@@ -710,16 +749,27 @@ impl EmbeddedStore {
         Ok(meta)
     }
 
+    /// Blocks under half the compaction target, oldest first.
+    fn small_blocks(&self) -> Vec<Arc<BlockMeta>> {
+        let blocks = self.blocks.read();
+        let target = self.config.compaction_target_spans as u64;
+        let mut small: Vec<_> = blocks.iter().filter(|b| b.span_count < target / 2).cloned().collect();
+        small.sort_by_key(|b| b.min_start_unix_nano);
+        small
+    }
+
+    /// Whether spans wait for assembly in more than three quarters of the head's room: ingest
+    /// is about to be pushed back, and every core is needed to move spans into blocks.
+    fn write_path_behind(&self) -> bool {
+        let (pending, bytes) = (self.head.span_count(), self.head.bytes());
+        pending > self.config.max_pending_spans / 4 * 3
+            || (self.config.max_pending_bytes > 0 && bytes > self.config.max_pending_bytes / 4 * 3)
+    }
+
     /// Merges small blocks, oldest first, into blocks of about the target size that cover at
     /// most the compaction window of time.
     fn compact(&self) -> Result<(), StoreError> {
-        let small: Vec<Arc<BlockMeta>> = {
-            let blocks = self.blocks.read();
-            let target = self.config.compaction_target_spans as u64;
-            let mut small: Vec<_> = blocks.iter().filter(|b| b.span_count < target / 2).cloned().collect();
-            small.sort_by_key(|b| b.min_start_unix_nano);
-            small
-        };
+        let small = self.small_blocks();
         if small.len() < 4 {
             return Ok(());
         }
@@ -1223,6 +1273,8 @@ impl Storage for Arc<EmbeddedStore> {
     }
 
     fn stats(&self) -> StoreStats {
+        let small = self.small_blocks();
+        let compactable_blocks = if small.len() < 4 { 0 } else { self.compaction_run(&small).len() };
         // The buffer's lock is taken before the block list's, as block cutting takes them:
         // the other order deadlocks with a cut.
         let (assembled_unflushed_spans, assembled_bytes) = {
@@ -1245,6 +1297,8 @@ impl Storage for Arc<EmbeddedStore> {
             traces_assembled: self.counters.traces_assembled.load(Ordering::Relaxed),
             fragments: self.counters.fragments.load(Ordering::Relaxed),
             rollup_cpu_nanos: self.counters.rollup_nanos.load(Ordering::Relaxed),
+            compactions_deferred: self.counters.compactions_deferred.load(Ordering::Relaxed),
+            compactable_blocks,
             write_path_seconds: WritePathSeconds {
                 take_ready: seconds(&self.counters.take_nanos),
                 assembly: seconds(&self.counters.assembly_nanos),
@@ -1454,7 +1508,7 @@ impl Merge {
             return Ok(None);
         }
         let sources: Vec<&RecordBatch> = pool.iter().collect();
-        Ok(Some(interleave_record_batch(&sources, &indices)?))
+        Ok(Some(interleave_columns(&sources, &indices)?))
     }
 }
 
@@ -1650,7 +1704,8 @@ mod tests {
         fields.insert(at, Field::new("resource_attributes", crate::block::map_type(), true));
         assert_eq!(fields.len(), SCHEMA.fields().len());
         let schema = Arc::new(Schema::new(fields));
-        let mut writer = ArrowWriter::try_new(fs::File::create(&old.path).unwrap(), Arc::clone(&schema), None).unwrap();
+        let mut writer =
+            datafusion::parquet::arrow::ArrowWriter::try_new(fs::File::create(&old.path).unwrap(), Arc::clone(&schema), None).unwrap();
         for batch in &batches {
             let columns = schema
                 .fields()
@@ -1697,6 +1752,42 @@ mod tests {
         for id in [all[7].trace_id, all[1_777].trace_id] {
             assert_eq!(storage.trace(id).await.unwrap().len(), 5);
         }
+    }
+
+    #[tokio::test]
+    async fn compaction_waits_while_ingest_is_behind_and_merges_once_it_is_not() {
+        let config = StoreConfig { compaction_target_spans: 1_000_000, max_pending_spans: 100, ..temp_config() };
+        let store = EmbeddedStore::open(config).unwrap();
+        let storage: &dyn Storage = &store;
+        let all = spans(400, 5);
+        for part in all[..1_600].chunks(400) {
+            storage.append(part.to_vec()).await.unwrap();
+            while store.assemble_chunk(true) {}
+            store.cut_block(true).unwrap();
+        }
+        assert_eq!(store.blocks().len(), 4);
+        // 400 spans wait for assembly: more than three quarters of the head's room.
+        storage.append(all[1_600..].to_vec()).await.unwrap();
+        store.compact_and_expire(Duration::from_secs(5), true).unwrap();
+        assert_eq!((store.blocks().len(), storage.stats().compactions_deferred), (4, 1), "compaction waits");
+        // A flush assembles them, and then nothing holds compaction back.
+        storage.flush().await.unwrap();
+        let blocks = store.blocks();
+        assert_eq!((blocks.len(), blocks[0].span_count), (1, 2_000), "{blocks:?}");
+        assert_eq!(storage.stats().compactions_deferred, 1);
+        // Too many small blocks are merged even while ingest is behind.
+        let many = StoreConfig { compaction_target_spans: 1_000_000, max_pending_spans: 100, ..temp_config() };
+        let store = EmbeddedStore::open(many).unwrap();
+        let storage: &dyn Storage = &store;
+        for part in all.chunks(2_000 / MAX_DEFERRED_BLOCKS).take(MAX_DEFERRED_BLOCKS) {
+            storage.append(part.to_vec()).await.unwrap();
+            while store.assemble_chunk(true) {}
+            store.cut_block(true).unwrap();
+        }
+        assert_eq!(store.blocks().len(), MAX_DEFERRED_BLOCKS);
+        storage.append(spans(100, 1)).await.unwrap();
+        store.compact_and_expire(Duration::from_secs(30), true).unwrap();
+        assert_eq!((store.blocks().len(), storage.stats().compactions_deferred), (1, 0));
     }
 
     fn rollup_totals(parts: Vec<Arc<Rollup>>) -> (u64, u64) {
@@ -1866,6 +1957,36 @@ mod tests {
         assert!(found[1].iter().all(|s| s.span.trace_id == second));
         let names: HashSet<&str> = found[0].iter().map(|s| s.span.name.as_str()).collect();
         assert_eq!(names.len(), 6, "block and pending spans of one trace together, none twice");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn rows_assembled_while_a_block_is_written_stay_in_memory_and_the_log() {
+        let config = StoreConfig { wal_segment_bytes: 1, ..temp_config() };
+        let all = spans(200, 5);
+        {
+            let store = EmbeddedStore::open(config.clone()).unwrap();
+            let storage: &dyn Storage = &store;
+            storage.append(all[..500].to_vec()).await.unwrap();
+            while store.assemble_chunk(true) {}
+            let cut = store.begin_cut(true);
+            // Assembled while the block is written: the same time window, another log segment.
+            storage.append(all[500..].to_vec()).await.unwrap();
+            while store.assemble_chunk(true) {}
+            store.finish_cut(cut).unwrap();
+            let stats = storage.stats();
+            assert_eq!((stats.block_spans, stats.assembled_unflushed_spans), (500, 500));
+            let held: u64 = store.assembled.lock().segments.values().flat_map(HashMap::values).sum();
+            assert_eq!(held, 500, "the log keeps the spans not written yet");
+        }
+        // A crash: the spans not in a block come back from the log, once.
+        let store = EmbeddedStore::open(config).unwrap();
+        let storage: &dyn Storage = &store;
+        assert_eq!(storage.stats().pending_spans, 500);
+        storage.flush().await.unwrap();
+        assert_eq!(storage.stats().block_spans, 1_000);
+        for span in [&all[0], &all[999]] {
+            assert_eq!(storage.trace(span.trace_id).await.unwrap().len(), 5);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -19,6 +19,7 @@ pub mod rollup;
 pub mod span_metrics;
 mod table;
 pub mod wal;
+mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -133,6 +134,10 @@ pub struct StoreStats {
     pub fragments: u64,
     /// Time spent computing rollups (at assembly and when blocks are written), summed over threads.
     pub rollup_cpu_nanos: u64,
+    /// Compaction rounds left for later because ingest was behind (the head nearly full).
+    pub compactions_deferred: u64,
+    /// Blocks the next compaction round would merge: 0 when compaction has nothing to do.
+    pub compactable_blocks: usize,
     /// How long quiet traces waited for assembly beyond their quiet time, at the last sweep.
     pub assembly_lag_seconds: f64,
     /// Where the write path's time went since start.
@@ -174,7 +179,7 @@ pub struct StoreConfig {
     /// A block is cut when this many assembled spans wait in memory...
     pub block_max_spans: usize,
     /// ...or when they take this many bytes of memory (assembled spans carry every column
-    /// their block will have, about 1.5 KB each in the demo; 0: no limit)...
+    /// their block will have, about 0.8 KB each in the demo; 0: no limit)...
     pub block_max_bytes: u64,
     /// ...or when the oldest has waited this long.
     pub block_max_age_seconds: f64,
