@@ -559,7 +559,9 @@ pub fn resource_attribute_pairs(bytes: &[u8]) -> Result<Vec<(String, String)>, S
 }
 
 /// The `resource_attributes` map of each row of a `resource` column: each distinct resource
-/// is decoded once. Takes the dictionary the span schema declares, or plain binary.
+/// a row refers to is decoded once. Takes the dictionary the span schema declares, or plain
+/// binary. A null or undecodable resource gives a null map: one damaged value does not fail
+/// a query over millions of rows (rollups and correlations read it as no attributes too).
 pub fn resource_attribute_maps(column: &dyn Array) -> Result<ArrayRef, StoreError> {
     let mut builder = map_builder();
     let append = |builder: &mut MapBuilder<StringBuilder, StringBuilder>, pairs: Option<&Vec<(String, String)>>| {
@@ -572,25 +574,35 @@ pub fn resource_attribute_maps(column: &dyn Array) -> Result<ArrayRef, StoreErro
     if let Some(dictionary) = column.as_dictionary_opt::<Int32Type>() {
         let values =
             dictionary.values().as_binary_opt::<i32>().ok_or_else(|| StoreError::Corrupt("resource values are not binary".into()))?;
-        let decoded = (0..values.len())
-            .map(|i| if values.is_null(i) { Ok(None) } else { resource_attribute_pairs(values.value(i)).map(Some) })
-            .collect::<Result<Vec<_>, _>>()?;
+        // A batch carries its column chunk's whole dictionary: only the values its rows use
+        // are decoded.
+        let mut decoded: Vec<Option<Vec<(String, String)>>> = vec![None; values.len()];
+        let mut tried = vec![false; values.len()];
+        for key in dictionary.keys().iter().flatten() {
+            let key = key as usize;
+            if key < values.len() && !tried[key] {
+                tried[key] = true;
+                decoded[key] = if values.is_null(key) { None } else { resource_attribute_pairs(values.value(key)).ok() };
+            }
+        }
         for row in 0..dictionary.len() {
             let pairs = dictionary.key(row).and_then(|key| decoded.get(key).and_then(Option::as_ref));
             append(&mut builder, pairs);
         }
     } else if let Some(values) = column.as_binary_opt::<i32>() {
-        let mut decoded: HashMap<&[u8], Vec<(String, String)>> = HashMap::new();
+        let mut decoded: HashMap<&[u8], Option<Vec<(String, String)>>> = HashMap::new();
         for row in 0..values.len() {
             if values.is_null(row) {
                 append(&mut builder, None);
                 continue;
             }
             let bytes = values.value(row);
-            if !decoded.contains_key(bytes) {
-                decoded.insert(bytes, resource_attribute_pairs(bytes)?);
-            }
-            append(&mut builder, decoded.get(bytes));
+            let pairs = decoded.entry(bytes).or_insert_with(|| resource_attribute_pairs(bytes).ok());
+            append(&mut builder, pairs.as_ref());
+        }
+    } else if column.data_type() == &DataType::Null {
+        for _ in 0..column.len() {
+            append(&mut builder, None);
         }
     } else {
         return Err(StoreError::Corrupt(format!("resource column of type {}", column.data_type())));
@@ -634,5 +646,45 @@ fn value_from_otlp(value: Option<common::AnyValue>) -> Value {
         Some(V::BytesValue(b)) => Value::Bytes(b),
         Some(V::ArrayValue(a)) => Value::Array(a.values.into_iter().map(|v| value_from_otlp(Some(v))).collect()),
         Some(V::KvlistValue(l)) => Value::Map(attributes_from_otlp(l.values)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{BinaryArray, NullArray};
+
+    fn resource_bytes(attributes: Vec<Attribute>) -> Vec<u8> {
+        let span = Span { resource: Arc::new(Resource { attributes, ..Default::default() }), ..Span::default() };
+        encode_resource(&span)
+    }
+
+    fn rows(maps: &ArrayRef) -> Vec<Option<Vec<(String, String)>>> {
+        let maps = maps.as_map();
+        (0..maps.len())
+            .map(|row| {
+                (!maps.is_null(row)).then(|| {
+                    let entries = maps.value(row);
+                    let (keys, values) = (entries.column(0).as_string::<i32>(), entries.column(1).as_string::<i32>());
+                    (0..entries.len()).map(|i| (keys.value(i).to_string(), values.value(i).to_string())).collect()
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn resource_attribute_maps_decode_each_row_and_leave_damaged_or_missing_resources_null() {
+        let shop = resource_bytes(vec![Attribute::new("service.name", Value::Str("shop".into())), Attribute::new("pod", Value::Int(3))]);
+        let values = BinaryArray::from_iter_values([shop.as_slice(), b"\xff\xff not a resource", b"\x0a"]);
+        let keys = Int32Array::from(vec![Some(0), Some(1), None, Some(0)]);
+        let dictionary = DictionaryArray::<Int32Type>::new(keys, Arc::new(values));
+        let expected = Some(vec![("service.name".to_string(), "shop".to_string()), ("pod".to_string(), "3".to_string())]);
+        assert_eq!(rows(&resource_attribute_maps(&dictionary).unwrap()), vec![expected.clone(), None, None, expected.clone()]);
+        assert_eq!(resource_attribute_maps(&dictionary).unwrap().data_type(), &map_type());
+        // Plain binary, as an older block stored it, and a NULL literal.
+        let plain = BinaryArray::from(vec![Some(shop.as_slice()), None, Some(b"\xff\xff".as_slice())]);
+        assert_eq!(rows(&resource_attribute_maps(&plain).unwrap()), vec![expected, None, None]);
+        assert_eq!(rows(&resource_attribute_maps(&NullArray::new(2)).unwrap()), vec![None, None]);
+        assert!(resource_attribute_maps(&Int32Array::from(vec![1])).is_err(), "not a resource column");
     }
 }

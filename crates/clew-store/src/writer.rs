@@ -23,9 +23,10 @@ use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::writer::SerializedFileWriter;
 use parking_lot::Mutex;
 
-/// Threads a chunk's columns are spread over.
+/// Threads a chunk's columns are spread over: the cores, up to four.
 fn threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4)
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4))
 }
 
 /// Runs `work(i)` for every `i` in `order` on up to [`threads`] threads, each taking the next
