@@ -413,10 +413,9 @@ impl EmbeddedStore {
             };
             if all || full {
                 let started = Instant::now();
-                let cut = self.begin_cut(all);
-                let written = self.finish_cut(cut);
+                let cut = self.cut_block(all);
                 add_elapsed(&self.counters.block_write_nanos, started);
-                written?;
+                cut?;
             }
             if !assembled_some {
                 break;
@@ -575,7 +574,7 @@ impl EmbeddedStore {
         if window > 0 { window } else { i64::MAX }
     }
 
-    #[cfg(test)]
+    /// Writes the assembled buffer as blocks ([`Self::begin_cut`], [`Self::finish_cut`]).
     fn cut_block(&self, all: bool) -> Result<(), StoreError> {
         let cut = self.begin_cut(all);
         self.finish_cut(cut)
@@ -699,7 +698,7 @@ impl EmbeddedStore {
         let properties = block_properties(if level == 0 { 1 } else { 9 })?;
         {
             let file = fs::File::create(&temporary)?;
-            let mut writer = BlockWriter::try_new(file, Arc::clone(&SCHEMA), properties, ROW_GROUP_MAX_ROWS)?;
+            let mut writer = BlockWriter::try_new(file, Arc::clone(&SCHEMA), properties)?;
             for batch in chunks {
                 let batch = batch?;
                 summary.add(&batch);
@@ -758,15 +757,19 @@ impl EmbeddedStore {
         small
     }
 
+    /// The compaction window a block's spans start in, or `None` when they reach past the
+    /// next one: such a block is merged with no other.
+    fn window_slot(&self, block: &BlockMeta) -> Option<i64> {
+        let window = self.window_nanos();
+        let slot = block.min_start_unix_nano.div_euclid(window);
+        (block.max_end_unix_nano.div_euclid(window) <= slot.saturating_add(1)).then_some(slot)
+    }
+
     /// Small blocks that share their time window with another: what compaction would merge.
     fn mergeable_blocks(&self) -> usize {
-        let window = self.window_nanos();
         let mut per_window: HashMap<i64, usize> = HashMap::new();
-        for block in self.small_blocks() {
-            let slot = block.min_start_unix_nano.div_euclid(window);
-            if block.max_end_unix_nano.div_euclid(window) <= slot.saturating_add(1) {
-                *per_window.entry(slot).or_insert(0) += 1;
-            }
+        for slot in self.small_blocks().iter().filter_map(|block| self.window_slot(block)) {
+            *per_window.entry(slot).or_insert(0) += 1;
         }
         per_window.values().filter(|count| **count > 1).sum()
     }
@@ -836,11 +839,7 @@ impl EmbeddedStore {
     /// written before blocks were cut by window) is left as it is.
     fn compaction_run(&self, small: &[Arc<BlockMeta>]) -> Vec<Arc<BlockMeta>> {
         let target = self.config.compaction_target_spans as u64;
-        let window = self.window_nanos();
-        let slot = |block: &BlockMeta| {
-            let slot = block.min_start_unix_nano.div_euclid(window);
-            (block.max_end_unix_nano.div_euclid(window) <= slot.saturating_add(1)).then_some(slot)
-        };
+        let slot = |block: &BlockMeta| self.window_slot(block);
         let mut chosen: Vec<Arc<BlockMeta>> = Vec::new();
         let mut spans = 0;
         for block in small {

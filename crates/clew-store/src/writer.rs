@@ -75,7 +75,7 @@ pub(crate) fn interleave_columns(sources: &[&RecordBatch], indices: &[(usize, us
     Ok(RecordBatch::try_new(schema, arrays)?)
 }
 
-/// Writes batches of one schema as row groups of at most `max_rows` rows.
+/// Writes batches of one schema as row groups of at most the properties' row-group row count.
 pub(crate) struct BlockWriter {
     writer: SerializedFileWriter<File>,
     factory: ArrowRowGroupWriterFactory,
@@ -90,7 +90,8 @@ pub(crate) struct BlockWriter {
 }
 
 impl BlockWriter {
-    pub(crate) fn try_new(file: File, schema: SchemaRef, properties: WriterProperties, max_rows: usize) -> Result<Self, ParquetError> {
+    pub(crate) fn try_new(file: File, schema: SchemaRef, properties: WriterProperties) -> Result<Self, ParquetError> {
+        let max_rows = properties.max_row_group_row_count().unwrap_or(usize::MAX);
         // The Arrow writer sets up what the footer needs (the Arrow schema among the key-value
         // metadata); its lower-level parts then write the row groups.
         let (writer, factory) = ArrowWriter::try_new(file, Arc::clone(&schema), Some(properties))?.into_serialized_writer()?;
@@ -201,8 +202,8 @@ mod tests {
     fn rows_read_back_in_order_in_row_groups_of_the_given_size() {
         let batch = batch(2_500);
         let path = std::env::temp_dir().join(format!("clew-writer-test-{}.parquet", std::process::id()));
-        let properties = WriterProperties::builder().set_max_row_group_row_count(Some(100_000)).build();
-        let mut writer = BlockWriter::try_new(File::create(&path).expect("file"), batch.schema(), properties, 1_000).expect("writer");
+        let properties = WriterProperties::builder().set_max_row_group_row_count(Some(1_000)).build();
+        let mut writer = BlockWriter::try_new(File::create(&path).expect("file"), batch.schema(), properties).expect("writer");
         // Chunks that cross row-group boundaries.
         for (offset, length) in [(0, 700), (700, 700), (1_400, 1_100)] {
             writer.write(&batch.slice(offset, length)).expect("write");
