@@ -288,6 +288,37 @@ async fn structural_queries_and_topk() {
     // The cart SERVER spans (children of a client span); the database client's parent is a server.
     assert_eq!(children.matched_spans, TRACES);
 
+    // A window that starts between a trace's gateway span and its cart spans: the cart spans
+    // in it are matched although the ancestor the query names started before the window
+    // (and the prefilter looks for that ancestor, the more selective part).
+    let mut trace_id = [0u8; 16];
+    trace_id[8..].copy_from_slice(&101u64.to_be_bytes());
+    let root = f.spans.iter().find(|s| s.trace_id == TraceId(trace_id) && s.parent_span_id.is_none()).unwrap();
+    let from = root.start_time_unix_nano + 1_500_000;
+    let query =
+        clew_query::traceql::parse("{ resource.service.name = \"gateway\" && kind = server } >> { resource.service.name = \"cart\" }")
+            .unwrap();
+    let selection = f.engine.select_spans(&query, from, f.end).await.unwrap();
+    let clew_query::traceql::SpanSelection::Spans { spans, .. } = selection else { panic!("a structural query is evaluated") };
+    let expected: std::collections::HashSet<_> = f
+        .spans
+        .iter()
+        .filter(|s| service(s) == "cart" && (from..f.end).contains(&s.start_time_unix_nano))
+        .map(|s| (s.trace_id, s.span_id))
+        .collect();
+    assert!(expected.iter().any(|(trace, _)| *trace == root.trace_id));
+    assert_eq!(spans, expected);
+    // Search, over one second that holds only that trace's cart spans, finds the trace.
+    let request = clew_query::traceql::TraceQlRequest {
+        query: "{ resource.service.name = \"gateway\" && kind = server } >> { resource.service.name = \"cart\" }".into(),
+        start_unix_nano: Some(from),
+        end_unix_nano: Some(from + SECOND),
+        limit: 20,
+        spans_per_spanset: 3,
+    };
+    let (found, _) = f.engine.traceql(&request).await.unwrap();
+    assert_eq!(found.iter().map(|m| m.trace_id).collect::<Vec<_>>(), vec![root.trace_id]);
+
     let top = f.both("{ resource.service.name = \"gateway\" } | count_over_time() by (name) | topk(1)").await;
     // Two names per minute; at each step only the busier one keeps its sample.
     let steps: usize = top.series.iter().map(|s| s.samples.len()).sum();

@@ -112,7 +112,7 @@ impl QueryEngine {
             conditions.push(format!("start_time_unix_nano <= {end}"));
         }
         let mut having = String::new();
-        if let Some((spans, trace)) = prefilter(query) {
+        if let Some((spans, trace)) = windowed_prefilter(query, request.start_unix_nano, request.end_unix_nano) {
             conditions.push(format!("({spans})"));
             having = format!("HAVING {trace}");
         }
@@ -335,6 +335,25 @@ pub fn prefilter(query: &Query) -> Option<(String, String)> {
     leaves.dedup();
     let having = render_having(&condition);
     Some((leaves.iter().map(|leaf| format!("({leaf})")).collect::<Vec<_>>().join(" OR "), having))
+}
+
+/// [`prefilter`] for a search over spans started within a window: the part a trace must have
+/// may lie outside the window (a parent started before it, a child after it), so a trace
+/// that reaches over either edge is a candidate whatever its rows in the window are.
+pub fn windowed_prefilter(query: &Query, start_unix_nano: Option<u64>, end_unix_nano: Option<u64>) -> Option<(String, String)> {
+    let (spans, trace) = prefilter(query)?;
+    let mut edges = Vec::new();
+    if let Some(start) = start_unix_nano {
+        edges.push(format!("trace_start_unix_nano < {start}"));
+    }
+    if let Some(end) = end_unix_nano {
+        edges.push(format!("trace_start_unix_nano + trace_duration_nanos >= {end}"));
+    }
+    if edges.is_empty() {
+        return Some((spans, trace));
+    }
+    let over_an_edge = edges.join(" OR ");
+    Some((format!("({spans}) OR {over_an_edge}"), format!("({trace}) OR bool_or({over_an_edge})")))
 }
 
 /// Of the parts a trace must all have, the one likely to match the fewest spans: the most

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use clew_model::{SpanId, TraceId};
 use datafusion::arrow::array::AsArray;
 
-use super::{MAX_TRACES, Query, SpansetExpr, TraceContext, evaluate, prefilter};
+use super::{MAX_TRACES, Query, SpansetExpr, TraceContext, evaluate, windowed_prefilter};
 use crate::{QueryEngine, QueryError, TraceView};
 
 /// How the selected spans are known.
@@ -89,7 +89,7 @@ impl QueryEngine {
     ) -> Result<(Vec<TraceId>, bool), QueryError> {
         let mut conditions = vec![format!("start_time_unix_nano >= {start_unix_nano} AND start_time_unix_nano < {end_unix_nano}")];
         let mut having = String::new();
-        if let Some((spans, trace)) = prefilter(query) {
+        if let Some((spans, trace)) = windowed_prefilter(query, Some(start_unix_nano), Some(end_unix_nano)) {
             conditions.push(format!("({spans})"));
             having = format!("HAVING {trace}");
         }
