@@ -331,13 +331,24 @@ pub fn span_to_otlp(span: &Span) -> trace::Span {
     trace::Span {
         trace_id: span.trace_id.0.to_vec(),
         span_id: span.span_id.0.to_vec(),
-        trace_state: span.trace_state.clone(),
         parent_span_id: span.parent_span_id.map(|p| p.0.to_vec()).unwrap_or_default(),
-        flags: span.flags,
         name: span.name.clone(),
         kind: span.kind as i32,
         start_time_unix_nano: span.start_time_unix_nano,
         end_time_unix_nano: span.end_time_unix_nano,
+        status: (span.status_code != StatusCode::Unset || !span.status_message.is_empty())
+            .then(|| trace::Status { message: span.status_message.clone(), code: span.status_code as i32 }),
+        ..span_detail_to_otlp(span)
+    }
+}
+
+/// The part of a span that columns do not hold with full fidelity, as an OTLP span message
+/// with the other fields left empty: trace state, flags, typed attributes, events, links
+/// and the dropped counts.
+pub fn span_detail_to_otlp(span: &Span) -> trace::Span {
+    trace::Span {
+        trace_state: span.trace_state.clone(),
+        flags: span.flags,
         attributes: attributes_to_otlp(&span.attributes),
         dropped_attributes_count: span.dropped_attributes_count,
         events: span
@@ -364,8 +375,7 @@ pub fn span_to_otlp(span: &Span) -> trace::Span {
             })
             .collect(),
         dropped_links_count: span.dropped_links_count,
-        status: (span.status_code != StatusCode::Unset || !span.status_message.is_empty())
-            .then(|| trace::Status { message: span.status_message.clone(), code: span.status_code as i32 }),
+        ..Default::default()
     }
 }
 

@@ -501,6 +501,10 @@ impl EmbeddedStore {
                 .map(|(traces, flags)| {
                     scope.spawn(move || {
                         let mut builders: BTreeMap<i64, (BatchBuilder, HashMap<SegmentId, u64>)> = BTreeMap::new();
+                        // Nearly always one window: the first builder is sized for them all.
+                        let rows = traces.iter().map(|(_, spans, _)| spans.len()).sum();
+                        let bytes = traces.iter().flat_map(|(_, spans, _)| spans.iter()).map(PendingSpan::heap_bytes).sum();
+                        let mut size = Some((rows, bytes));
                         for ((trace_id, spans, trace_segments), (fragment, known_weight)) in traces.iter().zip(flags) {
                             let spans = self.head.unpack(*trace_id, spans);
                             let mut trace = assemble_borrowed(&spans);
@@ -512,7 +516,10 @@ impl EmbeddedStore {
                                 _ => {}
                             }
                             let slot = (trace.facts.start_unix_nano as i64).div_euclid(window);
-                            let (builder, segments) = builders.entry(slot).or_default();
+                            let (builder, segments) = builders.entry(slot).or_insert_with(|| {
+                                let (rows, bytes) = size.take().unwrap_or_default();
+                                (BatchBuilder::with_capacity(rows, bytes), HashMap::new())
+                            });
                             builder.push_trace(&trace, *fragment);
                             for (segment, count) in trace_segments {
                                 *segments.entry(*segment).or_insert(0) += count;
@@ -1426,14 +1433,20 @@ fn load_blocks(dir: &Path) -> Result<Vec<Arc<BlockMeta>>, StoreError> {
 
 /// (batch, row) positions ordered by (trace ID, span ID), keeping the first of equal pairs.
 fn sorted_unique_rows(batches: &[RecordBatch]) -> Vec<(usize, usize)> {
-    let ids: Vec<_> =
-        batches.iter().map(|b| (b.column(0).as_fixed_size_binary().clone(), b.column(1).as_fixed_size_binary().clone())).collect();
-    let key = |&(batch, row): &(usize, usize)| (ids[batch].0.value(row), ids[batch].1.value(row));
-    let mut order: Vec<(usize, usize)> =
-        batches.iter().enumerate().flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r))).collect();
-    order.sort_by(|a, b| key(a).cmp(&key(b)));
-    order.dedup_by(|a, b| key(a) == key(b));
-    order
+    // Sorted as integers (big-endian, so in byte order) with the row's place last: equal spans
+    // keep the order of their batches, and the first of them is kept.
+    let mut keys: Vec<(u128, u64, u32, u32)> = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+    for (b, batch) in batches.iter().enumerate() {
+        let (traces, spans) = (batch.column(0).as_fixed_size_binary(), batch.column(1).as_fixed_size_binary());
+        for row in 0..batch.num_rows() {
+            let trace = u128::from_be_bytes(traces.value(row).try_into().expect("16-byte trace IDs"));
+            let span = u64::from_be_bytes(spans.value(row).try_into().expect("8-byte span IDs"));
+            keys.push((trace, span, b as u32, row as u32));
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup_by(|a, b| (a.0, a.1) == (b.0, b.1));
+    keys.into_iter().map(|(_, _, b, row)| (b as usize, row as usize)).collect()
 }
 
 /// A block read in order, one batch in memory at a time.
@@ -1646,6 +1659,41 @@ mod tests {
         let found = storage.trace(some_trace).await.unwrap();
         assert_eq!(found.len(), 10);
         assert!(found.iter().all(|s| s.span.trace_id == some_trace));
+    }
+
+    #[test]
+    fn rows_are_ordered_by_trace_and_span_and_the_first_copy_is_kept() {
+        use datafusion::arrow::array::FixedSizeBinaryArray;
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("trace_id", DataType::FixedSizeBinary(16), false),
+            Field::new("span_id", DataType::FixedSizeBinary(8), false),
+        ]));
+        let batch = |rows: &[(u8, u8, u8)]| {
+            // (first byte of the trace ID, its last byte, the span ID's last byte)
+            let traces: Vec<[u8; 16]> = rows
+                .iter()
+                .map(|&(high, low, _)| {
+                    let mut id = [0; 16];
+                    (id[0], id[15]) = (high, low);
+                    id
+                })
+                .collect();
+            let spans: Vec<[u8; 8]> = rows.iter().map(|&(_, _, span)| [0, 0, 0, 0, 0, 0, 0, span]).collect();
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(FixedSizeBinaryArray::try_from_iter(traces.into_iter()).unwrap()),
+                    Arc::new(FixedSizeBinaryArray::try_from_iter(spans.into_iter()).unwrap()),
+                ],
+            )
+            .unwrap()
+        };
+        // A trace ID's first byte weighs most; the same span in both batches is kept once, from
+        // the first batch.
+        let first = batch(&[(2, 0, 1), (0, 9, 2), (0, 9, 1)]);
+        let second = batch(&[(1, 0, 1), (0, 9, 1), (0, 255, 0)]);
+        assert_eq!(sorted_unique_rows(&[first, second]), vec![(0, 2), (0, 1), (1, 2), (1, 0), (0, 0)]);
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -141,8 +141,22 @@ impl PendingSpan {
             span.status_code,
             &span.status_message,
         );
-        let body = postcard::to_allocvec(&body).expect("a span serializes: every field is plain data");
-        Self { span_id: span.span_id, resource: Arc::clone(&span.resource), scope: Arc::clone(&span.scope), body: body.into_boxed_slice() }
+        thread_local! {
+            /// Serialized into a buffer kept per thread, then copied once at its final size: a
+            /// fresh vector would grow several times per span.
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let body = BUFFER.with_borrow_mut(|buffer| {
+            buffer.clear();
+            let filled = postcard::to_extend(&body, std::mem::take(buffer)).expect("a span serializes: every field is plain data");
+            let body = Box::<[u8]>::from(filled.as_slice());
+            // A huge span's buffer is not kept.
+            if filled.capacity() <= 64 * 1024 {
+                *buffer = filled;
+            }
+            body
+        });
+        Self { span_id: span.span_id, resource: Arc::clone(&span.resource), scope: Arc::clone(&span.scope), body }
     }
 
     /// The span again; `names` are the key table's (`Head::unpack` reads it once per trace).

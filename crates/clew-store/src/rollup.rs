@@ -391,6 +391,9 @@ impl RollupBuilder {
         let broken_shape = (trace_flags::MULTIPLE_ROOTS | trace_flags::HAS_ORPHANS | trace_flags::NO_ROOT) as i32;
         let mut resource_facts: Vec<Option<ResourceFacts>> = Vec::new();
         resource_facts.resize_with(resource.values().len(), || None);
+        // (minute, interned service, resource) whose pairs were added to the service's minute:
+        // each resource's pairs are added once, not once per span.
+        let mut pairs_added: std::collections::HashSet<(i64, usize, usize), foldhash::fast::RandomState> = Default::default();
         for row in 0..batch.num_rows() {
             let trace_id: [u8; 16] = trace_ids.value(row).try_into().expect("16-byte trace IDs");
             if self.trace.id != Some(trace_id) {
@@ -489,7 +492,9 @@ impl RollupBuilder {
             entry.internal_like_server += (span_kind == "internal" && !http_method.is_null(row) && !http_route.is_null(row)) as u64;
             entry.internal_like_client +=
                 (span_kind == "internal" && (!peer_service.is_null(row) || !server_address.is_null(row) || !db_system.is_null(row))) as u64;
-            if pairs.len() < MAX_RESOURCE_PAIRS {
+            if pairs.len() < MAX_RESOURCE_PAIRS
+                && pairs_added.insert((minute, Arc::as_ptr(&service_name) as *const u8 as usize, resource_key))
+            {
                 for pair in &facts.pairs {
                     if pairs.len() >= MAX_RESOURCE_PAIRS {
                         break;
