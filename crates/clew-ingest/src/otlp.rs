@@ -392,7 +392,10 @@ fn value_to_otlp(value: &Value) -> Option<common::AnyValue> {
         Value::Int(i) => V::IntValue(*i),
         Value::Double(d) => V::DoubleValue(*d),
         Value::Bytes(bytes) => V::BytesValue(bytes.clone()),
-        Value::Array(items) => V::ArrayValue(common::ArrayValue { values: items.iter().filter_map(value_to_otlp).collect() }),
+        // An empty element keeps its place, as an AnyValue without a value.
+        Value::Array(items) => {
+            V::ArrayValue(common::ArrayValue { values: items.iter().map(|item| value_to_otlp(item).unwrap_or_default()).collect() })
+        }
         Value::Map(entries) => V::KvlistValue(common::KeyValueList { values: attributes_to_otlp(entries) }),
     };
     Some(common::AnyValue { value: Some(inner) })
@@ -473,5 +476,13 @@ mod tests {
         let again = from_otlp(back, &Limits::default(), 1_700_000_001_000_000_000);
         assert_eq!(again.spans[0].trace_id, accepted.spans[0].trace_id);
         assert_eq!(again.spans[1].end_time_unix_nano, accepted.spans[1].end_time_unix_nano);
+        // An array's empty elements keep their places, in a span's and a resource's attributes.
+        let array = Value::Array(vec![Value::Str("a".into()), Value::Empty, Value::Int(1)]);
+        let mut span = accepted.spans[0].clone();
+        span.attributes = vec![Attribute::new("list", array.clone())];
+        span.resource = Arc::new(Resource { attributes: vec![Attribute::new("list", array.clone())], ..(*span.resource).clone() });
+        let again = from_otlp(to_otlp([&span]), &Limits::default(), 1_700_000_001_000_000_000);
+        assert_eq!(again.spans[0].attributes, span.attributes);
+        assert_eq!(again.spans[0].resource.attributes, span.resource.attributes);
     }
 }
