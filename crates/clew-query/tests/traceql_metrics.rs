@@ -308,6 +308,23 @@ async fn structural_queries_and_topk() {
         .collect();
     assert!(expected.iter().any(|(trace, _)| *trace == root.trace_id));
     assert_eq!(spans, expected);
+    // A window that ends between the same trace's gateway client span and its cart server
+    // span: the gateway spans in it are matched although the descendant the query names (the
+    // more selective part) starts after the window.
+    let until = root.start_time_unix_nano + 1_500_000;
+    let query =
+        clew_query::traceql::parse("{ resource.service.name = \"cart\" && kind = server } << { resource.service.name = \"gateway\" }")
+            .unwrap();
+    let selection = f.engine.select_spans(&query, f.start, until).await.unwrap();
+    let clew_query::traceql::SpanSelection::Spans { spans, .. } = selection else { panic!("a structural query is evaluated") };
+    let expected: std::collections::HashSet<_> = f
+        .spans
+        .iter()
+        .filter(|s| service(s) == "gateway" && (f.start..until).contains(&s.start_time_unix_nano))
+        .map(|s| (s.trace_id, s.span_id))
+        .collect();
+    assert_eq!(expected.iter().filter(|(trace, _)| *trace == root.trace_id).count(), 2);
+    assert_eq!(spans, expected);
     // Search, over one second that holds only that trace's cart spans, finds the trace.
     let request = clew_query::traceql::TraceQlRequest {
         query: "{ resource.service.name = \"gateway\" && kind = server } >> { resource.service.name = \"cart\" }".into(),

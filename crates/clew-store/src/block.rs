@@ -377,6 +377,11 @@ impl BatchBuilder {
             Arc::new(DictionaryArray::<Int32Type>::new(self.resource.finish(), Arc::new(self.resources.finish()))),
             Arc::new(self.adjusted_count.finish()),
         ]);
+        // A builder sized for more rows than it got (its traces fell into several windows)
+        // gives back what it did not use: memory held and counted is memory used.
+        for column in &mut columns {
+            column.shrink_to_fit();
+        }
         RecordBatch::try_new(Arc::clone(&SCHEMA), columns).expect("builder columns match the schema")
     }
 }

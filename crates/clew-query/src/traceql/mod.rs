@@ -337,11 +337,21 @@ pub fn prefilter(query: &Query) -> Option<(String, String)> {
     Some((leaves.iter().map(|leaf| format!("({leaf})")).collect::<Vec<_>>().join(" OR "), having))
 }
 
-/// [`prefilter`] for a search over spans started within a window: the part a trace must have
-/// may lie outside the window (a parent started before it, a child after it), so a trace
-/// that reaches over either edge is a candidate whatever its rows in the window are.
+/// [`prefilter`] for a search over spans started within a window. When a trace must have
+/// several parts (a structural query, `&&` of spansets), the part the prefilter looks for
+/// may lie outside the window (a parent started before it, a child after it) while the
+/// matching spans are in it: a trace that reaches over either edge is then a candidate
+/// whatever its rows in the window are. One spanset filter needs no such care: its matches
+/// are the spans it looks for.
+///
+/// The edges are those of the trace piece a row was assembled with: a late fragment of a
+/// trace has its own start and duration, so a part that lies in an earlier piece outside
+/// the window is not seen.
 pub fn windowed_prefilter(query: &Query, start_unix_nano: Option<u64>, end_unix_nano: Option<u64>) -> Option<(String, String)> {
     let (spans, trace) = prefilter(query)?;
+    if matches!(query.first, SpansetExpr::Filter(_)) {
+        return Some((spans, trace));
+    }
     let mut edges = Vec::new();
     if let Some(start) = start_unix_nano {
         edges.push(format!("trace_start_unix_nano < {start}"));
