@@ -108,6 +108,13 @@ fn convert_span(
     if span.end_time_unix_nano < span.start_time_unix_nano {
         return Err(format!("span {span_id}: end time is before start time"));
     }
+    // Times are stored as signed nanoseconds: an end past 2262 cannot be.
+    if span.end_time_unix_nano > i64::MAX as u64 {
+        return Err(format!(
+            "span {span_id}: end time {} ns is beyond the latest time that can be stored (year 2262)",
+            span.end_time_unix_nano
+        ));
+    }
     let mut truncated = false;
     let (attributes, dropped) = convert_attributes(span.attributes, limits, &mut truncated);
     let mut events = Vec::with_capacity(span.events.len().min(limits.max_events));
@@ -444,11 +451,14 @@ mod tests {
         ancient.start_time_unix_nano = 5;
         let mut backwards = good(5);
         backwards.end_time_unix_nano = 1;
-        let accepted = from_otlp(request(vec![good(1), zero_trace, short_span, ancient, backwards]), &Limits::default(), now);
+        let mut endless = good(6);
+        endless.end_time_unix_nano = u64::MAX;
+        let accepted = from_otlp(request(vec![good(1), zero_trace, short_span, ancient, backwards, endless]), &Limits::default(), now);
         assert_eq!(accepted.spans.len(), 1);
-        assert_eq!(accepted.rejected, 4);
+        assert_eq!(accepted.rejected, 5);
         let message = accepted.message().unwrap();
-        assert!(message.starts_with("4 span(s) rejected"), "{message}");
+        assert!(message.starts_with("5 span(s) rejected"), "{message}");
+        assert!(message.contains("year 2262"), "{message}");
         assert!(message.contains("must not be all zeros"), "{message}");
     }
 
