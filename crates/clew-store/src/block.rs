@@ -587,17 +587,16 @@ pub fn resource_attribute_maps(column: &dyn Array) -> Result<ArrayRef, StoreErro
             dictionary.values().as_binary_opt::<i32>().ok_or_else(|| StoreError::Corrupt("resource values are not binary".into()))?;
         // A batch carries its column chunk's whole dictionary: only the values its rows use
         // are decoded.
-        let mut decoded: Vec<Option<Vec<(String, String)>>> = vec![None; values.len()];
-        let mut tried = vec![false; values.len()];
+        // Outer `None`: not decoded yet; inner `None`: null or undecodable.
+        let mut decoded: Vec<Option<Option<Vec<(String, String)>>>> = vec![None; values.len()];
         for key in dictionary.keys().iter().flatten() {
             let key = key as usize;
-            if key < values.len() && !tried[key] {
-                tried[key] = true;
-                decoded[key] = if values.is_null(key) { None } else { resource_attribute_pairs(values.value(key)).ok() };
+            if key < values.len() && decoded[key].is_none() {
+                decoded[key] = Some(if values.is_null(key) { None } else { resource_attribute_pairs(values.value(key)).ok() });
             }
         }
         for row in 0..dictionary.len() {
-            let pairs = dictionary.key(row).and_then(|key| decoded.get(key).and_then(Option::as_ref));
+            let pairs = dictionary.key(row).and_then(|key| decoded.get(key)).and_then(|pairs| pairs.as_ref()?.as_ref());
             append(&mut builder, pairs);
         }
     } else if let Some(values) = column.as_binary_opt::<i32>() {

@@ -792,15 +792,22 @@ impl EmbeddedStore {
     /// Merges small blocks, oldest first, into blocks of about the target size that cover at
     /// most the compaction window of time.
     fn compact(&self) -> Result<(), StoreError> {
-        let small = self.small_blocks();
-        if small.len() < 4 {
-            return Ok(());
-        }
-        let chosen = self.compaction_run(&small);
-        if chosen.len() < 2 {
+        let chosen = self.next_compaction_run();
+        if chosen.is_empty() {
             return Ok(());
         }
         self.merge_blocks(chosen)
+    }
+
+    /// The blocks the next compaction round merges: none until four small blocks wait, nor
+    /// when the run would be a single block.
+    fn next_compaction_run(&self) -> Vec<Arc<BlockMeta>> {
+        let small = self.small_blocks();
+        if small.len() < 4 {
+            return Vec::new();
+        }
+        let chosen = self.compaction_run(&small);
+        if chosen.len() < 2 { Vec::new() } else { chosen }
     }
 
     /// Merges runs of small blocks for up to a few seconds: a backlog (hours of traces
@@ -1292,8 +1299,7 @@ impl Storage for Arc<EmbeddedStore> {
     }
 
     fn stats(&self) -> StoreStats {
-        let small = self.small_blocks();
-        let compactable_blocks = if small.len() < 4 { 0 } else { self.compaction_run(&small).len() };
+        let compactable_blocks = self.next_compaction_run().len();
         // The buffer's lock is taken before the block list's, as block cutting takes them:
         // the other order deadlocks with a cut.
         let (assembled_unflushed_spans, assembled_bytes) = {

@@ -393,7 +393,7 @@ impl RollupBuilder {
         resource_facts.resize_with(resource.values().len(), || None);
         // (minute, interned service, resource) whose pairs were added to the service's minute:
         // each resource's pairs are added once, not once per span.
-        let mut pairs_added: std::collections::HashSet<(i64, usize, usize), foldhash::fast::RandomState> = Default::default();
+        let mut pairs_added: HashSet<(i64, usize, usize)> = HashSet::default();
         for row in 0..batch.num_rows() {
             let trace_id: [u8; 16] = trace_ids.value(row).try_into().expect("16-byte trace IDs");
             if self.trace.id != Some(trace_id) {
