@@ -1,6 +1,8 @@
 //! Trace assembly: the trace-level and per-span facts computed once, when a trace has gone quiet.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::critical_path::{CriticalSegment, Interval, critical_path_over};
 use crate::ids::SpanId;
@@ -36,8 +38,9 @@ pub mod trace_flags {
 /// Facts about one span, relative to its trace.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpanFacts {
-    pub parent_service: Option<String>,
-    pub parent_name: Option<String>,
+    /// The parent's index among the trace's spans, when the parent is in the trace: its
+    /// service and name are the parent service and operation.
+    pub parent: Option<usize>,
     /// Distance from the root (or from the top of the orphaned subtree).
     pub depth: u32,
     /// Span time not covered by any child.
@@ -101,7 +104,7 @@ fn span_order(a: &Span, b: &Span) -> std::cmp::Ordering {
 /// one trace ID; the caller guarantees it.
 pub fn assemble(mut spans: Vec<Span>) -> AssembledTrace {
     spans.sort_by(span_order);
-    let mut seen = std::collections::HashSet::with_capacity(spans.len());
+    let mut seen = HashSet::with_capacity(spans.len());
     spans.retain(|span| seen.insert(span.span_id));
     let refs: Vec<&Span> = spans.iter().collect();
     let (span_facts, facts, critical_path) = analyse(&refs);
@@ -112,7 +115,7 @@ pub fn assemble(mut spans: Vec<Span>) -> AssembledTrace {
 pub fn assemble_borrowed(spans: &[Span]) -> BorrowedTrace<'_> {
     let mut refs: Vec<&Span> = spans.iter().collect();
     refs.sort_by(|a, b| span_order(a, b));
-    let mut seen = std::collections::HashSet::with_capacity(refs.len());
+    let mut seen = HashSet::with_capacity(refs.len());
     refs.retain(|span| seen.insert(span.span_id));
     let (span_facts, facts, critical_path) = analyse(&refs);
     BorrowedTrace { spans: refs, span_facts, facts, critical_path }
@@ -121,7 +124,8 @@ pub fn assemble_borrowed(spans: &[Span]) -> BorrowedTrace<'_> {
 /// The facts of spans already sorted by start and free of duplicate IDs.
 fn analyse(spans: &[&Span]) -> (Vec<SpanFacts>, TraceFacts, Vec<CriticalSegment>) {
     let count = spans.len();
-    let index: HashMap<SpanId, usize> = spans.iter().enumerate().map(|(i, span)| (span.span_id, i)).collect();
+    let mut index: HashMap<SpanId, usize> = HashMap::with_capacity(count);
+    index.extend(spans.iter().enumerate().map(|(i, span)| (span.span_id, i)));
     let mut parent_of: Vec<Option<usize>> = vec![None; count];
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); count];
     let mut span_facts: Vec<SpanFacts> = vec![SpanFacts::default(); count];
@@ -175,10 +179,7 @@ fn analyse(spans: &[&Span]) -> (Vec<SpanFacts>, TraceFacts, Vec<CriticalSegment>
         if span.is_error() {
             facts.error_count += 1;
         }
-        if let Some(parent) = parent_of[i] {
-            span_facts[i].parent_service = Some(spans[parent].service_name().to_string());
-            span_facts[i].parent_name = Some(spans[parent].name.clone());
-        }
+        span_facts[i].parent = parent_of[i];
         let wanted_child_kind = match span.kind {
             SpanKind::Client => Some(SpanKind::Server),
             SpanKind::Producer => Some(SpanKind::Consumer),
@@ -304,8 +305,8 @@ mod tests {
 
         let by_id = |id: u8| trace.spans.iter().position(|s| s.span_id == SpanId([id; 8])).unwrap();
         let db = &trace.span_facts[by_id(3)];
-        assert_eq!(db.parent_service.as_deref(), Some("frontend"));
-        assert_eq!(db.parent_name.as_deref(), Some("op2"));
+        let parent = &trace.spans[db.parent.unwrap()];
+        assert_eq!((parent.service_name(), parent.name.as_str()), ("frontend", "op2"));
         assert_eq!(db.depth, 2);
         // Client 2 has a server child; client 4 does not.
         assert_eq!(trace.span_facts[by_id(2)].flags & span_flags::UNMATCHED_CLIENT, 0);

@@ -28,15 +28,28 @@ impl Value {
     /// [`Value::render`], borrowing a string value instead of copying it.
     pub fn rendered(&self) -> std::borrow::Cow<'_, str> {
         use std::borrow::Cow;
-        Cow::Owned(match self {
-            Value::Str(text) => return Cow::Borrowed(text),
-            Value::Empty => String::new(),
-            Value::Bool(value) => value.to_string(),
-            Value::Int(value) => value.to_string(),
-            Value::Double(value) => value.to_string(),
-            Value::Bytes(bytes) => hex::encode(bytes),
-            Value::Array(_) | Value::Map(_) => self.to_json().to_string(),
-        })
+        match self {
+            Value::Str(text) => Cow::Borrowed(text),
+            other => {
+                let mut text = String::new();
+                other.render_into(&mut text);
+                Cow::Owned(text)
+            }
+        }
+    }
+
+    /// [`Value::render`], appended to `out`: a caller rendering many values reuses one buffer.
+    pub fn render_into(&self, out: &mut String) {
+        use std::fmt::Write;
+        match self {
+            Value::Str(text) => out.push_str(text),
+            Value::Empty => {}
+            Value::Bool(value) => out.push_str(if *value { "true" } else { "false" }),
+            Value::Int(value) => write!(out, "{value}").expect("writing to a String succeeds"),
+            Value::Double(value) => write!(out, "{value}").expect("writing to a String succeeds"),
+            Value::Bytes(bytes) => out.push_str(&hex::encode(bytes)),
+            Value::Array(_) | Value::Map(_) => write!(out, "{}", self.to_json()).expect("writing to a String succeeds"),
+        }
     }
 
     /// A plain JSON form (no type tags), used for nested values.

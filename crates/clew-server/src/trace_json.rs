@@ -185,7 +185,7 @@ struct SpanJson<'a> {
     parent_name: Option<&'a str>,
 }
 
-fn span_json<'a>(span: &'a Span, facts: &'a SpanFacts) -> SpanJson<'a> {
+fn span_json<'a>(span: &'a Span, facts: &'a SpanFacts, parent: Option<&'a Span>) -> SpanJson<'a> {
     let resource: &Resource = &span.resource;
     let scope: &InstrumentationScope = &span.scope;
     SpanJson {
@@ -223,8 +223,8 @@ fn span_json<'a>(span: &'a Span, facts: &'a SpanFacts) -> SpanJson<'a> {
         self_nanos: facts.self_nanos,
         critical_path_nanos: facts.critical_path_nanos,
         problems: flag_names(facts.flags, &[(span_flags::ORPHAN, "orphan"), (span_flags::UNMATCHED_CLIENT, "unmatched_client")]),
-        parent_service: facts.parent_service.as_deref(),
-        parent_name: facts.parent_name.as_deref(),
+        parent_service: parent.map(Span::service_name),
+        parent_name: parent.map(|parent| parent.name.as_str()),
     }
 }
 
@@ -276,7 +276,16 @@ impl Serialize for TraceJson<'_> {
             })
             .collect();
         map.serialize_entry("criticalPath", &segments)?;
-        map.serialize_entry("spans", &Sequence(trace.spans.iter().zip(&trace.span_facts).map(|(span, facts)| span_json(span, facts))))?;
+        map.serialize_entry(
+            "spans",
+            &Sequence(
+                trace
+                    .spans
+                    .iter()
+                    .zip(&trace.span_facts)
+                    .map(|(span, facts)| span_json(span, facts, facts.parent.map(|parent| &trace.spans[parent]))),
+            ),
+        )?;
         map.end()
     }
 }

@@ -194,6 +194,10 @@ pub struct BatchBuilder {
     services_index: HashMap<String, i32>,
     detail: BinaryBuilder,
     detail_buffer: Vec<u8>,
+    /// Where non-string attribute values are rendered, one after another.
+    text_buffer: String,
+    /// The detail message of the last span, refilled for the next.
+    detail_message: trace_proto::Span,
     /// Keys into `resources`: each resource+scope pair is encoded once, found by the shared
     /// `Arc`s' addresses (the map holds a clone of each, so no address is reused while the
     /// builder lives) and, for equal pairs received apart, by the encoded bytes.
@@ -262,6 +266,8 @@ impl BatchBuilder {
             services_index: HashMap::new(),
             detail: BinaryBuilder::with_capacity(rows, packed_bytes * 9 / 8),
             detail_buffer: Vec::new(),
+            text_buffer: String::new(),
+            detail_message: trace_proto::Span::default(),
             resource: Int32Builder::with_capacity(rows),
             resources: BinaryBuilder::new(),
             resource_by_address: HashMap::new(),
@@ -282,7 +288,7 @@ impl BatchBuilder {
         let services = facts.services.join(",");
         let services = key_of(&mut self.services_index, &mut self.services, services);
         for (span, span_facts) in trace.spans.iter().zip(&trace.span_facts) {
-            self.push_span(span, span_facts, facts.start_unix_nano);
+            self.push_span(span, span_facts, &trace.spans, facts.start_unix_nano);
             self.root_service.append_value(&facts.root_service);
             self.root_name.append_value(&facts.root_name);
             self.trace_start.append_value(facts.start_unix_nano as i64);
@@ -295,7 +301,7 @@ impl BatchBuilder {
         }
     }
 
-    fn push_span(&mut self, span: &Span, facts: &SpanFacts, trace_start: u64) {
+    fn push_span(&mut self, span: &Span, facts: &SpanFacts, spans: &[&Span], trace_start: u64) {
         self.rows += 1;
         self.trace_id.append_value(span.trace_id.0).expect("16 bytes");
         self.span_id.append_value(span.span_id.0).expect("8 bytes");
@@ -312,19 +318,38 @@ impl BatchBuilder {
         self.status_message.append_value(&span.status_message);
         self.scope_name.append_value(&span.scope.name);
         self.scope_version.append_value(&span.scope.version);
-        for ((key, _), builder) in DEDICATED.iter().zip(self.dedicated.iter_mut()) {
-            builder.append_option(span.attribute(key).map(Value::rendered));
+        // One pass over the attributes finds the dedicated ones (the first of each key, as
+        // `Span::attribute` would) and the HTTP status, and fills the map column.
+        let mut dedicated: [Option<&Value>; DEDICATED.len()] = [None; DEDICATED.len()];
+        let (mut status, mut old_status) = (None, None);
+        for attribute in &span.attributes {
+            let key = attribute.key.as_str();
+            if let Some(index) = DEDICATED.iter().position(|(name, _)| *name == key) {
+                dedicated[index].get_or_insert(&attribute.value);
+            } else if key == "http.response.status_code" {
+                status.get_or_insert(&attribute.value);
+            } else if key == "http.status_code" {
+                old_status.get_or_insert(&attribute.value);
+            }
+            self.attributes.keys().append_value(key);
+            append_rendered(self.attributes.values(), &attribute.value, &mut self.text_buffer);
         }
-        let status = span.attribute("http.response.status_code").or_else(|| span.attribute("http.status_code"));
-        self.http_status_code.append_option(status.and_then(Value::as_int));
-        append_map(&mut self.attributes, &span.attributes);
-        self.parent_service.append_option(facts.parent_service.as_deref());
-        self.parent_name.append_option(facts.parent_name.as_deref());
+        self.attributes.append(true).expect("keys and values appended together");
+        for (value, builder) in dedicated.into_iter().zip(self.dedicated.iter_mut()) {
+            match value {
+                Some(value) => append_rendered(builder, value, &mut self.text_buffer),
+                None => builder.append_null(),
+            }
+        }
+        self.http_status_code.append_option(status.or(old_status).and_then(Value::as_int));
+        let parent = facts.parent.map(|parent| spans[parent]);
+        self.parent_service.append_option(parent.map(Span::service_name));
+        self.parent_name.append_option(parent.map(|parent| parent.name.as_str()));
         self.depth.append_value(facts.depth as i32);
         self.self_nanos.append_value(facts.self_nanos as i64);
         self.critical_path_nanos.append_value(facts.critical_path_nanos as i64);
         self.span_flags.append_value(facts.flags as i32);
-        encode_detail(span, &mut self.detail_buffer);
+        encode_detail(span, &mut self.detail_message, &mut self.detail_buffer);
         self.detail.append_value(&self.detail_buffer);
         let address = (Arc::as_ptr(&span.resource) as usize, Arc::as_ptr(&span.scope) as usize);
         let key = match self.resource_by_address.get(&address) {
@@ -402,19 +427,24 @@ fn key_of<T: ByteArrayType, K: std::hash::Hash + Eq + AsRef<T::Native>>(
     key
 }
 
-fn append_map(builder: &mut MapBuilder<StringBuilder, StringBuilder>, attributes: &[Attribute]) {
-    for attribute in attributes {
-        builder.keys().append_value(&attribute.key);
-        builder.values().append_value(attribute.value.rendered());
+/// Appends a value as text, rendered (when it is not a string already) into `buffer`.
+fn append_rendered(builder: &mut StringBuilder, value: &Value, buffer: &mut String) {
+    match value {
+        Value::Str(text) => builder.append_value(text),
+        other => {
+            buffer.clear();
+            other.render_into(buffer);
+            builder.append_value(buffer.as_str());
+        }
     }
-    builder.append(true).expect("keys and values appended together");
 }
 
 /// What the columns do not hold with full fidelity (typed attributes, events, links), encoded
 /// into `buffer` (cleared first; one buffer serves every row of a batch).
-fn encode_detail(span: &Span, buffer: &mut Vec<u8>) {
+fn encode_detail(span: &Span, message: &mut trace_proto::Span, buffer: &mut Vec<u8>) {
     buffer.clear();
-    clew_ingest::otlp::span_detail_to_otlp(span).encode(buffer).expect("a Vec grows as needed");
+    clew_ingest::otlp::span_detail_into_otlp(span, message);
+    message.encode(buffer).expect("a Vec grows as needed");
 }
 
 fn encode_resource(span: &Span) -> Vec<u8> {
