@@ -388,8 +388,16 @@ fn span_detail_links(span: &Span) -> impl Iterator<Item = trace::span::Link> + '
 
 /// [`span_detail_to_otlp`] into a message kept from an earlier span: the strings and vectors
 /// it already holds are refilled rather than allocated again, which is most of the cost when
-/// a batch encodes the detail of every span.
+/// a batch encodes the detail of every span. The fields outside the detail are emptied.
 pub fn span_detail_into_otlp(span: &Span, into: &mut trace::Span) {
+    into.trace_id.clear();
+    into.span_id.clear();
+    into.parent_span_id.clear();
+    into.name.clear();
+    into.kind = 0;
+    into.start_time_unix_nano = 0;
+    into.end_time_unix_nano = 0;
+    into.status = None;
     refill(&mut into.trace_state, &span.trace_state);
     into.flags = span.flags;
     attributes_into_otlp(&span.attributes, &mut into.attributes);
@@ -579,7 +587,8 @@ mod tests {
             ),
             with(vec![], 1, "z=1"),
         ];
-        let mut message = trace::Span::default();
+        // A message that held a whole span first: the fields outside the detail are emptied.
+        let mut message = span_to_otlp(&spans[0]);
         for span in &spans {
             span_detail_into_otlp(span, &mut message);
             assert_eq!(message, span_detail_to_otlp(span));

@@ -32,7 +32,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::block::{
-    BatchBuilder, SCHEMA, SPAN_COLUMNS, StoredSpan, block_metadata, known_columns, open_block, spans_from_batches, upgrade,
+    BatchBuilder, DEDICATED, SCHEMA, SPAN_COLUMNS, StoredSpan, block_metadata, known_columns, open_block, spans_from_batches, upgrade,
 };
 use crate::head::{Head, PendingSpan};
 use crate::paths::{read_paths, write_paths};
@@ -284,15 +284,23 @@ fn block_properties(zstd_level: i32) -> Result<WriterProperties, StoreError> {
         .set_column_dictionary_enabled(ColumnPath::from("critical_path_nanos"), false)
         .set_column_encoding(ColumnPath::from("critical_path_nanos"), Encoding::BYTE_STREAM_SPLIT)
         .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]));
-    // Integer columns keep their range per row group (times, durations, counts, status codes:
-    // what searches prune on). A string column's range over thousands of rows of many traces
-    // spans nearly every value and prunes nothing, while comparing every value to keep it
-    // costs a fifth of the writing.
-    let properties = SCHEMA
-        .fields()
-        .iter()
-        .filter(|field| field.data_type().is_integer() && field.name() != "duration_nanos")
-        .fold(properties, |p, field| p.set_column_statistics_enabled(ColumnPath::from(field.name().as_str()), EnabledStatistics::Chunk));
+    // Integer columns keep their range per row group (times, durations, counts, the HTTP
+    // status: what searches prune on), and so do the span status (few short values: a row
+    // group without errors is skipped by a search for them) and the dedicated attribute
+    // columns (mostly null: their null counts skip row groups without the attribute). Other
+    // string and binary columns keep none: their range over thousands of rows of many traces
+    // covers nearly every value, while comparing every value to keep it cost a fifth of the
+    // writing.
+    let kept = |field: &&datafusion::arrow::datatypes::FieldRef| {
+        let name = field.name().as_str();
+        (field.data_type().is_integer() && name != "duration_nanos")
+            || name == "status_code"
+            || DEDICATED.iter().any(|(_, column)| *column == name)
+    };
+    let properties =
+        SCHEMA.fields().iter().filter(kept).fold(properties, |p, field| {
+            p.set_column_statistics_enabled(ColumnPath::from(field.name().as_str()), EnabledStatistics::Chunk)
+        });
     Ok(LZ4_COLUMNS.iter().fold(properties, |p, column| p.set_column_compression(ColumnPath::from(*column), Compression::LZ4_RAW)).build())
 }
 

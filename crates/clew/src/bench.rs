@@ -221,9 +221,9 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     eprintln!("ingest: {} requests over {} connections…", bodies.len(), options.connections);
     let stored = directory.join("stored");
     let (server, _) = Server::start(&stored, 2.0, config).await?;
-    let generator_cpu = cpu_seconds(std::process::id());
+    let sender_cpu = cpu_seconds(std::process::id());
     let (ingest_seconds, latencies, pushed_back) = send_all(&server.http, &bodies, options.connections).await?;
-    let generator_cpu = cpu_seconds(std::process::id()) - generator_cpu;
+    let sender_cpu = cpu_seconds(std::process::id()) - sender_cpu;
     let ingest_rate = generated as f64 / ingest_seconds;
     // What rollups cost: their CPU time against the server's, over the ingest.
     let ingest_status: serde_json::Value =
@@ -437,7 +437,7 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     row(
         "write path during ingest (s): take / assemble / write / compact",
         format!("{:.1} / {:.1} / {:.1} / {:.1}", write_path[0], write_path[1], write_path[2], write_path[3]),
-        &format!("of {ingest_seconds:.1} s; server CPU {server_cpu:.1} s, generator {generator_cpu:.1} s"),
+        &format!("of {ingest_seconds:.1} s; server CPU {server_cpu:.1} s, sender {sender_cpu:.1} s"),
     );
     row("rollups' share of the server's CPU during ingest", format!("{:.1}%", 100.0 * rollup_share), "≤ 15%");
     // Compaction waits while ingest is behind: the blocks of the burst are merged after it,
