@@ -127,8 +127,6 @@ pub struct RollupBuilder {
     root_starts: HashMap<Arc<str>, Vec<i64>>,
     /// Both of the above, once the rollup is finished.
     evidence: Option<Arc<Evidence>>,
-    /// The span kinds' names met so far (see [`Self::kind`]).
-    kinds: Vec<Arc<str>>,
 }
 
 type UnansweredKey = (i64, Arc<str>, Arc<str>, Arc<str>, Arc<str>, Arc<str>);
@@ -283,27 +281,6 @@ impl RollupBuilder {
         self.names.get(name)
     }
 
-    /// A row's service, interned: the rows of one resource nearly always share their service
-    /// (the resource's `service.name`), so the name last interned for the row's resource
-    /// (`by_resource`, indexed by the batch's resource key) serves while its text matches.
-    fn service(&mut self, by_resource: &mut [Option<Arc<str>>], resource: usize, text: &str) -> Arc<str> {
-        match by_resource.get_mut(resource) {
-            Some(Some(known)) if &**known == text => Arc::clone(known),
-            Some(slot) => Arc::clone(slot.insert(self.names.get(text))),
-            None => self.names.get(text),
-        }
-    }
-
-    /// A span kind's name, interned: a handful of names, found without hashing.
-    fn kind(&mut self, text: &str) -> Arc<str> {
-        if let Some(known) = self.kinds.iter().find(|known| &***known == text) {
-            return Arc::clone(known);
-        }
-        let name = self.names.get(text);
-        self.kinds.push(Arc::clone(&name));
-        name
-    }
-
     /// Adds the calls and adoption facts of every row of a span-table batch.
     pub fn add(&mut self, batch: &RecordBatch) {
         self.add_calls(batch);
@@ -329,7 +306,6 @@ impl RollupBuilder {
         } = columns;
         // Rows of a batch come trace by trace: the entry point's names are interned once per run.
         let mut entry: Option<(usize, Arc<str>, Arc<str>)> = None;
-        let mut services = vec![None; columns.resource.values().len()];
         for row in 0..batch.num_rows() {
             let start = trace_start.value(row).saturating_add(offset.value(row));
             let minute = start.div_euclid(ROLLUP_BUCKET_NANOS) * ROLLUP_BUCKET_NANOS;
@@ -342,7 +318,7 @@ impl RollupBuilder {
                 e.0 = row;
             }
             let (_, entry_service, entry_operation) = entry.clone().expect("set above");
-            let child = self.service(&mut services, columns.resource.keys().value(row) as usize, service.value(row));
+            let child = self.intern(service.value(row));
             let error = status.value(row) == "error";
             let (nanos, on_path) = (duration.value(row), critical.value(row));
             // A sampled trace's calls count as many times as the traces it stands for.
@@ -415,7 +391,6 @@ impl RollupBuilder {
         let broken_shape = (trace_flags::MULTIPLE_ROOTS | trace_flags::HAS_ORPHANS | trace_flags::NO_ROOT) as i32;
         let mut resource_facts: Vec<Option<ResourceFacts>> = Vec::new();
         resource_facts.resize_with(resource.values().len(), || None);
-        let mut services = vec![None; resource.values().len()];
         // (minute, interned service, resource) whose pairs were added to the service's minute:
         // each resource's pairs are added once, not once per span.
         let mut pairs_added: HashSet<(i64, usize, usize)> = HashSet::default();
@@ -438,12 +413,12 @@ impl RollupBuilder {
             }
             let start = trace_start.value(row).saturating_add(offset.value(row));
             let minute = start.div_euclid(ROLLUP_BUCKET_NANOS) * ROLLUP_BUCKET_NANOS;
-            let resource_key = resource.keys().value(row) as usize;
-            let service_name = self.service(&mut services, resource_key, service.value(row));
+            let service_name = self.intern(service.value(row));
             match self.trace.services.iter_mut().find(|(s, _)| *s == service_name) {
                 Some((_, first)) => *first = (*first).min(minute),
                 None => self.trace.services.push((Arc::clone(&service_name), minute)),
             }
+            let resource_key = resource.keys().value(row) as usize;
             if resource_facts[resource_key].is_none() {
                 let values = resource.values().as_binary::<i32>();
                 // Undecodable bytes count as a resource without attributes: a rollup is counted
@@ -488,7 +463,7 @@ impl RollupBuilder {
                 parent: (!parent_id.is_null(row)).then(|| parent_id.value(row).try_into().expect("8-byte span IDs")),
                 service: Arc::clone(&service_name),
                 operation: self.intern(name.value(row)),
-                kind: self.kind(span_kind),
+                kind: self.intern(span_kind),
                 duration_nanos: duration.value(row),
                 critical_path_nanos: critical.value(row),
                 error,
@@ -542,7 +517,7 @@ impl RollupBuilder {
                 self.root_starts.entry(Arc::clone(&service_name)).or_default().push(start);
             }
             if is_root {
-                let key = (minute, Arc::clone(&service_name), self.intern(name.value(row)), self.kind(span_kind));
+                let key = (minute, Arc::clone(&service_name), self.intern(name.value(row)), self.intern(span_kind));
                 let weight = self.trace.weight;
                 let root = self.roots.entry(key).or_default();
                 root.0 += weight;
