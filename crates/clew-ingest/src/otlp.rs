@@ -402,12 +402,8 @@ pub fn span_detail_into_otlp(span: &Span, into: &mut trace::Span) {
     into.flags = span.flags;
     attributes_into_otlp(&span.attributes, &mut into.attributes);
     into.dropped_attributes_count = span.dropped_attributes_count;
-    into.events.truncate(span.events.len());
-    for (index, event) in span.events.iter().enumerate() {
-        if index == into.events.len() {
-            into.events.push(trace::span::Event::default());
-        }
-        let target = &mut into.events[index];
+    into.events.resize_with(span.events.len(), Default::default);
+    for (target, event) in into.events.iter_mut().zip(&span.events) {
         target.time_unix_nano = event.time_unix_nano;
         refill(&mut target.name, &event.name);
         attributes_into_otlp(&event.attributes, &mut target.attributes);
@@ -427,12 +423,8 @@ fn refill(target: &mut String, source: &str) {
 
 fn attributes_into_otlp(attributes: &[Attribute], into: &mut Vec<common::KeyValue>) {
     use common::any_value::Value as V;
-    into.truncate(attributes.len());
-    for (index, attribute) in attributes.iter().enumerate() {
-        if index == into.len() {
-            into.push(common::KeyValue::default());
-        }
-        let target = &mut into[index];
+    into.resize_with(attributes.len(), Default::default);
+    for (target, attribute) in into.iter_mut().zip(attributes) {
         refill(&mut target.key, &attribute.key);
         match (&attribute.value, target.value.as_mut()) {
             // A string into a string value already there: its buffer is reused.
