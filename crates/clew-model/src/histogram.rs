@@ -80,6 +80,11 @@ impl LatencyHistogram {
         }
     }
 
+    /// Memory the buckets take beyond the struct itself.
+    pub fn heap_bytes(&self) -> usize {
+        self.counts.capacity() * std::mem::size_of::<(u16, u64)>()
+    }
+
     pub fn count(&self) -> u64 {
         self.counts.iter().map(|(_, c)| c).sum()
     }

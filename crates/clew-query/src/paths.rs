@@ -29,7 +29,7 @@ impl QueryEngine {
     /// [start, end]: (source, requests), the most first. The empty source is traffic naming none.
     pub async fn traffic_sources(&self, start_unix_nano: u64, end_unix_nano: u64) -> Result<Vec<(String, u64)>, QueryError> {
         let (first, last) = minutes(start_unix_nano, end_unix_nano)?;
-        let parts = self.storage.rollups(first, last).await?;
+        let parts = self.storage.rollups(first, last, false).await?;
         let mut sources: HashMap<&str, u64> = HashMap::new();
         for part in &parts {
             for row in in_minutes(&part.for_window(first, last).paths, first, last, |row| row.minute_unix_nano) {
@@ -55,12 +55,11 @@ impl QueryEngine {
         keep: impl Fn(&PathRow) -> bool,
     ) -> Result<Vec<PathRow>, QueryError> {
         let (first, last) = minutes(start_unix_nano, end_unix_nano)?;
-        let parts = self.storage.rollups(first, last).await?;
+        let parts = self.storage.rollups(first, last, per_minute).await?;
         Ok(contexts_of(&parts, (first, last), entry, traffic, per_minute, keep))
     }
 
-    /// The calling contexts merged over the window, and the rows `keep` holds for per minute,
-    /// from one read of the rollups.
+    /// The calling contexts merged over the window, and the rows `keep` holds for per minute.
     pub async fn calling_contexts_and_minutes(
         &self,
         start_unix_nano: u64,
@@ -70,10 +69,10 @@ impl QueryEngine {
         keep: impl Fn(&PathRow) -> bool,
     ) -> Result<(Vec<PathRow>, Vec<PathRow>), QueryError> {
         let (first, last) = minutes(start_unix_nano, end_unix_nano)?;
-        let parts = self.storage.rollups(first, last).await?;
+        let (merged, per_minute) = (self.storage.rollups(first, last, false).await?, self.storage.rollups(first, last, true).await?);
         Ok((
-            contexts_of(&parts, (first, last), entry, traffic, false, |_| true),
-            contexts_of(&parts, (first, last), entry, traffic, true, keep),
+            contexts_of(&merged, (first, last), entry, traffic, false, |_| true),
+            contexts_of(&per_minute, (first, last), entry, traffic, true, keep),
         ))
     }
 }

@@ -37,6 +37,7 @@ use crate::block::{
 use crate::head::{Head, PendingSpan};
 use crate::paths::{read_paths, write_paths};
 use crate::rollup::{Rollup, RollupBuilder, read_adoption, read_rollup, write_adoption, write_rollup};
+use crate::rollup_cache::{RollupCache, Whole};
 use crate::span_metrics::SpanMetrics;
 use crate::table::SpansTable;
 use crate::wal::{SegmentId, Wal};
@@ -181,8 +182,9 @@ pub struct EmbeddedStore {
     blocks_dir: PathBuf,
     /// Footer, page index and bloom filters of each block, read once.
     readers: Mutex<HashMap<String, Arc<BlockReader>>>,
-    /// The call rollup of each block, read once.
-    rollups: Mutex<HashMap<String, Arc<Rollup>>>,
+    /// The blocks' rollups: merged across minutes for every block, per minute for the most
+    /// recently read.
+    rollups: RollupCache,
     /// Counted from each assembled batch's rollup.
     span_metrics: Mutex<SpanMetrics>,
 }
@@ -317,6 +319,7 @@ impl EmbeddedStore {
         fs::create_dir_all(&blocks_dir)?;
         let (wal, replayed) = Wal::open(&config.data_dir.join("wal"), config.wal_segment_bytes, config.wal_sync)?;
         let blocks = load_blocks(&blocks_dir)?;
+        let rollup_cache_bytes = config.rollup_cache_bytes;
         let store = Arc::new(Self {
             config,
             wal,
@@ -333,7 +336,7 @@ impl EmbeddedStore {
             counters: Counters::default(),
             blocks_dir,
             readers: Mutex::new(HashMap::new()),
-            rollups: Mutex::new(HashMap::new()),
+            rollups: RollupCache::new(rollup_cache_bytes),
             span_metrics: Mutex::new(SpanMetrics::default()),
         });
         // Replayed spans were checked when they were first accepted.
@@ -746,7 +749,7 @@ impl EmbeddedStore {
         write_rollup(&rollup_path(&self.blocks_dir, &id), &rollup.edges)?;
         write_adoption(&adoption_path(&self.blocks_dir, &id), &rollup.adoption)?;
         write_paths(&paths_path(&self.blocks_dir, &id), &rollup.paths)?;
-        self.rollups.lock().insert(id.clone(), Arc::new(rollup));
+        self.rollups.insert_minutes(&id, Arc::new(rollup));
         let BlockSummary { min_start, max_end, services, traces, rows, .. } = summary;
         let meta = BlockMeta {
             id: id.clone(),
@@ -926,10 +929,9 @@ impl EmbeddedStore {
     fn retire(&self, blocks: &[Arc<BlockMeta>]) {
         let mut graveyard = self.graveyard.lock();
         let mut readers = self.readers.lock();
-        let mut rollups = self.rollups.lock();
         for block in blocks {
             readers.remove(&block.id);
-            rollups.remove(&block.id);
+            self.rollups.remove(&block.id);
             let _ = fs::remove_file(rollup_path(&self.blocks_dir, &block.id));
             let _ = fs::remove_file(adoption_path(&self.blocks_dir, &block.id));
             let _ = fs::remove_file(paths_path(&self.blocks_dir, &block.id));
@@ -1037,7 +1039,7 @@ impl EmbeddedStore {
     /// The call rollups of everything stored that may hold spans started within [start, end]:
     /// memory (assembled and pending traces) and each block. Rows are per minute; the caller
     /// picks the minutes it wants.
-    fn rollups_blocking(&self, start: i64, end: i64) -> Result<Vec<Arc<Rollup>>, StoreError> {
+    fn rollups_blocking(&self, start: i64, end: i64, per_minute: bool) -> Result<Vec<Arc<Rollup>>, StoreError> {
         let (mut parts, blocks) = {
             let _steady = self.stages.read();
             let mut parts = {
@@ -1057,8 +1059,52 @@ impl EmbeddedStore {
             }
             (parts, self.blocks.read().clone())
         };
+        let covered = |whole: &Whole| !per_minute && start <= whole.first && whole.last <= end;
+        let mut from_blocks = Vec::new();
+        let mut unread = Vec::new();
         for block in blocks.iter().filter(|b| b.max_end_unix_nano >= start && b.min_start_unix_nano <= end) {
-            parts.push(self.block_rollup(block)?);
+            match self.rollups.whole(&block.id).filter(covered) {
+                Some(whole) => from_blocks.push((block, Ok(whole.rollup))),
+                None => unread.push(block),
+            }
+        }
+        // A block's rows for this window: per minute, or merged when the window covers it.
+        let read = |block: &Arc<BlockMeta>| -> Result<Arc<Rollup>, StoreError> {
+            let rollup = self.block_rollup(block)?;
+            let whole = match self.rollups.whole(&block.id) {
+                Some(whole) => whole,
+                None => {
+                    let (first, last, merged) = rollup.merged_form();
+                    let whole = Whole { rollup: Arc::new(merged), first, last };
+                    if self.blocks.read().iter().any(|b| b.id == block.id) {
+                        self.rollups.insert_whole(&block.id, whole.clone());
+                    }
+                    whole
+                }
+            };
+            Ok(if covered(&whole) { whole.rollup } else { rollup })
+        };
+        // Rollups read from their files (most of a long window's, beyond the cache) are read
+        // on several threads.
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4).min(unread.len());
+        if threads > 1 {
+            std::thread::scope(|scope| {
+                let (unread, read) = (&unread, &read);
+                let workers: Vec<_> = (0..threads)
+                    .map(|first| scope.spawn(move || unread.iter().skip(first).step_by(threads).map(|b| (*b, read(b))).collect::<Vec<_>>()))
+                    .collect();
+                for worker in workers {
+                    from_blocks.extend(worker.join().expect("reading a rollup does not panic"));
+                }
+            });
+        } else {
+            from_blocks.extend(unread.into_iter().map(|b| (b, read(b))));
+        }
+        // In the order of the block list, whatever thread read them.
+        let order: HashMap<&str, usize> = blocks.iter().enumerate().map(|(i, b)| (b.id.as_str(), i)).collect();
+        from_blocks.sort_by_key(|(block, _)| order[block.id.as_str()]);
+        for (_, rollup) in from_blocks {
+            parts.push(rollup?);
         }
         Ok(parts)
     }
@@ -1075,8 +1121,8 @@ impl EmbeddedStore {
     /// A block's rollup: from memory, from its file, or (for a block written before rollups
     /// existed) computed from its rows once and saved.
     fn block_rollup(&self, block: &BlockMeta) -> Result<Arc<Rollup>, StoreError> {
-        if let Some(rollup) = self.rollups.lock().get(&block.id) {
-            return Ok(Arc::clone(rollup));
+        if let Some(rollup) = self.rollups.minutes(&block.id) {
+            return Ok(rollup);
         }
         let (path, adoption) = (rollup_path(&self.blocks_dir, &block.id), adoption_path(&self.blocks_dir, &block.id));
         let paths = paths_path(&self.blocks_dir, &block.id);
@@ -1093,7 +1139,7 @@ impl EmbeddedStore {
         let rows = Arc::new(rows);
         // A block retired meanwhile is not cached again.
         if self.blocks.read().iter().any(|b| b.id == block.id) {
-            self.rollups.lock().insert(block.id.clone(), Arc::clone(&rows));
+            self.rollups.insert_minutes(&block.id, Arc::clone(&rows));
         }
         Ok(rows)
     }
@@ -1336,6 +1382,7 @@ impl Storage for Arc<EmbeddedStore> {
             traces_assembled: self.counters.traces_assembled.load(Ordering::Relaxed),
             fragments: self.counters.fragments.load(Ordering::Relaxed),
             rollup_cpu_nanos: self.counters.rollup_nanos.load(Ordering::Relaxed),
+            rollup_cache_bytes: self.rollups.held().0,
             compactions_deferred: self.counters.compactions_deferred.load(Ordering::Relaxed),
             compactable_blocks,
             write_path_seconds: WritePathSeconds {
@@ -1348,10 +1395,10 @@ impl Storage for Arc<EmbeddedStore> {
         }
     }
 
-    fn rollups(&self, start_unix_nano: i64, end_unix_nano: i64) -> BoxFuture<'_, Result<Vec<Arc<Rollup>>, StoreError>> {
+    fn rollups(&self, start_unix_nano: i64, end_unix_nano: i64, per_minute: bool) -> BoxFuture<'_, Result<Vec<Arc<Rollup>>, StoreError>> {
         let store = Arc::clone(self);
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || store.rollups_blocking(start_unix_nano, end_unix_nano))
+            tokio::task::spawn_blocking(move || store.rollups_blocking(start_unix_nano, end_unix_nano, per_minute))
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("rollup read failed: {e}")))?
         })
@@ -1935,9 +1982,9 @@ mod tests {
             let store = EmbeddedStore::open(config.clone()).unwrap();
             let storage: &dyn Storage = &store;
             storage.append(all[..9_000].to_vec()).await.unwrap();
-            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX).await.unwrap()), (9_000, 900), "pending traces");
+            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX, false).await.unwrap()), (9_000, 900), "pending traces");
             storage.flush().await.unwrap();
-            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX).await.unwrap()), (9_000, 900), "one block");
+            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX, true).await.unwrap()), (9_000, 900), "one block");
             // The last part repeats spans already in a block: compaction drops them, and the
             // merged block's rollup is computed from what it keeps.
             for part in [&all[9_000..18_000], &all[18_000..], &all[..1_000]] {
@@ -1946,9 +1993,9 @@ mod tests {
                 store.recent.lock().current.clear();
             }
             assert_eq!(store.blocks().len(), 1);
-            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX).await.unwrap()), (30_000, 3_000), "compacted");
+            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX, false).await.unwrap()), (30_000, 3_000), "compacted");
             let start = store.blocks()[0].min_start_unix_nano;
-            assert!(storage.rollups(0, start - 1).await.unwrap().is_empty(), "a window before the data reads no block");
+            assert!(storage.rollups(0, start - 1, false).await.unwrap().is_empty(), "a window before the data reads no block");
         }
         let rollup_files = |dir: &Path| {
             fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(ROLLUP_SUFFIX)).count()
@@ -1967,12 +2014,54 @@ mod tests {
         );
         // After a restart the rollup is read from its file; without the file it is rebuilt.
         let store = EmbeddedStore::open(config.clone()).unwrap();
-        assert_eq!(rollup_totals((&store as &dyn Storage).rollups(0, i64::MAX).await.unwrap()), (30_000, 3_000));
+        assert_eq!(rollup_totals((&store as &dyn Storage).rollups(0, i64::MAX, true).await.unwrap()), (30_000, 3_000));
         drop(store);
         fs::remove_file(rollup_path(&blocks_dir, &load_blocks(&blocks_dir).unwrap()[0].id)).unwrap();
         let store = EmbeddedStore::open(config).unwrap();
-        assert_eq!(rollup_totals((&store as &dyn Storage).rollups(0, i64::MAX).await.unwrap()), (30_000, 3_000));
+        assert_eq!(rollup_totals((&store as &dyn Storage).rollups(0, i64::MAX, false).await.unwrap()), (30_000, 3_000));
         assert_eq!(rollup_files(&blocks_dir), 1, "the rebuilt rollup is saved");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_window_covering_a_block_reads_its_rollup_merged_and_per_minute_rows_come_from_a_bounded_cache() {
+        // Two blocks of 300 traces, one started every 2 s: ten minutes each.
+        let config = StoreConfig { compaction_target_spans: 0, rollup_cache_bytes: 1, ..temp_config() };
+        let mut all = spans(600, 10);
+        for (i, span) in all.iter_mut().enumerate() {
+            let trace = i as u64 / 10;
+            span.start_time_unix_nano += trace * 2_000_000_000;
+            span.end_time_unix_nano += trace * 2_000_000_000;
+        }
+        let store = EmbeddedStore::open(config).unwrap();
+        let storage: &dyn Storage = &store;
+        for half in all.chunks(3_000) {
+            storage.append(half.to_vec()).await.unwrap();
+            storage.flush().await.unwrap();
+        }
+        let blocks = store.blocks();
+        assert_eq!(blocks.len(), 2);
+        let minutes = |part: &Rollup| part.edges.iter().map(|r| r.minute_unix_nano).collect::<HashSet<_>>().len();
+
+        let merged = storage.rollups(0, i64::MAX, false).await.unwrap();
+        assert_eq!(rollup_totals(merged.clone()), (6_000, 600));
+        assert!(merged.iter().all(|part| minutes(part) == 1 && std::ptr::eq(part.for_window(0, i64::MAX), &**part)));
+        let per_minute = storage.rollups(0, i64::MAX, true).await.unwrap();
+        assert_eq!(rollup_totals(per_minute.clone()), (6_000, 600));
+        assert!(per_minute.iter().all(|part| minutes(part) >= 10), "{:?}", per_minute.iter().map(|p| minutes(p)).collect::<Vec<_>>());
+        // A window over part of a block reads its minutes.
+        let (first, last) = (blocks[0].min_start_unix_nano, blocks[0].min_start_unix_nano + 180_000_000_000);
+        let part = storage.rollups(first, last, false).await.unwrap();
+        assert_eq!(part.len(), 1);
+        assert!(minutes(&part[0]) >= 10);
+        // With a budget of one byte only the block read last keeps its minutes in memory; the
+        // other's are read from their file again.
+        assert_eq!(store.rollups.held().1, 1);
+        assert!(store.rollups.minutes(&blocks[1].id).is_none());
+        assert_eq!(rollup_totals(storage.rollups(0, i64::MAX, true).await.unwrap()), (6_000, 600));
+        // Retired blocks are forgotten.
+        store.retire(&blocks);
+        assert_eq!(store.rollups.held(), (0, 0));
+        assert!(store.rollups.whole(&blocks[0].id).is_none());
     }
 
     #[tokio::test(flavor = "multi_thread")]

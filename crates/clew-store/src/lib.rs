@@ -16,6 +16,7 @@ mod engine;
 pub mod head;
 pub mod paths;
 pub mod rollup;
+mod rollup_cache;
 pub mod span_metrics;
 mod table;
 pub mod wal;
@@ -108,8 +109,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     }
     /// The rollups (calls per minute, entry point and edge; the coverage report's facts per
     /// minute) of everything that may hold spans started within [start, end] (Unix ns), in
-    /// parts; rows outside the window may be included.
-    fn rollups(&self, start_unix_nano: i64, end_unix_nano: i64) -> BoxFuture<'_, Result<Vec<Arc<rollup::Rollup>>, StoreError>>;
+    /// parts; rows outside the window may be included. Unless `per_minute`, a part whose
+    /// minutes the window covers may come with its rows merged across them (see
+    /// [`Rollup::for_window`](rollup::Rollup::for_window)).
+    fn rollups(
+        &self,
+        start_unix_nano: i64,
+        end_unix_nano: i64,
+        per_minute: bool,
+    ) -> BoxFuture<'_, Result<Vec<Arc<rollup::Rollup>>, StoreError>>;
     /// Assembles everything pending and writes it to blocks (for shutdown and tests).
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }
@@ -134,6 +142,8 @@ pub struct StoreStats {
     pub fragments: u64,
     /// Time spent computing rollups (at assembly and when blocks are written), summed over threads.
     pub rollup_cpu_nanos: u64,
+    /// Memory the per-minute rollups of recently read blocks take (estimated).
+    pub rollup_cache_bytes: u64,
     /// Compaction rounds left for later because ingest was behind (the head nearly full).
     pub compactions_deferred: u64,
     /// Blocks the next compaction round would merge: 0 when compaction has nothing to do.
@@ -200,6 +210,10 @@ pub struct StoreConfig {
     /// these bound the rate the store can take in: about limit / idle time (the default, 1.3
     /// million of the demo's spans, allows 130,000 spans/s with traces quiet after 10 s).
     pub max_pending_bytes: u64,
+    /// The per-minute rollups of the most recently read blocks are kept in memory up to about
+    /// this many bytes (about 13 MiB per hour of the demo's traffic); each block's rollup
+    /// merged across its minutes, what a window covering the block reads, is always kept.
+    pub rollup_cache_bytes: u64,
     /// The attribute naming a trace's traffic source (`web`, `app`, `load_test`…), read from
     /// its root span (span, then resource attributes) or the first span that has it.
     pub traffic_source_attribute: String,
@@ -225,6 +239,7 @@ impl Default for StoreConfig {
             retention_max_bytes: 0,
             max_pending_spans: 2_000_000,
             max_pending_bytes: 192 << 20,
+            rollup_cache_bytes: 64 << 20,
             traffic_source_attribute: DEFAULT_TRAFFIC_SOURCE_ATTRIBUTE.into(),
             load_test_sources: vec!["load_test".into(), "load-test".into(), "loadtest".into()],
         }

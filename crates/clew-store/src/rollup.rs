@@ -684,6 +684,8 @@ pub struct Rollup {
     /// The same rows with their minutes merged, made on first use: a window that covers every
     /// minute of this part reads these instead.
     whole: OnceLock<Box<(i64, i64, Rollup)>>,
+    /// Set on such merged rows: every window this part is read for covers its minutes.
+    merged: bool,
     /// Kept by rollups of assembled batches until their block is written: the unanswered calls
     /// and root spans behind `roots_in_peer`, so that the block counts the pairs across batches.
     evidence: Option<Arc<Evidence>>,
@@ -723,15 +725,66 @@ impl Evidence {
 
 impl Rollup {
     pub fn new(edges: Vec<EdgeRow>, adoption: AdoptionRollup, paths: Vec<PathRow>) -> Self {
-        Self { edges, adoption, paths, whole: OnceLock::new(), evidence: None }
+        Self { edges, adoption, paths, whole: OnceLock::new(), merged: false, evidence: None }
     }
 
     /// The rows to read for the minutes [first, last]: these, or when the window covers every
     /// minute of the part, the same totals in one row per key (dated at the part's first minute).
     pub fn for_window(&self, first: i64, last: i64) -> &Rollup {
+        if self.merged {
+            return self;
+        }
         let whole = self.whole.get_or_init(|| Box::new(self.merged()));
         let (from, to, merged) = &**whole;
         if first <= *from && *to <= last { merged } else { self }
+    }
+
+    /// The rows merged across minutes (dated at the first), and the first and last minute:
+    /// the form to read for a window that covers them all.
+    pub(crate) fn merged_form(&self) -> (i64, i64, Rollup) {
+        let (from, to, mut merged) = self.merged();
+        merged.merged = true;
+        (from, to, merged)
+    }
+
+    /// Memory the rows take, estimated: their structs, strings and histograms (names shared
+    /// between rows are counted once per row as a pointer).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let strings = |items: &[String]| items.iter().map(|s| s.capacity()).sum::<usize>() + items.len() * size_of::<String>();
+        let edges = self.edges.iter().map(|r| size_of::<EdgeRow>() + r.histogram.heap_bytes()).sum::<usize>();
+        let paths = self
+            .paths
+            .iter()
+            .map(|r| size_of::<PathRow>() + r.latency.heap_bytes() + r.per_trace_spans.heap_bytes() + r.per_trace_critical.heap_bytes())
+            .sum::<usize>();
+        let a = &self.adoption;
+        let services = a
+            .services
+            .iter()
+            .map(|r| {
+                size_of::<ServiceMinute>()
+                    + r.service.capacity()
+                    + r.resource.iter().map(|(k, v)| 2 * size_of::<String>() + k.capacity() + v.capacity()).sum::<usize>()
+            })
+            .sum::<usize>();
+        let traces = a.traces.iter().map(|r| size_of::<TraceClass>() + r.service.capacity() + strings(&r.unanswered_peers)).sum::<usize>();
+        let unanswered = a
+            .unanswered
+            .iter()
+            .map(|r| {
+                size_of::<UnansweredMinute>()
+                    + [&r.caller, &r.operation, &r.peer, &r.entry_service, &r.entry_operation].iter().map(|s| s.capacity()).sum::<usize>()
+            })
+            .sum::<usize>();
+        let roots = a
+            .roots
+            .iter()
+            .map(|r| size_of::<RootMinute>() + r.service.capacity() + r.operation.capacity() + r.kind.capacity())
+            .sum::<usize>();
+        let deprecated =
+            a.deprecated.iter().map(|r| size_of::<DeprecatedMinute>() + r.service.capacity() + r.key.capacity()).sum::<usize>();
+        edges + paths + services + traces + unanswered + roots + deprecated
     }
 
     fn merged(&self) -> (i64, i64, Rollup) {
