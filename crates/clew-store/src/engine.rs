@@ -79,6 +79,8 @@ struct AssembledBuffer {
     bytes: usize,
     /// Memory the last assembled chunk added: the next is expected to add as much.
     last_chunk_bytes: usize,
+    /// Rows and memory of the cut being written (still in the buffer until it is).
+    cutting: (usize, usize),
     /// Spans held per log segment, by the time window their traces start in.
     segments: BTreeMap<i64, HashMap<SegmentId, u64>>,
     oldest: Option<Instant>,
@@ -413,31 +415,52 @@ impl EmbeddedStore {
 
     /// One maintenance pass: assemble quiet traces, cut a block when due. With `flush_all`,
     /// everything pending is assembled and written now, then blocks are compacted and expired.
+    ///
+    /// A block is written on a thread of its own while the next traces are assembled, one
+    /// block at a time: a block write uses about one core, and assembly the rest. So that the
+    /// rows being written and those assembled meanwhile stay within `block_max_bytes`
+    /// together, a block is cut at half of it.
     pub fn maintain(&self, flush_all: bool) -> Result<(), StoreError> {
         let _one_at_a_time = self.maintenance.lock();
-        loop {
-            let assembled_some = self.assemble_chunk(flush_all);
-            // Everything is written at a flush and when the oldest rows have waited long
-            // enough; a full buffer may keep its newest window.
-            let (full, all) = {
-                let buffer = self.assembled.lock();
-                let aged = buffer.oldest.is_some_and(|t| t.elapsed().as_secs_f64() >= self.config.block_max_age_seconds);
-                // Cut before the next chunk would cross the limit, not after.
-                let expected = (buffer.bytes + buffer.last_chunk_bytes) as u64;
-                let too_big = self.config.block_max_bytes > 0 && buffer.rows > 0 && expected >= self.config.block_max_bytes;
-                let full = buffer.rows >= self.config.block_max_spans || too_big;
-                (full, buffer.rows > 0 && ((flush_all && !assembled_some) || aged))
+        std::thread::scope(|scope| {
+            let mut writing: Option<std::thread::ScopedJoinHandle<'_, Result<(), StoreError>>> = None;
+            let finish = |writing: &mut Option<std::thread::ScopedJoinHandle<'_, Result<(), StoreError>>>| match writing.take() {
+                Some(writer) => writer.join().expect("a block write does not panic"),
+                None => Ok(()),
             };
-            if all || full {
-                let started = Instant::now();
-                let cut = self.cut_block(all);
-                add_elapsed(&self.counters.block_write_nanos, started);
-                cut?;
-            }
-            if !assembled_some {
-                break;
-            }
-        }
+            let assembled = loop {
+                let assembled_some = self.assemble_chunk(flush_all);
+                // Everything is written at a flush and when the oldest rows have waited long
+                // enough; a full buffer may keep its newest window.
+                let (full, all) = {
+                    let buffer = self.assembled.lock();
+                    let (rows, bytes) = (buffer.rows.saturating_sub(buffer.cutting.0), buffer.bytes.saturating_sub(buffer.cutting.1));
+                    let aged = buffer.oldest.is_some_and(|t| t.elapsed().as_secs_f64() >= self.config.block_max_age_seconds);
+                    // Cut before the next chunk would cross the limit, not after.
+                    let expected = (bytes + buffer.last_chunk_bytes) as u64;
+                    let too_big = self.config.block_max_bytes > 0 && rows > 0 && expected >= self.config.block_max_bytes / 2;
+                    let full = rows >= self.config.block_max_spans || too_big;
+                    (full, rows > 0 && ((flush_all && !assembled_some) || aged))
+                };
+                if all || full {
+                    // The previous block is written first: its rows leave the buffer.
+                    if let Err(error) = finish(&mut writing) {
+                        break Err(error);
+                    }
+                    let cut = self.begin_cut(all);
+                    writing = Some(scope.spawn(move || {
+                        let started = Instant::now();
+                        let written = self.finish_cut(cut);
+                        add_elapsed(&self.counters.block_write_nanos, started);
+                        written
+                    }));
+                }
+                if !assembled_some {
+                    break Ok(());
+                }
+            };
+            assembled.and(finish(&mut writing))
+        })?;
         if flush_all {
             self.compact_and_expire(Duration::from_secs(2), false)?;
         }
@@ -599,6 +622,7 @@ impl EmbeddedStore {
     }
 
     /// Writes the assembled buffer as blocks ([`Self::begin_cut`], [`Self::finish_cut`]).
+    #[cfg(test)]
     fn cut_block(&self, all: bool) -> Result<(), StoreError> {
         let cut = self.begin_cut(all);
         self.finish_cut(cut)
@@ -610,7 +634,7 @@ impl EmbeddedStore {
     /// rows: a backlog arrives in time order, and the newest window is still filling, so each
     /// window is written once instead of in pieces that compaction would merge again.
     fn begin_cut(&self, all: bool) -> Cut {
-        let buffer = self.assembled.lock();
+        let mut buffer = self.assembled.lock();
         let mut rows_by_window: BTreeMap<i64, usize> = BTreeMap::new();
         for (batch, slot) in buffer.batches.iter().zip(&buffer.windows) {
             *rows_by_window.entry(*slot).or_insert(0) += batch.num_rows();
@@ -629,6 +653,8 @@ impl EmbeddedStore {
                 entry.1.push(Arc::clone(rollup));
             }
         }
+        let batches = parts.values().flat_map(|(batches, _)| batches);
+        buffer.cutting = batches.fold((0, 0), |(rows, bytes), b| (rows + b.num_rows(), bytes + b.get_array_memory_size()));
         Cut { taken: buffer.batches.len(), chosen, parts }
     }
 
@@ -640,7 +666,13 @@ impl EmbeddedStore {
         let mut metas = Vec::new();
         for (batches, rollups) in parts.into_values() {
             // On failure nothing is dropped: the rows stay in memory and the log.
-            metas.push(Arc::new(self.write_block(&batches, rollups, 0, Vec::new())?));
+            match self.write_block(&batches, rollups, 0, Vec::new()) {
+                Ok(meta) => metas.push(Arc::new(meta)),
+                Err(error) => {
+                    self.assembled.lock().cutting = (0, 0);
+                    return Err(error);
+                }
+            }
         }
         {
             let _moving = self.stages.write();
@@ -653,6 +685,7 @@ impl EmbeddedStore {
             buffer.combined = None;
             buffer.rows = buffer.batches.iter().map(RecordBatch::num_rows).sum();
             buffer.bytes = buffer.batches.iter().map(RecordBatch::get_array_memory_size).sum();
+            buffer.cutting = (0, 0);
             for (slot, segments) in &chosen {
                 let Some(held) = buffer.segments.get_mut(slot) else { continue };
                 for (segment, count) in segments {
@@ -2150,10 +2183,13 @@ mod tests {
             storage.append(all[..500].to_vec()).await.unwrap();
             while store.assemble_chunk(true) {}
             let cut = store.begin_cut(true);
+            let cutting = store.assembled.lock().cutting;
+            assert_eq!((cutting.0, cutting.1 > 0), (500, true), "the rows being written are not counted towards the next cut");
             // Assembled while the block is written: the same time window, another log segment.
             storage.append(all[500..].to_vec()).await.unwrap();
             while store.assemble_chunk(true) {}
             store.finish_cut(cut).unwrap();
+            assert_eq!(store.assembled.lock().cutting, (0, 0));
             let stats = storage.stats();
             assert_eq!((stats.block_spans, stats.assembled_unflushed_spans), (500, 500));
             let held: u64 = store.assembled.lock().segments.values().flat_map(HashMap::values).sum();
@@ -2218,10 +2254,11 @@ mod tests {
         let small = assembled(u64::MAX).await.stats();
         assert_eq!((small.blocks, small.assembled_unflushed_spans, small.pending_bytes), (0, 100, 0));
         assert!(small.assembled_bytes > 0);
-        // A block is cut when the next chunk, as large as the last, would cross the limit.
-        let store = assembled(2 * small.assembled_bytes).await;
+        // A block is cut when the next chunk, as large as the last, would cross half the limit
+        // (the other half is for the spans assembled while it is written).
+        let store = assembled(4 * small.assembled_bytes).await;
         assert_eq!(store.stats().blocks, 1, "a second chunk of 100 spans would cross the limit");
-        let store = assembled(2 * small.assembled_bytes + 1).await;
+        let store = assembled(4 * small.assembled_bytes + 2).await;
         assert_eq!(store.stats().blocks, 0, "a buffer with room for another chunk waits");
         store.append(spans(100, 5)[100..].to_vec()).await.unwrap();
         store.maintain(false).unwrap();

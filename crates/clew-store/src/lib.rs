@@ -154,9 +154,9 @@ pub struct StoreStats {
     pub write_path_seconds: WritePathSeconds,
 }
 
-/// Wall time of the write path's stages since start, in seconds. Taking traces, assembly and
-/// block writes run one after another; compaction runs beside them. Each includes its waits
-/// for the lock that queries reading pending spans hold.
+/// Wall time of the write path's stages since start, in seconds. Taking traces and assembly
+/// run one after another; a block is written beside them, and compaction beside all three.
+/// Each includes its waits for the lock that queries reading pending spans hold.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WritePathSeconds {
     /// Finding quiet traces in the head and taking them out.
@@ -188,8 +188,9 @@ pub struct StoreConfig {
     pub wal_segment_bytes: u64,
     /// A block is cut when this many assembled spans wait in memory...
     pub block_max_spans: usize,
-    /// ...or when they take this many bytes of memory (assembled spans carry every column
-    /// their block will have, about 0.6 KB each in the demo; 0: no limit)...
+    /// ...or when they take half this many bytes of memory: the other half holds the spans
+    /// assembled while the block is written (assembled spans carry every column their block
+    /// will have, about 0.6 KB each in the demo; 0: no limit)...
     pub block_max_bytes: u64,
     /// ...or when the oldest has waited this long.
     pub block_max_age_seconds: f64,
