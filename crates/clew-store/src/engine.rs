@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clew_ingest::Limits;
 use clew_model::{Span, TraceId, assemble_borrowed, trace_flags};
+use cpu_time::ThreadTime;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::Int64Type;
@@ -143,7 +144,7 @@ struct Counters {
     duplicates: AtomicU64,
     traces_assembled: AtomicU64,
     fragments: AtomicU64,
-    /// Time spent computing rollups, summed over threads.
+    /// CPU time spent computing rollups, summed over threads.
     rollup_nanos: AtomicU64,
     /// Wall time of the write path's stages: taking ready traces from the head, assembling
     /// them (on several threads), writing blocks, compacting them.
@@ -157,6 +158,11 @@ struct Counters {
 
 /// Adds the time since `started` to `counter`.
 fn add_elapsed(counter: &AtomicU64, started: Instant) {
+    counter.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// Adds the CPU time this thread spent since `started` (not its waits for a core).
+fn add_cpu(counter: &AtomicU64, started: ThreadTime) {
     counter.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
@@ -569,9 +575,9 @@ impl EmbeddedStore {
                             .into_iter()
                             .map(|(slot, (builder, segments))| {
                                 let batch = builder.finish();
-                                let started = Instant::now();
+                                let started = ThreadTime::now();
                                 let rollup = RollupBuilder::from_batches(&self.config.traffic_source_attribute, [&batch]);
-                                self.counters.rollup_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                                add_cpu(&self.counters.rollup_nanos, started);
                                 (slot, batch, rollup, segments)
                             })
                             .collect::<Vec<_>>()
@@ -760,9 +766,9 @@ impl EmbeddedStore {
                 let batch = batch?;
                 summary.add(&batch);
                 if reuse.is_none() {
-                    let started = Instant::now();
+                    let started = ThreadTime::now();
                     rollup.add(&batch);
-                    self.counters.rollup_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    add_cpu(&self.counters.rollup_nanos, started);
                 }
                 writer.write(&batch)?;
             }
@@ -771,14 +777,14 @@ impl EmbeddedStore {
         }
         fs::rename(&temporary, &path)?;
         // The rollup is in place before the metadata: a block with metadata always has one.
-        let started = Instant::now();
+        let started = ThreadTime::now();
         let rollup = match reuse {
             None => rollup.finish(),
             Some((parts, mixed)) if !mixed.get() => Rollup::combine(parts.iter().map(|p| &**p), None),
             // Traces or spans were shared between the parts: counted again from the rows.
             Some(_) => self.rollup_of_file(&path)?,
         };
-        self.counters.rollup_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        add_cpu(&self.counters.rollup_nanos, started);
         write_rollup(&rollup_path(&self.blocks_dir, &id), &rollup.edges)?;
         write_adoption(&adoption_path(&self.blocks_dir, &id), &rollup.adoption)?;
         write_paths(&paths_path(&self.blocks_dir, &id), &rollup.paths)?;

@@ -140,7 +140,7 @@ pub struct StoreStats {
     pub duplicate_spans: u64,
     pub traces_assembled: u64,
     pub fragments: u64,
-    /// Time spent computing rollups (at assembly and when blocks are written), summed over threads.
+    /// CPU time spent computing rollups (at assembly and when blocks are written), summed over threads.
     pub rollup_cpu_nanos: u64,
     /// Memory the per-minute rollups of recently read blocks take (estimated).
     pub rollup_cache_bytes: u64,
