@@ -251,7 +251,7 @@ def test_sampled_traces_count_as_the_traffic_they_stand_for(clew):
     # Where the write path spent its time: the traces above were assembled, so assembly took some.
     stages = {sample.labels["stage"]: sample.value for sample in families["clew_write_path_seconds"].samples
               if sample.name == "clew_write_path_seconds_total"}
-    assert set(stages) == {"take_ready", "assembly", "block_writes", "compaction"}
+    assert set(stages) == {"take_ready", "assembly", "block_write_waits", "block_writes", "compaction"}
     assert stages["assembly"] > 0 and all(value >= 0 for value in stages.values())
     for provider in (gateway, payments, whole):
         provider.shutdown()

@@ -162,14 +162,18 @@ impl Collector for Scrape {
         {
             let mut stages = encoder.encode_descriptor(
                 "clew_write_path_seconds",
-                "Wall time of the write path's stages since start: take_ready, assembly and block_writes run one after another; compaction beside them.",
+                "Wall time of the write path's stages since start: take_ready, assembly and block_write_waits (assembly waiting for the previous block write) run one after another; block_writes beside them, compaction beside all.",
                 None,
                 MetricType::Counter,
             )?;
             let w = &s.write_path_seconds;
-            for (stage, value) in
-                [("take_ready", w.take_ready), ("assembly", w.assembly), ("block_writes", w.block_writes), ("compaction", w.compaction)]
-            {
+            for (stage, value) in [
+                ("take_ready", w.take_ready),
+                ("assembly", w.assembly),
+                ("block_write_waits", w.block_write_waits),
+                ("block_writes", w.block_writes),
+                ("compaction", w.compaction),
+            ] {
                 stages.encode_family(&[("stage", stage)])?.encode_counter::<NoLabelSet, _, f64>(&value, None)?;
             }
         }

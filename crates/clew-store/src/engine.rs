@@ -151,6 +151,8 @@ struct Counters {
     take_nanos: AtomicU64,
     assembly_nanos: AtomicU64,
     block_write_nanos: AtomicU64,
+    /// Assembly's waits for the previous block write before cutting the next.
+    block_wait_nanos: AtomicU64,
     compaction_nanos: AtomicU64,
     /// Compaction rounds left for later because ingest was behind.
     compactions_deferred: AtomicU64,
@@ -450,7 +452,10 @@ impl EmbeddedStore {
                 };
                 if all || full {
                     // The previous block is written first: its rows leave the buffer.
-                    if let Err(error) = finish(&mut writing) {
+                    let waited = Instant::now();
+                    let written = finish(&mut writing);
+                    add_elapsed(&self.counters.block_wait_nanos, waited);
+                    if let Err(error) = written {
                         break Err(error);
                     }
                     let cut = self.begin_cut(all);
@@ -1427,6 +1432,7 @@ impl Storage for Arc<EmbeddedStore> {
             write_path_seconds: WritePathSeconds {
                 take_ready: seconds(&self.counters.take_nanos),
                 assembly: seconds(&self.counters.assembly_nanos),
+                block_write_waits: seconds(&self.counters.block_wait_nanos),
                 block_writes: seconds(&self.counters.block_write_nanos),
                 compaction: seconds(&self.counters.compaction_nanos),
             },

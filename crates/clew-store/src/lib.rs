@@ -165,6 +165,9 @@ pub struct WritePathSeconds {
     pub assembly: f64,
     /// Writing assembled rows as blocks.
     pub block_writes: f64,
+    /// Assembly waiting for a block write to finish before it cuts the next block (the rows
+    /// being written and those assembled since fill the buffer).
+    pub block_write_waits: f64,
     /// Merging small blocks.
     pub compaction: f64,
 }

@@ -232,7 +232,7 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
     let server_cpu = cpu_seconds(server.child.id());
     let rollup_share = rollup_seconds / server_cpu.max(1e-9);
     let stage = |name: &str| ingest_status["store"]["write_path_seconds"][name].as_f64().unwrap_or(0.0);
-    let write_path = [stage("take_ready"), stage("assembly"), stage("block_writes"), stage("compaction")];
+    let write_path = [stage("take_ready"), stage("assembly"), stage("block_write_waits"), stage("block_writes"), stage("compaction")];
     eprintln!("stopping (assembles and writes every trace)…");
     let ingest_rss = server.stop()?;
 
@@ -433,10 +433,11 @@ pub async fn run(serve: &ServeArgs, options: BenchOptions) -> anyhow::Result<()>
         row(&name, format!("{:.2}", percentile(times, 0.5).as_secs_f64() * 1e3), target);
     }
     // Where the server's time went while it ingested: the stages of the write path in wall
-    // seconds (the first three run one after another), beside the CPU seconds it used.
+    // seconds (the first three run one after another, blocks are written beside them),
+    // beside the CPU seconds it used.
     row(
-        "write path during ingest (s): take / assemble / write / compact",
-        format!("{:.1} / {:.1} / {:.1} / {:.1}", write_path[0], write_path[1], write_path[2], write_path[3]),
+        "write path during ingest (s): take / assemble / wait for writer / write / compact",
+        format!("{:.1} / {:.1} / {:.1} / {:.1} / {:.1}", write_path[0], write_path[1], write_path[2], write_path[3], write_path[4]),
         &format!("of {ingest_seconds:.1} s; server CPU {server_cpu:.1} s, sender {sender_cpu:.1} s"),
     );
     row("rollups' share of the server's CPU during ingest", format!("{:.1}%", 100.0 * rollup_share), "≤ 15%");
