@@ -87,6 +87,15 @@ struct AssembledBuffer {
     oldest: Option<Instant>,
 }
 
+/// What a query copies of the pending traces while they cannot move.
+enum PendingCopy {
+    /// Their rows, made by an earlier query of the same pending spans.
+    Rows(Vec<RecordBatch>),
+    /// Their spans, packed; with the head's generation when they are all the head's (their
+    /// rows can then serve the next query too, until the head changes).
+    Spans { traces: Vec<(TraceId, Vec<PendingSpan>)>, generation: Option<u64> },
+}
+
 /// The rows of a cut: batches of the buffer's first `taken` in the chosen windows, with the
 /// log segments' counts of those windows at the time.
 struct Cut {
@@ -996,7 +1005,13 @@ impl EmbeddedStore {
 
     /// Everything a query must see, each span once.
     pub(crate) fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        Ok(self.snapshot_with(|| self.pending_batches()))
+        let (mut snapshot, pending) = {
+            let _steady = self.stages.read();
+            let memory = self.assembled.lock().batches.clone();
+            (Snapshot { memory, blocks: self.blocks.read().clone() }, self.copy_pending())
+        };
+        snapshot.memory.extend(self.convert_pending(pending));
+        Ok(snapshot)
     }
 
     /// The assembled rows and blocks, with the pending rows `pending` gives, all taken while
@@ -1008,26 +1023,53 @@ impl EmbeddedStore {
         Snapshot { memory, blocks: self.blocks.read().clone() }
     }
 
-    /// Pending and in-flight traces, provisionally assembled so that they have every column.
-    fn pending_batches(&self) -> Vec<RecordBatch> {
+    /// Pending and in-flight traces as they are now: their rows from the last query if the
+    /// head has not changed since, else their packed spans. Called with the stage lock held;
+    /// [`Self::convert_pending`] then makes rows of them without it.
+    fn copy_pending(&self) -> PendingCopy {
         let generation = self.head.generation();
         let in_flight = self.in_flight.lock().clone();
         if in_flight.is_empty() {
             if let Some((cached_generation, batches)) = self.pending_cache.lock().as_ref() {
                 if *cached_generation == generation {
-                    return batches.clone();
+                    return PendingCopy::Rows(batches.clone());
                 }
             }
         }
-        let mut builder = BatchBuilder::default();
-        self.head.visit(|spans| builder.push_trace(&assemble_borrowed(spans), 0));
-        let head_rows = builder.rows();
-        self.push_in_flight(&mut builder, &in_flight, |_| true);
-        if builder.rows() == 0 {
+        let mut traces = self.head.copy();
+        let head_only = in_flight.is_empty() && !traces.is_empty();
+        traces.extend(in_flight.iter().map(|(id, spans)| (*id, spans.to_vec())));
+        PendingCopy::Spans { traces, generation: head_only.then_some(generation) }
+    }
+
+    /// Pending traces provisionally assembled so that they have every column, on several
+    /// threads (a burst of ingest leaves a million spans or more pending).
+    fn convert_pending(&self, pending: PendingCopy) -> Vec<RecordBatch> {
+        let (traces, generation) = match pending {
+            PendingCopy::Rows(batches) => return batches,
+            PendingCopy::Spans { traces, generation } => (traces, generation),
+        };
+        if traces.is_empty() {
             return Vec::new();
         }
-        let batches = vec![builder.finish()];
-        if in_flight.is_empty() && head_rows > 0 {
+        let convert = |traces: &[(TraceId, Vec<PendingSpan>)]| {
+            let mut builder = BatchBuilder::default();
+            for (trace_id, spans) in traces {
+                builder.push_trace(&assemble_borrowed(&self.head.unpack(*trace_id, spans)), 0);
+            }
+            builder.finish()
+        };
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
+        let batches: Vec<RecordBatch> = if threads > 1 && traces.len() >= 1_000 {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> =
+                    traces.chunks(traces.len().div_ceil(threads)).map(|chunk| scope.spawn(move || convert(chunk))).collect();
+                workers.into_iter().map(|worker| worker.join().expect("converting pending spans does not panic")).collect()
+            })
+        } else {
+            vec![convert(&traces)]
+        };
+        if let Some(generation) = generation {
             *self.pending_cache.lock() = Some((generation, batches.clone()));
         }
         batches
@@ -1084,25 +1126,33 @@ impl EmbeddedStore {
     /// memory (assembled and pending traces) and each block. Rows are per minute; the caller
     /// picks the minutes it wants.
     fn rollups_blocking(&self, start: i64, end: i64, per_minute: bool) -> Result<Vec<Arc<Rollup>>, StoreError> {
-        let (mut parts, blocks) = {
+        // Taken while no trace moves between the stages; combined and converted after.
+        let (assembled, pending, blocks) = {
             let _steady = self.stages.read();
-            let mut parts = {
-                let mut guard = self.assembled.lock();
-                let buffer = &mut *guard;
-                if buffer.rollups.len() > 1 {
-                    let combined =
-                        buffer.combined.get_or_insert_with(|| Arc::new(Rollup::combine(buffer.rollups.iter().map(|r| &**r), None)));
-                    vec![Arc::clone(combined)]
-                } else {
-                    buffer.rollups.clone()
+            let assembled = {
+                let buffer = self.assembled.lock();
+                match &buffer.combined {
+                    Some(combined) => vec![Arc::clone(combined)],
+                    None => buffer.rollups.clone(),
                 }
             };
-            let pending = self.pending_batches();
-            if !pending.is_empty() {
-                parts.push(Arc::new(RollupBuilder::from_batches(&self.config.traffic_source_attribute, &pending)));
-            }
-            (parts, self.blocks.read().clone())
+            (assembled, self.copy_pending(), self.blocks.read().clone())
         };
+        let mut parts = if assembled.len() > 1 {
+            let combined = Arc::new(Rollup::combine(assembled.iter().map(|r| &**r), None));
+            // Kept for the next read unless the buffer changed meanwhile.
+            let mut buffer = self.assembled.lock();
+            if buffer.rollups.len() == assembled.len() && buffer.rollups.iter().zip(&assembled).all(|(a, b)| Arc::ptr_eq(a, b)) {
+                buffer.combined = Some(Arc::clone(&combined));
+            }
+            vec![combined]
+        } else {
+            assembled
+        };
+        let pending = self.convert_pending(pending);
+        if !pending.is_empty() {
+            parts.push(Arc::new(RollupBuilder::from_batches(&self.config.traffic_source_attribute, &pending)));
+        }
         let covered = |whole: &Whole| !per_minute && start <= whole.first && whole.last <= end;
         let mut from_blocks = Vec::new();
         let mut unread = Vec::new();
@@ -2183,6 +2233,35 @@ mod tests {
         assert!(found[1].iter().all(|s| s.span.trace_id == second));
         let names: HashSet<&str> = found[0].iter().map(|s| s.span.name.as_str()).collect();
         assert_eq!(names.len(), 6, "block and pending spans of one trace together, none twice");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_snapshot_converts_every_pending_span_once_and_reuses_the_rows_until_the_head_changes() {
+        let store = EmbeddedStore::open(temp_config()).unwrap();
+        let all = spans(3_000, 4);
+        store.append(all[..8_000].to_vec()).await.unwrap();
+        let ids = |snapshot: &Snapshot| {
+            let mut ids = HashSet::new();
+            for batch in &snapshot.memory {
+                let (traces, spans) = (batch.column(0).as_fixed_size_binary(), batch.column(1).as_fixed_size_binary());
+                for row in 0..batch.num_rows() {
+                    assert!(ids.insert((traces.value(row).to_vec(), spans.value(row).to_vec())), "a span twice");
+                }
+            }
+            ids.len()
+        };
+        let first = store.snapshot().unwrap();
+        assert_eq!(ids(&first), 8_000);
+        let again = store.snapshot().unwrap();
+        assert!(again.memory.iter().zip(&first.memory).all(|(a, b)| a.column(0).to_data().ptr_eq(&b.column(0).to_data())));
+        // New spans, some of traces already pending: the next snapshot has them all.
+        store.append(all[8_000..].to_vec()).await.unwrap();
+        assert_eq!(ids(&store.snapshot().unwrap()), 12_000);
+        // Assembled now: each span still once.
+        store.assemble_chunk(true);
+        let (assembled, snapshot) = (store.stats().assembled_unflushed_spans, store.snapshot().unwrap());
+        assert!(assembled > 0);
+        assert_eq!(ids(&snapshot), 12_000);
     }
 
     #[tokio::test(flavor = "multi_thread")]

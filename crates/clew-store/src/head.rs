@@ -21,6 +21,7 @@ const SHARDS: usize = 32;
 /// (its attributes, their keys and string values are each a separate allocation). Pending
 /// spans are most of the server's memory under load. A span is decoded when its trace is
 /// assembled, and when a query reads pending spans.
+#[derive(Clone)]
 pub struct PendingSpan {
     span_id: SpanId,
     resource: Arc<Resource>,
@@ -396,21 +397,16 @@ impl Head {
         }
     }
 
-    /// Calls `visit` with the decoded spans of every pending trace. A shard is locked only to
-    /// list its traces and then to decode one trace at a time, so that inserts are seldom held
-    /// up while a query reads everything pending.
-    pub fn visit(&self, mut visit: impl FnMut(&[Span])) {
+    /// Every pending trace's spans, still packed: copying them is a small part of decoding
+    /// them, so a query that reads everything pending holds up assembly (which waits for the
+    /// stage lock its callers hold) only that long, and decodes them afterwards. A shard is
+    /// locked while its traces are copied.
+    pub fn copy(&self) -> Vec<(TraceId, Vec<PendingSpan>)> {
+        let mut out = Vec::new();
         for shard in &self.shards {
-            let ids: Vec<TraceId> = shard.lock().keys().copied().collect();
-            for id in ids {
-                // Callers hold the stage lock that assembly needs to take a trace, so a listed
-                // trace is still here; one that came since is left to the next query.
-                let spans = shard.lock().get(&id).map(|trace| self.unpack(id, &trace.spans));
-                if let Some(spans) = spans {
-                    visit(&spans);
-                }
-            }
+            out.extend(shard.lock().iter().map(|(id, trace)| (*id, trace.spans.clone())));
         }
+        out
     }
 
     /// Decodes a trace's pending spans.

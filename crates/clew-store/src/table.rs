@@ -61,7 +61,14 @@ impl TableProvider for SpansTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = match &self.pinned {
             Some(snapshot) => snapshot.clone(),
-            None => self.store.snapshot().map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?,
+            // Converting the pending spans takes a while under load: not on a runtime thread.
+            None => {
+                let store = Arc::clone(&self.store);
+                tokio::task::spawn_blocking(move || store.snapshot())
+                    .await
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+            }
         };
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let memory = MemTable::try_new(Arc::clone(&SCHEMA), vec![snapshot.memory])?;
