@@ -71,7 +71,12 @@ impl QueryEngine {
     /// An engine whose every query sees the spans stored now: for answers assembled from
     /// several queries that must agree with each other.
     pub async fn pinned(&self) -> Result<Self, QueryError> {
-        let table = self.storage.pinned_spans_table()?;
+        // Pinning converts the pending spans, which takes a while under load: not on a
+        // runtime thread.
+        let storage = Arc::clone(&self.storage);
+        let table = tokio::task::spawn_blocking(move || storage.pinned_spans_table())
+            .await
+            .map_err(|e| QueryError::Store(StoreError::Unavailable(format!("pinning the span table failed: {e}"))))??;
         Self::over(Arc::clone(&self.storage), table).await
     }
 

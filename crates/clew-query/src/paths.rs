@@ -59,7 +59,8 @@ impl QueryEngine {
         Ok(contexts_of(&parts, (first, last), entry, traffic, per_minute, keep))
     }
 
-    /// The calling contexts merged over the window, and the rows `keep` holds for per minute.
+    /// The calling contexts merged over the window, and the rows `keep` holds for per minute,
+    /// from one read of the rollups.
     pub async fn calling_contexts_and_minutes(
         &self,
         start_unix_nano: u64,
@@ -69,10 +70,10 @@ impl QueryEngine {
         keep: impl Fn(&PathRow) -> bool,
     ) -> Result<(Vec<PathRow>, Vec<PathRow>), QueryError> {
         let (first, last) = minutes(start_unix_nano, end_unix_nano)?;
-        let (merged, per_minute) = (self.storage.rollups(first, last, false).await?, self.storage.rollups(first, last, true).await?);
+        let parts = self.storage.rollups(first, last, true).await?;
         Ok((
-            contexts_of(&merged, (first, last), entry, traffic, false, |_| true),
-            contexts_of(&per_minute, (first, last), entry, traffic, true, keep),
+            contexts_of(&parts, (first, last), entry, traffic, false, |_| true),
+            contexts_of(&parts, (first, last), entry, traffic, true, keep),
         ))
     }
 }

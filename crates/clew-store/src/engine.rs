@@ -172,6 +172,20 @@ fn add_elapsed(counter: &AtomicU64, started: Instant) {
     counter.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
+/// `work` over `items` split into contiguous parts, one per core (at most `max_threads`
+/// parts): each part's result, in order.
+fn on_cores<T: Sync, R: Send>(items: &[T], max_threads: usize, work: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, max_threads.max(1)).min(items.len());
+    if threads <= 1 {
+        return vec![work(items)];
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items.chunks(items.len().div_ceil(threads)).map(|part| scope.spawn(move || work(part))).collect();
+        workers.into_iter().map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
+}
+
 /// Adds the CPU time this thread spent since `started` (not its waits for a core).
 fn add_cpu(counter: &AtomicU64, started: ThreadTime) {
     counter.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -547,59 +561,51 @@ impl EmbeddedStore {
         // Traces assembled with an adjusted count above 1, for their late fragments.
         let sampled: Mutex<Vec<(TraceId, u32)>> = Mutex::new(Vec::new());
         let sampled = &sampled;
-        // Assembly is the costliest step of the write path: the chunk is split across threads.
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
-        let per_thread = ready.len().div_ceil(threads);
         // Traces are batched by the time window they start in, so that a block holds one
         // window's traces even when a backlog or an import brings many hours at once.
         let window = self.window_nanos();
         type Assembled = (i64, RecordBatch, Rollup, HashMap<SegmentId, u64>);
-        let batches: Vec<Assembled> = std::thread::scope(|scope| {
-            let workers: Vec<_> = ready
-                .chunks(per_thread.max(1))
-                .zip(fragment_flags.chunks(per_thread.max(1)))
-                .map(|(traces, flags)| {
-                    scope.spawn(move || {
-                        let mut builders: BTreeMap<i64, (BatchBuilder, HashMap<SegmentId, u64>)> = BTreeMap::new();
-                        // Nearly always one window: the first builder is sized for them all.
-                        let rows = traces.iter().map(|(_, spans, _)| spans.len()).sum();
-                        let bytes = traces.iter().flat_map(|(_, spans, _)| spans.iter()).map(PendingSpan::heap_bytes).sum();
-                        let mut size = Some((rows, bytes));
-                        for ((trace_id, spans, trace_segments), (fragment, known_weight)) in traces.iter().zip(flags) {
-                            let spans = self.head.unpack(*trace_id, spans);
-                            let mut trace = assemble_borrowed(&spans);
-                            // A late fragment without the root's sampling marks counts as its
-                            // trace did.
-                            match known_weight {
-                                Some(weight) if trace.facts.adjusted_count <= 1 => trace.facts.adjusted_count = *weight,
-                                _ if trace.facts.adjusted_count > 1 => sampled.lock().push((*trace_id, trace.facts.adjusted_count)),
-                                _ => {}
-                            }
-                            let slot = (trace.facts.start_unix_nano as i64).div_euclid(window);
-                            let (builder, segments) = builders.entry(slot).or_insert_with(|| {
-                                let (rows, bytes) = size.take().unwrap_or_default();
-                                (BatchBuilder::with_capacity(rows, bytes), HashMap::new())
-                            });
-                            builder.push_trace(&trace, *fragment);
-                            for (segment, count) in trace_segments {
-                                *segments.entry(*segment).or_insert(0) += count;
-                            }
-                        }
-                        builders
-                            .into_iter()
-                            .map(|(slot, (builder, segments))| {
-                                let batch = builder.finish();
-                                let started = ThreadTime::now();
-                                let rollup = RollupBuilder::from_batches(&self.config.traffic_source_attribute, [&batch]);
-                                add_cpu(&self.counters.rollup_nanos, started);
-                                (slot, batch, rollup, segments)
-                            })
-                            .collect::<Vec<_>>()
-                    })
+        // Assembly is the costliest step of the write path: the chunk is split across threads.
+        let work: Vec<_> = ready.iter().zip(&fragment_flags).collect();
+        let batches: Vec<Assembled> = on_cores(&work, 8, |traces| {
+            let mut builders: BTreeMap<i64, (BatchBuilder, HashMap<SegmentId, u64>)> = BTreeMap::new();
+            // Nearly always one window: the first builder is sized for them all.
+            let rows = traces.iter().map(|((_, spans, _), _)| spans.len()).sum();
+            let bytes = traces.iter().flat_map(|((_, spans, _), _)| spans.iter()).map(PendingSpan::heap_bytes).sum();
+            let mut size = Some((rows, bytes));
+            for ((trace_id, spans, trace_segments), (fragment, known_weight)) in traces.iter().copied() {
+                let spans = self.head.unpack(*trace_id, spans);
+                let mut trace = assemble_borrowed(&spans);
+                // A late fragment without the root's sampling marks counts as its trace did.
+                match known_weight {
+                    Some(weight) if trace.facts.adjusted_count <= 1 => trace.facts.adjusted_count = *weight,
+                    _ if trace.facts.adjusted_count > 1 => sampled.lock().push((*trace_id, trace.facts.adjusted_count)),
+                    _ => {}
+                }
+                let slot = (trace.facts.start_unix_nano as i64).div_euclid(window);
+                let (builder, segments) = builders.entry(slot).or_insert_with(|| {
+                    let (rows, bytes) = size.take().unwrap_or_default();
+                    (BatchBuilder::with_capacity(rows, bytes), HashMap::new())
+                });
+                builder.push_trace(&trace, *fragment);
+                for (segment, count) in trace_segments {
+                    *segments.entry(*segment).or_insert(0) += count;
+                }
+            }
+            builders
+                .into_iter()
+                .map(|(slot, (builder, segments))| {
+                    let batch = builder.finish();
+                    let started = ThreadTime::now();
+                    let rollup = RollupBuilder::from_batches(&self.config.traffic_source_attribute, [&batch]);
+                    add_cpu(&self.counters.rollup_nanos, started);
+                    (slot, batch, rollup, segments)
                 })
-                .collect();
-            workers.into_iter().flat_map(|worker| worker.join().expect("assembly does not panic")).collect()
-        });
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
         self.counters.traces_assembled.fetch_add(ready.len() as u64, Ordering::Relaxed);
         {
             let mut recent = self.recent.lock();
@@ -675,6 +681,10 @@ impl EmbeddedStore {
         }
         let batches = parts.values().flat_map(|(batches, _)| batches);
         buffer.cutting = batches.fold((0, 0), |(rows, bytes), b| (rows + b.num_rows(), bytes + b.get_array_memory_size()));
+        // The rows assembled while these are written are aged from their own arrival.
+        if keep.is_none() {
+            buffer.oldest = None;
+        }
         Cut { taken: buffer.batches.len(), chosen, parts }
     }
 
@@ -1059,16 +1069,7 @@ impl EmbeddedStore {
             }
             builder.finish()
         };
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
-        let batches: Vec<RecordBatch> = if threads > 1 && traces.len() >= 1_000 {
-            std::thread::scope(|scope| {
-                let workers: Vec<_> =
-                    traces.chunks(traces.len().div_ceil(threads)).map(|chunk| scope.spawn(move || convert(chunk))).collect();
-                workers.into_iter().map(|worker| worker.join().expect("converting pending spans does not panic")).collect()
-            })
-        } else {
-            vec![convert(&traces)]
-        };
+        let batches = if traces.len() >= 1_000 { on_cores(&traces, 4, convert) } else { vec![convert(&traces)] };
         if let Some(generation) = generation {
             *self.pending_cache.lock() = Some((generation, batches.clone()));
         }
@@ -1123,8 +1124,9 @@ impl EmbeddedStore {
     }
 
     /// The call rollups of everything stored that may hold spans started within [start, end]:
-    /// memory (assembled and pending traces) and each block. Rows are per minute; the caller
-    /// picks the minutes it wants.
+    /// memory (assembled and pending traces) and each block. Rows are per minute, except a
+    /// block's that the window covers when `per_minute` is false (merged across its minutes);
+    /// the caller picks the minutes it wants.
     fn rollups_blocking(&self, start: i64, end: i64, per_minute: bool) -> Result<Vec<Arc<Rollup>>, StoreError> {
         // Taken while no trace moves between the stages; combined and converted after.
         let (assembled, pending, blocks) = {
@@ -1170,7 +1172,8 @@ impl EmbeddedStore {
                 None => {
                     let (first, last, merged) = rollup.merged_form();
                     let whole = Whole { rollup: Arc::new(merged), first, last };
-                    if self.blocks.read().iter().any(|b| b.id == block.id) {
+                    let blocks = self.blocks.read();
+                    if blocks.iter().any(|b| b.id == block.id) {
                         self.rollups.insert_whole(&block.id, whole.clone());
                     }
                     whole
@@ -1180,20 +1183,7 @@ impl EmbeddedStore {
         };
         // Rollups read from their files (most of a long window's, beyond the cache) are read
         // on several threads.
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4).min(unread.len());
-        if threads > 1 {
-            std::thread::scope(|scope| {
-                let (unread, read) = (&unread, &read);
-                let workers: Vec<_> = (0..threads)
-                    .map(|first| scope.spawn(move || unread.iter().skip(first).step_by(threads).map(|b| (*b, read(b))).collect::<Vec<_>>()))
-                    .collect();
-                for worker in workers {
-                    from_blocks.extend(worker.join().expect("reading a rollup does not panic"));
-                }
-            });
-        } else {
-            from_blocks.extend(unread.into_iter().map(|b| (b, read(b))));
-        }
+        from_blocks.extend(on_cores(&unread, 4, |part| part.iter().map(|b| (*b, read(b))).collect::<Vec<_>>()).into_iter().flatten());
         // In the order of the block list, whatever thread read them.
         let order: HashMap<&str, usize> = blocks.iter().enumerate().map(|(i, b)| (b.id.as_str(), i)).collect();
         from_blocks.sort_by_key(|(block, _)| order[block.id.as_str()]);
@@ -1222,6 +1212,9 @@ impl EmbeddedStore {
         let paths = paths_path(&self.blocks_dir, &block.id);
         let rows = match (read_rollup(&path), read_adoption(&adoption), read_paths(&paths)) {
             (Ok(edges), Ok(adoption), Ok(paths)) => Rollup::new(edges, adoption, paths),
+            // A block retired since the caller listed it (its rollup files go at once, its rows
+            // a minute later) is counted from its rows, and nothing is saved for it.
+            _ if !self.is_live(&block.id) => self.rollup_of_file(&block.path)?,
             _ => {
                 let rollup = self.rollup_of_file(&block.path)?;
                 write_rollup(&path, &rollup.edges)?;
@@ -1231,11 +1224,17 @@ impl EmbeddedStore {
             }
         };
         let rows = Arc::new(rows);
-        // A block retired meanwhile is not cached again.
-        if self.blocks.read().iter().any(|b| b.id == block.id) {
+        // A block retired meanwhile is not cached again: the block list is held while it is
+        // added, and blocks are retired after they leave the list.
+        let blocks = self.blocks.read();
+        if blocks.iter().any(|b| b.id == block.id) {
             self.rollups.insert_minutes(&block.id, Arc::clone(&rows));
         }
         Ok(rows)
+    }
+
+    fn is_live(&self, id: &str) -> bool {
+        self.blocks.read().iter().any(|b| b.id == id)
     }
 
     fn busy_reason(&self) -> Option<String> {

@@ -154,8 +154,9 @@ pub struct StoreStats {
     pub write_path_seconds: WritePathSeconds,
 }
 
-/// Wall time of the write path's stages since start, in seconds. Taking traces and assembly
-/// run one after another; a block is written beside them, and compaction beside all three.
+/// Wall time of the write path's stages since start, in seconds. Taking traces, assembly and
+/// its waits for the previous block write run one after another; a block is written beside
+/// them, and compaction beside all.
 /// Each includes its waits for the lock that queries reading pending spans hold.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WritePathSeconds {
@@ -189,7 +190,8 @@ pub struct StoreConfig {
     pub wal_sync: bool,
     /// A new log segment is started past this size.
     pub wal_segment_bytes: u64,
-    /// A block is cut when this many assembled spans wait in memory...
+    /// A block is cut when this many assembled spans wait in memory (besides those of the
+    /// block being written)...
     pub block_max_spans: usize,
     /// ...or when they take half this many bytes of memory: the other half holds the spans
     /// assembled while the block is written (assembled spans carry every column their block

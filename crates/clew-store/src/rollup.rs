@@ -684,6 +684,8 @@ pub struct Rollup {
     /// The same rows with their minutes merged, made on first use: a window that covers every
     /// minute of this part reads these instead.
     whole: OnceLock<Box<(i64, i64, Rollup)>>,
+    /// The first and last minute of the rows (made on first use).
+    minutes: OnceLock<(i64, i64)>,
     /// Set on such merged rows: every window this part is read for covers its minutes.
     merged: bool,
     /// Kept by rollups of assembled batches until their block is written: the unanswered calls
@@ -725,7 +727,7 @@ impl Evidence {
 
 impl Rollup {
     pub fn new(edges: Vec<EdgeRow>, adoption: AdoptionRollup, paths: Vec<PathRow>) -> Self {
-        Self { edges, adoption, paths, whole: OnceLock::new(), merged: false, evidence: None }
+        Self { edges, adoption, paths, whole: OnceLock::new(), minutes: OnceLock::new(), merged: false, evidence: None }
     }
 
     /// The rows to read for the minutes [first, last]: these, or when the window covers every
@@ -734,9 +736,24 @@ impl Rollup {
         if self.merged {
             return self;
         }
-        let whole = self.whole.get_or_init(|| Box::new(self.merged()));
-        let (from, to, merged) = &**whole;
-        if first <= *from && *to <= last { merged } else { self }
+        let (from, to) = *self.minutes.get_or_init(|| self.minute_range());
+        if first <= from && to <= last { &self.whole.get_or_init(|| Box::new(self.merged())).2 } else { self }
+    }
+
+    /// The first and last minute of any row.
+    fn minute_range(&self) -> (i64, i64) {
+        let a = &self.adoption;
+        let minutes = self
+            .edges
+            .iter()
+            .map(|r| r.minute_unix_nano)
+            .chain(a.services.iter().map(|r| r.minute_unix_nano))
+            .chain(a.traces.iter().map(|r| r.minute_unix_nano))
+            .chain(a.unanswered.iter().map(|r| r.minute_unix_nano))
+            .chain(a.roots.iter().map(|r| r.minute_unix_nano))
+            .chain(a.deprecated.iter().map(|r| r.minute_unix_nano))
+            .chain(self.paths.iter().map(|r| r.minute_unix_nano));
+        minutes.fold((i64::MAX, i64::MIN), |(lo, hi), m| (lo.min(m), hi.max(m)))
     }
 
     /// The rows merged across minutes (dated at the first), and the first and last minute:
@@ -788,18 +805,7 @@ impl Rollup {
     }
 
     fn merged(&self) -> (i64, i64, Rollup) {
-        let a = &self.adoption;
-        let minutes = self
-            .edges
-            .iter()
-            .map(|r| r.minute_unix_nano)
-            .chain(a.services.iter().map(|r| r.minute_unix_nano))
-            .chain(a.traces.iter().map(|r| r.minute_unix_nano))
-            .chain(a.unanswered.iter().map(|r| r.minute_unix_nano))
-            .chain(a.roots.iter().map(|r| r.minute_unix_nano))
-            .chain(a.deprecated.iter().map(|r| r.minute_unix_nano))
-            .chain(self.paths.iter().map(|r| r.minute_unix_nano));
-        let (from, to) = minutes.fold((i64::MAX, i64::MIN), |(lo, hi), m| (lo.min(m), hi.max(m)));
+        let (from, to) = *self.minutes.get_or_init(|| self.minute_range());
         (from, to, Rollup::combine([self], Some(from)))
     }
 

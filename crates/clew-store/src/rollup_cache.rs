@@ -14,7 +14,8 @@ use parking_lot::Mutex;
 use crate::rollup::Rollup;
 
 pub(crate) struct RollupCache {
-    /// Bytes the per-minute forms may take (estimated; 0 keeps none).
+    /// Bytes the per-minute forms may take (estimated; the block read last is kept whatever
+    /// its size).
     budget: u64,
     inner: Mutex<Inner>,
 }
