@@ -1168,10 +1168,13 @@ impl EmbeddedStore {
         let read = |block: &Arc<BlockMeta>| -> Result<Arc<Rollup>, StoreError> {
             let rollup = self.block_rollup(block)?;
             let whole = match self.rollups.whole(&block.id) {
-                Some(whole) => whole,
+                Some(whole) => {
+                    rollup.share_merged(&whole.rollup, whole.first, whole.last);
+                    whole
+                }
                 None => {
                     let (first, last, merged) = rollup.merged_form();
-                    let whole = Whole { rollup: Arc::new(merged), first, last };
+                    let whole = Whole { rollup: merged, first, last };
                     let blocks = self.blocks.read();
                     if blocks.iter().any(|b| b.id == block.id) {
                         self.rollups.insert_whole(&block.id, whole.clone());
@@ -2118,8 +2121,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_window_covering_a_block_reads_its_rollup_merged_and_per_minute_rows_come_from_a_bounded_cache() {
-        // Two blocks of 300 traces, one started every 2 s: ten minutes each.
-        let config = StoreConfig { compaction_target_spans: 0, rollup_cache_bytes: 1, ..temp_config() };
+        // Two blocks of 300 traces, one started every 2 s: ten minutes each (in one block
+        // whatever hour they fall in).
+        let config = StoreConfig { compaction_target_spans: 0, compaction_window_seconds: 0.0, rollup_cache_bytes: 1, ..temp_config() };
         let mut all = spans(600, 10);
         for (i, span) in all.iter_mut().enumerate() {
             let trace = i as u64 / 10;

@@ -683,7 +683,7 @@ pub struct Rollup {
     pub paths: Vec<PathRow>,
     /// The same rows with their minutes merged, made on first use: a window that covers every
     /// minute of this part reads these instead.
-    whole: OnceLock<Box<(i64, i64, Rollup)>>,
+    whole: OnceLock<Arc<Rollup>>,
     /// The first and last minute of the rows (made on first use).
     minutes: OnceLock<(i64, i64)>,
     /// Set on such merged rows: every window this part is read for covers its minutes.
@@ -737,7 +737,7 @@ impl Rollup {
             return self;
         }
         let (from, to) = *self.minutes.get_or_init(|| self.minute_range());
-        if first <= from && to <= last { &self.whole.get_or_init(|| Box::new(self.merged())).2 } else { self }
+        if first <= from && to <= last { self.whole.get_or_init(|| Arc::new(self.merged())) } else { self }
     }
 
     /// The first and last minute of any row.
@@ -756,12 +756,19 @@ impl Rollup {
         minutes.fold((i64::MAX, i64::MIN), |(lo, hi), m| (lo.min(m), hi.max(m)))
     }
 
-    /// The rows merged across minutes (dated at the first), and the first and last minute:
-    /// the form to read for a window that covers them all.
-    pub(crate) fn merged_form(&self) -> (i64, i64, Rollup) {
-        let (from, to, mut merged) = self.merged();
-        merged.merged = true;
-        (from, to, merged)
+    /// The rows merged across minutes (dated at the first; made once), and the first and last
+    /// minute: the form to read for a window that covers them all.
+    pub(crate) fn merged_form(&self) -> (i64, i64, Arc<Rollup>) {
+        let whole = Arc::clone(self.whole.get_or_init(|| Arc::new(self.merged())));
+        let (from, to) = *self.minutes.get_or_init(|| self.minute_range());
+        (from, to, whole)
+    }
+
+    /// Takes `whole`, made earlier from the same rows over minutes [first, last], as its
+    /// merged form, instead of merging them again.
+    pub(crate) fn share_merged(&self, whole: &Arc<Rollup>, first: i64, last: i64) {
+        let _ = self.whole.set(Arc::clone(whole));
+        let _ = self.minutes.set((first, last));
     }
 
     /// Memory the rows take, estimated: their structs, strings and histograms (names shared
@@ -804,9 +811,9 @@ impl Rollup {
         edges + paths + services + traces + unanswered + roots + deprecated
     }
 
-    fn merged(&self) -> (i64, i64, Rollup) {
-        let (from, to) = *self.minutes.get_or_init(|| self.minute_range());
-        (from, to, Rollup::combine([self], Some(from)))
+    fn merged(&self) -> Rollup {
+        let (from, _) = *self.minutes.get_or_init(|| self.minute_range());
+        Rollup { merged: true, ..Rollup::combine([self], Some(from)) }
     }
 
     /// The rollup of parts that hold disjoint traces (each trace wholly in one part): their
