@@ -42,7 +42,7 @@ use crate::rollup_cache::{RollupCache, Whole};
 use crate::span_metrics::SpanMetrics;
 use crate::table::SpansTable;
 use crate::wal::{SegmentId, Wal};
-use crate::writer::{BlockWriter, interleave_columns};
+use crate::writer::{BlockWriter, interleave_columns, spread};
 use crate::{Appended, Storage, StoreConfig, StoreError, StoreStats, WritePathSeconds};
 
 /// What is known of a block without opening it; stored beside it as JSON.
@@ -1156,14 +1156,10 @@ impl EmbeddedStore {
             parts.push(Arc::new(RollupBuilder::from_batches(&self.config.traffic_source_attribute, &pending)));
         }
         let covered = |whole: &Whole| !per_minute && start <= whole.first && whole.last <= end;
-        let mut from_blocks = Vec::new();
-        let mut unread = Vec::new();
-        for block in blocks.iter().filter(|b| b.max_end_unix_nano >= start && b.min_start_unix_nano <= end) {
-            match self.rollups.whole(&block.id).filter(covered) {
-                Some(whole) => from_blocks.push((block, Ok(whole.rollup))),
-                None => unread.push(block),
-            }
-        }
+        let in_window: Vec<&Arc<BlockMeta>> =
+            blocks.iter().filter(|b| b.max_end_unix_nano >= start && b.min_start_unix_nano <= end).collect();
+        let mut rows: Vec<Option<Result<Arc<Rollup>, StoreError>>> =
+            in_window.iter().map(|b| self.rollups.whole(&b.id).filter(covered).map(|whole| Ok(whole.rollup))).collect();
         // A block's rows for this window: per minute, or merged when the window covers it.
         let read = |block: &Arc<BlockMeta>| -> Result<Arc<Rollup>, StoreError> {
             let rollup = self.block_rollup(block)?;
@@ -1185,12 +1181,12 @@ impl EmbeddedStore {
             Ok(if covered(&whole) { whole.rollup } else { rollup })
         };
         // Rollups read from their files (most of a long window's, beyond the cache) are read
-        // on several threads.
-        from_blocks.extend(on_cores(&unread, 4, |part| part.iter().map(|b| (*b, read(b))).collect::<Vec<_>>()).into_iter().flatten());
-        // In the order of the block list, whatever thread read them.
-        let order: HashMap<&str, usize> = blocks.iter().enumerate().map(|(i, b)| (b.id.as_str(), i)).collect();
-        from_blocks.sort_by_key(|(block, _)| order[block.id.as_str()]);
-        for (_, rollup) in from_blocks {
+        // on several threads; parts stay in the order of the block list.
+        let unread: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].is_none()).collect();
+        for (i, rollup) in spread(&unread, |i| read(in_window[i])) {
+            rows[i] = Some(rollup);
+        }
+        for rollup in rows.into_iter().flatten() {
             parts.push(rollup?);
         }
         Ok(parts)

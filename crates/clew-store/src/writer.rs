@@ -31,7 +31,7 @@ fn threads() -> usize {
 
 /// Runs `work(i)` for every `i` in `order` on up to [`threads`] threads, each taking the next
 /// index when done with one: put the heaviest first so that the threads finish together.
-fn spread<T: Send>(order: &[usize], work: impl Fn(usize) -> T + Sync) -> Vec<(usize, T)> {
+pub(crate) fn spread<T: Send>(order: &[usize], work: impl Fn(usize) -> T + Sync) -> Vec<(usize, T)> {
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(order.len()));
     let run = || {
