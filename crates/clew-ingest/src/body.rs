@@ -51,23 +51,23 @@ impl Encoding {
 
 /// Undoes `Content-Encoding`, refusing to produce more than `limit` bytes (a gzip bomb stops
 /// at the limit, it is never inflated in full).
-pub fn decompress(content_encoding: Option<&str>, body: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
+pub fn decompress(content_encoding: Option<&str>, body: &bytes::Bytes, limit: usize) -> Result<bytes::Bytes, BodyError> {
     let encoding = content_encoding.unwrap_or("identity").trim().to_ascii_lowercase();
     match encoding.as_str() {
         "" | "identity" => {
             if body.len() > limit {
                 return Err(BodyError::TooLarge { limit });
             }
-            Ok(body.to_vec())
+            Ok(body.clone())
         }
         "gzip" | "x-gzip" => {
             let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
-            let mut decoder = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
+            let mut decoder = flate2::read::MultiGzDecoder::new(body.as_ref()).take(limit as u64 + 1);
             decoder.read_to_end(&mut out).map_err(|error| BodyError::Malformed(format!("gzip body could not be decompressed: {error}")))?;
             if out.len() > limit {
                 return Err(BodyError::TooLarge { limit });
             }
-            Ok(out)
+            Ok(out.into())
         }
         other => Err(BodyError::UnsupportedEncoding(other.to_string())),
     }
@@ -185,7 +185,7 @@ mod tests {
         encoder.write_all(&vec![0u8; 50 << 20]).unwrap();
         let bomb = encoder.finish().unwrap();
         assert!(bomb.len() < 200_000);
-        assert!(matches!(decompress(Some("gzip"), &bomb, 4 << 20), Err(BodyError::TooLarge { .. })));
+        assert!(matches!(decompress(Some("gzip"), &bomb.into(), 4 << 20), Err(BodyError::TooLarge { .. })));
     }
 
     #[test]

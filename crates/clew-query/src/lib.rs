@@ -16,7 +16,7 @@ mod udf;
 
 use std::sync::Arc;
 
-use clew_store::{Storage, StoreError};
+use clew_store::{SpanFilter, Storage, StoreError};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -71,10 +71,15 @@ impl QueryEngine {
     /// An engine whose every query sees the spans stored now: for answers assembled from
     /// several queries that must agree with each other.
     pub async fn pinned(&self) -> Result<Self, QueryError> {
+        self.pinned_where(SpanFilter::default()).await
+    }
+
+    /// Pinned, for queries that read only span rows meeting `filter`.
+    pub async fn pinned_where(&self, filter: SpanFilter) -> Result<Self, QueryError> {
         // Pinning converts the pending spans, which takes a while under load: not on a
         // runtime thread.
         let storage = Arc::clone(&self.storage);
-        let table = tokio::task::spawn_blocking(move || storage.pinned_spans_table())
+        let table = tokio::task::spawn_blocking(move || storage.pinned_spans_table(&filter))
             .await
             .map_err(|e| QueryError::Store(StoreError::Unavailable(format!("pinning the span table failed: {e}"))))??;
         Self::over(Arc::clone(&self.storage), table).await

@@ -1,6 +1,7 @@
 //! Trace search, and the lists behind the search pickers.
 
 use clew_model::{SpanKind, StatusCode};
+use clew_store::SpanFilter;
 use clew_store::block::DEDICATED;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
@@ -322,7 +323,10 @@ impl QueryEngine {
     /// tests the trace duration before anything else.
     pub async fn search(&self, request: &SearchRequest) -> Result<Vec<TraceSummary>, QueryError> {
         let limit = request.limit.clamp(1, 10_000);
-        let engine = self.pinned().await?;
+        // Every condition holds on one span row: pending traces without a span of the service
+        // and operation asked for need not be converted.
+        let filter = SpanFilter { service_name: request.service.clone(), name: request.operation.clone() };
+        let engine = self.pinned_where(filter).await?;
         let conditions = request.conditions();
         let mut slices = StartSlices::new(request.start_unix_nano, request.end_unix_nano);
         match request.sort {

@@ -16,7 +16,7 @@ pub fn text(status: StatusCode, message: &str) -> Response {
 }
 
 /// The request body, decompressed; or the answer that refuses it (413, 415 or 400).
-pub async fn read_body(receiver: &Receiver, headers: &HeaderMap, request: Request) -> Result<Vec<u8>, Response> {
+pub async fn read_body(receiver: &Receiver, headers: &HeaderMap, request: Request) -> Result<Bytes, Response> {
     let limit = receiver.server.max_request_bytes;
     let raw: Bytes = match http_body_util::Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),

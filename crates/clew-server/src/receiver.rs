@@ -76,7 +76,7 @@ impl Receiver {
 
     /// Accepts a decoded request. Returns once the accepted spans are durable. `encoded` is
     /// the request's protobuf encoding, when the caller has it.
-    pub async fn export(&self, request: ExportTraceServiceRequest, encoded: Option<Vec<u8>>) -> Result<ExportOutcome, Refusal> {
+    pub async fn export(&self, request: ExportTraceServiceRequest, encoded: Option<bytes::Bytes>) -> Result<ExportOutcome, Refusal> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         self.unless_busy()?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);

@@ -43,7 +43,7 @@ use crate::span_metrics::SpanMetrics;
 use crate::table::SpansTable;
 use crate::wal::{SegmentId, Wal};
 use crate::writer::{BlockWriter, interleave_columns, spread};
-use crate::{Appended, Storage, StoreConfig, StoreError, StoreStats, WritePathSeconds};
+use crate::{Appended, SpanFilter, Storage, StoreConfig, StoreError, StoreStats, WritePathSeconds};
 
 /// What is known of a block without opening it; stored beside it as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,9 +91,10 @@ struct AssembledBuffer {
 enum PendingCopy {
     /// Their rows, made by an earlier query of the same pending spans.
     Rows(Vec<RecordBatch>),
-    /// Their spans, packed; with the head's generation when they are all the head's (their
-    /// rows can then serve the next query too, until the head changes).
-    Spans { traces: Vec<(TraceId, Vec<PendingSpan>)>, generation: Option<u64> },
+    /// Their spans, packed; with the head's generation and the filter that chose them when
+    /// they are all the head's (their rows can then serve the next query with that filter,
+    /// or any if none, until the head changes).
+    Spans { traces: Vec<(TraceId, Vec<PendingSpan>)>, generation: Option<(u64, SpanFilter)> },
 }
 
 /// The rows of a cut: batches of the buffer's first `taken` in the chosen windows, with the
@@ -208,7 +209,7 @@ pub struct EmbeddedStore {
     /// One compaction or retention pass at a time; taken after `maintenance` when both are.
     compaction: Mutex<()>,
     recent: Mutex<Recent>,
-    pending_cache: Mutex<Option<(u64, Vec<RecordBatch>)>>,
+    pending_cache: Mutex<Option<(u64, SpanFilter, Vec<RecordBatch>)>>,
     /// Replaced blocks, deleted a while later so that running queries can finish reading them.
     graveyard: Mutex<Vec<(PathBuf, Instant)>>,
     counters: Counters,
@@ -1014,11 +1015,18 @@ impl EmbeddedStore {
     }
 
     /// Everything a query must see, each span once.
+    #[cfg(test)]
     pub(crate) fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.snapshot_where(&SpanFilter::default())
+    }
+
+    /// A snapshot whose pending part holds only the traces with a span that meets `filter`
+    /// (whole, so that their trace-level columns are right).
+    pub(crate) fn snapshot_where(&self, filter: &SpanFilter) -> Result<Snapshot, StoreError> {
         let (mut snapshot, pending) = {
             let _steady = self.stages.read();
             let memory = self.assembled.lock().batches.clone();
-            (Snapshot { memory, blocks: self.blocks.read().clone() }, self.copy_pending())
+            (Snapshot { memory, blocks: self.blocks.read().clone() }, self.copy_pending(filter))
         };
         snapshot.memory.extend(self.convert_pending(pending));
         Ok(snapshot)
@@ -1033,23 +1041,25 @@ impl EmbeddedStore {
         Snapshot { memory, blocks: self.blocks.read().clone() }
     }
 
-    /// Pending and in-flight traces as they are now: their rows from the last query if the
-    /// head has not changed since, else their packed spans. Called with the stage lock held;
-    /// [`Self::convert_pending`] then makes rows of them without it.
-    fn copy_pending(&self) -> PendingCopy {
+    /// Pending and in-flight traces as they are now, those with a span that meets `filter`:
+    /// their rows from the last query if the head has not changed since (and that query's
+    /// filter was the same, or none), else their packed spans. Called with the stage lock
+    /// held; [`Self::convert_pending`] then makes rows of them without it.
+    fn copy_pending(&self, filter: &SpanFilter) -> PendingCopy {
         let generation = self.head.generation();
         let in_flight = self.in_flight.lock().clone();
         if in_flight.is_empty() {
-            if let Some((cached_generation, batches)) = self.pending_cache.lock().as_ref() {
-                if *cached_generation == generation {
+            if let Some((cached_generation, cached_filter, batches)) = self.pending_cache.lock().as_ref() {
+                if *cached_generation == generation && (cached_filter.is_empty() || cached_filter == filter) {
                     return PendingCopy::Rows(batches.clone());
                 }
             }
         }
-        let mut traces = self.head.copy();
+        let wanted = |spans: &[PendingSpan]| filter.is_empty() || spans.iter().any(|span| span.meets(filter));
+        let mut traces = self.head.copy_where(wanted);
         let head_only = in_flight.is_empty() && !traces.is_empty();
-        traces.extend(in_flight.iter().map(|(id, spans)| (*id, spans.to_vec())));
-        PendingCopy::Spans { traces, generation: head_only.then_some(generation) }
+        traces.extend(in_flight.iter().filter(|(_, spans)| wanted(spans)).map(|(id, spans)| (*id, spans.to_vec())));
+        PendingCopy::Spans { traces, generation: head_only.then(|| (generation, filter.clone())) }
     }
 
     /// Pending traces provisionally assembled so that they have every column, on several
@@ -1071,7 +1081,7 @@ impl EmbeddedStore {
         };
         let batches = if traces.len() >= 1_000 { on_cores(&traces, 4, convert) } else { vec![convert(&traces)] };
         if let Some(generation) = generation {
-            *self.pending_cache.lock() = Some((generation, batches.clone()));
+            *self.pending_cache.lock() = Some((generation.0, generation.1, batches.clone()));
         }
         batches
     }
@@ -1138,7 +1148,7 @@ impl EmbeddedStore {
                     None => buffer.rollups.clone(),
                 }
             };
-            (assembled, self.copy_pending(), self.blocks.read().clone())
+            (assembled, self.copy_pending(&SpanFilter::default()), self.blocks.read().clone())
         };
         let mut parts = if assembled.len() > 1 {
             let combined = Arc::new(Rollup::combine(assembled.iter().map(|r| &**r), None));
@@ -1247,7 +1257,7 @@ impl EmbeddedStore {
         })
     }
 
-    async fn append_inner(&self, spans: Vec<Span>, encoded: Option<Vec<u8>>) -> Result<Appended, StoreError> {
+    async fn append_inner(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> Result<Appended, StoreError> {
         if spans.is_empty() {
             return Ok(Appended::default());
         }
@@ -1255,7 +1265,7 @@ impl EmbeddedStore {
             return Err(StoreError::Unavailable(reason));
         }
         let count = spans.len() as u64;
-        let payload = encoded.unwrap_or_else(|| clew_ingest::to_otlp(&spans).encode_to_vec());
+        let payload = encoded.unwrap_or_else(|| clew_ingest::to_otlp(&spans).encode_to_vec().into());
         let segment = self.wal.append(payload, count).await?;
         let inserted = {
             let _moving = self.stages.read();
@@ -1421,7 +1431,7 @@ fn trace_pages(metadata: &datafusion::parquet::file::metadata::ParquetMetaData) 
 }
 
 impl Storage for Arc<EmbeddedStore> {
-    fn append_encoded(&self, spans: Vec<Span>, encoded: Option<Vec<u8>>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+    fn append_encoded(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> BoxFuture<'_, Result<Appended, StoreError>> {
         Box::pin(self.append_inner(spans, encoded))
     }
 
@@ -1429,8 +1439,8 @@ impl Storage for Arc<EmbeddedStore> {
         self.busy_reason()
     }
 
-    fn pinned_spans_table(&self) -> Result<Arc<dyn TableProvider>, StoreError> {
-        Ok(Arc::new(SpansTable::pinned(Arc::clone(self))?))
+    fn pinned_spans_table(&self, filter: &SpanFilter) -> Result<Arc<dyn TableProvider>, StoreError> {
+        Ok(Arc::new(SpansTable::pinned(Arc::clone(self), filter)?))
     }
 
     fn spans_table(&self) -> Arc<dyn TableProvider> {
@@ -2232,6 +2242,51 @@ mod tests {
         assert!(found[1].iter().all(|s| s.span.trace_id == second));
         let names: HashSet<&str> = found[0].iter().map(|s| s.span.name.as_str()).collect();
         assert_eq!(names.len(), 6, "block and pending spans of one trace together, none twice");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_filtered_snapshot_converts_only_the_pending_traces_with_a_span_that_meets_the_filter() {
+        let store = EmbeddedStore::open(temp_config()).unwrap();
+        let mut all = spans(6, 3);
+        // The third span of the first three traces is the database's.
+        let db = Arc::new(Resource { attributes: vec![Attribute::new("service.name", Value::Str("db".into()))], ..Default::default() });
+        for span in all.iter_mut().take(9).filter(|span| span.name == "op2") {
+            span.resource = Arc::clone(&db);
+        }
+        let trace_ids = |spans: &[Span]| spans.iter().map(|span| span.trace_id.0.to_vec()).collect::<HashSet<_>>();
+        let (with_db, without_db) = (trace_ids(&all[..9]), trace_ids(&all[9..]));
+        store.append(all).await.unwrap();
+        let rows = |filter: SpanFilter| {
+            let snapshot = store.snapshot_where(&filter).unwrap();
+            let mut traces = HashSet::new();
+            let mut count = 0;
+            for batch in &snapshot.memory {
+                count += batch.num_rows();
+                traces.extend((0..batch.num_rows()).map(|row| batch.column(0).as_fixed_size_binary().value(row).to_vec()));
+            }
+            (traces, count)
+        };
+        let filter =
+            |service: Option<&str>, name: Option<&str>| SpanFilter { service_name: service.map(Into::into), name: name.map(Into::into) };
+        // Whole traces: their spans of other services too.
+        assert_eq!(rows(filter(Some("db"), None)), (with_db.clone(), 9));
+        assert_eq!(rows(filter(Some("svc"), Some("op2"))), (without_db, 9), "service and name of one span");
+        assert_eq!(rows(filter(Some("svc"), Some("op1"))).1, 18);
+        assert_eq!(rows(filter(None, Some("op9"))).1, 0);
+        // The rows of a filtered snapshot serve the same filter until the head changes, and
+        // those of every pending span serve any filter.
+        let first = store.snapshot_where(&filter(Some("db"), None)).unwrap();
+        let again = store.snapshot_where(&filter(Some("db"), None)).unwrap();
+        assert!(first.memory.iter().zip(&again.memory).all(|(a, b)| a.column(0).to_data().ptr_eq(&b.column(0).to_data())));
+        assert_eq!(rows(SpanFilter::default()).1, 18);
+        assert_eq!(rows(filter(Some("db"), None)).1, 18, "the rows of every pending span serve any filter");
+        // Through SQL the filter comes from the query, and the answer is the same as without.
+        let context = datafusion::prelude::SessionContext::new();
+        context.register_table("span_columns", store.spans_table()).unwrap();
+        let sql = "SELECT count(*) FROM span_columns WHERE service_name = 'db' AND name = 'op2'";
+        let rows = context.sql(sql).await.unwrap().collect().await.unwrap();
+        assert_eq!(rows[0].column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0), 3);
+        assert_eq!(with_db.len(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -11,6 +11,7 @@ use clew_model::{Attribute, Event, InstrumentationScope, Link, Resource, Span, S
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+use crate::SpanFilter;
 use crate::wal::SegmentId;
 
 const SHARDS: usize = 32;
@@ -196,6 +197,20 @@ impl PendingSpan {
             status_message,
             resource: Arc::clone(&self.resource),
             scope: Arc::clone(&self.scope),
+        }
+    }
+
+    /// Whether the span meets `filter`: its service from its resource, its name read from the
+    /// front of its packed form, nothing decoded beyond.
+    pub fn meets(&self, filter: &SpanFilter) -> bool {
+        if filter.service_name.as_deref().is_some_and(|service| service != self.resource.service_name()) {
+            return false;
+        }
+        let Some(wanted) = filter.name.as_deref() else { return true };
+        // The fields of `Body` up to the name.
+        match postcard::from_bytes::<(Option<SpanId>, &str, u32, &str)>(&self.body) {
+            Ok((_, _, _, name)) => name == wanted,
+            Err(_) => true,
         }
     }
 
@@ -401,10 +416,10 @@ impl Head {
     /// them, so a query that reads everything pending holds up assembly (which waits for the
     /// stage lock its callers hold) only that long, and decodes them afterwards. A shard is
     /// locked while its traces are copied.
-    pub fn copy(&self) -> Vec<(TraceId, Vec<PendingSpan>)> {
+    pub fn copy_where(&self, wanted: impl Fn(&[PendingSpan]) -> bool) -> Vec<(TraceId, Vec<PendingSpan>)> {
         let mut out = Vec::new();
         for shard in &self.shards {
-            out.extend(shard.lock().iter().map(|(id, trace)| (*id, trace.spans.clone())));
+            out.extend(shard.lock().iter().filter(|(_, trace)| wanted(&trace.spans)).map(|(id, trace)| (*id, trace.spans.clone())));
         }
         out
     }

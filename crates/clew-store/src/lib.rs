@@ -59,6 +59,23 @@ pub enum StoreError {
     Arrow(#[from] datafusion::arrow::error::ArrowError),
 }
 
+/// Conditions every span row a query reads must meet, as far as they are known: a backend
+/// may leave out spans that cannot meet them, so long as it keeps every one that can (the
+/// query still applies its own conditions). The embedded store converts only the pending
+/// traces with a span that meets them, which spares a search during a burst of ingest most
+/// of that work. `None` allows any value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpanFilter {
+    pub service_name: Option<String>,
+    pub name: Option<String>,
+}
+
+impl SpanFilter {
+    pub fn is_empty(&self) -> bool {
+        self.service_name.is_none() && self.name.is_none()
+    }
+}
+
 /// What an append did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -76,7 +93,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Like `append`, with the spans already encoded as one OTLP `ExportTraceServiceRequest`
     /// holding exactly these spans (the request as received, when nothing was refused or
     /// cut): the log stores those bytes instead of encoding the spans again.
-    fn append_encoded(&self, spans: Vec<Span>, encoded: Option<Vec<u8>>) -> BoxFuture<'_, Result<Appended, StoreError>>;
+    fn append_encoded(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> BoxFuture<'_, Result<Appended, StoreError>>;
     /// Why an append would be refused now (the store is behind), if it would: receivers ask
     /// before decoding a request, so that pushing back costs little.
     fn busy(&self) -> Option<String> {
@@ -84,8 +101,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     }
     /// The span table over everything stored.
     fn spans_table(&self) -> Arc<dyn TableProvider>;
-    /// The span table over what is stored now: every scan of it sees the same spans.
-    fn pinned_spans_table(&self) -> Result<Arc<dyn TableProvider>, StoreError>;
+    /// The span table over what is stored now: every scan of it sees the same spans. Its
+    /// queries read only rows that meet `filter`.
+    fn pinned_spans_table(&self, filter: &SpanFilter) -> Result<Arc<dyn TableProvider>, StoreError>;
     /// The spans of one trace wherever they are, duplicates removed, or empty.
     fn trace(&self, trace_id: TraceId) -> BoxFuture<'_, Result<Vec<StoredSpan>, StoreError>>;
     /// The spans of many traces, one list per ID that has any, in the order asked. A backend

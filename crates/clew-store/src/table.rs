@@ -12,9 +12,9 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 
-use crate::EmbeddedStore;
 use crate::block::SCHEMA;
 use crate::engine::Snapshot;
+use crate::{EmbeddedStore, SpanFilter};
 
 /// Every scan takes a fresh snapshot: spans acknowledged before the query started are in it,
 /// wherever they are at that moment. A pinned table scans one snapshot taken when it was made,
@@ -30,8 +30,9 @@ impl SpansTable {
         Self { store, pinned: None }
     }
 
-    pub fn pinned(store: Arc<EmbeddedStore>) -> std::result::Result<Self, crate::StoreError> {
-        let snapshot = store.snapshot()?;
+    /// Pinned, with only the pending traces that have a span meeting `filter`.
+    pub fn pinned(store: Arc<EmbeddedStore>, filter: &SpanFilter) -> std::result::Result<Self, crate::StoreError> {
+        let snapshot = store.snapshot_where(filter)?;
         Ok(Self { store, pinned: Some(snapshot) })
     }
 }
@@ -64,7 +65,8 @@ impl TableProvider for SpansTable {
             // Converting the pending spans takes a while under load: not on a runtime thread.
             None => {
                 let store = Arc::clone(&self.store);
-                tokio::task::spawn_blocking(move || store.snapshot())
+                let filter = span_filter(filters);
+                tokio::task::spawn_blocking(move || store.snapshot_where(&filter))
                     .await
                     .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
                     .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
@@ -86,6 +88,27 @@ impl TableProvider for SpansTable {
         }
         UnionExec::try_new(plans)
     }
+}
+
+/// The span filter that conjunctive filters `service_name = '…'` and `name = '…'` make.
+fn span_filter(filters: &[Expr]) -> SpanFilter {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    use datafusion::scalar::ScalarValue;
+    let mut filter = SpanFilter::default();
+    for expr in filters {
+        let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = expr else { continue };
+        let (Expr::Column(column), Expr::Literal(ScalarValue::Utf8(Some(value)) | ScalarValue::Utf8View(Some(value)), _)) =
+            (left.as_ref(), right.as_ref())
+        else {
+            continue;
+        };
+        match column.name.as_str() {
+            "service_name" => filter.service_name = Some(value.clone()),
+            "name" => filter.name = Some(value.clone()),
+            _ => {}
+        }
+    }
+    filter
 }
 
 /// The range of trace start times that conjunctive filters such as
@@ -117,4 +140,25 @@ fn trace_start_bounds(filters: &[Expr]) -> (i64, i64) {
         }
     }
     (earliest, latest)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{col, lit};
+
+    use super::*;
+
+    #[test]
+    fn equalities_on_service_and_name_make_the_span_filter() {
+        let filters = [
+            col("service_name").eq(lit("db")),
+            col("kind").eq(lit("server")),
+            col("name").eq(lit("SELECT")),
+            col("duration_nanos").gt(lit(5i64)),
+        ];
+        assert_eq!(span_filter(&filters), SpanFilter { service_name: Some("db".into()), name: Some("SELECT".into()) });
+        // Anything but a plain equality allows every span.
+        assert!(span_filter(&[col("service_name").not_eq(lit("db"))]).is_empty());
+        assert!(span_filter(&[col("service_name").eq(lit("a")).or(col("service_name").eq(lit("b")))]).is_empty());
+    }
 }

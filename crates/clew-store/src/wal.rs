@@ -27,7 +27,7 @@ const MAX_RECORD: usize = 256 << 20;
 pub type SegmentId = u64;
 
 struct Append {
-    payload: Vec<u8>,
+    payload: bytes::Bytes,
     spans: u64,
     done: tokio::sync::oneshot::Sender<Result<SegmentId, StoreError>>,
 }
@@ -114,7 +114,7 @@ impl Wal {
     }
 
     /// Appends one record holding `spans` spans; returns once it is on disk.
-    pub async fn append(&self, payload: Vec<u8>, spans: u64) -> Result<SegmentId, StoreError> {
+    pub async fn append(&self, payload: bytes::Bytes, spans: u64) -> Result<SegmentId, StoreError> {
         if payload.len() > MAX_RECORD {
             return Err(StoreError::Invalid(format!("WAL record of {} bytes exceeds {MAX_RECORD}", payload.len())));
         }
@@ -316,7 +316,7 @@ mod tests {
             let (wal, replayed) = Wal::open(&dir, 1 << 20, true).unwrap();
             assert!(replayed.is_empty());
             for i in 0..10u8 {
-                wal.append(vec![i; 100], 1).await.unwrap();
+                wal.append(vec![i; 100].into(), 1).await.unwrap();
             }
         }
         // Tear the last record in half, as a crash mid-write would.
@@ -333,8 +333,8 @@ mod tests {
     async fn segments_are_deleted_once_released() {
         let dir = tempdir();
         let (wal, _) = Wal::open(&dir, 200, true).unwrap();
-        let first = wal.append(vec![1; 300], 3).await.unwrap();
-        let second = wal.append(vec![2; 10], 1).await.unwrap();
+        let first = wal.append(vec![1; 300].into(), 3).await.unwrap();
+        let second = wal.append(vec![2; 10].into(), 1).await.unwrap();
         assert_ne!(first, second, "the first record filled its segment");
         assert!(segment_path(&dir, first).exists());
         wal.release(first, 2);

@@ -20,6 +20,7 @@ pub use select::{SpanSelection, exact_filter};
 
 use crate::search::StartSlices;
 use crate::{QueryEngine, QueryError, quote};
+use clew_store::SpanFilter;
 use clew_store::block::DEDICATED;
 
 /// A TraceQL search.
@@ -119,8 +120,8 @@ impl QueryEngine {
         let fields = referenced_fields(query);
         let mut matches = Vec::new();
         let mut metrics = TraceQlMetrics::default();
-        // Every slice and trace is read from one snapshot of the store.
-        let engine = self.pinned().await?;
+        // Every slice is read from one snapshot of the store.
+        let engine = self.pinned_where(span_filter(query)).await?;
         // Newest first, as search does: slices of trace start time from the end back, each
         // sized from the matches so far, so that a common match reads the last minutes only.
         let mut slices = StartSlices::new(request.start_unix_nano, request.end_unix_nano);
@@ -335,6 +336,41 @@ pub fn prefilter(query: &Query) -> Option<(String, String)> {
     leaves.dedup();
     let having = render_having(&condition);
     Some((leaves.iter().map(|leaf| format!("({leaf})")).collect::<Vec<_>>().join(" OR "), having))
+}
+
+/// The equalities on the service (`resource.service.name`) and span name that every row a
+/// one-spanset query's `WHERE` keeps must meet (its SQL holds every such equality), so that
+/// the store converts only the pending traces with a span that does. Empty for other queries:
+/// their candidates may be found by the rows of another part.
+pub fn span_filter(query: &Query) -> SpanFilter {
+    fn equalities(expr: &Expr, filter: &mut SpanFilter) {
+        match expr {
+            Expr::And(a, b) => {
+                equalities(a, filter);
+                equalities(b, filter);
+            }
+            Expr::Compare(CompareOp::Eq, left, right) => {
+                let ((Expr::Field(field), Expr::Literal(Value::Str(text))) | (Expr::Literal(Value::Str(text)), Expr::Field(field))) =
+                    (&**left, &**right)
+                else {
+                    return;
+                };
+                match field {
+                    Field::Attribute { scope: AttrScope::Resource, key } if key == "service.name" => {
+                        filter.service_name = Some(text.clone());
+                    }
+                    Field::Intrinsic(Intrinsic::Name) => filter.name = Some(text.clone()),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut filter = SpanFilter::default();
+    if let SpansetExpr::Filter(condition) = &query.first {
+        equalities(condition, &mut filter);
+    }
+    filter
 }
 
 /// [`prefilter`] for a search over spans started within a window. When a trace must have

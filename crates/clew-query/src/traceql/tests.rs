@@ -183,3 +183,22 @@ fn prefilter_is_a_necessary_condition() {
     assert_eq!(sql("{ } !< { kind = server }").unwrap().1, "bool_or(kind = 'server')");
     assert_eq!(sql("{ !(.a = 1) }"), None);
 }
+
+#[test]
+fn a_one_spanset_query_names_the_service_and_operation_its_rows_have() {
+    let filter = |q: &str| span_filter(&parse(q).unwrap());
+    let both = filter(r#"{ resource.service.name = "cart" && name = "GET /" && duration > 1s }"#);
+    assert_eq!((both.service_name.as_deref(), both.name.as_deref()), (Some("cart"), Some("GET /")));
+    assert_eq!(filter(r#"{ "cart" = resource.service.name } | count() > 2"#).service_name.as_deref(), Some("cart"));
+    // Not a plain equality of every row, or not one spanset: nothing is said.
+    for query in [
+        r#"{ resource.service.name = "cart" || name = "GET /" }"#,
+        r#"{ resource.service.name != "cart" }"#,
+        r#"{ .service.name = "cart" }"#,
+        r#"{ !(resource.service.name = "cart") }"#,
+        r#"{ resource.service.name = "cart" } >> { kind = client }"#,
+        r#"{ resource.service.name = "cart" } && { name = "GET /" }"#,
+    ] {
+        assert!(filter(query).is_empty(), "{query}");
+    }
+}
