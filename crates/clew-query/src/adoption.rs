@@ -152,7 +152,7 @@ impl QueryEngine {
         owner_attributes: &[String],
     ) -> Result<AdoptionFacts, QueryError> {
         let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
-        let stored = self.storage().rollups(first, last, false).await?;
+        let stored = self.storage().rollups(first, last, clew_store::RollupRows::Merged).await?;
         // A part whose every minute is in the window is read merged across its minutes.
         let parts: Vec<&clew_store::Rollup> = stored.iter().map(|part| part.for_window(first, last)).collect();
         // Per service: span counts and the owner attributes' values.

@@ -68,7 +68,7 @@ impl QueryEngine {
     /// stand for where traces were sampled.
     pub async fn entry_operations(&self, start_unix_nano: u64, end_unix_nano: u64) -> Result<Vec<EntryOperation>, QueryError> {
         let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
-        let stored = self.storage().rollups(first, last, false).await?;
+        let stored = self.storage().rollups(first, last, clew_store::RollupRows::Merged).await?;
         let mut totals: HashMap<(&str, &str, &str), RootMinute> = HashMap::new();
         for part in stored.iter().map(|part| part.for_window(first, last)) {
             for row in in_minutes(&part.adoption.roots, first, last, |r| r.minute_unix_nano) {

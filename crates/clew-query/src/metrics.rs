@@ -162,7 +162,7 @@ impl QueryEngine {
         mut visit: impl FnMut(&EdgeRow),
     ) -> Result<(), QueryError> {
         let (first, last) = (first_minute(start_unix_nano), end_unix_nano.min(i64::MAX as u64) as i64);
-        for part in self.storage.rollups(first, last, false).await? {
+        for part in self.storage.rollups(first, last, clew_store::RollupRows::Merged).await? {
             for row in in_minutes(&part.for_window(first, last).edges, first, last, |row| row.minute_unix_nano) {
                 if entry.service.as_deref().is_some_and(|s| s != &*row.entry_service)
                     || entry.operation.as_deref().is_some_and(|o| o != &*row.entry_operation)
@@ -251,7 +251,7 @@ impl QueryEngine {
         // Per (minute, operation, kind): calls, errors, critical-path time and latency.
         type Key = (i64, Arc<str>, Arc<str>);
         let mut minutes: HashMap<Key, (i64, i64, i64, LatencyHistogram)> = HashMap::new();
-        for part in self.storage.rollups(first, last, true).await? {
+        for part in self.storage.rollups(first, last, clew_store::RollupRows::PathsPerMinute).await? {
             for row in in_minutes(&part.paths, first, last, |row| row.minute_unix_nano) {
                 if &*row.service != service || row.path == REQUEST_PATH || row.path == OVERFLOW_PATH {
                     continue;

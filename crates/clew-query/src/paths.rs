@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use clew_store::{PathRow, REQUEST_PATH, TrafficFilter, in_minutes, merge_paths};
+use clew_store::{PathRow, REQUEST_PATH, RollupRows, TrafficFilter, in_minutes, merge_paths};
 
 use crate::metrics::first_minute;
 use crate::{EntryFilter, QueryEngine, QueryError};
@@ -29,7 +29,7 @@ impl QueryEngine {
     /// [start, end]: (source, requests), the most first. The empty source is traffic naming none.
     pub async fn traffic_sources(&self, start_unix_nano: u64, end_unix_nano: u64) -> Result<Vec<(String, u64)>, QueryError> {
         let (first, last) = minutes(start_unix_nano, end_unix_nano)?;
-        let parts = self.storage.rollups(first, last, false).await?;
+        let parts = self.storage.rollups(first, last, RollupRows::Merged).await?;
         let mut sources: HashMap<&str, u64> = HashMap::new();
         for part in &parts {
             for row in in_minutes(&part.for_window(first, last).paths, first, last, |row| row.minute_unix_nano) {
@@ -55,7 +55,8 @@ impl QueryEngine {
         keep: impl Fn(&PathRow) -> bool,
     ) -> Result<Vec<PathRow>, QueryError> {
         let (first, last) = minutes(start_unix_nano, end_unix_nano)?;
-        let parts = self.storage.rollups(first, last, per_minute).await?;
+        let rows = if per_minute { RollupRows::PathsPerMinute } else { RollupRows::Merged };
+        let parts = self.storage.rollups(first, last, rows).await?;
         Ok(contexts_of(&parts, (first, last), entry, traffic, per_minute, keep))
     }
 
@@ -70,7 +71,7 @@ impl QueryEngine {
         keep: impl Fn(&PathRow) -> bool,
     ) -> Result<(Vec<PathRow>, Vec<PathRow>), QueryError> {
         let (first, last) = minutes(start_unix_nano, end_unix_nano)?;
-        let parts = self.storage.rollups(first, last, true).await?;
+        let parts = self.storage.rollups(first, last, RollupRows::PathsPerMinute).await?;
         Ok((
             contexts_of(&parts, (first, last), entry, traffic, false, |_| true),
             contexts_of(&parts, (first, last), entry, traffic, true, keep),

@@ -37,13 +37,13 @@ use crate::block::{
 };
 use crate::head::{Head, PendingSpan};
 use crate::paths::{read_paths, write_paths};
-use crate::rollup::{Rollup, RollupBuilder, read_adoption, read_rollup, write_adoption, write_rollup};
+use crate::rollup::{AdoptionRollup, Rollup, RollupBuilder, read_adoption, read_rollup, write_adoption, write_rollup};
 use crate::rollup_cache::{RollupCache, Whole};
 use crate::span_metrics::SpanMetrics;
 use crate::table::SpansTable;
 use crate::wal::{SegmentId, Wal};
 use crate::writer::{BlockWriter, interleave_columns, spread};
-use crate::{Appended, SpanFilter, Storage, StoreConfig, StoreError, StoreStats, WritePathSeconds};
+use crate::{Appended, RollupRows, SpanFilter, Storage, StoreConfig, StoreError, StoreStats, WritePathSeconds};
 
 /// What is known of a block without opening it; stored beside it as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1043,14 +1043,14 @@ impl EmbeddedStore {
 
     /// Pending and in-flight traces as they are now, those with a span that meets `filter`:
     /// their rows from the last query if the head has not changed since (and that query's
-    /// filter was the same, or none), else their packed spans. Called with the stage lock
+    /// filter kept every span this one's does), else their packed spans. Called with the stage lock
     /// held; [`Self::convert_pending`] then makes rows of them without it.
     fn copy_pending(&self, filter: &SpanFilter) -> PendingCopy {
         let generation = self.head.generation();
         let in_flight = self.in_flight.lock().clone();
         if in_flight.is_empty() {
             if let Some((cached_generation, cached_filter, batches)) = self.pending_cache.lock().as_ref() {
-                if *cached_generation == generation && (cached_filter.is_empty() || cached_filter == filter) {
+                if *cached_generation == generation && cached_filter.covers(filter) {
                     return PendingCopy::Rows(batches.clone());
                 }
             }
@@ -1135,9 +1135,10 @@ impl EmbeddedStore {
 
     /// The call rollups of everything stored that may hold spans started within [start, end]:
     /// memory (assembled and pending traces) and each block. Rows are per minute, except a
-    /// block's that the window covers when `per_minute` is false (merged across its minutes);
-    /// the caller picks the minutes it wants.
-    fn rollups_blocking(&self, start: i64, end: i64, per_minute: bool) -> Result<Vec<Arc<Rollup>>, StoreError> {
+    /// block's that the window covers when `rows` allows them merged across its minutes; the
+    /// caller picks the minutes it wants.
+    fn rollups_blocking(&self, start: i64, end: i64, rows: RollupRows) -> Result<Vec<Arc<Rollup>>, StoreError> {
+        let per_minute = rows != RollupRows::Merged;
         // Taken while no trace moves between the stages; combined and converted after.
         let (assembled, pending, blocks) = {
             let _steady = self.stages.read();
@@ -1168,10 +1169,13 @@ impl EmbeddedStore {
         let covered = |whole: &Whole| !per_minute && start <= whole.first && whole.last <= end;
         let in_window: Vec<&Arc<BlockMeta>> =
             blocks.iter().filter(|b| b.max_end_unix_nano >= start && b.min_start_unix_nano <= end).collect();
-        let mut rows: Vec<Option<Result<Arc<Rollup>, StoreError>>> =
+        let mut found: Vec<Option<Result<Arc<Rollup>, StoreError>>> =
             in_window.iter().map(|b| self.rollups.whole(&b.id).filter(covered).map(|whole| Ok(whole.rollup))).collect();
         // A block's rows for this window: per minute, or merged when the window covers it.
         let read = |block: &Arc<BlockMeta>| -> Result<Arc<Rollup>, StoreError> {
+            if rows == RollupRows::PathsPerMinute {
+                return self.block_paths(block);
+            }
             let rollup = self.block_rollup(block)?;
             let whole = match self.rollups.whole(&block.id) {
                 Some(whole) => {
@@ -1192,11 +1196,11 @@ impl EmbeddedStore {
         };
         // Rollups read from their files (most of a long window's, beyond the cache) are read
         // on several threads; parts stay in the order of the block list.
-        let unread: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].is_none()).collect();
+        let unread: Vec<usize> = (0..found.len()).filter(|&i| found[i].is_none()).collect();
         for (i, rollup) in spread(&unread, |i| read(in_window[i])) {
-            rows[i] = Some(rollup);
+            found[i] = Some(rollup);
         }
-        for rollup in rows.into_iter().flatten() {
+        for rollup in found.into_iter().flatten() {
             parts.push(rollup?);
         }
         Ok(parts)
@@ -1240,6 +1244,19 @@ impl EmbeddedStore {
             self.rollups.insert_minutes(&block.id, Arc::clone(&rows));
         }
         Ok(rows)
+    }
+
+    /// A block's calling-context rows per minute: from memory with the rest of its rollup, or
+    /// alone from their file (a third of the reading; nothing is kept).
+    fn block_paths(&self, block: &BlockMeta) -> Result<Arc<Rollup>, StoreError> {
+        if let Some(rollup) = self.rollups.minutes(&block.id) {
+            return Ok(rollup);
+        }
+        match read_paths(&paths_path(&self.blocks_dir, &block.id)) {
+            Ok(paths) => Ok(Arc::new(Rollup::new(Vec::new(), AdoptionRollup::default(), paths))),
+            // A block without its rollup files is counted (and its files saved) the long way.
+            Err(_) => self.block_rollup(block),
+        }
     }
 
     fn is_live(&self, id: &str) -> bool {
@@ -1498,10 +1515,10 @@ impl Storage for Arc<EmbeddedStore> {
         }
     }
 
-    fn rollups(&self, start_unix_nano: i64, end_unix_nano: i64, per_minute: bool) -> BoxFuture<'_, Result<Vec<Arc<Rollup>>, StoreError>> {
+    fn rollups(&self, start_unix_nano: i64, end_unix_nano: i64, rows: RollupRows) -> BoxFuture<'_, Result<Vec<Arc<Rollup>>, StoreError>> {
         let store = Arc::clone(self);
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || store.rollups_blocking(start_unix_nano, end_unix_nano, per_minute))
+            tokio::task::spawn_blocking(move || store.rollups_blocking(start_unix_nano, end_unix_nano, rows))
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("rollup read failed: {e}")))?
         })
@@ -2085,9 +2102,9 @@ mod tests {
             let store = EmbeddedStore::open(config.clone()).unwrap();
             let storage: &dyn Storage = &store;
             storage.append(all[..9_000].to_vec()).await.unwrap();
-            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX, false).await.unwrap()), (9_000, 900), "pending traces");
+            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX, RollupRows::Merged).await.unwrap()), (9_000, 900), "pending traces");
             storage.flush().await.unwrap();
-            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX, true).await.unwrap()), (9_000, 900), "one block");
+            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX, RollupRows::PerMinute).await.unwrap()), (9_000, 900), "one block");
             // The last part repeats spans already in a block: compaction drops them, and the
             // merged block's rollup is computed from what it keeps.
             for part in [&all[9_000..18_000], &all[18_000..], &all[..1_000]] {
@@ -2096,9 +2113,9 @@ mod tests {
                 store.recent.lock().current.clear();
             }
             assert_eq!(store.blocks().len(), 1);
-            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX, false).await.unwrap()), (30_000, 3_000), "compacted");
+            assert_eq!(rollup_totals(storage.rollups(0, i64::MAX, RollupRows::Merged).await.unwrap()), (30_000, 3_000), "compacted");
             let start = store.blocks()[0].min_start_unix_nano;
-            assert!(storage.rollups(0, start - 1, false).await.unwrap().is_empty(), "a window before the data reads no block");
+            assert!(storage.rollups(0, start - 1, RollupRows::Merged).await.unwrap().is_empty(), "a window before the data reads no block");
         }
         let rollup_files = |dir: &Path| {
             fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(ROLLUP_SUFFIX)).count()
@@ -2117,11 +2134,11 @@ mod tests {
         );
         // After a restart the rollup is read from its file; without the file it is rebuilt.
         let store = EmbeddedStore::open(config.clone()).unwrap();
-        assert_eq!(rollup_totals((&store as &dyn Storage).rollups(0, i64::MAX, true).await.unwrap()), (30_000, 3_000));
+        assert_eq!(rollup_totals((&store as &dyn Storage).rollups(0, i64::MAX, RollupRows::PerMinute).await.unwrap()), (30_000, 3_000));
         drop(store);
         fs::remove_file(rollup_path(&blocks_dir, &load_blocks(&blocks_dir).unwrap()[0].id)).unwrap();
         let store = EmbeddedStore::open(config).unwrap();
-        assert_eq!(rollup_totals((&store as &dyn Storage).rollups(0, i64::MAX, false).await.unwrap()), (30_000, 3_000));
+        assert_eq!(rollup_totals((&store as &dyn Storage).rollups(0, i64::MAX, RollupRows::Merged).await.unwrap()), (30_000, 3_000));
         assert_eq!(rollup_files(&blocks_dir), 1, "the rebuilt rollup is saved");
     }
 
@@ -2146,22 +2163,36 @@ mod tests {
         assert_eq!(blocks.len(), 2);
         let minutes = |part: &Rollup| part.edges.iter().map(|r| r.minute_unix_nano).collect::<HashSet<_>>().len();
 
-        let merged = storage.rollups(0, i64::MAX, false).await.unwrap();
+        let merged = storage.rollups(0, i64::MAX, RollupRows::Merged).await.unwrap();
         assert_eq!(rollup_totals(merged.clone()), (6_000, 600));
         assert!(merged.iter().all(|part| minutes(part) == 1 && std::ptr::eq(part.for_window(0, i64::MAX), &**part)));
-        let per_minute = storage.rollups(0, i64::MAX, true).await.unwrap();
+        let per_minute = storage.rollups(0, i64::MAX, RollupRows::PerMinute).await.unwrap();
         assert_eq!(rollup_totals(per_minute.clone()), (6_000, 600));
         assert!(per_minute.iter().all(|part| minutes(part) >= 10), "{:?}", per_minute.iter().map(|p| minutes(p)).collect::<Vec<_>>());
         // A window over part of a block reads its minutes.
         let (first, last) = (blocks[0].min_start_unix_nano, blocks[0].min_start_unix_nano + 180_000_000_000);
-        let part = storage.rollups(first, last, false).await.unwrap();
+        let part = storage.rollups(first, last, RollupRows::Merged).await.unwrap();
         assert_eq!(part.len(), 1);
         assert!(minutes(&part[0]) >= 10);
         // With a budget of one byte only the block read last keeps its minutes in memory; the
         // other's are read from their file again.
         assert_eq!(store.rollups.held().1, 1);
         assert!(store.rollups.minutes(&blocks[1].id).is_none());
-        assert_eq!(rollup_totals(storage.rollups(0, i64::MAX, true).await.unwrap()), (6_000, 600));
+        assert_eq!(rollup_totals(storage.rollups(0, i64::MAX, RollupRows::PerMinute).await.unwrap()), (6_000, 600));
+        // Calling contexts alone are read alone from the file of a block not in memory, and
+        // kept nowhere.
+        let held = store.rollups.held();
+        let paths = storage.rollups(0, i64::MAX, RollupRows::PathsPerMinute).await.unwrap();
+        assert_eq!(paths.iter().filter(|part| part.edges.is_empty()).count(), 1, "the block not in memory");
+        let contexts = |parts: &[Arc<Rollup>]| {
+            let rows = parts.iter().flat_map(|part| &part.paths);
+            let mut rows: Vec<_> =
+                rows.map(|row| (row.minute_unix_nano, row.path.to_string(), row.service.to_string(), row.spans)).collect();
+            rows.sort();
+            rows
+        };
+        assert_eq!(contexts(&paths), contexts(&per_minute));
+        assert_eq!(store.rollups.held(), held);
         // Retired blocks are forgotten.
         store.retire(&blocks);
         assert_eq!(store.rollups.held(), (0, 0));
@@ -2273,11 +2304,12 @@ mod tests {
         assert_eq!(rows(filter(Some("svc"), Some("op2"))), (without_db, 9), "service and name of one span");
         assert_eq!(rows(filter(Some("svc"), Some("op1"))).1, 18);
         assert_eq!(rows(filter(None, Some("op9"))).1, 0);
-        // The rows of a filtered snapshot serve the same filter until the head changes, and
-        // those of every pending span serve any filter.
+        // The rows of a filtered snapshot serve any narrower filter until the head changes,
+        // and those of every pending span serve any filter.
         let first = store.snapshot_where(&filter(Some("db"), None)).unwrap();
-        let again = store.snapshot_where(&filter(Some("db"), None)).unwrap();
+        let again = store.snapshot_where(&filter(Some("db"), Some("op2"))).unwrap();
         assert!(first.memory.iter().zip(&again.memory).all(|(a, b)| a.column(0).to_data().ptr_eq(&b.column(0).to_data())));
+        assert_eq!(rows(filter(Some("svc"), None)).1, 18, "not from rows of another service's traces");
         assert_eq!(rows(SpanFilter::default()).1, 18);
         assert_eq!(rows(filter(Some("db"), None)).1, 18, "the rows of every pending span serve any filter");
         // Through SQL the filter comes from the query, and the answer is the same as without.

@@ -341,7 +341,7 @@ impl Head {
         }
         self.spans.fetch_add(result.added, Ordering::Relaxed);
         self.bytes.fetch_add(result.bytes, Ordering::Relaxed);
-        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Release);
         result
     }
 
@@ -396,7 +396,7 @@ impl Head {
         self.spans.fetch_sub(taken, Ordering::Relaxed);
         self.bytes.fetch_sub(ready.iter().map(|t| t.bytes).sum(), Ordering::Relaxed);
         if !ready.is_empty() {
-            self.generation.fetch_add(1, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
         }
         ready
     }
@@ -441,7 +441,7 @@ impl Head {
 
     /// Changes whenever the pending set changes.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+        self.generation.load(Ordering::Acquire)
     }
 }
 

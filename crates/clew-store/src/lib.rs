@@ -74,6 +74,25 @@ impl SpanFilter {
     pub fn is_empty(&self) -> bool {
         self.service_name.is_none() && self.name.is_none()
     }
+
+    /// Whether every span that meets `other` meets this filter too.
+    pub fn covers(&self, other: &SpanFilter) -> bool {
+        let field = |mine: &Option<String>, theirs: &Option<String>| mine.is_none() || mine == theirs;
+        field(&self.service_name, &other.service_name) && field(&self.name, &other.name)
+    }
+}
+
+/// Which rows of the rollups a reader wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollupRows {
+    /// Any form: a part whose minutes the window covers may come with its rows merged across
+    /// them (see [`Rollup::for_window`](rollup::Rollup::for_window)).
+    Merged,
+    /// Every part's rows, per minute.
+    PerMinute,
+    /// Every part's calling-context rows (`paths`), per minute; its other rows may be absent
+    /// (a block whose rows are not in memory is read for these only).
+    PathsPerMinute,
 }
 
 /// What an append did.
@@ -126,15 +145,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         span_metrics::SpanMetrics::default()
     }
     /// The rollups (calls per minute, entry point and edge; the coverage report's facts per
-    /// minute) of everything that may hold spans started within [start, end] (Unix ns), in
-    /// parts; rows outside the window may be included. Unless `per_minute`, a part whose
-    /// minutes the window covers may come with its rows merged across them (see
-    /// [`Rollup::for_window`](rollup::Rollup::for_window)).
+    /// minute; calling contexts per minute) of everything that may hold spans started within
+    /// [start, end] (Unix ns), in parts; rows outside the window may be included. `rows` says
+    /// which rows the caller reads, and in what form.
     fn rollups(
         &self,
         start_unix_nano: i64,
         end_unix_nano: i64,
-        per_minute: bool,
+        rows: RollupRows,
     ) -> BoxFuture<'_, Result<Vec<Arc<rollup::Rollup>>, StoreError>>;
     /// Assembles everything pending and writes it to blocks (for shutdown and tests).
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
