@@ -1253,7 +1253,15 @@ impl EmbeddedStore {
             return Ok(rollup);
         }
         match read_paths(&paths_path(&self.blocks_dir, &block.id)) {
-            Ok(paths) => Ok(Arc::new(Rollup::new(Vec::new(), AdoptionRollup::default(), paths))),
+            Ok(paths) => {
+                let rollup = Rollup::new(Vec::new(), AdoptionRollup::default(), paths);
+                // Its calling contexts merged are those the cache holds for the block: a caller
+                // that merges them over a window covering the block does not merge them again.
+                if let Some(whole) = self.rollups.whole(&block.id) {
+                    rollup.share_merged(&whole.rollup, whole.first, whole.last);
+                }
+                Ok(Arc::new(rollup))
+            }
             // A block without its rollup files is counted (and its files saved) the long way.
             Err(_) => self.block_rollup(block),
         }
@@ -2193,6 +2201,9 @@ mod tests {
         };
         assert_eq!(contexts(&paths), contexts(&per_minute));
         assert_eq!(store.rollups.held(), held);
+        let wholes: Vec<Arc<Rollup>> = blocks.iter().map(|block| store.rollups.whole(&block.id).unwrap().rollup).collect();
+        let shared = paths.iter().zip(&wholes).all(|(part, whole)| std::ptr::eq(part.for_window(0, i64::MAX), &**whole));
+        assert!(shared, "merged over a covering window, each is the form the cache holds");
         // Retired blocks are forgotten.
         store.retire(&blocks);
         assert_eq!(store.rollups.held(), (0, 0));
