@@ -19,14 +19,11 @@ use clap::Parser;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read once at start: a background thread returns freed pages to the
-/// system within a second instead of at the next allocation; the heap is asked to be backed
-/// by transparent huge pages where the system allows (`madvise`), which spares the write path
-/// about a twentieth of its CPU in page faults and TLB misses for some 50 MiB more resident
-/// memory. `_RJEM_MALLOC_CONF` in the environment still adds its own.
+/// system within a second instead of at the next allocation. `_RJEM_MALLOC_CONF` in the
+/// environment still adds its own.
 #[cfg(all(not(target_env = "msvc"), target_os = "linux"))]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: MallocConf =
-    MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,thp:always,metadata_thp:always".as_ptr());
+static MALLOC_CONF: MallocConf = MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
 
 /// A C string pointer that jemalloc reads as `const char *malloc_conf`.
 #[cfg(all(not(target_env = "msvc"), target_os = "linux"))]
