@@ -92,9 +92,9 @@ enum PendingCopy {
     /// Their rows, made by an earlier query of the same pending spans.
     Rows(Vec<RecordBatch>),
     /// Their spans, packed; with the head's generation and the filter that chose them when
-    /// they are all the head's (their rows can then serve the next query with that filter,
-    /// or any if none, until the head changes).
-    Spans { traces: Vec<(TraceId, Vec<PendingSpan>)>, generation: Option<(u64, SpanFilter)> },
+    /// they are all the head's (their rows can then serve the next query whose filter that
+    /// one covers, until the head changes).
+    Spans { traces: Vec<(TraceId, Vec<PendingSpan>)>, cache_key: Option<(u64, SpanFilter)> },
 }
 
 /// The rows of a cut: batches of the buffer's first `taken` in the chosen windows, with the
@@ -1023,22 +1023,18 @@ impl EmbeddedStore {
     /// A snapshot whose pending part holds only the traces with a span that meets `filter`
     /// (whole, so that their trace-level columns are right).
     pub(crate) fn snapshot_where(&self, filter: &SpanFilter) -> Result<Snapshot, StoreError> {
-        let (mut snapshot, pending) = {
-            let _steady = self.stages.read();
-            let memory = self.assembled.lock().batches.clone();
-            (Snapshot { memory, blocks: self.blocks.read().clone() }, self.copy_pending(filter))
-        };
+        let (mut snapshot, pending) = self.snapshot_with(|| self.copy_pending(filter));
         snapshot.memory.extend(self.convert_pending(pending));
         Ok(snapshot)
     }
 
-    /// The assembled rows and blocks, with the pending rows `pending` gives, all taken while
-    /// no trace moves between the stages.
-    fn snapshot_with(&self, pending: impl FnOnce() -> Vec<RecordBatch>) -> Snapshot {
+    /// The assembled rows and blocks, with what `pending` takes of the pending traces, all
+    /// taken while no trace moves between the stages.
+    fn snapshot_with<T>(&self, pending: impl FnOnce() -> T) -> (Snapshot, T) {
         let _steady = self.stages.read();
-        let mut memory = self.assembled.lock().batches.clone();
-        memory.extend(pending());
-        Snapshot { memory, blocks: self.blocks.read().clone() }
+        let memory = self.assembled.lock().batches.clone();
+        let pending = pending();
+        (Snapshot { memory, blocks: self.blocks.read().clone() }, pending)
     }
 
     /// Pending and in-flight traces as they are now, those with a span that meets `filter`:
@@ -1059,15 +1055,15 @@ impl EmbeddedStore {
         let mut traces = self.head.copy_where(wanted);
         let head_only = in_flight.is_empty() && !traces.is_empty();
         traces.extend(in_flight.iter().filter(|(_, spans)| wanted(spans)).map(|(id, spans)| (*id, spans.to_vec())));
-        PendingCopy::Spans { traces, generation: head_only.then(|| (generation, filter.clone())) }
+        PendingCopy::Spans { traces, cache_key: head_only.then(|| (generation, filter.clone())) }
     }
 
     /// Pending traces provisionally assembled so that they have every column, on several
     /// threads (a burst of ingest leaves a million spans or more pending).
     fn convert_pending(&self, pending: PendingCopy) -> Vec<RecordBatch> {
-        let (traces, generation) = match pending {
+        let (traces, cache_key) = match pending {
             PendingCopy::Rows(batches) => return batches,
-            PendingCopy::Spans { traces, generation } => (traces, generation),
+            PendingCopy::Spans { traces, cache_key } => (traces, cache_key),
         };
         if traces.is_empty() {
             return Vec::new();
@@ -1080,8 +1076,8 @@ impl EmbeddedStore {
             builder.finish()
         };
         let batches = if traces.len() >= 1_000 { on_cores(&traces, 4, convert) } else { vec![convert(&traces)] };
-        if let Some(generation) = generation {
-            *self.pending_cache.lock() = Some((generation.0, generation.1, batches.clone()));
+        if let Some((generation, filter)) = cache_key {
+            *self.pending_cache.lock() = Some((generation, filter, batches.clone()));
         }
         batches
     }
@@ -1091,20 +1087,10 @@ impl EmbeddedStore {
         let mut builder = BatchBuilder::default();
         self.head.visit_traces(trace_ids, |spans| builder.push_trace(&assemble_borrowed(spans), 0));
         let in_flight = self.in_flight.lock().clone();
-        self.push_in_flight(&mut builder, &in_flight, |id| trace_ids.contains(id));
-        if builder.rows() == 0 { Vec::new() } else { vec![builder.finish()] }
-    }
-
-    /// Adds the in-flight traces that `wanted` picks, provisionally assembled.
-    fn push_in_flight(
-        &self,
-        builder: &mut BatchBuilder,
-        in_flight: &[(TraceId, Arc<Vec<PendingSpan>>)],
-        wanted: impl Fn(&TraceId) -> bool,
-    ) {
-        for (trace_id, spans) in in_flight.iter().filter(|(id, _)| wanted(id)) {
+        for (trace_id, spans) in in_flight.iter().filter(|(id, _)| trace_ids.contains(id)) {
             builder.push_trace(&assemble_borrowed(&self.head.unpack(*trace_id, spans)), 0);
         }
+        if builder.rows() == 0 { Vec::new() } else { vec![builder.finish()] }
     }
 
     /// (trace, span) IDs of every block holding spans that ended at or after `since`.
@@ -1318,7 +1304,8 @@ impl EmbeddedStore {
     fn traces_blocking(&self, trace_ids: &[TraceId]) -> Result<Vec<Vec<StoredSpan>>, StoreError> {
         // Of the spans still pending, only the wanted traces' are decoded: under heavy ingest
         // the head holds a million spans or more, which a whole snapshot would convert.
-        let snapshot = self.snapshot_with(|| self.pending_batches_of(trace_ids));
+        let (mut snapshot, pending) = self.snapshot_with(|| self.pending_batches_of(trace_ids));
+        snapshot.memory.extend(pending);
         let mut sorted: Vec<[u8; 16]> = trace_ids.iter().map(|id| id.0).collect();
         sorted.sort_unstable();
         sorted.dedup();

@@ -736,11 +736,15 @@ impl Rollup {
         if self.merged {
             return self;
         }
-        let (from, to) = *self.minutes.get_or_init(|| self.minute_range());
+        let (from, to) = self.minutes();
         if first <= from && to <= last { self.whole.get_or_init(|| Arc::new(self.merged())) } else { self }
     }
 
-    /// The first and last minute of any row.
+    /// The first and last minute of any row (found once).
+    fn minutes(&self) -> (i64, i64) {
+        *self.minutes.get_or_init(|| self.minute_range())
+    }
+
     fn minute_range(&self) -> (i64, i64) {
         let a = &self.adoption;
         let minutes = self
@@ -760,7 +764,7 @@ impl Rollup {
     /// minute: the form to read for a window that covers them all.
     pub(crate) fn merged_form(&self) -> (i64, i64, Arc<Rollup>) {
         let whole = Arc::clone(self.whole.get_or_init(|| Arc::new(self.merged())));
-        let (from, to) = *self.minutes.get_or_init(|| self.minute_range());
+        let (from, to) = self.minutes();
         (from, to, whole)
     }
 
@@ -812,7 +816,7 @@ impl Rollup {
     }
 
     fn merged(&self) -> Rollup {
-        let (from, _) = *self.minutes.get_or_init(|| self.minute_range());
+        let (from, _) = self.minutes();
         Rollup { merged: true, ..Rollup::combine([self], Some(from)) }
     }
 

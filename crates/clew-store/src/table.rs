@@ -8,9 +8,10 @@ use datafusion::catalog::{MemTable, Session, TableProvider};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::Result;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
+use datafusion::scalar::ScalarValue;
 
 use crate::block::SCHEMA;
 use crate::engine::Snapshot;
@@ -90,19 +91,20 @@ impl TableProvider for SpansTable {
     }
 }
 
+/// A pushed-down filter of the form `column <op> literal`: the column's name, the operator
+/// and the literal.
+fn comparison(filter: &Expr) -> Option<(&str, Operator, &ScalarValue)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else { return None };
+    let (Expr::Column(column), Expr::Literal(value, _)) = (left.as_ref(), right.as_ref()) else { return None };
+    Some((column.name.as_str(), *op, value))
+}
+
 /// The span filter that conjunctive filters `service_name = '…'` and `name = '…'` make.
 fn span_filter(filters: &[Expr]) -> SpanFilter {
-    use datafusion::logical_expr::{BinaryExpr, Operator};
-    use datafusion::scalar::ScalarValue;
     let mut filter = SpanFilter::default();
-    for expr in filters {
-        let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = expr else { continue };
-        let (Expr::Column(column), Expr::Literal(ScalarValue::Utf8(Some(value)) | ScalarValue::Utf8View(Some(value)), _)) =
-            (left.as_ref(), right.as_ref())
-        else {
-            continue;
-        };
-        match column.name.as_str() {
+    for (column, op, value) in filters.iter().filter_map(comparison) {
+        let (Operator::Eq, ScalarValue::Utf8(Some(value)) | ScalarValue::Utf8View(Some(value))) = (op, value) else { continue };
+        match column {
             "service_name" => filter.service_name = Some(value.clone()),
             "name" => filter.name = Some(value.clone()),
             _ => {}
@@ -116,17 +118,9 @@ fn span_filter(filters: &[Expr]) -> SpanFilter {
 /// block's earliest span starts its earliest trace, so a block whose spans all end before the
 /// range, or that starts after it, holds no row of it.
 fn trace_start_bounds(filters: &[Expr]) -> (i64, i64) {
-    use datafusion::logical_expr::{BinaryExpr, Operator};
-    use datafusion::scalar::ScalarValue;
     let (mut earliest, mut latest) = (i64::MIN, i64::MAX);
-    for filter in filters {
-        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else { continue };
-        let (Expr::Column(column), Expr::Literal(ScalarValue::Int64(Some(value)), _)) = (left.as_ref(), right.as_ref()) else {
-            continue;
-        };
-        if column.name != "trace_start_unix_nano" {
-            continue;
-        }
+    for (column, op, value) in filters.iter().filter_map(comparison) {
+        let ("trace_start_unix_nano", ScalarValue::Int64(Some(value))) = (column, value) else { continue };
         match op {
             Operator::Gt => earliest = earliest.max(value.saturating_add(1)),
             Operator::GtEq => earliest = earliest.max(*value),
